@@ -1,0 +1,81 @@
+"""Admin API under `/api/v1/`: per-advertiser bearer tokens, one operator token.
+
+An advertiser's token reaches only that advertiser's resources; the operator's reaches all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from adserver.catalog import FeedError, parse_feed
+from adserver.context import CATALOG, METRICS, SETTINGS, STORE
+from adserver.responses import json_error, json_response
+
+FEED_PREVIEW = 1000
+
+
+def bearer_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def authorize_advertiser(request: web.Request) -> str:
+    """The advertiser named in the path, if the caller's token may act for it; else raises
+    401 (no or unknown token), 403 (another advertiser's token) or 404 (no such advertiser)."""
+    settings = request.app[SETTINGS]
+    advertiser = request.match_info["advertiser"]
+    token = bearer_token(request)
+    challenge = {"WWW-Authenticate": 'Bearer realm="kaeru"'}
+    if token is None:
+        raise web.HTTPUnauthorized(text="missing bearer token", headers=challenge)
+    owner = settings.token_owner(token)
+    if settings.is_operator(token):
+        if advertiser not in settings.advertisers:
+            raise web.HTTPNotFound(text=f"unknown advertiser {advertiser[:64]!r}")
+        return advertiser
+    if owner is None:
+        raise web.HTTPUnauthorized(text="unknown token", headers=challenge)
+    if owner != advertiser:
+        raise web.HTTPForbidden(text="this token belongs to another advertiser")
+    return advertiser
+
+
+async def put_products(request: web.Request) -> web.StreamResponse:
+    """Replace the advertiser's catalog with a feed (NDJSON, JSON array or CSV)."""
+    advertiser = authorize_advertiser(request)
+    app = request.app
+    body = await request.read()
+    try:
+        result = await asyncio.to_thread(parse_feed, body, request.content_type)
+    except FeedError as exc:
+        return json_error(400, f"unreadable feed: {exc}")
+    metrics = app[METRICS]
+    metrics.feed_rows.labels("accepted").inc(len(result.accepted))
+    metrics.feed_rows.labels("rejected").inc(len(result.rejected))
+    summary = result.summary(FEED_PREVIEW)
+    if not result.accepted:
+        return json_response({**summary, "error": "no valid product; catalog unchanged"}, 422)
+    version = await app[STORE].replace_catalog(advertiser, result.accepted)
+    await app[CATALOG].refresh()
+    return json_response({**summary, "version": version})
+
+
+async def get_products(request: web.Request) -> web.StreamResponse:
+    """The catalog as this server process serves it now."""
+    advertiser = authorize_advertiser(request)
+    catalog = request.app[CATALOG].catalog(advertiser)
+    listed = [
+        {
+            "id": p.id,
+            "title": p.title,
+            "price": str(p.price),
+            "sale_price": None if p.sale_price is None else str(p.sale_price),
+            "currency": p.currency,
+            "availability": p.availability,
+            "link": p.link,
+        }
+        for p in sorted(catalog.values(), key=lambda p: p.id)
+    ]
+    return json_response({"advertiser": advertiser, "count": len(listed), "products": listed})

@@ -1,0 +1,77 @@
+"""`create_app(settings)`: assemble Kaeru from its parts. Never reads the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from adserver import ad_handlers, admin, ops
+from adserver.catalog_cache import CatalogCache
+from adserver.context import CATALOG, METRICS, RENDERER, SETTINGS, SIGNER, STORE
+from adserver.metrics import Metrics
+from adserver.middleware import observe
+from adserver.settings import Settings
+from adserver.signing import Signer
+from adserver.store import RedisError, Store, StoreLimits, connect
+from creatives.renderer import CreativeRenderer
+from pixel import handlers as pixel_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    if not settings.redis_url:
+        raise ValueError("create_app needs settings.redis_url (the CLI starts embedded Redis)")
+    if not settings.secret:
+        raise ValueError("create_app needs settings.secret (see Settings.with_secret_from_data_dir)")
+    app = web.Application(middlewares=[observe], client_max_size=settings.feed_max_bytes)
+    store = Store(
+        connect(settings.redis_url),
+        StoreLimits(settings.lookback_seconds, settings.max_views, settings.stream_maxlen),
+    )
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[METRICS] = Metrics()
+    app[CATALOG] = CatalogCache(store, list(settings.advertisers))
+    app[RENDERER] = CreativeRenderer()
+    app[SIGNER] = Signer(settings.secret)
+    app.cleanup_ctx.append(_redis_lifecycle)
+    _add_routes(app)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Warm the catalog cache, keep it fresh in the background, close Redis on the way out."""
+    cache = app[CATALOG]
+    try:
+        await cache.refresh()
+    except (RedisError, OSError) as exc:
+        log.warning("Redis not reachable at start-up; serving without catalogs for now: %s", exc)
+    refresher = asyncio.create_task(cache.run(app[SETTINGS].cache_refresh_seconds))
+    yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
+    await app[STORE].close()
+
+
+def _add_routes(app: web.Application) -> None:
+    app.router.add_get("/px", pixel_handlers.pixel)
+    app.router.add_post("/e", pixel_handlers.batch)
+    app.router.add_get("/tag.js", pixel_handlers.tag_script)
+    app.router.add_get("/ad", ad_handlers.ad_html)
+    app.router.add_get("/ad.js", ad_handlers.ad_script)
+    app.router.add_get("/ad.json", ad_handlers.ad_json)
+    app.router.add_get("/c/{token}", ad_handlers.click)
+    app.router.add_get("/i/{token}", ad_handlers.rendered)
+    products = "/api/v1/advertisers/{advertiser}/products"
+    app.router.add_put(products, admin.put_products)
+    app.router.add_get(products, admin.get_products)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)

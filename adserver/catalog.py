@@ -1,0 +1,246 @@
+"""Product feeds: parse NDJSON, a JSON array or CSV with Google-Merchant-like fields.
+
+Each row is validated on its own; a feed answers which rows were accepted and why the others
+were rejected, so a shop can fix its export without guessing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from babel.numbers import UnknownCurrencyError, format_currency
+
+from adserver.shopper import is_valid_sku
+
+MAX_TITLE = 300
+MAX_TEXT = 200
+MAX_URL = 2048
+MAX_ROWS = 200_000
+AVAILABILITY = {
+    "in_stock": "in_stock",
+    "in stock": "in_stock",
+    "out_of_stock": "out_of_stock",
+    "out of stock": "out_of_stock",
+    "preorder": "preorder",
+    "backorder": "backorder",
+}
+SELLABLE = frozenset(("in_stock", "preorder", "backorder"))
+PRICE = re.compile(r"^\s*(\d{1,9}(?:\.\d{1,4})?)\s*([A-Za-z]{3})?\s*$")
+PRICE_LOCALE = "en_US"
+
+
+class FeedError(ValueError):
+    """The feed as a whole cannot be read (not a row problem)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    title: str
+    link: str
+    image_link: str
+    price: Decimal
+    currency: str
+    sale_price: Decimal | None = None
+    availability: str = "in_stock"
+    category: str = ""
+    brand: str = ""
+
+    @property
+    def in_stock(self) -> bool:
+        return self.availability in SELLABLE
+
+    @property
+    def price_text(self) -> str:
+        return format_price(self.sale_price if self.sale_price is not None else self.price,
+                            self.currency)
+
+    @property
+    def regular_price_text(self) -> str:
+        """The crossed-out price when on sale, else empty."""
+        return format_price(self.price, self.currency) if self.sale_price is not None else ""
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["price"] = str(self.price)
+        data["sale_price"] = None if self.sale_price is None else str(self.sale_price)
+        return orjson.dumps(data)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Product:
+        data = orjson.loads(raw)
+        data["price"] = Decimal(data["price"])
+        if data.get("sale_price") is not None:
+            data["sale_price"] = Decimal(data["sale_price"])
+        return cls(**data)
+
+
+def format_price(amount: Decimal, currency: str) -> str:
+    return format_currency(amount, currency, locale=PRICE_LOCALE)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    row: int
+    id: str | None
+    reason: str
+
+
+@dataclass(slots=True)
+class FeedResult:
+    accepted: list[Product] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+    def summary(self, max_reasons: int = 1000) -> dict[str, Any]:
+        return {
+            "accepted": len(self.accepted),
+            "rejected": len(self.rejected),
+            "rejections": [asdict(r) for r in self.rejected[:max_reasons]],
+        }
+
+
+def detect_format(body: bytes, content_type: str = "") -> str:
+    """'json', 'ndjson' or 'csv', from the content type, else from the first character."""
+    content_type = content_type.lower()
+    if "ndjson" in content_type or "jsonlines" in content_type:
+        return "ndjson"
+    if "csv" in content_type:
+        return "csv"
+    head = body.lstrip()[:1]
+    if head == b"[":
+        return "json"
+    if head == b"{":
+        return "ndjson"
+    return "csv"
+
+
+def parse_feed(body: bytes, content_type: str = "") -> FeedResult:
+    """Validate every row of a feed; raises FeedError only when the feed is unreadable."""
+    result = FeedResult()
+    seen: set[str] = set()
+    for number, row in enumerate(_rows(body, detect_format(body, content_type)), start=1):
+        if number > MAX_ROWS:
+            raise FeedError(f"feed has more than {MAX_ROWS} rows")
+        product = parse_product(row) if isinstance(row, dict) else "row is not an object"
+        row_id = row.get("id") if isinstance(row, dict) else None
+        row_id = str(row_id) if row_id is not None else None
+        if isinstance(product, Product) and product.id in seen:
+            product = f"duplicate id {product.id!r}"
+        if isinstance(product, Product):
+            seen.add(product.id)
+            result.accepted.append(product)
+        else:
+            result.rejected.append(RejectedRow(number, row_id, product))
+    return result
+
+
+def _rows(body: bytes, kind: str) -> Iterator[object]:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FeedError(f"feed is not UTF-8 (byte {exc.start})") from None
+    if kind == "json":
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise FeedError(f"invalid JSON: {exc}") from None
+        if not isinstance(document, list):
+            raise FeedError("a JSON feed must be an array of products")
+        yield from document
+    elif kind == "ndjson":
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    yield f"line {line_number} is not valid JSON"
+    else:
+        yield from _csv_rows(text)
+
+
+def _csv_rows(text: str) -> Iterator[object]:
+    sample = text[:4096]
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, ",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+    if not reader.fieldnames or "id" not in [f.strip().lower() for f in reader.fieldnames]:
+        raise FeedError("CSV feed needs a header row with at least an 'id' column")
+    for row in reader:
+        yield {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
+
+
+def _text(row: dict[str, Any], name: str, limit: int) -> str:
+    value = row.get(name)
+    if value is None:
+        return ""
+    return str(value).strip()[:limit]
+
+
+def _url(row: dict[str, Any], name: str) -> str | None:
+    value = _text(row, name, MAX_URL + 1)
+    parts = urlsplit(value)
+    if len(value) > MAX_URL or parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return value
+
+
+def _price(raw: object) -> tuple[Decimal, str | None] | None:
+    if isinstance(raw, bool) or raw is None or raw == "":
+        return None
+    match = PRICE.match(str(raw))
+    if not match:
+        return None
+    return Decimal(match.group(1)), (match.group(2) or "").upper() or None
+
+
+def parse_product(row: dict[str, Any]) -> Product | str:
+    """A Product, or the reason the row is rejected."""
+    sku = _text(row, "id", 200)
+    if not is_valid_sku(sku):
+        return "id missing or invalid (1-64 characters, no comma or control characters)"
+    title = _text(row, "title", MAX_TITLE)
+    if not title:
+        return "title missing"
+    link, image = _url(row, "link"), _url(row, "image_link")
+    if link is None:
+        return "link missing or not an absolute http(s) URL"
+    if image is None:
+        return "image_link missing or not an absolute http(s) URL"
+    price = _price(row.get("price"))
+    if price is None:
+        return "price missing or not a number like 19.99 or '19.99 EUR'"
+    sale = _price(row.get("sale_price")) if row.get("sale_price") not in (None, "") else None
+    if row.get("sale_price") not in (None, "") and sale is None:
+        return "sale_price is not a number like 19.99 or '19.99 EUR'"
+    currency = (_text(row, "currency", 8).upper() or price[1] or (sale[1] if sale else None))
+    if not currency:
+        return "currency missing (give a currency column or a price like '19.99 EUR')"
+    try:
+        format_price(price[0], currency)
+    except UnknownCurrencyError:
+        return f"unknown currency {currency!r}"
+    availability = AVAILABILITY.get(_text(row, "availability", 40).lower() or "in_stock")
+    if availability is None:
+        return "availability must be in_stock, out_of_stock, preorder or backorder"
+    return Product(
+        id=sku,
+        title=title,
+        link=link,
+        image_link=image,
+        price=price[0],
+        currency=currency,
+        sale_price=sale[0] if sale and sale[0] < price[0] else None,
+        availability=availability,
+        category=_text(row, "category", MAX_TEXT),
+        brand=_text(row, "brand", MAX_TEXT),
+    )

@@ -1,0 +1,226 @@
+"""The `kaeru` command: serve, demo, catalog import.
+
+Configuration comes from the environment (see the README's table); flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from adserver.catalog import FeedError, Product, parse_feed, parse_product
+from adserver.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from adserver.settings import ADVERTISER_ID, Settings, SettingsError
+from adserver.store import RedisError, Store, StoreLimits, connect
+
+log = logging.getLogger("kaeru")
+
+DEMO_TOKEN_FILE = "demo-token"
+FEED_TYPES = {".csv": "text/csv", ".json": "application/json", ".ndjson": "application/x-ndjson",
+              ".jsonl": "application/x-ndjson"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kaeru", description="Kaeru retargeting ad server")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--redis-url", help="Redis to use (default: $REDIS_URL, else embedded)")
+    common.add_argument("--data-dir", type=Path, help="data directory (default: $KAERU_DATA_DIR)")
+
+    for name, help_text in (("serve", "run the ad server"),
+                            ("demo", "run the server with a demo shop and partner site")):
+        command = commands.add_parser(name, parents=[common], help=help_text)
+        command.add_argument("--host", help="address to listen on (default: $KAERU_HOST or "
+                             "127.0.0.1)")
+        command.add_argument("--port", type=int, help="port (default: $KAERU_PORT or 8080)")
+
+    catalog = commands.add_parser("catalog", help="manage product catalogs")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True,
+                                              metavar="ACTION")
+    importer = catalog_commands.add_parser(
+        "import", parents=[common], help="replace an advertiser's catalog with a feed file"
+    )
+    importer.add_argument("file", type=Path, help="feed: .csv, .json (array) or .ndjson")
+    importer.add_argument("--advertiser", required=True, help="advertiser id")
+    importer.add_argument("--format", choices=["csv", "json", "ndjson"],
+                          help="feed format (default: from the file name, else sniffed)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "redis_url": args.redis_url,
+        "data_dir": args.data_dir,
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+    }
+    return Settings.from_env(overrides=overrides).with_secret_from_data_dir()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(args)
+        if args.command == "serve":
+            return serve(settings)
+        if args.command == "demo":
+            return demo(settings)
+        return import_catalog(settings, args.file, args.advertiser, args.format)
+    except SettingsError as exc:
+        print(f"kaeru: {exc}", file=sys.stderr)
+        return 2
+    except EmbeddedRedisError as exc:
+        print(f"kaeru: embedded Redis: {exc}", file=sys.stderr)
+        return 1
+
+
+def _with_redis(settings: Settings, run: Callable[[Settings], int]) -> int:
+    """Run with REDIS_URL, or with a private redis-server in the data dir for the duration."""
+    if settings.redis_url:
+        return run(settings)
+    embedded = EmbeddedRedis(settings.data_dir)
+    url = embedded.start()
+    if embedded.process is not None:
+        log.info("embedded Redis started at %s (AOF everysec in %s)", url, settings.data_dir)
+    try:
+        return run(replace(settings, redis_url=url))
+    finally:
+        embedded.stop()
+
+
+def _run_app(app: web.Application, settings: Settings) -> None:
+    loop: asyncio.AbstractEventLoop | None = None
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        pass
+    web.run_app(app, host=settings.host, port=settings.port, loop=loop, access_log=None)
+
+
+def serve(settings: Settings) -> int:
+    from adserver.app import create_app
+
+    def run(settings: Settings) -> int:
+        if not settings.advertisers:
+            log.warning("no advertisers configured (KAERU_ADVERTISERS): nothing will be tracked")
+        _run_app(create_app(settings), settings)
+        return 0
+
+    return _with_redis(settings, run)
+
+
+def public_base_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost"):
+        host = "localhost"
+    return f"http://{host}:{settings.port}"
+
+
+def demo(settings: Settings) -> int:
+    from adserver.app import create_app
+    from adserver.context import CATALOG, STORE
+    from adserver.demo.pages import DEMO_ADVERTISER, add_demo_routes, demo_catalog
+
+    token = settings.advertisers.get(DEMO_ADVERTISER) or _demo_token(settings.data_dir)
+    settings = replace(settings, advertisers={**settings.advertisers, DEMO_ADVERTISER: token})
+    base = public_base_url(settings)
+
+    async def load_catalog(app: web.Application) -> None:
+        products = [parse_product(row) for row in demo_catalog(base)]
+        await app[STORE].replace_catalog(
+            DEMO_ADVERTISER, [p for p in products if isinstance(p, Product)]
+        )
+        await app[CATALOG].refresh()
+        print(
+            f"\nKaeru demo is running. Open {base}/demo/\n"
+            f"  shop:     {base}/demo/shop/\n"
+            f"  partner:  {base}/demo/partner/\n"
+            f"  metrics:  {base}/metrics\n"
+            f"  admin API token for {DEMO_ADVERTISER}: {token}\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+
+    def run(settings: Settings) -> int:
+        app = create_app(settings)
+        add_demo_routes(app)
+        app.on_startup.append(load_catalog)
+        _run_app(app, settings)
+        return 0
+
+    return _with_redis(settings, run)
+
+
+def _demo_token(data_dir: Path) -> str:
+    path = data_dir / DEMO_TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def import_catalog(settings: Settings, file: Path, advertiser: str, kind: str | None) -> int:
+    if not ADVERTISER_ID.match(advertiser):
+        print(f"kaeru: invalid advertiser id {advertiser!r}", file=sys.stderr)
+        return 2
+    if settings.advertisers and advertiser not in settings.advertisers:
+        log.warning("%s is not in KAERU_ADVERTISERS: the server will not serve it", advertiser)
+    try:
+        body = file.read_bytes()
+    except OSError as exc:
+        print(f"kaeru: cannot read {file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    content_type = FEED_TYPES.get(f".{kind}" if kind else file.suffix.lower(), "")
+    print(f"parsing {file} ({len(body) / 1e6:.1f} MB)...", file=sys.stderr, flush=True)
+    try:
+        result = parse_feed(body, content_type)
+    except FeedError as exc:
+        print(f"kaeru: unreadable feed: {exc}", file=sys.stderr)
+        return 1
+    for rejected in result.rejected[:20]:
+        print(f"  row {rejected.row} (id {rejected.id!r}): {rejected.reason}", file=sys.stderr)
+    if len(result.rejected) > 20:
+        print(f"  ... and {len(result.rejected) - 20} more rejected rows", file=sys.stderr)
+    if not result.accepted:
+        print("kaeru: no valid product in the feed; catalog unchanged", file=sys.stderr)
+        return 1
+
+    def run(settings: Settings) -> int:
+        assert settings.redis_url is not None
+        version = asyncio.run(_store_catalog(settings.redis_url, advertiser, result.accepted))
+        print(f"{advertiser}: {len(result.accepted)} products accepted, "
+              f"{len(result.rejected)} rejected; catalog version {version}")
+        return 0
+
+    try:
+        return _with_redis(settings, run)
+    except (RedisError, OSError) as exc:
+        print(f"kaeru: cannot store the catalog: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _store_catalog(redis_url: str, advertiser: str, products: list[Product]) -> int:
+    store = Store(connect(redis_url), StoreLimits())
+    try:
+        return await store.replace_catalog(advertiser, products)
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

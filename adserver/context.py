@@ -1,0 +1,19 @@
+"""Typed keys for what the app holds (aiohttp `AppKey`s), shared by every handler module."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adserver.catalog_cache import CatalogCache
+from adserver.metrics import Metrics
+from adserver.settings import Settings
+from adserver.signing import Signer
+from adserver.store import Store
+from creatives.renderer import CreativeRenderer
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", Metrics)
+CATALOG = web.AppKey("catalog", CatalogCache)
+RENDERER = web.AppKey("renderer", CreativeRenderer)
+SIGNER = web.AppKey("signer", Signer)

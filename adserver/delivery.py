@@ -1,0 +1,81 @@
+"""Turn a decision into what the partner page receives: the creative HTML, the product list
+for JSON callers, signed click links and the rendered-impression beacon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adserver.decision import Decision, Slot
+from adserver.signing import Signer
+from creatives.renderer import CreativeProduct, CreativeRenderer
+
+CLICK_PURPOSE = "click"
+RENDER_PURPOSE = "render"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedAd:
+    decision: Decision
+    slot: Slot
+    html: str
+    products: list[dict[str, Any]]
+    impression_url: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "advertiser": self.decision.advertiser,
+            "strategy": self.decision.strategy,
+            "size": self.slot.size,
+            "html": self.html,
+            "products": self.products,
+            "impression_url": self.impression_url,
+        }
+
+
+def click_url(base_url: str, signer: Signer, decision: Decision, slot: Slot, index: int) -> str:
+    pick = decision.picks[index]
+    token = signer.sign(
+        CLICK_PURPOSE,
+        [decision.advertiser, pick.product.id, slot.publisher, pick.product.link, pick.strategy],
+    )
+    return f"{base_url}/c/{token}"
+
+
+def build_ad(
+    decision: Decision, slot: Slot, base_url: str, signer: Signer, renderer: CreativeRenderer
+) -> ServedAd:
+    impression_url = "{}/i/{}".format(
+        base_url, signer.sign(RENDER_PURPOSE, [decision.advertiser, slot.publisher, slot.size])
+    )
+    shown: list[CreativeProduct] = []
+    products: list[dict[str, Any]] = []
+    for index, pick in enumerate(decision.picks):
+        product = pick.product
+        url = click_url(base_url, signer, decision, slot, index)
+        shown.append(
+            CreativeProduct(
+                title=product.title,
+                price_text=product.price_text,
+                image_url=product.image_link,
+                click_url=url,
+                brand=product.brand,
+                regular_price_text=product.regular_price_text,
+            )
+        )
+        products.append(
+            {
+                "id": product.id,
+                "title": product.title,
+                "price": str(product.price if product.sale_price is None else product.sale_price),
+                "currency": product.currency,
+                "price_text": product.price_text,
+                "image_url": product.image_link,
+                "click_url": url,
+                "strategy": pick.strategy,
+            }
+        )
+    html = renderer.render(
+        slot.size, shown, advertiser=decision.advertiser, impression_url=impression_url
+    )
+    return ServedAd(decision, slot, html, products, impression_url)

@@ -1,0 +1,50 @@
+"""Prometheus metrics, one registry per app so that several apps (tests) never collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "kaeru_http_requests", "HTTP requests by route and status", ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "kaeru_http_request_seconds", "Time to answer, by route", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.events_stored = Counter(
+            "kaeru_events_stored", "Shopper events written to Redis", ["event"], registry=r
+        )
+        self.tracking_rejects = Counter(
+            "kaeru_tracking_rejects", "Tracking input refused and stored nowhere", ["reason"],
+            registry=r,
+        )
+        self.bad_requests = Counter(
+            "kaeru_bad_requests", "Requests answered 4xx for bad input", ["route", "reason"],
+            registry=r,
+        )
+        self.ads = Counter(
+            "kaeru_ads_served", "Ads served, by strategy of the lead product", ["strategy"],
+            registry=r,
+        )
+        self.no_fill = Counter("kaeru_ads_no_fill", "Ad requests with nothing to show", registry=r)
+        self.clicks = Counter("kaeru_clicks", "Valid clicks redirected", registry=r)
+        self.click_rejects = Counter(
+            "kaeru_click_rejects", "Click tokens refused", ["reason"], registry=r
+        )
+        self.feed_rows = Counter(
+            "kaeru_feed_rows", "Catalog feed rows by outcome", ["outcome"], registry=r
+        )
+        self.store_errors = Counter(
+            "kaeru_store_errors", "Redis operations that failed", ["operation"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,24 @@
+"""Operations endpoints: `/healthz` (the process lives), `/readyz` (Redis answers), `/metrics`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from adserver.context import METRICS, STORE
+from adserver.responses import json_response
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    if await request.app[STORE].ping():
+        return json_response({"status": "ready", "redis": "ok"})
+    return json_response({"status": "not ready", "redis": "unreachable"}, status=503)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

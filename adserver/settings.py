@@ -1,0 +1,207 @@
+"""Kaeru's configuration: one frozen object, read once from the environment and CLI flags.
+
+`Settings.from_env` validates every variable and raises `SettingsError` listing *all* bad
+ones (prebid-server style), so an operator fixes a deployment in one go.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ADVERTISER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MIN_TOKEN_LENGTH = 16
+MIN_SECRET_LENGTH = 32
+SECRET_FILE = "secret"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+HOSTNAME = re.compile(r"^\.?([a-z0-9-]{1,63}\.)*[a-z0-9-]{1,63}$", re.IGNORECASE)
+
+
+class SettingsError(ValueError):
+    """Raised with every configuration problem found, one per line, each naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "kaeru"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything Kaeru can be configured with. See the README's configuration table."""
+
+    redis_url: str | None = None
+    data_dir: Path = field(default_factory=default_data_dir)
+    secret: bytes = b""
+    advertisers: Mapping[str, str] = field(default_factory=dict)
+    operator_token: str | None = None
+    cookie_domain: str | None = None
+    lookback_days: int = 30
+    max_views: int = 50
+    click_ttl_days: int = 30
+    stream_maxlen: int = 1_000_000
+    feed_max_bytes: int = 64 * 1024 * 1024
+    cache_refresh_seconds: float = 1.0
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    @property
+    def lookback_seconds(self) -> int:
+        return self.lookback_days * 86400
+
+    def token_owner(self, token: str) -> str | None:
+        """The advertiser a bearer token belongs to (constant-time per comparison)."""
+        owner = None
+        for advertiser, expected in self.advertisers.items():
+            if secrets.compare_digest(expected.encode(), token.encode()):
+                owner = advertiser
+        return owner
+
+    def is_operator(self, token: str) -> bool:
+        expected = self.operator_token
+        return expected is not None and secrets.compare_digest(expected.encode(), token.encode())
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+    ) -> Settings:
+        """Build settings from `env` (default: os.environ); `overrides` (CLI flags) win."""
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        values: dict[str, object] = {
+            "redis_url": reader.redis_url("REDIS_URL"),
+            "data_dir": Path(env.get("KAERU_DATA_DIR") or default_data_dir()).expanduser(),
+            "secret": reader.secret("KAERU_SECRET"),
+            "advertisers": reader.advertisers("KAERU_ADVERTISERS"),
+            "operator_token": reader.token("KAERU_OPERATOR_TOKEN"),
+            "cookie_domain": reader.hostname("KAERU_COOKIE_DOMAIN"),
+            "lookback_days": reader.integer("KAERU_LOOKBACK_DAYS", 30, 1, 400),
+            "max_views": reader.integer("KAERU_MAX_VIEWS", 50, 1, 500),
+            "click_ttl_days": reader.integer("KAERU_CLICK_TTL_DAYS", 30, 1, 400),
+            "stream_maxlen": reader.integer("KAERU_STREAM_MAXLEN", 1_000_000, 1000, 10**9),
+            "feed_max_bytes": reader.integer("KAERU_FEED_MAX_MB", 64, 1, 4096) * 1024 * 1024,
+            "host": env.get("KAERU_HOST") or "127.0.0.1",
+            "port": reader.integer("KAERU_PORT", 8080, 1, 65535),
+        }
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        if reader.problems:
+            raise SettingsError(reader.problems)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_secret_from_data_dir(self) -> Settings:
+        """Fill in the signing key from the data dir, creating and persisting one if needed."""
+        if self.secret:
+            return self
+        path = self.data_dir / SECRET_FILE
+        if path.exists():
+            secret = path.read_text().strip().encode()
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise SettingsError([f"{path}: secret is shorter than {MIN_SECRET_LENGTH} chars"])
+            return replace(self, secret=secret)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret_text = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret_text + "\n")
+        return replace(self, secret=secret_text.encode())
+
+
+class _Reader:
+    """Parses single variables, recording a problem instead of raising on the first one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r}: not a whole number")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name}={value}: must be between {low} and {high}")
+            return default
+        return value
+
+    def redis_url(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        if urlsplit(raw).scheme not in REDIS_SCHEMES:
+            self.problems.append(f"{name}: scheme must be one of {', '.join(REDIS_SCHEMES)}")
+            return None
+        return raw
+
+    def secret(self, name: str) -> bytes:
+        raw = self._raw(name)
+        if raw is None:
+            return b""
+        if len(raw) < MIN_SECRET_LENGTH:
+            self.problems.append(f"{name}: must be at least {MIN_SECRET_LENGTH} characters")
+            return b""
+        return raw.encode()
+
+    def token(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is not None and len(raw) < MIN_TOKEN_LENGTH:
+            self.problems.append(f"{name}: must be at least {MIN_TOKEN_LENGTH} characters")
+            return None
+        return raw
+
+    def hostname(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is not None and not HOSTNAME.match(raw):
+            self.problems.append(f"{name}={raw!r}: not a host name")
+            return None
+        return raw
+
+    def advertisers(self, name: str) -> dict[str, str]:
+        raw = self._raw(name)
+        if raw is None:
+            return {}
+        if raw.startswith("@"):
+            try:
+                raw = Path(raw[1:]).expanduser().read_text()
+            except OSError as exc:
+                self.problems.append(f"{name}: cannot read {raw[1:]}: {exc.strerror}")
+                return {}
+        return self._advertiser_pairs(name, raw)
+
+    def _advertiser_pairs(self, name: str, raw: str) -> dict[str, str]:
+        advertisers: dict[str, str] = {}
+        entries = [e.strip() for e in re.split(r"[,\n]", raw)]
+        for entry in (e for e in entries if e and not e.startswith("#")):
+            advertiser, sep, token = entry.partition(":")
+            if not sep or not ADVERTISER_ID.match(advertiser):
+                self.problems.append(
+                    f"{name}: {advertiser!r} is not 'advertiser:token' with an advertiser id of "
+                    "lowercase letters, digits, '-' or '_'"
+                )
+            elif len(token) < MIN_TOKEN_LENGTH:
+                self.problems.append(
+                    f"{name}: token of {advertiser!r} must be at least {MIN_TOKEN_LENGTH} chars"
+                )
+            elif advertiser in advertisers:
+                self.problems.append(f"{name}: advertiser {advertiser!r} is listed twice")
+            else:
+                advertisers[advertiser] = token
+        return advertisers

@@ -1,0 +1,69 @@
+"""The shopper as Kaeru sees them: the events a shop reports and the history they build up."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+EventKind = Literal["home", "list", "view", "cart", "purchase"]
+EVENT_KINDS: frozenset[str] = frozenset(("home", "list", "view", "cart", "purchase"))
+
+# Product ids travel comma-separated in the pixel URL, so a comma can never be part of one.
+SKU_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f,]")
+MAX_SKU_LENGTH = 64
+
+
+def is_valid_sku(value: str) -> bool:
+    """1-64 characters, no comma or control character, no surrounding blanks."""
+    return (
+        0 < len(value) <= MAX_SKU_LENGTH
+        and value == value.strip()
+        and SKU_FORBIDDEN.search(value) is None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LineItem:
+    """One line of an order: which product, at what unit price, how many."""
+
+    sku: str
+    price: Decimal | None = None
+    quantity: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ShopperEvent:
+    """A validated tracking event from a shop page (pixel or tag)."""
+
+    advertiser: str
+    kind: EventKind
+    items: tuple[str, ...] = ()
+    order: str | None = None
+    revenue: Decimal | None = None
+    currency: str | None = None
+    lines: tuple[LineItem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertiserHistory:
+    """What one shopper did at one shop within the lookback window (newest first)."""
+
+    advertiser: str
+    last_seen: float
+    viewed: tuple[str, ...] = ()
+    cart: tuple[str, ...] = ()
+    purchased: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Shopper:
+    """A cookie's histories, the most recently visited shop first."""
+
+    uid: str | None
+    histories: tuple[AdvertiserHistory, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        return bool(self.histories)

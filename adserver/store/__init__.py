@@ -1,0 +1,221 @@
+"""Redis storage: the only package that imports redis. Key names live in `keys`, Lua in
+`scripts`; replies (bytes or str under RESP3) are narrowed here before anyone else sees them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from adserver.catalog import Product
+from adserver.shopper import AdvertiserHistory, Shopper, ShopperEvent
+from adserver.store import keys, scripts
+
+__all__ = ["RedisError", "Store", "StoreLimits", "connect"]
+
+STATS_TTL_SECONDS = 400 * 86400
+MAX_PURCHASED = 200
+MAX_ADVERTISERS_PER_SHOPPER = 5
+POPULAR_DEPTH = 50
+
+
+def connect(url: str, *, timeout: float = 2.0) -> Redis:
+    """An asyncio client for `url` (redis://, rediss:// or unix://)."""
+    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def day_of(timestamp: float) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(timestamp))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    lookback_seconds: int = 30 * 86400
+    max_views: int = 50
+    stream_maxlen: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogSnapshot:
+    """What the in-process cache needs each refresh: versions and popular items."""
+
+    versions: Mapping[str, int]
+    popular: Mapping[str, list[str]]
+
+
+class Store:
+    def __init__(self, redis: Redis, limits: StoreLimits | None = None) -> None:
+        self.redis = redis
+        self.limits = limits or StoreLimits()
+        self._record_event = redis.register_script(scripts.RECORD_EVENT)
+        self._load_shopper = redis.register_script(scripts.LOAD_SHOPPER)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # -- shopper events -------------------------------------------------------------------
+
+    async def record_events(
+        self, uid: str, events: Sequence[ShopperEvent], now: float | None = None
+    ) -> None:
+        """Write a batch of one shopper's events in one pipelined round trip: the profile
+        (per-user script), the popularity counts and the event stream for workers."""
+        now = time.time() if now is None else now
+        now_ms = int(now * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            await self._record_one(pipe, uid, event, now_ms)
+        await pipe.execute()
+
+    async def _record_one(self, pipe: Any, uid: str, event: ShopperEvent, now_ms: int) -> None:
+        adv = event.advertiser
+        user_keys = [
+            keys.user_advertisers(uid),
+            keys.user_viewed(uid, adv),
+            keys.user_cart(uid, adv),
+            keys.user_purchased(uid, adv),
+            keys.user_orders(uid, adv),
+        ]
+        cap = MAX_PURCHASED if event.kind == "purchase" else self.limits.max_views
+        args = [event.kind, adv, now_ms, self.limits.lookback_seconds, cap, event.order or ""]
+        # With a pipeline as client this only queues the EVALSHA (loading the script on a miss).
+        await self._record_event(keys=user_keys, args=[*args, *event.items], client=pipe)
+        if event.kind == "view":
+            for sku in event.items:
+                pipe.zincrby(keys.popular(adv), 1, sku)
+        pipe.xadd(
+            keys.EVENT_STREAM,
+            {"d": _event_document(uid, event, now_ms)},
+            maxlen=self.limits.stream_maxlen,
+            approximate=True,
+        )
+
+    async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
+        """The shopper's recent histories in one round trip (one server-side script)."""
+        if uid is None:
+            return Shopper(None)
+        now = time.time() if now is None else now
+        cutoff_ms = int((now - self.limits.lookback_seconds) * 1000)
+        reply = await self._load_shopper(
+            keys=[keys.user_advertisers(uid)],
+            args=[keys.user_prefix(uid), cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER],
+        )
+        histories = []
+        for i in range(0, len(reply), 5):
+            advertiser, last_seen, viewed, cart, purchased = reply[i : i + 5]
+            histories.append(
+                AdvertiserHistory(
+                    advertiser=_text(advertiser),
+                    last_seen=float(_text(last_seen)) / 1000,
+                    viewed=tuple(_text(s) for s in viewed),
+                    cart=tuple(_text(s) for s in cart),
+                    purchased=frozenset(_text(s) for s in purchased),
+                )
+            )
+        return Shopper(uid, tuple(histories))
+
+    async def read_events(self, count: int = 100) -> list[dict[str, Any]]:
+        """The newest `count` stream entries, oldest first (for tools and tests)."""
+        entries = await self.redis.xrevrange(keys.EVENT_STREAM, count=count)
+        return [orjson.loads(fields[b"d"]) for _, fields in reversed(entries)]
+
+    # -- catalog --------------------------------------------------------------------------
+
+    async def replace_catalog(self, advertiser: str, products: Iterable[Product]) -> int:
+        """Atomically swap in a new catalog (built aside, then RENAMEd); returns its version."""
+        staging = keys.catalog_staging(advertiser)
+        await self.redis.delete(staging)
+        batch: dict[str, bytes] = {}
+        for product in products:
+            batch[product.id] = product.to_json()
+            if len(batch) >= 1000:
+                await self.redis.hset(staging, mapping=batch)  # type: ignore[arg-type]
+                batch = {}
+        if batch:
+            await self.redis.hset(staging, mapping=batch)  # type: ignore[arg-type]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rename(staging, keys.catalog(advertiser))
+        pipe.hincrby(keys.CATALOG_VERSIONS, advertiser, 1)
+        _, version = await pipe.execute()
+        return int(version)
+
+    async def load_catalog(self, advertiser: str) -> dict[str, Product]:
+        raw = await self.redis.hgetall(keys.catalog(advertiser))
+        return {_text(sku): Product.from_json(doc) for sku, doc in raw.items()}
+
+    async def catalog_snapshot(self, advertisers: Sequence[str]) -> CatalogSnapshot:
+        """Catalog versions and top popular items of every advertiser, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.CATALOG_VERSIONS)
+        for advertiser in advertisers:
+            pipe.zrevrange(keys.popular(advertiser), 0, POPULAR_DEPTH - 1)
+        versions_raw, *popular_raw = await pipe.execute()
+        versions = {_text(a): int(v) for a, v in versions_raw.items()}
+        popular = {a: [_text(s) for s in skus] for a, skus in zip(advertisers, popular_raw)}
+        return CatalogSnapshot(versions, popular)
+
+    # -- delivery counters ----------------------------------------------------------------
+
+    async def count(
+        self, metric: str, advertiser: str, publisher: str, now: float | None = None
+    ) -> None:
+        """Add one to an advertiser's daily count (impression, click, render) per publisher."""
+        key = keys.daily_stats(advertiser, day_of(time.time() if now is None else now))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, f"{metric}:{publisher}", 1)
+        pipe.expire(key, STATS_TTL_SECONDS)
+        await pipe.execute()
+
+    async def record_click(
+        self, uid: str | None, advertiser: str, sku: str, publisher: str, now: float | None = None
+    ) -> None:
+        now = time.time() if now is None else now
+        key = keys.daily_stats(advertiser, day_of(now))
+        document = {"uid": uid, "advertiser": advertiser, "event": "click", "items": [sku],
+                    "publisher": publisher, "ts": int(now * 1000)}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, f"click:{publisher}", 1)
+        pipe.expire(key, STATS_TTL_SECONDS)
+        pipe.xadd(keys.EVENT_STREAM, {"d": orjson.dumps(document)},
+                  maxlen=self.limits.stream_maxlen, approximate=True)
+        await pipe.execute()
+
+    async def daily_stats(self, advertiser: str, day: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(keys.daily_stats(advertiser, day))
+        return {_text(k): int(v) for k, v in raw.items()}
+
+
+def _event_document(uid: str, event: ShopperEvent, now_ms: int) -> bytes:
+    document: dict[str, Any] = {
+        "uid": uid,
+        "advertiser": event.advertiser,
+        "event": event.kind,
+        "items": list(event.items),
+        "ts": now_ms,
+    }
+    if event.kind == "purchase":
+        document["order"] = event.order
+        document["revenue"] = None if event.revenue is None else str(event.revenue)
+        document["currency"] = event.currency
+        document["lines"] = [
+            {"id": x.sku, "price": None if x.price is None else str(x.price),
+             "quantity": x.quantity}
+            for x in event.lines
+        ]
+    return orjson.dumps(document)

@@ -1,0 +1,244 @@
+"""Ad creatives: one Jinja2 template per IAB size, listed in a manifest, checked at start-up.
+
+Errors:
+    CreativeError -- the template set is unusable; raised by `CreativeRenderer()` with every
+        problem found, one per line, each naming the file at fault.
+    UnknownSize(CreativeError) -- `render()` or `no_fill()` asked for a size the manifest lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jinja2
+import jinja2.meta
+
+DEFAULT_TEMPLATE_DIR = Path(__file__).parent / "templates"
+MANIFEST = "manifest.json"
+ALLOWED_CONTEXT = frozenset({"products", "advertiser", "width", "height", "impression_url"})
+_SIZE = re.compile(r"([1-9][0-9]{0,3})x([1-9][0-9]{0,3})")
+_NO_FILL = (
+    '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    "<style>html,body{{margin:0;padding:0;width:{width}px;height:{height}px;"
+    "overflow:hidden;background:transparent}}</style>\n"
+    "</head>\n<body></body>\n</html>\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CreativeProduct:
+    title: str
+    price_text: str
+    image_url: str
+    click_url: str
+    brand: str = ""
+    regular_price_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CreativeFormat:
+    size: str
+    width: int
+    height: int
+    max_products: int
+    template: str
+
+
+class CreativeError(Exception):
+    pass
+
+
+class UnknownSize(CreativeError):
+    pass
+
+
+_SAMPLE = CreativeProduct(
+    title="Sample product",
+    price_text="€1.00",
+    image_url="https://example.com/p.png",
+    click_url="https://example.com/c",
+    brand="Brand",
+    regular_price_text="€2.00",
+)
+
+
+class CreativeRenderer:
+    def __init__(self, template_dir: Path | None = None) -> None:
+        directory = template_dir if template_dir is not None else DEFAULT_TEMPLATE_DIR
+        self._dir = directory
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(directory),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            auto_reload=False,
+            cache_size=-1,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        problems: list[str] = []
+        formats = _read_manifest(directory / MANIFEST, problems)
+        placeholders = self._compile_all(problems)
+        self._templates: dict[str, jinja2.Template] = {}
+        for fmt in formats:
+            self._check_format(fmt, placeholders, problems)
+        if problems:
+            raise CreativeError(
+                f"bad creative templates in {directory}:\n  " + "\n  ".join(problems)
+            )
+        self._formats: Mapping[str, CreativeFormat] = MappingProxyType(
+            {fmt.size: fmt for fmt in formats}
+        )
+
+    @property
+    def formats(self) -> Mapping[str, CreativeFormat]:
+        return self._formats
+
+    def sizes(self) -> list[str]:
+        return list(self._formats)
+
+    def render(
+        self,
+        size: str,
+        products: Sequence[CreativeProduct],
+        *,
+        advertiser: str,
+        impression_url: str = "",
+    ) -> str:
+        fmt = self._format(size)
+        if not products:
+            raise ValueError("a creative needs at least one product")
+        return self._templates[fmt.template].render(
+            products=list(products[: fmt.max_products]),
+            advertiser=advertiser,
+            width=fmt.width,
+            height=fmt.height,
+            impression_url=impression_url,
+        )
+
+    def no_fill(self, size: str) -> str:
+        fmt = self._format(size)
+        return _NO_FILL.format(width=fmt.width, height=fmt.height)
+
+    def _format(self, size: str) -> CreativeFormat:
+        fmt = self._formats.get(size)
+        if fmt is None:
+            known = ", ".join(self._formats)
+            raise UnknownSize(f"unknown creative size {size!r}; known sizes: {known}")
+        return fmt
+
+    def _compile_all(self, problems: list[str]) -> dict[str, frozenset[str]]:
+        """Compile every template once; return each one's placeholders."""
+        assert self._env.loader is not None
+        names = self._env.loader.list_templates()
+        placeholders: dict[str, frozenset[str]] = {}
+        for name in names:
+            if not name.endswith(".html"):
+                continue
+            found = self._placeholders(name, set(names), problems)
+            if found is not None:
+                placeholders[name] = found
+        return placeholders
+
+    def _placeholders(
+        self, name: str, names: set[str], problems: list[str]
+    ) -> frozenset[str] | None:
+        assert self._env.loader is not None
+        source, _, _ = self._env.loader.get_source(self._env, name)
+        try:
+            ast = self._env.parse(source, name)
+            self._env.get_template(name)
+        except jinja2.TemplateSyntaxError as error:
+            problems.append(f"{name}: syntax error on line {error.lineno}: {error.message}")
+            return None
+        for ref in jinja2.meta.find_referenced_templates(ast):
+            if ref is None:
+                problems.append(f"{name}: refers to a template by a computed name")
+            elif ref not in names:
+                problems.append(f"{name}: refers to missing template {ref!r}")
+        found = frozenset(jinja2.meta.find_undeclared_variables(ast) - set(self._env.globals))
+        unknown = found - ALLOWED_CONTEXT
+        if unknown:
+            problems.append(
+                f"{name}: unknown placeholder(s) {', '.join(sorted(unknown))};"
+                f" allowed: {', '.join(sorted(ALLOWED_CONTEXT))}"
+            )
+        return found
+
+    def _check_format(
+        self, fmt: CreativeFormat, placeholders: Mapping[str, frozenset[str]], problems: list[str]
+    ) -> None:
+        if fmt.template not in placeholders:
+            if not (self._dir / fmt.template).is_file():
+                problems.append(f"{fmt.template}: template file not found")
+            return
+        if "products" not in placeholders[fmt.template]:
+            problems.append(f"{fmt.template}: never uses 'products'")
+            return
+        template = self._env.get_template(fmt.template)
+        try:
+            template.render(
+                products=[_SAMPLE] * fmt.max_products,
+                advertiser="Advertiser",
+                width=fmt.width,
+                height=fmt.height,
+                impression_url="https://example.com/i",
+            )
+        except jinja2.TemplateError as error:
+            problems.append(f"{fmt.template}: fails to render a sample: {error}")
+            return
+        self._templates[fmt.template] = template
+
+
+def _read_manifest(path: Path, problems: list[str]) -> list[CreativeFormat]:
+    try:
+        entries: Any = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        problems.append(f"{MANIFEST}: cannot be read ({error.strerror})")
+        return []
+    except ValueError as error:
+        problems.append(f"{MANIFEST}: not valid JSON ({error})")
+        return []
+    if not isinstance(entries, list) or not entries:
+        problems.append(f"{MANIFEST}: must be a non-empty list of formats")
+        return []
+    formats: list[CreativeFormat] = []
+    for index, entry in enumerate(entries):
+        fmt = _read_format(index, entry, problems)
+        if fmt is None:
+            continue
+        if any(known.size == fmt.size for known in formats):
+            problems.append(f"{fmt.template}: size {fmt.size} is listed twice in {MANIFEST}")
+            continue
+        formats.append(fmt)
+    return formats
+
+
+def _read_format(index: int, entry: Any, problems: list[str]) -> CreativeFormat | None:
+    if not isinstance(entry, dict):
+        problems.append(f"{MANIFEST}: entry {index} is not an object")
+        return None
+    template = entry.get("template")
+    if not isinstance(template, str) or not _is_plain_file_name(template):
+        problems.append(f"{MANIFEST}: entry {index} needs a template file name, got {template!r}")
+        return None
+    size, max_products = entry.get("size"), entry.get("max_products")
+    before = len(problems)
+    match = _SIZE.fullmatch(size) if isinstance(size, str) else None
+    if match is None:
+        problems.append(f"{template}: size {size!r} is not WIDTHxHEIGHT (e.g. '300x250')")
+    if type(max_products) is not int or max_products < 1:
+        problems.append(f"{template}: max_products must be an integer >= 1, got {max_products!r}")
+    if len(problems) > before or match is None or not isinstance(max_products, int):
+        return None
+    width, height = int(match[1]), int(match[2])
+    return CreativeFormat(match[0], width, height, max_products, template)
+
+
+def _is_plain_file_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")

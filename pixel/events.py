@@ -1,0 +1,199 @@
+"""Pure parsing of shop tracking input (pixel query strings and tag JSON) into events.
+
+Nothing here raises on bad input: a parser returns either a `ShopperEvent` or a `Reject`
+with a short machine-readable reason, which the handler counts in a metric and stores nowhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import cast
+
+import orjson
+
+from adserver.shopper import EVENT_KINDS, EventKind, LineItem, ShopperEvent, is_valid_sku
+
+MAX_ITEMS = 50
+MAX_EVENTS_PER_BATCH = 50
+MAX_BATCH_BYTES = 64 * 1024
+MAX_AMOUNT = Decimal("1e9")
+MAX_QUANTITY = 10_000
+ORDER_ID = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+ITEM_EVENTS: frozenset[str] = frozenset(("list", "view", "cart", "purchase"))
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Why an input was refused; `reason` is a metric label, so it is one of a fixed set."""
+
+    reason: str
+
+
+def parse_amount(raw: object) -> Decimal | None | Reject:
+    """A money amount from a string or number: None when absent, Reject when malformed."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        return Reject("bad_amount")
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        return Reject("bad_amount")
+    if not value.is_finite() or value < 0 or value > MAX_AMOUNT:
+        return Reject("bad_amount")
+    return value
+
+
+def _parse_quantity(raw: object) -> int | Reject:
+    if raw is None or raw == "":
+        return 1
+    if isinstance(raw, bool):
+        return Reject("bad_quantity")
+    try:
+        value = int(cast(str | int, raw))
+    except (TypeError, ValueError):
+        return Reject("bad_quantity")
+    return value if 1 <= value <= MAX_QUANTITY else Reject("bad_quantity")
+
+
+def _build_event(
+    advertisers: Collection[str],
+    advertiser: object,
+    kind: object,
+    lines: Sequence[LineItem],
+    order: object,
+    revenue: object,
+    currency: object,
+) -> ShopperEvent | Reject:
+    if not isinstance(advertiser, str) or advertiser not in advertisers:
+        return Reject("unknown_advertiser")
+    if not isinstance(kind, str) or kind not in EVENT_KINDS:
+        return Reject("unknown_event")
+    if kind in ITEM_EVENTS and not lines:
+        return Reject("missing_items")
+    if len(lines) > MAX_ITEMS:
+        return Reject("too_many_items")
+    if any(not is_valid_sku(line.sku) for line in lines):
+        return Reject("bad_item")
+    if kind != "purchase":
+        return ShopperEvent(advertiser, cast(EventKind, kind), tuple(x.sku for x in lines))
+    return _build_purchase(advertiser, lines, order, revenue, currency)
+
+
+def _build_purchase(
+    advertiser: str, lines: Sequence[LineItem], order: object, revenue: object, currency: object
+) -> ShopperEvent | Reject:
+    if not isinstance(order, str) or not ORDER_ID.match(order):
+        return Reject("bad_order")
+    amount = parse_amount(revenue)
+    if isinstance(amount, Reject):
+        return amount
+    if amount is None:
+        priced = [x.price * x.quantity for x in lines if x.price is not None]
+        amount = sum(priced, Decimal(0)) if priced else None
+    if currency in (None, "") and amount is None:
+        currency = None
+    elif not isinstance(currency, str) or not CURRENCY.match(currency):
+        return Reject("bad_currency")
+    return ShopperEvent(
+        advertiser,
+        "purchase",
+        tuple(x.sku for x in lines),
+        order=order,
+        revenue=amount,
+        currency=currency,
+        lines=tuple(lines),
+    )
+
+
+def parse_pixel_query(
+    query: Mapping[str, str], advertisers: Collection[str]
+) -> ShopperEvent | Reject:
+    """`/px?a=ADV&e=EVENT&i=SKU,SKU&o=ORDER&v=VALUE&cur=CUR&p=PRICE,PRICE&q=QTY,QTY`."""
+    skus = [s for s in query.get("i", "").split(",") if s] if query.get("i") else []
+    prices = query.get("p", "").split(",") if query.get("p") else []
+    quantities = query.get("q", "").split(",") if query.get("q") else []
+    if len(skus) > MAX_ITEMS or len(prices) > len(skus) or len(quantities) > len(skus):
+        return Reject("too_many_items")
+    lines: list[LineItem] = []
+    for index, sku in enumerate(skus):
+        line = _line(sku, _at(prices, index), _at(quantities, index))
+        if isinstance(line, Reject):
+            return line
+        lines.append(line)
+    return _build_event(
+        advertisers,
+        query.get("a"),
+        query.get("e"),
+        lines,
+        query.get("o"),
+        query.get("v"),
+        query.get("cur"),
+    )
+
+
+def _at(values: Sequence[str], index: int) -> str | None:
+    return values[index] if index < len(values) else None
+
+
+def _line(sku: object, price: object, quantity: object) -> LineItem | Reject:
+    if not isinstance(sku, str):
+        return Reject("bad_item")
+    amount = parse_amount(price)
+    if isinstance(amount, Reject):
+        return amount
+    count = _parse_quantity(quantity)
+    if isinstance(count, Reject):
+        return count
+    return LineItem(sku, amount, count)
+
+
+def parse_tag_event(raw: object, advertisers: Collection[str]) -> ShopperEvent | Reject:
+    """One event object of a `/e` batch, as sent by tag.js (see README for the shape)."""
+    if not isinstance(raw, dict):
+        return Reject("bad_event")
+    items = raw.get("items", [])
+    if "item" in raw:
+        items = [raw["item"]]
+    if not isinstance(items, list):
+        return Reject("bad_item")
+    if len(items) > MAX_ITEMS:
+        return Reject("too_many_items")
+    lines: list[LineItem] = []
+    for item in items:
+        if isinstance(item, dict):
+            line = _line(item.get("id"), item.get("price"), item.get("quantity"))
+        else:
+            line = _line(item, None, None)
+        if isinstance(line, Reject):
+            return line
+        lines.append(line)
+    return _build_event(
+        advertisers,
+        raw.get("advertiser"),
+        raw.get("event"),
+        lines,
+        raw.get("order"),
+        raw.get("revenue"),
+        raw.get("currency"),
+    )
+
+
+def parse_batch(body: bytes, advertisers: Collection[str]) -> list[ShopperEvent | Reject] | Reject:
+    """A `/e` body: `{"events": [...]}` or a bare list of events."""
+    if len(body) > MAX_BATCH_BYTES:
+        return Reject("body_too_large")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return Reject("bad_json")
+    raw_events = document.get("events") if isinstance(document, dict) else document
+    if not isinstance(raw_events, list) or not raw_events:
+        return Reject("bad_json")
+    if len(raw_events) > MAX_EVENTS_PER_BATCH:
+        return Reject("too_many_events")
+    return [parse_tag_event(raw, advertisers) for raw in raw_events]

@@ -1,0 +1,54 @@
+"""Who is this browser: the first-party `uid` cookie, and the privacy signals that say
+whether Kaeru may remember anything about it."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+
+from aiohttp import web
+
+UID_COOKIE = "uid"
+OPTOUT_COOKIE = "optout"
+UID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+UID_MAX_AGE_SECONDS = 396 * 86400  # 13 months
+LOOPBACK_HOSTS = frozenset(("localhost", "127.0.0.1", "::1"))
+
+
+def new_uid() -> str:
+    """128 random bits, URL-safe (22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def read_uid(cookies: Mapping[str, str]) -> str | None:
+    """The cookie's uid if it is one we could have issued; anything else is not trusted."""
+    value = cookies.get(UID_COOKIE)
+    return value if value is not None and UID_PATTERN.match(value) else None
+
+
+def opted_out(request: web.Request) -> bool:
+    """The shopper asked not to be tracked: the opt-out cookie, or Global Privacy Control."""
+    return request.cookies.get(OPTOUT_COOKIE) == "1" or request.headers.get("Sec-GPC") == "1"
+
+
+def is_secure_context(request: web.Request) -> bool:
+    """HTTPS, or loopback (which browsers treat as secure, so `Secure` cookies work there)."""
+    return request.secure or (request.url.host or "").strip("[]") in LOOPBACK_HOSTS
+
+
+def set_uid_cookie(
+    response: web.StreamResponse, uid: str, *, secure: bool, domain: str | None
+) -> None:
+    """Issue or refresh the uid cookie. Over plain HTTP on a non-loopback host `Secure` cookies
+    are dropped by browsers, so there it falls back to a first-party `SameSite=Lax` cookie."""
+    response.set_cookie(
+        UID_COOKIE,
+        uid,
+        max_age=UID_MAX_AGE_SECONDS,
+        path="/",
+        domain=domain,
+        secure=secure,
+        httponly=True,
+        samesite="None" if secure else "Lax",
+    )

@@ -1,0 +1,123 @@
+"""Fixtures: a private redis-server per test session (never a Redis we did not start), a clean
+database per test, and the real app under pytest-aiohttp's client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+from aiohttp.test_utils import TestClient
+
+from adserver.app import create_app
+from adserver.context import CATALOG
+from adserver.embedded_redis import EmbeddedRedis, free_port
+from adserver.settings import Settings
+
+SHOP = "shop1"
+SHOP_TOKEN = "shop1-token-0123456789"
+OTHER_SHOP = "shop2"
+OTHER_TOKEN = "shop2-token-0123456789"
+OPERATOR_TOKEN = "operator-token-0123456789"
+SECRET = b"test-secret-0123456789-0123456789-abcdef"
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """A clean database on our private server (flushing it is safe: we started it)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        data_dir=tmp_path,
+        secret=SECRET,
+        advertisers={SHOP: SHOP_TOKEN, OTHER_SHOP: OTHER_TOKEN},
+        operator_token=OPERATOR_TOKEN,
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
+    """The real app on loopback, with a cookie jar that, like browsers, treats loopback as a
+    secure origin (so the `Secure` uid cookie comes back)."""
+    port = free_port()
+    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=f"http://127.0.0.1:{port}")
+    client: TestClient[Any, Any] = await aiohttp_client(
+        create_app(settings), server_kwargs={"port": port}, cookie_jar=jar
+    )
+    return client
+
+
+def product_row(sku: str, **overrides: str) -> dict[str, str]:
+    row = {
+        "id": sku,
+        "title": f"Product {sku}",
+        "link": f"https://shop1.example/p/{sku}",
+        "image_link": f"https://shop1.example/img/{sku}.jpg",
+        "price": "19.90",
+        "currency": "EUR",
+    }
+    row.update(overrides)
+    return row
+
+
+async def put_catalog(
+    client: TestClient[Any, Any], rows: list[dict[str, str]], advertiser: str = SHOP,
+    token: str = SHOP_TOKEN,
+) -> dict[str, Any]:
+    response = await client.put(
+        f"/api/v1/advertisers/{advertiser}/products",
+        json=rows,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+@pytest.fixture
+async def stocked(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """The client with shop1 selling sku-1 .. sku-6."""
+    await put_catalog(client, [product_row(f"sku-{n}") for n in range(1, 7)])
+    return client
+
+
+async def refresh_catalog(client: TestClient[Any, Any]) -> None:
+    await client.app[CATALOG].refresh()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data set not found at {DATA}")
+    return DATA
+
+
+async def stream_events(redis_url: str) -> list[dict[str, Any]]:
+    from adserver.store import Store, connect
+
+    store = Store(connect(redis_url))
+    try:
+        return await store.read_events(1000)
+    finally:
+        await store.close()
+
+

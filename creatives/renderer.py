@@ -72,8 +72,9 @@ class CreativeRenderer:
     def __init__(self, template_dir: Path | None = None) -> None:
         directory = template_dir if template_dir is not None else DEFAULT_TEMPLATE_DIR
         self._dir = directory
+        self._loader = jinja2.FileSystemLoader(directory)
         self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(directory),
+            loader=self._loader,
             autoescape=True,
             undefined=jinja2.StrictUndefined,
             auto_reload=False,
@@ -134,8 +135,7 @@ class CreativeRenderer:
 
     def _compile_all(self, problems: list[str]) -> dict[str, frozenset[str]]:
         """Compile every template once; return each one's placeholders."""
-        assert self._env.loader is not None
-        names = self._env.loader.list_templates()
+        names = self._loader.list_templates()
         placeholders: dict[str, frozenset[str]] = {}
         for name in names:
             if not name.endswith(".html"):
@@ -148,11 +148,13 @@ class CreativeRenderer:
     def _placeholders(
         self, name: str, names: set[str], problems: list[str]
     ) -> frozenset[str] | None:
-        assert self._env.loader is not None
-        source, _, _ = self._env.loader.get_source(self._env, name)
         try:
+            source, _, _ = self._loader.get_source(self._env, name)
             ast = self._env.parse(source, name)
             self._env.get_template(name)
+        except UnicodeDecodeError:
+            problems.append(f"{name}: not UTF-8 text")
+            return None
         except jinja2.TemplateSyntaxError as error:
             problems.append(f"{name}: syntax error on line {error.lineno}: {error.message}")
             return None
@@ -189,7 +191,7 @@ class CreativeRenderer:
                 height=fmt.height,
                 impression_url="https://example.com/i",
             )
-        except jinja2.TemplateError as error:
+        except (jinja2.TemplateError, TypeError, ValueError) as error:
             problems.append(f"{fmt.template}: fails to render a sample: {error}")
             return
         self._templates[fmt.template] = template

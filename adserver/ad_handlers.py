@@ -71,8 +71,12 @@ async def _serve(request: web.Request, slot: Slot) -> ServedAd | None:
 def _refresh_uid(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
     uid = read_uid(request.cookies)
     if uid is not None and not opted_out(request):
-        set_uid_cookie(response, uid, secure=is_secure_context(request),
-                       domain=request.app[SETTINGS].cookie_domain)
+        set_uid_cookie(
+            response,
+            uid,
+            secure=is_secure_context(request),
+            domain=request.app[SETTINGS].cookie_domain,
+        )
     return response
 
 

@@ -27,7 +27,9 @@ def create_app(settings: Settings) -> web.Application:
     if not settings.redis_url:
         raise ValueError("create_app needs settings.redis_url (the CLI starts embedded Redis)")
     if not settings.secret:
-        raise ValueError("create_app needs settings.secret (see Settings.with_secret_from_data_dir)")
+        raise ValueError(
+            "create_app needs settings.secret (see Settings.with_secret_from_data_dir)"
+        )
     app = web.Application(middlewares=[observe], client_max_size=settings.feed_max_bytes)
     store = Store(
         connect(settings.redis_url),

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from babel.numbers import UnknownCurrencyError, format_currency
+from babel.numbers import format_currency, is_currency
 
 from adserver.shopper import is_valid_sku
 
@@ -60,8 +60,9 @@ class Product:
 
     @property
     def price_text(self) -> str:
-        return format_price(self.sale_price if self.sale_price is not None else self.price,
-                            self.currency)
+        return format_price(
+            self.sale_price if self.sale_price is not None else self.price, self.currency
+        )
 
     @property
     def regular_price_text(self) -> str:
@@ -85,6 +86,11 @@ class Product:
 
 def format_price(amount: Decimal, currency: str) -> str:
     return format_currency(amount, currency, locale=PRICE_LOCALE)
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +135,12 @@ def parse_feed(body: bytes, content_type: str = "") -> FeedResult:
     for number, row in enumerate(_rows(body, detect_format(body, content_type)), start=1):
         if number > MAX_ROWS:
             raise FeedError(f"feed has more than {MAX_ROWS} rows")
-        product = parse_product(row) if isinstance(row, dict) else "row is not an object"
+        if isinstance(row, UnreadableRow):
+            product: Product | str = row.reason
+        elif isinstance(row, dict):
+            product = parse_product(row)
+        else:
+            product = "row is not an object"
         row_id = row.get("id") if isinstance(row, dict) else None
         row_id = str(row_id) if row_id is not None else None
         if isinstance(product, Product) and product.id in seen:
@@ -161,7 +172,7 @@ def _rows(body: bytes, kind: str) -> Iterator[object]:
                 try:
                     yield orjson.loads(line)
                 except orjson.JSONDecodeError:
-                    yield f"line {line_number} is not valid JSON"
+                    yield UnreadableRow(f"line {line_number} is not valid JSON")
     else:
         yield from _csv_rows(text)
 
@@ -222,13 +233,11 @@ def parse_product(row: dict[str, Any]) -> Product | str:
     sale = _price(row.get("sale_price")) if row.get("sale_price") not in (None, "") else None
     if row.get("sale_price") not in (None, "") and sale is None:
         return "sale_price is not a number like 19.99 or '19.99 EUR'"
-    currency = (_text(row, "currency", 8).upper() or price[1] or (sale[1] if sale else None))
+    currency = _text(row, "currency", 8).upper() or price[1] or (sale[1] if sale else None)
     if not currency:
         return "currency missing (give a currency column or a price like '19.99 EUR')"
-    try:
-        format_price(price[0], currency)
-    except UnknownCurrencyError:
-        return f"unknown currency {currency!r}"
+    if not is_currency(currency):
+        return f"unknown currency {currency!r} (use an ISO 4217 code such as EUR)"
     availability = AVAILABILITY.get(_text(row, "availability", 40).lower() or "in_stock")
     if availability is None:
         return "availability must be in_stock, out_of_stock, preorder or backorder"

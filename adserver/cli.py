@@ -24,8 +24,12 @@ from adserver.store import RedisError, Store, StoreLimits, connect
 log = logging.getLogger("kaeru")
 
 DEMO_TOKEN_FILE = "demo-token"
-FEED_TYPES = {".csv": "text/csv", ".json": "application/json", ".ndjson": "application/x-ndjson",
-              ".jsonl": "application/x-ndjson"}
+FEED_TYPES = {
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".ndjson": "application/x-ndjson",
+    ".jsonl": "application/x-ndjson",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,23 +40,30 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--redis-url", help="Redis to use (default: $REDIS_URL, else embedded)")
     common.add_argument("--data-dir", type=Path, help="data directory (default: $KAERU_DATA_DIR)")
 
-    for name, help_text in (("serve", "run the ad server"),
-                            ("demo", "run the server with a demo shop and partner site")):
+    for name, help_text in (
+        ("serve", "run the ad server"),
+        ("demo", "run the server with a demo shop and partner site"),
+    ):
         command = commands.add_parser(name, parents=[common], help=help_text)
-        command.add_argument("--host", help="address to listen on (default: $KAERU_HOST or "
-                             "127.0.0.1)")
+        command.add_argument(
+            "--host", help="address to listen on (default: $KAERU_HOST or 127.0.0.1)"
+        )
         command.add_argument("--port", type=int, help="port (default: $KAERU_PORT or 8080)")
 
     catalog = commands.add_parser("catalog", help="manage product catalogs")
-    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True,
-                                              metavar="ACTION")
+    catalog_commands = catalog.add_subparsers(
+        dest="catalog_command", required=True, metavar="ACTION"
+    )
     importer = catalog_commands.add_parser(
         "import", parents=[common], help="replace an advertiser's catalog with a feed file"
     )
     importer.add_argument("file", type=Path, help="feed: .csv, .json (array) or .ndjson")
     importer.add_argument("--advertiser", required=True, help="advertiser id")
-    importer.add_argument("--format", choices=["csv", "json", "ndjson"],
-                          help="feed format (default: from the file name, else sniffed)")
+    importer.add_argument(
+        "--format",
+        choices=["csv", "json", "ndjson"],
+        help="feed format (default: from the file name, else sniffed)",
+    )
     return parser
 
 
@@ -68,7 +79,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = _settings(args)
         if args.command == "serve":
@@ -203,8 +216,10 @@ def import_catalog(settings: Settings, file: Path, advertiser: str, kind: str | 
     def run(settings: Settings) -> int:
         assert settings.redis_url is not None
         version = asyncio.run(_store_catalog(settings.redis_url, advertiser, result.accepted))
-        print(f"{advertiser}: {len(result.accepted)} products accepted, "
-              f"{len(result.rejected)} rejected; catalog version {version}")
+        print(
+            f"{advertiser}: {len(result.accepted)} products accepted, "
+            f"{len(result.rejected)} rejected; catalog version {version}"
+        )
         return 0
 
     try:

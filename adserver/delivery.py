@@ -45,9 +45,8 @@ def click_url(base_url: str, signer: Signer, decision: Decision, slot: Slot, ind
 def build_ad(
     decision: Decision, slot: Slot, base_url: str, signer: Signer, renderer: CreativeRenderer
 ) -> ServedAd:
-    impression_url = "{}/i/{}".format(
-        base_url, signer.sign(RENDER_PURPOSE, [decision.advertiser, slot.publisher, slot.size])
-    )
+    beacon = signer.sign(RENDER_PURPOSE, [decision.advertiser, slot.publisher, slot.size])
+    impression_url = f"{base_url}/i/{beacon}"
     shown: list[CreativeProduct] = []
     products: list[dict[str, Any]] = []
     for index, pick in enumerate(decision.picks):

@@ -12,26 +12,37 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "kaeru_http_requests", "HTTP requests by route and status", ["route", "status"],
+            "kaeru_http_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
             registry=r,
         )
         self.latency = Histogram(
-            "kaeru_http_request_seconds", "Time to answer, by route", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "kaeru_http_request_seconds",
+            "Time to answer, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.events_stored = Counter(
             "kaeru_events_stored", "Shopper events written to Redis", ["event"], registry=r
         )
         self.tracking_rejects = Counter(
-            "kaeru_tracking_rejects", "Tracking input refused and stored nowhere", ["reason"],
+            "kaeru_tracking_rejects",
+            "Tracking input refused and stored nowhere",
+            ["reason"],
             registry=r,
         )
         self.bad_requests = Counter(
-            "kaeru_bad_requests", "Requests answered 4xx for bad input", ["route", "reason"],
+            "kaeru_bad_requests",
+            "Requests answered 4xx for bad input",
+            ["route", "reason"],
             registry=r,
         )
         self.ads = Counter(
-            "kaeru_ads_served", "Ads served, by strategy of the lead product", ["strategy"],
+            "kaeru_ads_served",
+            "Ads served, by strategy of the lead product",
+            ["strategy"],
             registry=r,
         )
         self.no_fill = Counter("kaeru_ads_no_fill", "Ad requests with nothing to show", registry=r)

@@ -42,8 +42,12 @@ async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> str | 
 
 def _with_uid(request: web.Request, response: web.StreamResponse, uid: str | None) -> None:
     if uid is not None:
-        set_uid_cookie(response, uid, secure=is_secure_context(request),
-                       domain=request.app[SETTINGS].cookie_domain)
+        set_uid_cookie(
+            response,
+            uid,
+            secure=is_secure_context(request),
+            domain=request.app[SETTINGS].cookie_domain,
+        )
 
 
 async def pixel(request: web.Request) -> web.StreamResponse:

@@ -80,7 +80,9 @@ def product_row(sku: str, **overrides: str) -> dict[str, str]:
 
 
 async def put_catalog(
-    client: TestClient[Any, Any], rows: list[dict[str, str]], advertiser: str = SHOP,
+    client: TestClient[Any, Any],
+    rows: list[dict[str, str]],
+    advertiser: str = SHOP,
     token: str = SHOP_TOKEN,
 ) -> dict[str, Any]:
     response = await client.put(
@@ -119,5 +121,3 @@ async def stream_events(redis_url: str) -> list[dict[str, Any]]:
         return await store.read_events(1000)
     finally:
         await store.close()
-
-

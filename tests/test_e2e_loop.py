@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import time
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp.test_utils import TestClient
 
+from adserver.context import SIGNER, STORE
+from adserver.signing import Signer
+from adserver.store import day_of
 from tests.conftest import SHOP, product_row, put_catalog, refresh_catalog
+
+
+class TagCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: list[str] = []
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes += [name for name, _ in attrs]
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
 
 
 async def view(client: TestClient[Any, Any], *skus: str) -> None:
@@ -74,8 +94,8 @@ async def test_cart_items_come_before_viewed_items(stocked: TestClient[Any, Any]
 async def test_purchased_item_is_never_shown_again(stocked: TestClient[Any, Any]) -> None:
     await view(stocked, "sku-1", "sku-2")
     await stocked.get(
-        "/px", params={"a": SHOP, "e": "purchase", "i": "sku-2", "o": "o-1", "v": "19.90",
-                       "cur": "EUR"}
+        "/px",
+        params={"a": SHOP, "e": "purchase", "i": "sku-2", "o": "o-1", "v": "19.90", "cur": "EUR"},
     )
     for _ in range(3):
         ids = [p["id"] for p in await ad_products(stocked)]
@@ -127,3 +147,65 @@ async def test_missing_publisher_is_refused(client: TestClient[Any, Any]) -> Non
     response = await client.get("/ad.json", params={"size": "300x250"})
     assert response.status == 400
     assert "pub" in (await response.json())["error"]
+
+
+async def test_forged_or_altered_click_token_redirects_nowhere(
+    stocked: TestClient[Any, Any],
+) -> None:
+    await view(stocked, "sku-1")
+    click_path = urlsplit((await ad_products(stocked))[0]["click_url"]).path
+    token = click_path.removeprefix("/c/")
+    payload, mac = token.split(".")
+    forged = Signer(b"attacker-key-0123456789abcdef").sign(
+        "click", ["shop1", "sku-1", "news1", "https://evil.example/", "recent"]
+    )
+    for bad in (f"{payload}x.{mac}", f"{payload}.{mac[::-1]}", forged, "nonsense"):
+        response = await stocked.get(f"/c/{bad}", allow_redirects=False)
+        assert response.status == 400
+        assert "Location" not in response.headers
+
+
+async def test_expired_click_token_is_refused(stocked: TestClient[Any, Any]) -> None:
+    signer = stocked.app[SIGNER]
+    old = signer.sign(
+        "click",
+        ["shop1", "sku-1", "news1", "https://shop1.example/p/sku-1", "x"],
+        now=time.time() - 31 * 86400,
+    )
+    response = await stocked.get(f"/c/{old}", allow_redirects=False)
+    assert response.status == 400
+
+
+async def test_impressions_and_clicks_are_counted_per_publisher_and_day(
+    stocked: TestClient[Any, Any],
+) -> None:
+    await view(stocked, "sku-1")
+    products = await ad_products(stocked)
+    await stocked.get("/ad", params={"pub": "blog2", "size": "300x250"})
+    await stocked.get(urlsplit(products[0]["click_url"]).path, allow_redirects=False)
+    stats = await stocked.app[STORE].daily_stats(SHOP, day_of(time.time()))
+    assert stats == {"imp:news1": 1, "imp:blog2": 1, "click:news1": 1}
+
+
+async def test_rendered_beacon_counts_and_answers_a_gif(stocked: TestClient[Any, Any]) -> None:
+    await view(stocked, "sku-1")
+    response = await stocked.get("/ad.json", params={"pub": "news1", "size": "300x250"})
+    beacon = urlsplit((await response.json())["impression_url"]).path
+    response = await stocked.get(beacon)
+    assert response.status == 200 and response.content_type == "image/gif"
+    stats = await stocked.app[STORE].daily_stats(SHOP, day_of(time.time()))
+    assert stats["render:news1"] == 1
+
+
+async def test_catalog_html_is_escaped_in_every_creative(client: TestClient[Any, Any]) -> None:
+    payload = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+    await put_catalog(client, [product_row("sku-1", title=payload, brand=payload)])
+    await view(client, "sku-1")
+    response = await client.get("/ad", params={"pub": "news1", "size": "300x250"})
+    html = await response.text()
+    parser = TagCollector()
+    parser.feed(html)
+    assert "script" not in parser.tags
+    assert not [a for a in parser.attributes if a.startswith("on")]
+    assert payload in parser.text  # shown as text, inert
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]

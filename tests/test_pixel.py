@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient
 from adserver.responses import TRANSPARENT_GIF
 from tests.conftest import SHOP, stream_events
 
-CASES = sorted((Path(__file__).parent / "cases" / "pixel").glob("*.json"))
+CASE_FILES = sorted((Path(__file__).parent / "cases" / "pixel").glob("*.json"))
+CASES = [json.loads(path.read_text()) for path in CASE_FILES]
 
 
 def metric(client: TestClient[Any, Any], name: str, **labels: str) -> float:
@@ -22,9 +23,10 @@ def metric(client: TestClient[Any, Any], name: str, **labels: str) -> float:
     return value or 0.0
 
 
-@pytest.mark.parametrize("case_file", CASES, ids=[c.stem for c in CASES])
-async def test_pixel_case(client: TestClient[Any, Any], redis_url: str, case_file: Path) -> None:
-    case = json.loads(case_file.read_text())
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASE_FILES])
+async def test_pixel_case(
+    client: TestClient[Any, Any], redis_url: str, case: dict[str, Any]
+) -> None:
     response = await client.get("/px", params=case["query"])
 
     assert response.status == 200, case["description"]
@@ -72,11 +74,18 @@ async def test_tag_batch_is_stored_in_order(client: TestClient[Any, Any], redis_
         "events": [
             {"advertiser": SHOP, "event": "home"},
             {"advertiser": SHOP, "event": "view", "items": ["sku-1"]},
-            {"advertiser": SHOP, "event": "purchase", "order": "o-7", "currency": "EUR",
-             "items": [{"id": "sku-1", "price": 12.5, "quantity": 2}]},
+            {
+                "advertiser": SHOP,
+                "event": "purchase",
+                "order": "o-7",
+                "currency": "EUR",
+                "items": [{"id": "sku-1", "price": 12.5, "quantity": 2}],
+            },
         ]
     }
-    response = await client.post("/e", data=json.dumps(batch), headers={"Content-Type": "text/plain"})
+    response = await client.post(
+        "/e", data=json.dumps(batch), headers={"Content-Type": "text/plain"}
+    )
     assert response.status == 204
     events = await stream_events(redis_url)
     assert [e["event"] for e in events] == ["home", "view", "purchase"]
@@ -87,8 +96,10 @@ async def test_tag_batch_is_stored_in_order(client: TestClient[Any, Any], redis_
 async def test_bad_events_in_a_batch_are_dropped_and_counted(
     client: TestClient[Any, Any], redis_url: str
 ) -> None:
-    batch = [{"advertiser": SHOP, "event": "view", "items": ["ok"]},
-             {"advertiser": "intruder", "event": "view", "items": ["x"]}]
+    batch = [
+        {"advertiser": SHOP, "event": "view", "items": ["ok"]},
+        {"advertiser": "intruder", "event": "view", "items": ["x"]},
+    ]
     response = await client.post("/e", json=batch)
     assert response.status == 204
     assert [e["items"] for e in await stream_events(redis_url)] == [["ok"]]
@@ -97,8 +108,14 @@ async def test_bad_events_in_a_batch_are_dropped_and_counted(
 
 @pytest.mark.parametrize(
     ("body", "status"),
-    [(b"not json", 400), (b"{}", 400), (b"[]", 400), (b"[1, 2]", 400),
-     (b"[" + b'{"event":"home"},' * 60 + b"1]", 400), (b"x" * 70_000, 413)],
+    [
+        (b"not json", 400),
+        (b"{}", 400),
+        (b"[]", 400),
+        (b"[1, 2]", 400),
+        (b"[" + b'{"event":"home"},' * 60 + b"1]", 400),
+        (b"x" * 70_000, 413),
+    ],
     ids=["garbage", "no-events", "empty", "not-objects", "too-many", "too-large"],
 )
 async def test_malformed_batches_get_a_clear_4xx_and_store_nothing(

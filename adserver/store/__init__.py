@@ -93,7 +93,14 @@ class Store:
             keys.user_orders(uid, adv),
         ]
         cap = MAX_PURCHASED if event.kind == "purchase" else self.limits.max_views
-        args = [event.kind, adv, now_ms, self.limits.lookback_seconds, cap, event.order or ""]
+        args: list[str | int] = [
+            event.kind,
+            adv,
+            now_ms,
+            self.limits.lookback_seconds,
+            cap,
+            event.order or "",
+        ]
         # With a pipeline as client this only queues the EVALSHA (loading the script on a miss).
         await self._record_event(keys=user_keys, args=[*args, *event.items], client=pipe)
         if event.kind == "view":
@@ -132,8 +139,8 @@ class Store:
 
     async def read_events(self, count: int = 100) -> list[dict[str, Any]]:
         """The newest `count` stream entries, oldest first (for tools and tests)."""
-        entries = await self.redis.xrevrange(keys.EVENT_STREAM, count=count)
-        return [orjson.loads(fields[b"d"]) for _, fields in reversed(entries)]
+        entries = await self.redis.xrevrange(keys.EVENT_STREAM, count=count) or []
+        return [orjson.loads((fields or {})[b"d"]) for _, fields in reversed(entries)]
 
     # -- catalog --------------------------------------------------------------------------
 
@@ -167,7 +174,9 @@ class Store:
             pipe.zrevrange(keys.popular(advertiser), 0, POPULAR_DEPTH - 1)
         versions_raw, *popular_raw = await pipe.execute()
         versions = {_text(a): int(v) for a, v in versions_raw.items()}
-        popular = {a: [_text(s) for s in skus] for a, skus in zip(advertisers, popular_raw)}
+        popular = {
+            a: [_text(s) for s in skus] for a, skus in zip(advertisers, popular_raw, strict=True)
+        }
         return CatalogSnapshot(versions, popular)
 
     # -- delivery counters ----------------------------------------------------------------
@@ -187,13 +196,23 @@ class Store:
     ) -> None:
         now = time.time() if now is None else now
         key = keys.daily_stats(advertiser, day_of(now))
-        document = {"uid": uid, "advertiser": advertiser, "event": "click", "items": [sku],
-                    "publisher": publisher, "ts": int(now * 1000)}
+        document = {
+            "uid": uid,
+            "advertiser": advertiser,
+            "event": "click",
+            "items": [sku],
+            "publisher": publisher,
+            "ts": int(now * 1000),
+        }
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(key, f"click:{publisher}", 1)
         pipe.expire(key, STATS_TTL_SECONDS)
-        pipe.xadd(keys.EVENT_STREAM, {"d": orjson.dumps(document)},
-                  maxlen=self.limits.stream_maxlen, approximate=True)
+        pipe.xadd(
+            keys.EVENT_STREAM,
+            {"d": orjson.dumps(document)},
+            maxlen=self.limits.stream_maxlen,
+            approximate=True,
+        )
         await pipe.execute()
 
     async def daily_stats(self, advertiser: str, day: str) -> dict[str, int]:
@@ -214,8 +233,11 @@ def _event_document(uid: str, event: ShopperEvent, now_ms: int) -> bytes:
         document["revenue"] = None if event.revenue is None else str(event.revenue)
         document["currency"] = event.currency
         document["lines"] = [
-            {"id": x.sku, "price": None if x.price is None else str(x.price),
-             "quantity": x.quantity}
+            {
+                "id": x.sku,
+                "price": None if x.price is None else str(x.price),
+                "quantity": x.quantity,
+            }
             for x in event.lines
         ]
     return orjson.dumps(document)

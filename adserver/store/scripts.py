@@ -35,7 +35,8 @@ return 1
 LOAD_SHOPPER = """
 local prefix, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
-local advertisers = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
+local advertisers = redis.call(
+  'ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
 for i = 1, #advertisers, 2 do
   local advertiser = advertisers[i]
   out[#out + 1] = advertiser

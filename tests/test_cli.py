@@ -1,0 +1,152 @@
+"""The `kaeru` command as an operator runs it: real processes, embedded Redis, real ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+from adserver.embedded_redis import free_port
+from tests.conftest import product_row
+
+TOKEN = "cli-shop-token-0123456789"
+
+
+def kaeru_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("KAERU_")}
+    env.update(KAERU_DATA_DIR=str(data_dir), KAERU_ADVERTISERS=f"shop1:{TOKEN}", **extra)
+    return env
+
+
+def kaeru(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adserver.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, deadline_s: float = 30
+) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if get(url)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready within {deadline_s}s")
+
+
+@contextmanager
+def running(command: str, env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    log = Path(env["KAERU_DATA_DIR"]).with_suffix(".log")
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "adserver.cli", command, "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/readyz", process, log)
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def redis_running_in(data_dir: Path) -> bool:
+    found = subprocess.run(["pgrep", "-f", f"redis-server.*{data_dir}"], capture_output=True)
+    return found.returncode == 0
+
+
+def test_bad_configuration_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+    result = kaeru("serve", env=kaeru_env(tmp_path, KAERU_LOOKBACK_DAYS="-1"))
+    assert result.returncode == 2
+    assert "KAERU_LOOKBACK_DAYS" in result.stderr
+
+
+def test_serve_runs_on_embedded_redis_with_aof_and_stops_it(tmp_path: Path) -> None:
+    with running("serve", kaeru_env(tmp_path)) as base:
+        assert get(base + "/healthz")[0] == 200
+        assert redis_running_in(tmp_path)
+        assert get(base + "/px?a=shop1&e=view&i=sku-1")[0] == 200
+    assert not redis_running_in(tmp_path)
+    assert (tmp_path / "secret").exists()
+    assert any((tmp_path / "appendonlydir").iterdir())
+
+
+def test_catalog_import_then_serve_shows_the_products(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.ndjson"
+    rows = [product_row("sku-1"), product_row("bad", price="?")]
+    feed.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    env = kaeru_env(tmp_path / "data")
+    result = kaeru("catalog", "import", str(feed), "--advertiser", "shop1", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "1 products accepted, 1 rejected" in result.stdout
+    assert "row 2 (id 'bad')" in result.stderr
+    assert not redis_running_in(tmp_path / "data")
+    with running("serve", env) as base:
+        request = urllib.request.Request(
+            base + "/api/v1/advertisers/shop1/products",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert orjson.loads(response.read())["count"] == 1
+
+
+def test_catalog_import_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = kaeru(
+        "catalog",
+        "import",
+        str(tmp_path / "nope.csv"),
+        "--advertiser",
+        "shop1",
+        env=kaeru_env(tmp_path),
+    )
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
+
+
+def test_demo_serves_shop_partner_and_personalised_ads(tmp_path: Path) -> None:
+    with running("demo", kaeru_env(tmp_path)) as base:
+        assert get(base + "/demo/")[0] == 200
+        assert get(base + "/demo/shop/")[0] == 200
+        assert get(base + "/demo/partner/")[0] == 200
+        with urllib.request.urlopen(base + "/px?a=demo-shop&e=view&i=sku-105") as response:
+            uid = response.headers["Set-Cookie"].split(";")[0]  # (urllib drops Secure on http)
+        request = urllib.request.Request(
+            base + "/ad.json?pub=demo-news&size=300x250", headers={"Cookie": uid}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            ad = orjson.loads(response.read())
+        assert ad["products"][0]["id"] == "sku-105"
+        assert ad["products"][0]["strategy"] == "recent"

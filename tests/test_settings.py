@@ -1,0 +1,104 @@
+"""Configuration: defaults, every variable validated, all problems reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adserver.settings import Settings, SettingsError
+
+
+def test_defaults_are_sane() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis_url is None  # embedded Redis
+    assert settings.lookback_days == 30
+    assert settings.advertisers == {}
+    assert settings.port == 8080
+
+
+def test_environment_is_read() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://127.0.0.1:6390/2",
+            "KAERU_DATA_DIR": "/tmp/kaeru-x",
+            "KAERU_ADVERTISERS": "shop1:aaaaaaaaaaaaaaaa, shop-2:bbbbbbbbbbbbbbbb",
+            "KAERU_OPERATOR_TOKEN": "o" * 20,
+            "KAERU_COOKIE_DOMAIN": ".example.com",
+            "KAERU_LOOKBACK_DAYS": "14",
+            "KAERU_SECRET": "s" * 40,
+        }
+    )
+    assert settings.redis_url == "redis://127.0.0.1:6390/2"
+    assert settings.data_dir == Path("/tmp/kaeru-x")
+    assert settings.advertisers == {"shop1": "a" * 16, "shop-2": "b" * 16}
+    assert settings.cookie_domain == ".example.com"
+    assert settings.lookback_seconds == 14 * 86400
+    assert settings.secret == b"s" * 40
+
+
+def test_flags_override_environment() -> None:
+    settings = Settings.from_env({"KAERU_PORT": "9000"}, overrides={"port": 9100, "host": None})
+    assert settings.port == 9100
+    assert settings.host == "127.0.0.1"
+
+
+def test_every_bad_variable_is_named_in_one_error() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {
+                "REDIS_URL": "http://nope",
+                "KAERU_LOOKBACK_DAYS": "forever",
+                "KAERU_PORT": "70000",
+                "KAERU_SECRET": "short",
+                "KAERU_ADVERTISERS": "Shop One:tok",
+                "KAERU_OPERATOR_TOKEN": "tiny",
+                "KAERU_COOKIE_DOMAIN": "not a host",
+            }
+        )
+    message = str(caught.value)
+    for name in (
+        "REDIS_URL",
+        "KAERU_LOOKBACK_DAYS",
+        "KAERU_PORT",
+        "KAERU_SECRET",
+        "KAERU_ADVERTISERS",
+        "KAERU_OPERATOR_TOKEN",
+        "KAERU_COOKIE_DOMAIN",
+    ):
+        assert name in message
+    assert len(caught.value.problems) == 7
+
+
+def test_advertisers_can_come_from_a_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "advertisers"
+    tokens.write_text("# comment\nshop1:aaaaaaaaaaaaaaaa\nshop2:bbbbbbbbbbbbbbbb\n")
+    settings = Settings.from_env({"KAERU_ADVERTISERS": f"@{tokens}"})
+    assert list(settings.advertisers) == ["shop1", "shop2"]
+
+
+def test_missing_advertiser_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="KAERU_ADVERTISERS: cannot read"):
+        Settings.from_env({"KAERU_ADVERTISERS": f"@{tmp_path / 'absent'}"})
+
+
+def test_duplicate_advertiser_and_short_token_are_refused() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"KAERU_ADVERTISERS": "a:aaaaaaaaaaaaaaaa,a:bbbbbbbbbbbbbbbb,b:short"})
+    assert "listed twice" in str(caught.value) and "at least 16" in str(caught.value)
+
+
+def test_secret_is_generated_once_and_kept_private(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    first = settings.with_secret_from_data_dir()
+    second = settings.with_secret_from_data_dir()
+    assert len(first.secret) >= 32
+    assert first.secret == second.secret
+    assert (tmp_path / "secret").stat().st_mode & 0o077 == 0
+
+
+def test_tokens_identify_their_owner() -> None:
+    settings = Settings(advertisers={"a": "a" * 16, "b": "b" * 16}, operator_token="o" * 16)
+    assert settings.token_owner("b" * 16) == "b"
+    assert settings.token_owner("c" * 16) is None
+    assert settings.is_operator("o" * 16) and not settings.is_operator("a" * 16)

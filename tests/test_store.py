@@ -1,0 +1,98 @@
+"""Store contract, against a real Redis: layout, TTLs, caps, one round trip reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from adserver.shopper import LineItem, ShopperEvent
+from adserver.store import Store, StoreLimits, connect
+
+UID = "A" * 22
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    store = Store(connect(redis_url), StoreLimits(lookback_seconds=3600, max_views=5))
+    yield store
+    await store.close()
+
+
+def view(*skus: str) -> ShopperEvent:
+    return ShopperEvent("shop1", "view", skus)
+
+
+async def test_views_are_newest_first_deduplicated_and_capped(store: Store) -> None:
+    for n, sku in enumerate(["a", "b", "c", "a", "d", "e", "f", "g"]):
+        await store.record_events(UID, [view(sku)], now=1000 + n)
+    shopper = await store.load_shopper(UID, now=1010)
+    assert shopper.histories[0].viewed == ("g", "f", "e", "d", "a")
+
+
+async def test_every_per_user_key_expires_with_the_lookback(store: Store) -> None:
+    purchase = ShopperEvent("shop1", "purchase", ("a",), order="o1", lines=(LineItem("a"),))
+    cart = ShopperEvent("shop1", "cart", ("b",))
+    await store.record_events(UID, [view("a"), cart, purchase])
+    user_keys = [k async for k in store.redis.scan_iter(match=f"u:{{{UID}}}:*")]
+    assert len(user_keys) >= 4
+    for key in user_keys:
+        ttl = await store.redis.ttl(key)
+        assert 0 < ttl <= 3600, key
+
+
+async def test_all_keys_of_a_user_share_one_hash_slot(store: Store) -> None:
+    await store.record_events(UID, [view("a"), ShopperEvent("shop2", "cart", ("b",))])
+    user_keys = [k.decode() async for k in store.redis.scan_iter(match="u:*")]
+    assert len(user_keys) == 3
+    for key in user_keys:
+        # Redis Cluster hashes only the first {...} section: it must be the uid.
+        assert key[key.index("{") + 1 : key.index("}")] == UID
+
+
+async def test_views_older_than_the_lookback_are_ignored(store: Store) -> None:
+    await store.record_events(UID, [view("old")], now=1000)
+    await store.record_events(UID, [view("new")], now=1000 + 3000)
+    shopper = await store.load_shopper(UID, now=1000 + 3700)
+    assert shopper.histories[0].viewed == ("new",)
+
+
+async def test_purchase_clears_the_cart_and_is_deduplicated(store: Store) -> None:
+    await store.record_events(UID, [ShopperEvent("shop1", "cart", ("a", "b"))])
+    purchase = ShopperEvent("shop1", "purchase", ("a",), order="o1")
+    await store.record_events(UID, [purchase, purchase])
+    shopper = await store.load_shopper(UID)
+    assert shopper.histories[0].cart == ()
+    assert shopper.histories[0].purchased == {"a"}
+
+
+async def test_events_reach_the_stream_for_workers(store: Store) -> None:
+    await store.record_events(UID, [view("a"), ShopperEvent("shop1", "home")], now=5)
+    events = await store.read_events()
+    assert [(e["uid"], e["event"], e["items"], e["ts"]) for e in events] == [
+        (UID, "view", ["a"], 5000),
+        (UID, "home", [], 5000),
+    ]
+
+
+async def test_shopper_is_read_in_one_round_trip(store: Store) -> None:
+    await store.record_events(UID, [view("a"), ShopperEvent("shop2", "view", ("b",))])
+    await store.load_shopper(UID)  # the script is loaded now
+    before = await store.redis.info("commandstats")
+    await store.load_shopper(UID)
+    after = await store.redis.info("commandstats")
+    called = {
+        name.removeprefix("cmdstat_")
+        for name, stats in after.items()
+        if stats["calls"] > before.get(name, {"calls": 0})["calls"]
+    }
+    # One EVALSHA from the client; the rest ran inside the script (and INFO took the reading).
+    assert "evalsha" in called
+    assert called <= {"evalsha", "zrevrangebyscore", "zrange", "info"}
+    assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 1
+
+
+async def test_popular_items_count_views(store: Store) -> None:
+    await store.record_events(UID, [view("a"), view("b"), view("b")])
+    snapshot = await store.catalog_snapshot(["shop1", "shop2"])
+    assert snapshot.popular == {"shop1": ["b", "a"], "shop2": []}

@@ -19,17 +19,18 @@ import os
 import random
 import uuid
 from decimal import Decimal
-from http.cookiejar import Cookie, DefaultCookiePolicy
+from http.cookiejar import Cookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
-from urllib.request import Request
 
 from locust import HttpUser, between, task
+from requests.cookies import RequestsCookieJar
 
 DEMO_CATALOG = Path(__file__).resolve().parent.parent / "adserver" / "demo" / "catalog.json"
 GIF_LENGTH = 43
-LOOPBACK_HOSTS = frozenset(("localhost", "127.0.0.1", "::1"))
+# How http.cookiejar names loopback hosts in a cookie's domain ("localhost" gets ".local").
+LOOPBACK_COOKIE_DOMAINS = frozenset(("localhost", "localhost.local", "127.0.0.1", "::1", "[::1]"))
 
 
 def _load_demo_prices() -> dict[str, Decimal]:
@@ -68,14 +69,15 @@ SKUS = _skus(PRICES)
 CURRENCY = "EUR"
 
 
-class LoopbackIsSecurePolicy(DefaultCookiePolicy):
+class BrowserCookieJar(RequestsCookieJar):
     """Browsers treat http://localhost and loopback addresses as secure origins, so they send
-    Kaeru's `Secure` uid cookie back there; Python's cookie jar would not. Do as browsers do."""
+    Kaeru's `Secure` uid cookie back there over plain http; Python's cookie jar would not.
+    Do as browsers do: a `Secure` cookie from a loopback host is kept as an ordinary one."""
 
-    def return_ok_secure(self, cookie: Cookie, request: Request) -> bool:
-        if cookie.secure and (urlsplit(request.get_full_url()).hostname or "") in LOOPBACK_HOSTS:
-            return True
-        return bool(super().return_ok_secure(cookie, request))
+    def set_cookie(self, cookie: Cookie, *args: Any, **kwargs: Any) -> None:
+        if cookie.secure and cookie.domain.lstrip(".") in LOOPBACK_COOKIE_DOMAINS:
+            cookie.secure = False
+        super().set_cookie(cookie, *args, **kwargs)
 
 
 def _path(url: str) -> str:
@@ -90,7 +92,7 @@ class ShopperUser(HttpUser):
     wait_time = between(0.1, 0.5)
 
     def on_start(self) -> None:
-        self.client.cookies.set_policy(LoopbackIsSecurePolicy())
+        self.client.cookies = BrowserCookieJar()
         self.viewed: list[str] = []
         self.cart: list[str] = []
         self.pixel({"a": ADVERTISER, "e": "home"}, name="/px?e=home")

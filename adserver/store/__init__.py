@@ -106,12 +106,7 @@ class Store:
         if event.kind == "view":
             for sku in event.items:
                 pipe.zincrby(keys.popular(adv), 1, sku)
-        pipe.xadd(
-            keys.EVENT_STREAM,
-            {"d": _event_document(uid, event, now_ms)},
-            maxlen=self.limits.stream_maxlen,
-            approximate=True,
-        )
+        self._append_to_stream(pipe, _event_document(uid, event, now_ms))
 
     async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
         """The shopper's recent histories in one round trip (one server-side script)."""
@@ -184,18 +179,16 @@ class Store:
     async def count(
         self, metric: str, advertiser: str, publisher: str, now: float | None = None
     ) -> None:
-        """Add one to an advertiser's daily count (impression, click, render) per publisher."""
-        key = keys.daily_stats(advertiser, day_of(time.time() if now is None else now))
+        """Add one to an advertiser's daily count (impression, render) per publisher."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(key, f"{metric}:{publisher}", 1)
-        pipe.expire(key, STATS_TTL_SECONDS)
+        self._count_into(pipe, metric, advertiser, publisher, time.time() if now is None else now)
         await pipe.execute()
 
     async def record_click(
         self, uid: str | None, advertiser: str, sku: str, publisher: str, now: float | None = None
     ) -> None:
+        """Count the click and put it on the event stream (for attribution later)."""
         now = time.time() if now is None else now
-        key = keys.daily_stats(advertiser, day_of(now))
         document = {
             "uid": uid,
             "advertiser": advertiser,
@@ -205,15 +198,24 @@ class Store:
             "ts": int(now * 1000),
         }
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(key, f"click:{publisher}", 1)
+        self._count_into(pipe, "click", advertiser, publisher, now)
+        self._append_to_stream(pipe, orjson.dumps(document))
+        await pipe.execute()
+
+    def _count_into(
+        self, pipe: Any, metric: str, advertiser: str, publisher: str, now: float
+    ) -> None:
+        key = keys.daily_stats(advertiser, day_of(now))
+        pipe.hincrby(key, f"{metric}:{publisher}", 1)
         pipe.expire(key, STATS_TTL_SECONDS)
+
+    def _append_to_stream(self, pipe: Any, document: bytes) -> None:
         pipe.xadd(
             keys.EVENT_STREAM,
-            {"d": orjson.dumps(document)},
+            {"d": document},
             maxlen=self.limits.stream_maxlen,
             approximate=True,
         )
-        await pipe.execute()
 
     async def daily_stats(self, advertiser: str, day: str) -> dict[str, int]:
         raw = await self.redis.hgetall(keys.daily_stats(advertiser, day))

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from adserver.ad_request import BadAdRequest, parse_ad_request
-from adserver.context import CATALOG, METRICS, RENDERER, SETTINGS, SIGNER, STORE
+from adserver.context import CATALOG, METRICS, NEIGHBOURS, RENDERER, SETTINGS, SIGNER, STORE
 from adserver.decision import Slot, pick_products
 from adserver.delivery import CLICK_PURPOSE, RENDER_PURPOSE, ServedAd, build_ad
 from adserver.responses import creative_html, gif, javascript, json_error, json_response
@@ -53,9 +53,14 @@ async def _serve(request: web.Request, slot: Slot) -> ServedAd | None:
         metrics.store_errors.labels("load_shopper").inc()
         log.warning("profile read failed, serving non-personalised: %s", exc)
         shopper = Shopper(None)
+    try:
+        suggestions = await app[NEIGHBOURS].suggest(shopper)
+    except (RedisError, OSError):
+        metrics.store_errors.labels("neighbours").inc()
+        suggestions = {}
     fallback = list(app[SETTINGS].advertisers)
     random.shuffle(fallback)
-    decision = pick_products(shopper, app[CATALOG], slot, fallback)
+    decision = pick_products(shopper, app[CATALOG], slot, fallback, suggestions)
     if decision is None:
         metrics.no_fill.inc()
         return None

@@ -11,16 +11,32 @@ from aiohttp import web
 
 from adserver import ad_handlers, admin, ops
 from adserver.catalog_cache import CatalogCache
-from adserver.context import CATALOG, METRICS, RENDERER, SETTINGS, SIGNER, STORE
+from adserver.context import (
+    CATALOG,
+    METRICS,
+    NEIGHBOURS,
+    RENDERER,
+    SETTINGS,
+    SIGNER,
+    STORE,
+    WORKER,
+)
+from adserver.cooccurrence import LearningConfig
 from adserver.metrics import Metrics
 from adserver.middleware import observe
+from adserver.related import NeighbourCache, RankingConfig
 from adserver.settings import Settings
 from adserver.signing import Signer
 from adserver.store import RedisError, Store, StoreLimits, connect
+from adserver.store.learning import LearningStore
+from adserver.worker import RelatedWorker
 from creatives.renderer import CreativeRenderer
 from pixel import handlers as pixel_handlers
 
 log = logging.getLogger(__name__)
+
+WORKER_SOCKET_TIMEOUT = 5.0
+WORKER_STOP_SECONDS = 3.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -41,6 +57,11 @@ def create_app(settings: Settings) -> web.Application:
     app[CATALOG] = CatalogCache(store, list(settings.advertisers))
     app[RENDERER] = CreativeRenderer()
     app[SIGNER] = Signer(settings.secret)
+    config = LearningConfig()
+    app[NEIGHBOURS] = NeighbourCache(LearningStore(store.redis, config), RankingConfig())
+    # The worker blocks on the stream: it gets its own connections, away from the hot paths.
+    worker_redis = connect(settings.redis_url, timeout=WORKER_SOCKET_TIMEOUT)
+    app[WORKER] = RelatedWorker(LearningStore(worker_redis, config))
     app.cleanup_ctx.append(_redis_lifecycle)
     _add_routes(app)
     return app
@@ -48,17 +69,28 @@ def create_app(settings: Settings) -> web.Application:
 
 @contextlib.asynccontextmanager
 async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """Warm the catalog cache, keep it fresh in the background, close Redis on the way out."""
+    """Warm the catalog cache, keep it fresh in the background, run the related-items worker
+    unless disabled, close Redis on the way out."""
     cache = app[CATALOG]
     try:
         await cache.refresh()
     except (RedisError, OSError) as exc:
         log.warning("Redis not reachable at start-up; serving without catalogs for now: %s", exc)
     refresher = asyncio.create_task(cache.run(app[SETTINGS].cache_refresh_seconds))
+    stop_worker = asyncio.Event()
+    worker = app[WORKER]
+    learner = asyncio.create_task(worker.run(stop_worker)) if app[SETTINGS].run_worker else None
     yield
     refresher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await refresher
+    if learner is not None:
+        stop_worker.set()  # let it finish its batch rather than cutting a command in two
+        try:
+            await asyncio.wait_for(learner, WORKER_STOP_SECONDS)
+        except TimeoutError:
+            log.warning("related-items worker did not stop in time; its batch will be redone")
+    await worker.learning.redis.aclose()
     await app[STORE].close()
 
 

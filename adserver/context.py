@@ -6,9 +6,11 @@ from aiohttp import web
 
 from adserver.catalog_cache import CatalogCache
 from adserver.metrics import Metrics
+from adserver.related import NeighbourCache
 from adserver.settings import Settings
 from adserver.signing import Signer
 from adserver.store import Store
+from adserver.worker import RelatedWorker
 from creatives.renderer import CreativeRenderer
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,3 +19,5 @@ METRICS = web.AppKey("metrics", Metrics)
 CATALOG = web.AppKey("catalog", CatalogCache)
 RENDERER = web.AppKey("renderer", CreativeRenderer)
 SIGNER = web.AppKey("signer", Signer)
+NEIGHBOURS = web.AppKey("neighbours", NeighbourCache)
+WORKER = web.AppKey("worker", RelatedWorker)

@@ -1,7 +1,8 @@
 """The ad decision, pure: a shopper's histories + catalogs + a slot -> which products to show.
 
-Order of preference within one shop: what is in the cart, then what was viewed most
-recently, topped up with the shop's most viewed items. Never a product the shopper bought,
+Order of preference within one shop: what is in the cart, what was viewed most recently,
+what other shoppers viewed with those (`related`), what goes with what they bought
+(`cross_sell`), topped up with the shop's most viewed items. Never a product the shopper bought,
 one missing from the catalog, or one out of stock. The shop the shopper visited most recently
 comes first; with no usable history, the most viewed items of a fallback shop fill the slot.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from adserver.catalog import Product
+from adserver.related import Suggestions
 from adserver.shopper import AdvertiserHistory, Shopper
 
 
@@ -51,13 +53,20 @@ def pick_products(
     catalogs: CatalogView,
     slot: Slot,
     fallback_advertisers: Sequence[str] = (),
+    suggestions: Mapping[str, Suggestions] | None = None,
 ) -> Decision | None:
     """The products to show in `slot`, or None for no fill."""
     for history in shopper.histories:
+        suggested = (suggestions or {}).get(history.advertiser, Suggestions())
         personal = _eligible(
             catalogs.catalog(history.advertiser),
             history.purchased,
-            [("cart", history.cart), ("recent", history.viewed)],
+            [
+                ("cart", history.cart),
+                ("recent", history.viewed),
+                ("related", suggested.related),
+                ("cross_sell", suggested.cross_sell),
+            ],
             slot.max_products,
         )
         if personal:

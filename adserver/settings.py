@@ -51,6 +51,7 @@ class Settings:
     stream_maxlen: int = 1_000_000
     feed_max_bytes: int = 64 * 1024 * 1024
     cache_refresh_seconds: float = 1.0
+    run_worker: bool = True  # learn related items inside the server process
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -89,6 +90,7 @@ class Settings:
             "click_ttl_days": reader.integer("KAERU_CLICK_TTL_DAYS", 30, 1, 400),
             "stream_maxlen": reader.integer("KAERU_STREAM_MAXLEN", 1_000_000, 1000, 10**9),
             "feed_max_bytes": reader.integer("KAERU_FEED_MAX_MB", 64, 1, 4096) * 1024 * 1024,
+            "run_worker": reader.boolean("KAERU_WORKER", True),
             "host": env.get("KAERU_HOST") or "127.0.0.1",
             "port": reader.integer("KAERU_PORT", 8080, 1, 65535),
         }
@@ -141,6 +143,17 @@ class _Reader:
             self.problems.append(f"{name}={value}: must be between {low} and {high}")
             return default
         return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
+        return default
 
     def redis_url(self, name: str) -> str | None:
         raw = self._raw(name)

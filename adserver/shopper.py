@@ -54,7 +54,11 @@ class AdvertiserHistory:
     last_seen: float
     viewed: tuple[str, ...] = ()
     cart: tuple[str, ...] = ()
-    purchased: frozenset[str] = frozenset()
+    bought: tuple[str, ...] = ()  # newest first
+
+    @property
+    def purchased(self) -> frozenset[str]:
+        return frozenset(self.bought)
 
 
 @dataclass(frozen=True, slots=True)

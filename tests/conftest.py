@@ -13,7 +13,7 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.context import CATALOG
+from adserver.context import CATALOG, WORKER
 from adserver.embedded_redis import EmbeddedRedis, free_port
 from adserver.settings import Settings
 
@@ -51,6 +51,7 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
         secret=SECRET,
         advertisers={SHOP: SHOP_TOKEN, OTHER_SHOP: OTHER_TOKEN},
         operator_token=OPERATOR_TOKEN,
+        run_worker=False,  # tests run the worker's steps themselves: see `learn_all`
     )
 
 
@@ -104,6 +105,13 @@ async def stocked(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
 
 async def refresh_catalog(client: TestClient[Any, Any]) -> None:
     await client.app[CATALOG].refresh()
+
+
+async def learn_all(client: TestClient[Any, Any]) -> None:
+    """Let the related-items worker learn everything on the stream, then refresh the caches
+    that serve its results (what the background tasks do within a second in production)."""
+    await client.app[WORKER].drain()
+    await refresh_catalog(client)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from adserver.context import SIGNER, STORE
 from adserver.signing import Signer
 from adserver.store import day_of
-from tests.conftest import SHOP, product_row, put_catalog, refresh_catalog
+from tests.conftest import SHOP, learn_all, product_row, put_catalog
 
 
 class TagCollector(HTMLParser):
@@ -118,7 +118,7 @@ async def test_new_shopper_gets_most_viewed_items_of_a_shop(
     for _ in range(3):
         await view(stocked, "sku-6")
     stocked.session.cookie_jar.clear()  # a different shopper
-    await refresh_catalog(stocked)  # popular items are cached in-process, refreshed each second
+    await learn_all(stocked)
     products = await ad_products(stocked)
     assert products[0]["id"] == "sku-6"
     assert products[0]["strategy"] == "popular"

@@ -75,12 +75,15 @@ class Store:
         self, uid: str, events: Sequence[ShopperEvent], now: float | None = None
     ) -> None:
         """Write a batch of one shopper's events in one pipelined round trip: the profile
-        (per-user script), the popularity counts and the event stream for workers."""
-        now = time.time() if now is None else now
-        now_ms = int(now * 1000)
+        (per-user script) and the event stream the related-items worker learns from."""
+        at = time.time() if now is None else now
+        await self.record_many([(uid, event, at) for event in events])
+
+    async def record_many(self, entries: Iterable[tuple[str, ShopperEvent, float]]) -> None:
+        """Like record_events for several shoppers and times at once (replays, batching)."""
         pipe = self.redis.pipeline(transaction=False)
-        for event in events:
-            await self._record_one(pipe, uid, event, now_ms)
+        for uid, event, at in entries:
+            await self._record_one(pipe, uid, event, int(at * 1000))
         await pipe.execute()
 
     async def _record_one(self, pipe: Any, uid: str, event: ShopperEvent, now_ms: int) -> None:
@@ -103,9 +106,6 @@ class Store:
         ]
         # With a pipeline as client this only queues the EVALSHA (loading the script on a miss).
         await self._record_event(keys=user_keys, args=[*args, *event.items], client=pipe)
-        if event.kind == "view":
-            for sku in event.items:
-                pipe.zincrby(keys.popular(adv), 1, sku)
         self._append_to_stream(pipe, _event_document(uid, event, now_ms))
 
     async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
@@ -127,7 +127,7 @@ class Store:
                     last_seen=float(_text(last_seen)) / 1000,
                     viewed=tuple(_text(s) for s in viewed),
                     cart=tuple(_text(s) for s in cart),
-                    purchased=frozenset(_text(s) for s in purchased),
+                    bought=tuple(_text(s) for s in purchased),
                 )
             )
         return Shopper(uid, tuple(histories))

@@ -39,6 +39,43 @@ def user_orders(uid: str, advertiser: str) -> str:
     return f"{user_prefix(uid)}o:{advertiser}"
 
 
+def user_learning_views(uid: str, advertiser: str) -> str:
+    """list: the worker's window of the shopper's latest views, oldest first."""
+    return f"{user_prefix(uid)}wv:{advertiser}"
+
+
+def user_learning_purchases(uid: str, advertiser: str) -> str:
+    """list: the worker's window of the shopper's latest purchases, oldest first."""
+    return f"{user_prefix(uid)}wb:{advertiser}"
+
+
+def user_learning_count(uid: str, advertiser: str) -> str:
+    """int: events this shopper has taught the worker (their influence is bounded)."""
+    return f"{user_prefix(uid)}wn:{advertiser}"
+
+
+def user_learning_credit(uid: str, advertiser: str) -> str:
+    """hash 'a<US>b' -> weight this shopper already credited to the pair (once per shopper)."""
+    return f"{user_prefix(uid)}wc:{advertiser}"
+
+
+# An advertiser's model (neighbour lists and popularity) shares the hash tag `{advertiser}`,
+# so a neighbour list and the counts that normalise it are read by one script in one slot.
+
+
+def co_viewed(advertiser: str, sku: str) -> str:
+    """zset neighbour sku -> decayed weight: viewed close together by the same shoppers."""
+    return f"nb:{{{advertiser}}}:{sku}"
+
+
+def co_bought(advertiser: str, sku: str) -> str:
+    """zset neighbour sku -> decayed weight: bought together or after one another."""
+    return f"cb:{{{advertiser}}}:{sku}"
+
+
+LEARNING_GROUP = "related"  # consumer group of the related-items worker on EVENT_STREAM
+
+
 def catalog(advertiser: str) -> str:
     """hash sku -> product JSON."""
     return f"cat:{advertiser}"
@@ -52,8 +89,8 @@ CATALOG_VERSIONS = "catver"  # hash advertiser -> version, bumped on every feed 
 
 
 def popular(advertiser: str) -> str:
-    """zset sku -> number of views."""
-    return f"pop:{advertiser}"
+    """zset sku -> views, forward-decayed (see adserver.cooccurrence)."""
+    return f"pop:{{{advertiser}}}"
 
 
 def daily_stats(advertiser: str, day: str) -> str:

@@ -63,9 +63,7 @@ def test_cart_then_recent_then_popular() -> None:
 
 def test_purchased_out_of_stock_and_unknown_items_are_never_picked() -> None:
     catalogs = shop("a", "b", "c", popular=["a", "b", "c"], out_of_stock=["b"])
-    decision = pick_products(
-        history(viewed=("x", "b", "a", "c"), bought=("a",)), catalogs, SLOT3
-    )
+    decision = pick_products(history(viewed=("x", "b", "a", "c"), bought=("a",)), catalogs, SLOT3)
     assert ids(decision) == ["c"]
 
 

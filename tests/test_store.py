@@ -90,9 +90,3 @@ async def test_shopper_is_read_in_one_round_trip(store: Store) -> None:
     assert "evalsha" in called
     assert called <= {"evalsha", "zrevrangebyscore", "zrevrange", "info"}
     assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 1
-
-
-async def test_popular_items_count_views(store: Store) -> None:
-    await store.record_events(UID, [view("a"), view("b"), view("b")])
-    snapshot = await store.catalog_snapshot(["shop1", "shop2"])
-    assert snapshot.popular == {"shop1": ["b", "a"], "shop2": []}

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import secrets
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -49,6 +50,43 @@ def _parser() -> argparse.ArgumentParser:
             "--host", help="address to listen on (default: $KAERU_HOST or 127.0.0.1)"
         )
         command.add_argument("--port", type=int, help="port (default: $KAERU_PORT or 8080)")
+        command.add_argument(
+            "--no-worker",
+            action="store_true",
+            help="do not learn related items in this process (run "
+            "`kaeru worker` instead; default: $KAERU_WORKER or on)",
+        )
+
+    worker = commands.add_parser(
+        "worker", parents=[common], help="learn related items from the event stream"
+    )
+    worker.add_argument(
+        "--name",
+        help="consumer name, stable across restarts (default: $KAERU_WORKER_NAME or the host name)",
+    )
+
+    evaluation = commands.add_parser(
+        "eval", help="measure related items on a public clickstream data set"
+    )
+    evaluation.add_argument("dataset", help="diginetica, rsc15-100k, or a data set directory")
+    evaluation.add_argument(
+        "--data",
+        type=Path,
+        help="folder holding the data sets (default: $KAERU_EVAL_DATA, else ../shared/data)",
+    )
+    evaluation.add_argument(
+        "--mode",
+        choices=["tuned", "plain"],
+        default="tuned",
+        help="tuned: Kaeru's learner and ranking; plain: association rules",
+    )
+    evaluation.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluation.add_argument(
+        "--test-sessions",
+        type=int,
+        metavar="N",
+        help="replay only the first N test sessions (quick look)",
+    )
 
     catalog = commands.add_parser("catalog", help="manage product catalogs")
     catalog_commands = catalog.add_subparsers(
@@ -73,6 +111,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "data_dir": args.data_dir,
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
+        "run_worker": False if getattr(args, "no_worker", False) else None,
     }
     return Settings.from_env(overrides=overrides).with_secret_from_data_dir()
 
@@ -83,11 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        if args.command == "eval":
+            return run_evaluation(args.dataset, args.data, args.mode, args.json, args.test_sessions)
         settings = _settings(args)
         if args.command == "serve":
             return serve(settings)
         if args.command == "demo":
             return demo(settings)
+        if args.command == "worker":
+            return run_worker(settings, args.name)
         return import_catalog(settings, args.file, args.advertiser, args.format)
     except SettingsError as exc:
         print(f"kaeru: {exc}", file=sys.stderr)
@@ -235,6 +278,76 @@ async def _store_catalog(redis_url: str, advertiser: str, products: list[Product
         return await store.replace_catalog(advertiser, products)
     finally:
         await store.close()
+
+
+def run_worker(settings: Settings, name: str | None) -> int:
+    from adserver.cooccurrence import LearningConfig
+    from adserver.store.learning import LearningStore
+    from adserver.worker import RelatedWorker
+
+    async def learn(redis_url: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        redis = connect(redis_url, timeout=5.0)
+        worker = RelatedWorker(LearningStore(redis, LearningConfig()), consumer=name)
+        log.info("related-items worker %r learning from %s", worker.consumer, redis_url)
+        try:
+            await worker.run(stop)
+        finally:
+            await redis.aclose()
+        log.info("worker stopped after learning from %d events", worker.learnt)
+
+    def run(settings: Settings) -> int:
+        assert settings.redis_url is not None
+        asyncio.run(learn(settings.redis_url))
+        return 0
+
+    return _with_redis(settings, run)
+
+
+def run_evaluation(
+    dataset_name: str, data: Path | None, mode: str, as_json: bool, test_sessions: int | None
+) -> int:
+    import tempfile
+
+    import orjson
+
+    from adserver import datasets
+    from adserver.evaluation import evaluate, format_report
+
+    try:
+        dataset = datasets.load(dataset_name, data)
+    except datasets.DatasetError as exc:
+        print(f"kaeru: {exc}", file=sys.stderr)
+        return 2
+
+    async def measure(redis_url: str) -> str:
+        store = Store(
+            connect(redis_url, timeout=30.0),
+            StoreLimits(lookback_seconds=20 * 365 * 86400, stream_maxlen=10**9),
+        )
+        try:
+            report = await evaluate(store, dataset, mode, sys.stderr, test_sessions)
+        finally:
+            await store.close()
+        if as_json:
+            return orjson.dumps(report.as_json()).decode()
+        return format_report(report)
+
+    print(
+        f"evaluating on {dataset.name}: {len(dataset.train):,} training sessions, "
+        f"{len(dataset.test):,} test sessions, private Redis",
+        file=sys.stderr,
+    )
+    with tempfile.TemporaryDirectory(prefix="kaeru-eval-") as scratch:
+        redis = EmbeddedRedis(Path(scratch), persistent=False)
+        try:
+            print(asyncio.run(measure(redis.start())))
+        finally:
+            redis.stop()
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,9 +3,10 @@
 For every product view the shopper's previous few views (their *window*) pair with it, both
 ways, with a weight that falls with the distance between the two views (1/log2(1 + d)); each
 ordered pair is credited once per shopper, at its closest distance. Purchases pair with the
-other items of the same order and with the shopper's earlier purchases (`cross_sell`). Every increment is scaled by a
-forward-decay factor 2^((t - EPOCH) / half_life): newer evidence weighs exponentially more, so
-last season's pairs fade from the ranking without ever rewriting old scores.
+other items of the same order and with the shopper's earlier purchases (`cross_sell`).
+Every increment is scaled by a forward-decay factor 2^((t - EPOCH) / half_life): newer
+evidence weighs exponentially more, so last season's pairs fade from the ranking without ever
+rewriting old scores.
 
 A shopper's influence is bounded: a pair gains at most weight 1 from one shopper (the
 learner remembers what it credited for `memory_seconds`), repeated views of one product in a

@@ -1,0 +1,128 @@
+"""Quality of related items on real clickstreams, through the real ingestion, worker and
+ranking code (`kaeru eval`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from adserver import datasets
+from adserver.evaluation import ADVERTISER, Replay, Report, evaluate
+from adserver.store import Store, StoreLimits, connect
+
+LONG_AGO = StoreLimits(lookback_seconds=20 * 365 * 86400, stream_maxlen=10**9)
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    store = Store(connect(redis_url, timeout=30.0), LONG_AGO)
+    yield store
+    await store.close()
+
+
+def read_golden(path: Path) -> dict[tuple[int, int], list[tuple[str, float]]]:
+    golden = {}
+    with path.open() as handle:
+        for row in csv.DictReader(handle, delimiter=";"):
+            pairs = zip(row["Recommendations"].split(","), row["Scores"].split(","), strict=True)
+            top = [(item, float(score)) for item, score in list(pairs)[:20] if float(score) > 0]
+            golden[(int(row["SessionId"]), int(row["Position"]))] = top
+    return golden
+
+
+def same_top(ours: list[tuple[str, float]], gold: list[tuple[str, float]]) -> bool:
+    """Equal top lists, where items tied at the cut-off may differ (any of them is right)."""
+    mine = ours[: len(gold)]
+    if not gold or len(mine) != len(gold):
+        return not gold and not mine
+    cut = gold[-1][1]
+    if any(abs(a[1] - b[1]) > 1e-9 for a, b in zip(mine, gold, strict=True)):
+        return False
+    above = {item for item, score in gold if score > cut + 1e-9}
+    return above == {item for item, score in mine if score > cut + 1e-9}
+
+
+async def test_plain_mode_reproduces_session_rec_association_rules(
+    store: Store, shared_data: Path
+) -> None:
+    data = shared_data / "rsc15-100k"
+    dataset = datasets.load(str(data))
+    golden = read_golden(data / "recoms_rsc15_100k_ar.csv")
+    with (data / "yoochoose-clicks-100k_test.txt").open() as handle:
+        rows = csv.reader(handle, delimiter="\t")
+        session_ids = sorted({int(row[0]) for row in rows if row[0].isdigit()})
+    replay = Replay(store, "plain")
+    await replay.train(dataset.train)
+
+    matched = exact = 0
+    for session_id in sorted({sid for sid, _ in golden}):
+        session = dataset.test[session_ids.index(session_id)]
+        uid = f"g{session_id:021d}"
+        position = 0
+        async for shopper, suggestions, _next in replay.predictions(session, uid):
+            gold = golden.get((session_id, position))
+            if gold is not None:
+                last = shopper.histories[0].viewed[0]
+                lists = await replay.ranking.lists([("viewed", ADVERTISER, last)])
+                weights = {s: w for s, w, _ in lists[("viewed", ADVERTISER, last)].neighbours}
+                best = max(weights.values())
+                ranked = suggestions[ADVERTISER].related
+                ours = [(sku, weights[sku] / best) for sku in ranked[:20]]
+                matched += same_top(ours, gold)
+                exact += {s for s, _ in ours[: len(gold)]} == {s for s, _ in gold}
+            position += 1
+    assert len(golden) == 387
+    # Tie-aware: 387 expected; the reference breaks ties by insertion order, Redis by name,
+    # which makes plain set equality lower (reported, not asserted).
+    print(f"golden lists reproduced: {matched}/387 (tie-aware), {exact}/387 (same set)")
+    assert matched >= 381
+
+
+async def test_related_items_on_a_diginetica_slice_stay_well_above_a_floor(
+    store: Store, shared_data: Path
+) -> None:
+    full = datasets.load(str(shared_data / "diginetica"))
+    piece = datasets.Dataset("diginetica-slice", full.train[-15_000:], full.test[:500])
+    report: Report = await evaluate(store, piece, "tuned", progress=None)
+    related = report.related.percent()
+    print(f"diginetica slice: {related}")
+    # Measured on this slice: HR@20 43.5, MRR@20 18.2. The floors are far below, so noise
+    # cannot fail them, while losing the tuning does (plain co-occurrence: 24.4 and 8.6).
+    assert related["hr@20"] >= 35.0
+    assert related["mrr@20"] >= 14.0
+
+
+def test_eval_command_prints_json_metrics(tmp_path: Path) -> None:
+    data = tmp_path / "tiny"
+    data.mkdir()
+    (data / "train_sessions.txt").write_text("1 2 3\n1 2\n2 3 4\n1 2 3\n" * 5)
+    (data / "test_sessions.txt").write_text("1 2 3\n2 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "adserver.cli", "eval", str(data), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["related"]) == {"hr@1", "hr@3", "hr@20", "mrr@20"}
+    assert set(report["mix"]) == set(report["related"])
+    assert report["related"]["hr@20"] == 100.0  # 1 -> 2 -> 3 and 2 -> 3 are in training
+    assert "test:" in result.stderr  # progress
+
+
+def test_eval_of_a_missing_data_set_says_where_it_looked(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "adserver.cli", "eval", "nothing-here", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert str(tmp_path / "nothing-here") in result.stderr

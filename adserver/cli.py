@@ -82,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument("--json", action="store_true", help="print one JSON object")
     evaluation.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a learning or ranking setting (for ablations), e.g. --set "
+        "session_boost=0; repeatable",
+    )
+    evaluation.add_argument(
         "--test-sessions",
         type=int,
         metavar="N",
@@ -123,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "eval":
-            return run_evaluation(args.dataset, args.data, args.mode, args.json, args.test_sessions)
+            return run_evaluation(
+                args.dataset, args.data, args.mode, args.json, args.test_sessions, args.set
+            )
         settings = _settings(args)
         if args.command == "serve":
             return serve(settings)
@@ -308,18 +318,25 @@ def run_worker(settings: Settings, name: str | None) -> int:
 
 
 def run_evaluation(
-    dataset_name: str, data: Path | None, mode: str, as_json: bool, test_sessions: int | None
+    dataset_name: str,
+    data: Path | None,
+    mode: str,
+    as_json: bool,
+    test_sessions: int | None,
+    settings: Sequence[str] = (),
 ) -> int:
     import tempfile
 
     import orjson
 
     from adserver import datasets
-    from adserver.evaluation import evaluate, format_report
+    from adserver.evaluation import configure, evaluate, format_report
 
+    overrides = dict(item.partition("=")[::2] for item in settings)
     try:
+        configure(mode, overrides)
         dataset = datasets.load(dataset_name, data)
-    except datasets.DatasetError as exc:
+    except (datasets.DatasetError, ValueError) as exc:
         print(f"kaeru: {exc}", file=sys.stderr)
         return 2
 
@@ -329,7 +346,7 @@ def run_evaluation(
             StoreLimits(lookback_seconds=20 * 365 * 86400, stream_maxlen=10**9),
         )
         try:
-            report = await evaluate(store, dataset, mode, sys.stderr, test_sessions)
+            report = await evaluate(store, dataset, mode, sys.stderr, test_sessions, overrides)
         finally:
             await store.close()
         if as_json:

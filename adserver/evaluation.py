@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, TextIO
 
@@ -133,11 +133,38 @@ def shopper_id(prefix: str, number: int) -> str:
     return f"{prefix}{number:021d}"
 
 
+def configure(
+    mode: str, overrides: Mapping[str, str] | None = None
+) -> tuple[LearningConfig, RankingConfig]:
+    """The mode's configs with `name=value` overrides of their fields (for ablations)."""
+    learning, ranking = MODES[mode]
+    for name, raw in (overrides or {}).items():
+        target = next((c for c in (learning, ranking) if name in c.__dataclass_fields__), None)
+        if target is None:
+            raise ValueError(f"unknown setting {name!r}")
+        current = getattr(target, name)
+        value: object = (
+            raw.lower() in ("1", "true", "yes") if isinstance(current, bool) else type(current)(raw)
+        )
+        changes: dict[str, Any] = {name: value}
+        if target is learning:
+            learning = replace(learning, **changes)
+        else:
+            ranking = replace(ranking, **changes)
+    return learning, ranking
+
+
 class Replay:
     """Trains on sessions, then replays sessions click by click asking for rankings."""
 
-    def __init__(self, store: Store, mode: str, progress: Progress | None = None) -> None:
-        learning_config, self.ranking_config = MODES[mode]
+    def __init__(
+        self,
+        store: Store,
+        mode: str,
+        progress: Progress | None = None,
+        overrides: Mapping[str, str] | None = None,
+    ) -> None:
+        learning_config, self.ranking_config = configure(mode, overrides)
         self.store = store
         self.worker = RelatedWorker(
             LearningStore(store.redis, learning_config), consumer="eval", batch_size=2000
@@ -207,9 +234,12 @@ async def evaluate(
     mode: str = "tuned",
     progress: TextIO | None = sys.stderr,
     test_limit: int | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> Report:
-    replay = Replay(store, mode, Progress(progress))
-    report = Report(dataset, mode)
+    overrides = overrides or {}
+    replay = Replay(store, mode, Progress(progress), overrides)
+    label = " ".join([mode, *(f"{k}={v}" for k, v in overrides.items())])
+    report = Report(dataset, label)
     report.seconds.update(await replay.train(dataset.train))
     await replay.test(dataset.test[:test_limit] if test_limit else dataset.test, report)
     report.seconds["total"] = sum(report.seconds.values())

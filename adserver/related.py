@@ -112,7 +112,7 @@ class NeighbourCache:
         self,
         learning: LearningStore,
         config: RankingConfig,
-        ttl: float = 10.0,
+        ttl: float = 5.0,
         max_entries: int = 100_000,
     ) -> None:
         self.learning = learning

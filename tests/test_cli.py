@@ -150,3 +150,29 @@ def test_demo_serves_shop_partner_and_personalised_ads(tmp_path: Path) -> None:
             ad = orjson.loads(response.read())
         assert ad["products"][0]["id"] == "sku-105"
         assert ad["products"][0]["strategy"] == "recent"
+
+
+def test_demo_learns_related_items_in_process(tmp_path: Path) -> None:
+    def view(base: str, sku: str, cookie: str | None = None) -> str:
+        request = urllib.request.Request(
+            f"{base}/px?a=demo-shop&e=view&i={sku}", headers={"Cookie": cookie} if cookie else {}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return cookie or response.headers["Set-Cookie"].split(";")[0]
+
+    with running("demo", kaeru_env(tmp_path)) as base:
+        first = view(base, "sku-101")
+        view(base, "sku-104", first)
+        fresh = view(base, "sku-101")
+        deadline = time.monotonic() + 20
+        strategies: list[str] = []
+        while time.monotonic() < deadline and "related" not in strategies:
+            request = urllib.request.Request(
+                base + "/ad.json?pub=demo-news&size=728x90", headers={"Cookie": fresh}
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                products = orjson.loads(response.read())["products"]
+            strategies = [p["strategy"] for p in products]
+            time.sleep(0.2)
+        assert products[0]["id"] == "sku-101"
+        assert ("sku-104", "related") in [(p["id"], p["strategy"]) for p in products]

@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
 
 from adserver.ad_request import BadAdRequest, parse_ad_request
-from adserver.context import CATALOG, METRICS, NEIGHBOURS, RENDERER, SETTINGS, SIGNER, STORE
-from adserver.decision import Slot, pick_products
-from adserver.delivery import CLICK_PURPOSE, RENDER_PURPOSE, ServedAd, build_ad
+from adserver.admin import bearer_token
+from adserver.context import GEO, MARKET, METRICS, NEIGHBOURS, RENDERER, SETTINGS, SIGNER, STORE
+from adserver.decision import Explanation, Slot, decide
+from adserver.delivery import (
+    CLICK_PURPOSE,
+    RENDER_PURPOSE,
+    ServedAd,
+    build_ad,
+    placement_from_token,
+    placement_of,
+)
 from adserver.responses import creative_html, gif, javascript, json_error, json_response
 from adserver.shopper import Shopper
 from adserver.signing import InvalidToken
@@ -42,8 +52,19 @@ def _bad_request(request: web.Request, bad: BadAdRequest) -> web.Response:
     return json_error(400, bad.message, **bad.details)
 
 
-async def _serve(request: web.Request, slot: Slot) -> ServedAd | None:
-    """Decide and count the impression; a Redis failure degrades to a non-personalised ad."""
+def _locate(request: web.Request, slot: Slot) -> Slot:
+    """The slot with the shopper's country (the IP is looked up, never kept)."""
+    geo = request.app[GEO]
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+    ip = geo.client_ip(request.remote, forwarded or None)
+    return replace(slot, country=geo.country(ip))
+
+
+async def _serve(
+    request: web.Request, slot: Slot, explanation: Explanation | None = None
+) -> ServedAd | None:
+    """Decide and count the impression; a Redis failure degrades to a non-personalised ad.
+    With an `explanation` (debug) nothing is counted."""
     app = request.app
     store, metrics = app[STORE], app[METRICS]
     uid = None if opted_out(request) else read_uid(request.cookies)
@@ -58,18 +79,21 @@ async def _serve(request: web.Request, slot: Slot) -> ServedAd | None:
     except (RedisError, OSError):
         metrics.store_errors.labels("neighbours").inc()
         suggestions = {}
-    fallback = list(app[SETTINGS].advertisers)
-    random.shuffle(fallback)
-    decision = pick_products(shopper, app[CATALOG], slot, fallback, suggestions)
+    others = list(app[SETTINGS].advertisers)
+    random.shuffle(others)
+    slot = _locate(request, slot)
+    decision = decide(shopper, app[MARKET], slot, others, time.time(), suggestions, explanation)
     if decision is None:
         metrics.no_fill.inc()
         return None
     served = build_ad(decision, slot, base_url(request), app[SIGNER], app[RENDERER])
-    metrics.ads.labels(decision.strategy).inc()
-    try:
-        await store.count("imp", decision.advertiser, slot.publisher)
-    except (RedisError, OSError):
-        metrics.store_errors.labels("count_impression").inc()
+    if explanation is None:
+        metrics.ads.labels(decision.strategy).inc()
+        skus = [pick.product.id for pick in decision.picks]
+        try:
+            await store.ledger.record_impression(uid, placement_of(decision, slot), skus)
+        except (RedisError, OSError):
+            metrics.store_errors.labels("count_impression").inc()
     return served
 
 
@@ -111,7 +135,16 @@ async def ad_json(request: web.Request) -> web.StreamResponse:
     slot = parse_ad_request(request.query, request.app[RENDERER].formats)
     if isinstance(slot, BadAdRequest):
         return _bad_request(request, slot)
-    served = await _serve(request, slot)
+    explanation = None
+    if request.query.get("debug") == "1":
+        token = bearer_token(request)
+        if token is None or not request.app[SETTINGS].is_operator(token):
+            return json_error(403, "debug=1 needs the operator token")
+        explanation = Explanation()
+    served = await _serve(request, slot, explanation)
+    if explanation is not None:
+        answer = served.as_json() if served else {"no_fill": True}
+        return json_response({**answer, "explanation": explanation.as_json()})
     if served is None:
         return web.Response(status=204, headers={"Cache-Control": "no-store"})
     return _refresh_uid(request, json_response(served.as_json()))
@@ -124,16 +157,18 @@ async def click(request: web.Request) -> web.StreamResponse:
     fields = app[SIGNER].verify(
         CLICK_PURPOSE, request.match_info["token"], settings.click_ttl_days * 86400
     )
-    if isinstance(fields, InvalidToken):
-        metrics.click_rejects.labels(fields.reason).inc()
+    parsed = None if isinstance(fields, InvalidToken) else placement_from_token(fields)
+    if parsed is None or len(parsed[1]) != 2:
+        reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
+        metrics.click_rejects.labels(reason).inc()
         return json_error(400, "invalid or expired click link")
-    advertiser, sku, publisher, landing, _strategy = (str(f) for f in fields)
+    placement, (sku, landing) = parsed
     if urlsplit(landing).scheme not in ("http", "https"):
         metrics.click_rejects.labels("bad_landing").inc()
         return json_error(400, "invalid or expired click link")
     uid = None if opted_out(request) else read_uid(request.cookies)
     try:
-        await app[STORE].record_click(uid, advertiser, sku, publisher)
+        await app[STORE].ledger.record_click(uid, placement, sku)
     except (RedisError, OSError):
         metrics.store_errors.labels("record_click").inc()
     metrics.clicks.inc()
@@ -146,12 +181,13 @@ async def rendered(request: web.Request) -> web.StreamResponse:
     fields = app[SIGNER].verify(
         RENDER_PURPOSE, request.match_info["token"], app[SETTINGS].click_ttl_days * 86400
     )
-    if isinstance(fields, InvalidToken):
-        app[METRICS].tracking_rejects.labels(f"render_{fields.reason}").inc()
+    parsed = None if isinstance(fields, InvalidToken) else placement_from_token(fields)
+    if parsed is None:
+        reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
+        app[METRICS].tracking_rejects.labels(f"render_{reason}").inc()
         return gif()
-    advertiser, publisher = str(fields[0]), str(fields[1])
     try:
-        await app[STORE].count("render", advertiser, publisher)
+        await app[STORE].ledger.record_render(parsed[0])
     except (RedisError, OSError):
         app[METRICS].store_errors.labels("count_render").inc()
     return gif()

@@ -10,7 +10,7 @@ import asyncio
 from aiohttp import web
 
 from adserver.catalog import FeedError, parse_feed
-from adserver.context import CATALOG, METRICS, SETTINGS, STORE
+from adserver.context import MARKET, METRICS, SETTINGS, STORE
 from adserver.responses import json_error, json_response
 
 FEED_PREVIEW = 1000
@@ -58,14 +58,14 @@ async def put_products(request: web.Request) -> web.StreamResponse:
     if not result.accepted:
         return json_response({**summary, "error": "no valid product; catalog unchanged"}, 422)
     version = await app[STORE].replace_catalog(advertiser, result.accepted)
-    await app[CATALOG].refresh()
+    await app[MARKET].refresh()
     return json_response({**summary, "version": version})
 
 
 async def get_products(request: web.Request) -> web.StreamResponse:
     """The catalog as this server process serves it now."""
     advertiser = authorize_advertiser(request)
-    catalog = request.app[CATALOG].catalog(advertiser)
+    catalog = request.app[MARKET].catalog(advertiser)
     listed = [
         {
             "id": p.id,

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from adserver import ad_handlers, admin, ops
-from adserver.catalog_cache import CatalogCache
+from adserver import ad_handlers, admin, admin_campaigns, admin_reports, ops
 from adserver.context import (
-    CATALOG,
+    GEO,
+    MARKET,
     METRICS,
     NEIGHBOURS,
     RENDERER,
@@ -22,6 +22,8 @@ from adserver.context import (
     WORKER,
 )
 from adserver.cooccurrence import LearningConfig
+from adserver.geo import GeoLocator
+from adserver.market import MarketCache
 from adserver.metrics import Metrics
 from adserver.middleware import observe
 from adserver.related import NeighbourCache, RankingConfig
@@ -49,13 +51,20 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=settings.feed_max_bytes)
     store = Store(
         connect(settings.redis_url),
-        StoreLimits(settings.lookback_seconds, settings.max_views, settings.stream_maxlen),
+        StoreLimits(
+            lookback_seconds=settings.lookback_seconds,
+            max_views=settings.max_views,
+            stream_maxlen=settings.stream_maxlen,
+            click_window_seconds=settings.click_window_days * 86400,
+            view_window_seconds=settings.view_window_days * 86400,
+        ),
     )
     app[SETTINGS] = settings
     app[STORE] = store
     app[METRICS] = Metrics()
-    app[CATALOG] = CatalogCache(store, list(settings.advertisers))
     app[RENDERER] = CreativeRenderer()
+    app[MARKET] = MarketCache(store, list(settings.advertisers), app[RENDERER].sizes())
+    app[GEO] = GeoLocator(settings.geoip_db, settings.trusted_proxies)
     app[SIGNER] = Signer(settings.secret)
     config = LearningConfig()
     app[NEIGHBOURS] = NeighbourCache(LearningStore(store.redis, config), RankingConfig())
@@ -71,7 +80,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Warm the catalog cache, keep it fresh in the background, run the related-items worker
     unless disabled, close Redis on the way out."""
-    cache = app[CATALOG]
+    cache = app[MARKET]
     try:
         await cache.refresh()
     except (RedisError, OSError) as exc:
@@ -91,6 +100,7 @@ async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
         except TimeoutError:
             log.warning("related-items worker did not stop in time; its batch will be redone")
     await worker.learning.redis.aclose()
+    app[GEO].close()
     await app[STORE].close()
 
 
@@ -106,6 +116,16 @@ def _add_routes(app: web.Application) -> None:
     products = "/api/v1/advertisers/{advertiser}/products"
     app.router.add_put(products, admin.put_products)
     app.router.add_get(products, admin.get_products)
+    campaigns = "/api/v1/advertisers/{advertiser}/campaigns"
+    app.router.add_get(campaigns, admin_campaigns.list_campaigns)
+    app.router.add_put(campaigns + "/{campaign}", admin_campaigns.put_campaign)
+    app.router.add_get(campaigns + "/{campaign}", admin_campaigns.get_campaign)
+    app.router.add_delete(campaigns + "/{campaign}", admin_campaigns.delete_campaign)
+    app.router.add_get("/api/v1/advertisers/{advertiser}/report", admin_reports.report)
+    app.router.add_post(
+        "/api/v1/advertisers/{advertiser}/conversions", admin_reports.post_conversion
+    )
+    app.router.add_get("/report", admin_reports.report_page)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)

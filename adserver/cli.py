@@ -196,7 +196,7 @@ def public_base_url(settings: Settings) -> str:
 
 def demo(settings: Settings) -> int:
     from adserver.app import create_app
-    from adserver.context import CATALOG, STORE
+    from adserver.context import MARKET, STORE
     from adserver.demo.pages import DEMO_ADVERTISER, add_demo_routes, demo_catalog
 
     token = settings.advertisers.get(DEMO_ADVERTISER) or _demo_token(settings.data_dir)
@@ -208,7 +208,7 @@ def demo(settings: Settings) -> int:
         await app[STORE].replace_catalog(
             DEMO_ADVERTISER, [p for p in products if isinstance(p, Product)]
         )
-        await app[CATALOG].refresh()
+        await app[MARKET].refresh()
         print(
             f"\nKaeru demo is running. Open {base}/demo/\n"
             f"  shop:     {base}/demo/shop/\n"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adserver.catalog_cache import CatalogCache
+from adserver.geo import GeoLocator
+from adserver.market import MarketCache
 from adserver.metrics import Metrics
 from adserver.related import NeighbourCache
 from adserver.settings import Settings
@@ -16,7 +17,8 @@ from creatives.renderer import CreativeRenderer
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
-CATALOG = web.AppKey("catalog", CatalogCache)
+MARKET = web.AppKey("market", MarketCache)
+GEO = web.AppKey("geo", GeoLocator)
 RENDERER = web.AppKey("renderer", CreativeRenderer)
 SIGNER = web.AppKey("signer", Signer)
 NEIGHBOURS = web.AppKey("neighbours", NeighbourCache)

@@ -1,26 +1,43 @@
-"""The ad decision, pure: a shopper's histories + catalogs + a slot -> which products to show.
+"""The ad decision, pure: shopper + campaigns + catalogs + slot -> which ad, with which products.
 
-Order of preference within one shop: what is in the cart, what was viewed most recently,
-what other shoppers viewed with those (`related`), what goes with what they bought
-(`cross_sell`), topped up with the shop's most viewed items. Never a product the shopper bought,
-one missing from the catalog, or one out of stock. The shop the shopper visited most recently
-comes first; with no usable history, the most viewed items of a fallback shop fill the slot.
+Every campaign of every advertiser is checked: does it run now (status, dates, hours), may it
+fill this slot (size, publisher, country), is the shopper in its audience, is its daily cap
+left, and which products do its strategies give (never a product the shopper bought, one out of
+stock or missing, or one whose per-item cap is reached). Among the campaigns with products, the
+slot goes to the highest expected value per impression (CPM, or CPC x estimated CTR); ties go
+to the shop the shopper visited most recently. `Explanation` records all of it for "why this
+ad".
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
 
+from adserver.campaigns import (
+    Campaign,
+    ShopperFacts,
+    audiences,
+    expected_value,
+    fits_slot,
+    runs_at,
+    targets,
+)
 from adserver.catalog import Product
 from adserver.related import Suggestions
 from adserver.shopper import AdvertiserHistory, Shopper
 
 
-class CatalogView(Protocol):
+class Market(Protocol):
+    """What the decision reads besides the shopper (the in-process caches in production)."""
+
     def catalog(self, advertiser: str) -> Mapping[str, Product]: ...
     def popular(self, advertiser: str) -> Sequence[str]: ...
+    def upsell(self, advertiser: str, sku: str) -> Sequence[str]: ...
+    def campaigns(self, advertiser: str) -> Sequence[Campaign]: ...
+    def ctr(self, advertiser: str, campaign: str) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +46,7 @@ class Slot:
     size: str
     max_products: int
     name: str = ""
+    country: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +58,9 @@ class Pick:
 @dataclass(frozen=True, slots=True)
 class Decision:
     advertiser: str
+    campaign: str
     picks: tuple[Pick, ...]
+    expected_value: float = 0.0
 
     @property
     def strategy(self) -> str:
@@ -48,72 +68,157 @@ class Decision:
         return self.picks[0].strategy
 
 
-def pick_products(
+@dataclass(slots=True)
+class Explanation:
+    """Why this ad: every campaign considered, and what became of it."""
+
+    campaigns: list[dict[str, Any]] = field(default_factory=list)
+    winner: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"campaigns": self.campaigns, "winner": self.winner}
+
+
+def facts_of(history: AdvertiserHistory | None) -> ShopperFacts:
+    if history is None:
+        return ShopperFacts(False, None, None, None, 0, Decimal(0))
+    return ShopperFacts(
+        has_history=True,
+        last_seen=history.last_seen,
+        last_view=history.view_times[0] if history.view_times else None,
+        cart_since=history.cart_since if history.cart else None,
+        orders=history.orders,
+        revenue=history.revenue,
+    )
+
+
+def decide(
     shopper: Shopper,
-    catalogs: CatalogView,
+    market: Market,
     slot: Slot,
-    fallback_advertisers: Sequence[str] = (),
+    advertisers: Sequence[str],
+    now: float,
     suggestions: Mapping[str, Suggestions] | None = None,
+    explanation: Explanation | None = None,
 ) -> Decision | None:
-    """The products to show in `slot`, or None for no fill."""
-    for history in shopper.histories:
-        suggested = (suggestions or {}).get(history.advertiser, Suggestions())
-        personal = _eligible(
-            catalogs.catalog(history.advertiser),
-            history.purchased,
-            [
-                ("cart", history.cart),
-                ("recent", history.viewed),
-                ("related", suggested.related),
-                ("cross_sell", suggested.cross_sell),
-            ],
-            slot.max_products,
+    """The winning ad for `slot`, or None for no fill. `advertisers` is the tie-break order
+    after the shopper's own shops (shuffled by the caller for fairness)."""
+    histories = {h.advertiser: h for h in shopper.histories}
+    order = list(dict.fromkeys([*histories, *advertisers]))
+    best: tuple[tuple[float, int], Decision] | None = None
+    for rank, advertiser in enumerate(order):
+        history = histories.get(advertiser)
+        suggested = (suggestions or {}).get(advertiser, Suggestions())
+        for campaign in market.campaigns(advertiser):
+            decision, note = _consider(campaign, history, suggested, market, slot, now)
+            if explanation is not None:
+                explanation.campaigns.append(note)
+            if decision is not None:
+                score = (decision.expected_value, -rank)
+                if best is None or score > best[0]:
+                    best = (score, decision)
+    if best is None:
+        return None
+    if explanation is not None:
+        explanation.winner = {
+            "advertiser": best[1].advertiser,
+            "campaign": best[1].campaign,
+            "expected_value": best[1].expected_value,
+        }
+    return best[1]
+
+
+def _consider(
+    campaign: Campaign,
+    history: AdvertiserHistory | None,
+    suggested: Suggestions,
+    market: Market,
+    slot: Slot,
+    now: float,
+) -> tuple[Decision | None, dict[str, Any]]:
+    facts = facts_of(history)
+    note: dict[str, Any] = {
+        "advertiser": campaign.advertiser,
+        "campaign": campaign.id,
+        "audiences": sorted(audiences(campaign, facts, now)),
+    }
+    caps = history.caps if history else {}
+    cap = campaign.when.cap_per_day
+    checks = (
+        runs_at(campaign, now),
+        fits_slot(campaign, slot.size, slot.publisher, slot.country),
+        targets(campaign, facts, now),
+        (not cap or caps.get(f"c:{campaign.id}", 0) < cap, f"cap_per_day {cap} reached"),
+    )
+    for ok, reason in checks:
+        if not ok:
+            note["skipped"] = reason
+            return None, note
+    sources = _sources(campaign, history, suggested, market, now)
+    limit = min(slot.max_products, campaign.what.products or slot.max_products)
+    picks, candidates = _pick(
+        campaign, market.catalog(campaign.advertiser), history, sources, limit
+    )
+    note["candidates"] = candidates
+    if not picks:
+        note["skipped"] = "no eligible product"
+        return None, note
+    value = expected_value(campaign, market.ctr(campaign.advertiser, campaign.id))
+    note["expected_value"] = value
+    return Decision(campaign.advertiser, campaign.id, tuple(picks), value), note
+
+
+def _sources(
+    campaign: Campaign,
+    history: AdvertiserHistory | None,
+    suggested: Suggestions,
+    market: Market,
+    now: float,
+) -> list[tuple[str, Iterable[str]]]:
+    adv = campaign.advertiser
+    cutoff = now - campaign.when.lookback_days * 86400
+    viewed: tuple[str, ...] = ()
+    cart: tuple[str, ...] = ()
+    if history is not None:
+        viewed = tuple(
+            s for s, t in zip(history.viewed, history.view_times, strict=False) if t >= cutoff
         )
-        if personal:
-            return _top_up(history, personal, catalogs, slot.max_products)
-    by_advertiser = {h.advertiser: h.purchased for h in shopper.histories}
-    for advertiser in [*by_advertiser, *fallback_advertisers]:
-        purchased = by_advertiser.get(advertiser, frozenset())
-        picks = _eligible(
-            catalogs.catalog(advertiser),
-            purchased,
-            [("popular", catalogs.popular(advertiser))],
-            slot.max_products,
-        )
-        if picks:
-            return Decision(advertiser, tuple(picks))
-    return None
+        cart = history.cart
+    by_strategy: dict[str, Iterable[str]] = {
+        "cart": cart,
+        "recent": viewed,
+        "related": suggested.related,
+        "cross_sell": suggested.cross_sell,
+        "upsell": [u for sku in viewed[:3] for u in market.upsell(adv, sku)],
+        "popular": market.popular(adv),
+    }
+    return [(strategy, by_strategy[strategy]) for strategy in campaign.what.strategies]
 
 
-def _top_up(
-    history: AdvertiserHistory, picks: list[Pick], catalogs: CatalogView, limit: int
-) -> Decision:
-    if len(picks) < limit:
-        chosen = history.purchased | {p.product.id for p in picks}
-        picks += _eligible(
-            catalogs.catalog(history.advertiser),
-            chosen,
-            [("popular", catalogs.popular(history.advertiser))],
-            limit - len(picks),
-        )
-    return Decision(history.advertiser, tuple(picks))
-
-
-def _eligible(
+def _pick(
+    campaign: Campaign,
     catalog: Mapping[str, Product],
-    excluded: frozenset[str],
+    history: AdvertiserHistory | None,
     sources: Iterable[tuple[str, Iterable[str]]],
     limit: int,
-) -> list[Pick]:
+) -> tuple[list[Pick], dict[str, list[str]]]:
+    purchased = history.purchased if history else frozenset()
+    caps = history.caps if history else {}
+    item_cap = campaign.when.cap_per_item_per_day
     picks: list[Pick] = []
+    candidates: dict[str, list[str]] = {}
     seen: set[str] = set()
     for strategy, skus in sources:
+        chosen = candidates.setdefault(strategy, [])
         for sku in skus:
             if len(picks) >= limit:
-                return picks
+                return picks, candidates
             product = catalog.get(sku)
-            if sku in excluded or sku in seen or product is None or not product.in_stock:
+            if sku in purchased or sku in seen or product is None or not product.in_stock:
+                continue
+            if item_cap and caps.get(f"i:{sku}", 0) >= item_cap:
                 continue
             seen.add(sku)
+            chosen.append(sku)
             picks.append(Pick(product, strategy))
-    return picks
+    return picks, candidates

@@ -8,6 +8,7 @@ from typing import Any
 
 from adserver.decision import Decision, Slot
 from adserver.signing import Signer
+from adserver.store import Placement
 from creatives.renderer import CreativeProduct, CreativeRenderer
 
 CLICK_PURPOSE = "click"
@@ -26,6 +27,7 @@ class ServedAd:
         return {
             "advertiser": self.decision.advertiser,
             "strategy": self.decision.strategy,
+            "campaign": self.decision.campaign,
             "size": self.slot.size,
             "html": self.html,
             "products": self.products,
@@ -33,19 +35,51 @@ class ServedAd:
         }
 
 
+def placement_of(decision: Decision, slot: Slot, strategy: str | None = None) -> Placement:
+    return Placement(
+        decision.advertiser,
+        decision.campaign,
+        slot.publisher,
+        strategy or decision.strategy,
+        slot.size,
+    )
+
+
 def click_url(base_url: str, signer: Signer, decision: Decision, slot: Slot, index: int) -> str:
+    """A signed link carrying where the ad ran and where the click lands."""
     pick = decision.picks[index]
+    placement = placement_of(decision, slot, pick.strategy)
     token = signer.sign(
         CLICK_PURPOSE,
-        [decision.advertiser, pick.product.id, slot.publisher, pick.product.link, pick.strategy],
+        [
+            placement.advertiser,
+            placement.campaign,
+            slot.publisher,
+            pick.strategy,
+            slot.size,
+            pick.product.id,
+            pick.product.link,
+        ],
     )
     return f"{base_url}/c/{token}"
+
+
+def placement_from_token(fields: list[object]) -> tuple[Placement, list[str]] | None:
+    """The placement and the remaining fields of a verified token, if well formed."""
+    if len(fields) < 5 or not all(isinstance(f, str) for f in fields):
+        return None
+    text = [str(f) for f in fields]
+    return Placement(text[0], text[1], text[2], text[3], text[4]), text[5:]
 
 
 def build_ad(
     decision: Decision, slot: Slot, base_url: str, signer: Signer, renderer: CreativeRenderer
 ) -> ServedAd:
-    beacon = signer.sign(RENDER_PURPOSE, [decision.advertiser, slot.publisher, slot.size])
+    placement = placement_of(decision, slot)
+    beacon = signer.sign(
+        RENDER_PURPOSE,
+        [placement.advertiser, placement.campaign, slot.publisher, placement.strategy, slot.size],
+    )
     impression_url = f"{base_url}/i/{beacon}"
     shown: list[CreativeProduct] = []
     products: list[dict[str, Any]] = []

@@ -3,7 +3,7 @@
 Training sessions go through the same ingestion (`Store.record_many`, the per-user Lua) and the
 same worker (`RelatedWorker`) as live traffic, into a private Redis. Then every test session is
 replayed click by click; after each click the real ranking code (`NeighbourCache.suggest`, and
-the ad decision `pick_products` for the endpoint's mix) is asked for its top 20, and the next
+the ad decision `decide` for the endpoint's mix) is asked for its top 20, and the next
 click is looked up in it. The learner is frozen during the test replay, as in the published
 protocol.
 """
@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, TextIO
 
+from adserver.campaigns import Campaign, default_campaign
 from adserver.catalog import Product
 from adserver.cooccurrence import PLAIN_COOCCURRENCE, LearningConfig
 from adserver.datasets import Dataset, Session
-from adserver.decision import Slot, pick_products
+from adserver.decision import Slot, decide
 from adserver.related import PLAIN_RANKING, NeighbourCache, RankingConfig, Suggestions
 from adserver.shopper import Shopper, ShopperEvent
 from adserver.store import Store
@@ -104,8 +105,9 @@ class Progress:
             print(f"\r{line:<72}", end=end, file=self.stream, flush=True)
 
 
-class EvalCatalog:
-    """Every item of the data set, in stock, for the ad decision."""
+class EvalMarket:
+    """Every item of the data set, in stock, sold by one advertiser running the default
+    campaign: the market the ad decision sees during an evaluation."""
 
     def __init__(self, items: Sequence[str], popular: Sequence[str]) -> None:
         self.products = {
@@ -121,12 +123,22 @@ class EvalCatalog:
             for sku in items
         }
         self.most_viewed = list(popular)
+        self.campaign = default_campaign(ADVERTISER)
 
     def catalog(self, advertiser: str) -> Mapping[str, Product]:
         return self.products
 
     def popular(self, advertiser: str) -> Sequence[str]:
         return self.most_viewed
+
+    def upsell(self, advertiser: str, sku: str) -> Sequence[str]:
+        return ()
+
+    def campaigns(self, advertiser: str) -> Sequence[Campaign]:
+        return [self.campaign]
+
+    def ctr(self, advertiser: str, campaign: str) -> float:
+        return 0.0
 
 
 def shopper_id(prefix: str, number: int) -> str:
@@ -211,7 +223,7 @@ class Replay:
     async def test(self, sessions: Sequence[Session], report: Report) -> None:
         items = {item for s in (*report.dataset.train, *sessions) for item, _ in s}
         popular = (await self.store.catalog_snapshot([ADVERTISER])).popular[ADVERTISER]
-        catalog = EvalCatalog(sorted(items), popular)
+        market = EvalMarket(sorted(items), popular)
         slot = Slot("eval", "eval", TOP)
         total = sum(max(0, len(s) - 1) for s in sessions)
         started = time.monotonic()
@@ -220,7 +232,8 @@ class Replay:
             async for shopper, suggestions, target in self.predictions(session, uid):
                 related = suggestions[ADVERTISER].related if suggestions else ()
                 report.related.add(related, target)
-                decision = pick_products(shopper, catalog, slot, (), suggestions)
+                now = shopper.histories[0].last_seen if shopper.histories else 0.0
+                decision = decide(shopper, market, slot, (), now, suggestions)
                 report.mix.add([p.product.id for p in decision.picks] if decision else [], target)
                 self.progress.show("test", report.related.cases, total, started)
         self.progress.show("test", report.related.cases, total, started, force=True)

@@ -6,6 +6,7 @@ ones (prebid-server style), so an operator fixes a deployment in one go.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -52,6 +53,10 @@ class Settings:
     feed_max_bytes: int = 64 * 1024 * 1024
     cache_refresh_seconds: float = 1.0
     run_worker: bool = True  # learn related items inside the server process
+    geoip_db: Path | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    click_window_days: int = 30
+    view_window_days: int = 1
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -91,6 +96,10 @@ class Settings:
             "stream_maxlen": reader.integer("KAERU_STREAM_MAXLEN", 1_000_000, 1000, 10**9),
             "feed_max_bytes": reader.integer("KAERU_FEED_MAX_MB", 64, 1, 4096) * 1024 * 1024,
             "run_worker": reader.boolean("KAERU_WORKER", True),
+            "geoip_db": reader.existing_file("KAERU_GEOIP_DB"),
+            "trusted_proxies": reader.networks("KAERU_TRUSTED_PROXIES"),
+            "click_window_days": reader.integer("KAERU_CLICK_WINDOW_DAYS", 30, 1, 400),
+            "view_window_days": reader.integer("KAERU_VIEW_WINDOW_DAYS", 1, 0, 400),
             "host": env.get("KAERU_HOST") or "127.0.0.1",
             "port": reader.integer("KAERU_PORT", 8080, 1, 65535),
         }
@@ -154,6 +163,29 @@ class _Reader:
             return False
         self.problems.append(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
         return default
+
+    def existing_file(self, name: str) -> Path | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            self.problems.append(f"{name}={raw!r}: no such file")
+            return None
+        return path
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return ()
+        entries = tuple(e for e in re.split(r"[,\s]+", raw) if e)
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                self.problems.append(f"{name}: {entry!r} is not an IP address or network")
+                return ()
+        return entries
 
     def redis_url(self, name: str) -> str | None:
         raw = self._raw(name)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
@@ -55,6 +56,11 @@ class AdvertiserHistory:
     viewed: tuple[str, ...] = ()
     cart: tuple[str, ...] = ()
     bought: tuple[str, ...] = ()  # newest first
+    view_times: tuple[float, ...] = ()  # unix seconds, aligned with `viewed`
+    revenue: Decimal = Decimal(0)  # lifetime, within the lookback of the facts key
+    orders: int = 0
+    cart_since: float | None = None  # latest add to a cart not bought since
+    caps: Mapping[str, int] = field(default_factory=dict)  # today's c:<campaign>, i:<sku>
 
     @property
     def purchased(self) -> frozenset[str]:

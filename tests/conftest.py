@@ -13,7 +13,7 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.context import CATALOG, WORKER
+from adserver.context import MARKET, WORKER
 from adserver.embedded_redis import EmbeddedRedis, free_port
 from adserver.settings import Settings
 
@@ -104,7 +104,7 @@ async def stocked(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
 
 
 async def refresh_catalog(client: TestClient[Any, Any]) -> None:
-    await client.app[CATALOG].refresh()
+    await client.app[MARKET].refresh()
 
 
 async def learn_all(client: TestClient[Any, Any]) -> None:

@@ -1,14 +1,22 @@
-"""The pure decision core: which products a shopper sees."""
+"""The pure decision core: which campaign wins a slot, and which products it shows."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
+from adserver.campaigns import Campaign, default_campaign, parse_campaign
 from adserver.catalog import Product, parse_product
-from adserver.decision import Slot, pick_products
+from adserver.decision import Explanation, Slot, decide
+from adserver.market import upsell_index
+from adserver.related import Suggestions
 from adserver.shopper import AdvertiserHistory, Shopper
 from tests.conftest import product_row
+
+NOW = 1_800_000_000.0
+SIZES = ("300x250", "728x90", "320x50")
 
 
 def product(sku: str, **overrides: str) -> Product:
@@ -17,10 +25,19 @@ def product(sku: str, **overrides: str) -> Product:
     return parsed
 
 
+def campaign(advertiser: str, campaign_id: str, **body: Any) -> Campaign:
+    document = {"name": campaign_id, "bid": {"type": "cpm", "amount": "1"}, **body}
+    parsed = parse_campaign(advertiser, campaign_id, document, SIZES)
+    assert isinstance(parsed, Campaign), parsed
+    return parsed
+
+
 @dataclass
-class Catalogs:
+class FakeMarket:
     products: dict[str, dict[str, Product]] = field(default_factory=dict)
     most_viewed: dict[str, list[str]] = field(default_factory=dict)
+    running: dict[str, list[Campaign]] = field(default_factory=dict)
+    ctrs: dict[str, float] = field(default_factory=dict)
 
     def catalog(self, advertiser: str) -> Mapping[str, Product]:
         return self.products.get(advertiser, {})
@@ -28,71 +45,203 @@ class Catalogs:
     def popular(self, advertiser: str) -> Sequence[str]:
         return self.most_viewed.get(advertiser, [])
 
+    def upsell(self, advertiser: str, sku: str) -> Sequence[str]:
+        return upsell_index(self.catalog(advertiser)).get(sku, [])
 
-def shop(*skus: str, popular: Sequence[str] = (), out_of_stock: Sequence[str] = ()) -> Catalogs:
+    def campaigns(self, advertiser: str) -> Sequence[Campaign]:
+        return self.running.get(advertiser) or [default_campaign(advertiser)]
+
+    def ctr(self, advertiser: str, campaign: str) -> float:
+        return self.ctrs.get(campaign, 0.005)
+
+
+def shop(*skus: str, popular: Sequence[str] = (), out_of_stock: Sequence[str] = ()) -> FakeMarket:
     products = {
         s: product(s, availability="out_of_stock" if s in out_of_stock else "in_stock")
         for s in skus
     }
-    return Catalogs({"shop1": products}, {"shop1": list(popular)})
+    return FakeMarket({"shop1": products}, {"shop1": list(popular)})
 
 
 SLOT3 = Slot("pub", "728x90", 3)
 
 
-def history(**kwargs: object) -> Shopper:
-    return Shopper("u", (AdvertiserHistory("shop1", 1.0, **kwargs),))  # type: ignore[arg-type]
+def history(advertiser: str = "shop1", **kwargs: Any) -> AdvertiserHistory:
+    viewed = kwargs.pop("viewed", ())
+    kwargs.setdefault("view_times", tuple(NOW - 60 * (n + 1) for n in range(len(viewed))))
+    return AdvertiserHistory(advertiser, kwargs.pop("last_seen", NOW - 60), viewed=viewed, **kwargs)
 
 
-def ids(decision: object) -> list[str]:
+def shopper(*histories: AdvertiserHistory) -> Shopper:
+    return Shopper("u" * 22, histories)
+
+
+def picks(decision: object) -> list[tuple[str, str]]:
     assert decision is not None
-    return [p.product.id for p in decision.picks]  # type: ignore[attr-defined]
+    return [(p.product.id, p.strategy) for p in decision.picks]  # type: ignore[attr-defined]
 
 
-def test_cart_then_recent_then_popular() -> None:
-    catalogs = shop("a", "b", "c", "d", popular=["d", "a"])
-    decision = pick_products(history(viewed=("b", "a"), cart=("a",)), catalogs, SLOT3)
-    assert decision is not None
-    assert [(p.product.id, p.strategy) for p in decision.picks] == [
-        ("a", "cart"),
-        ("b", "recent"),
-        ("d", "popular"),
-    ]
-    assert decision.strategy == "cart"
+def test_cart_then_recent_then_related_then_popular() -> None:
+    market = shop("a", "b", "c", "d", popular=["d", "a"])
+    related = {"shop1": Suggestions(related=("c",))}
+    decision = decide(
+        shopper(history(viewed=("b", "a"), cart=("a",))),
+        market,
+        Slot("p", "x", 4),
+        [],
+        NOW,
+        related,
+    )
+    assert picks(decision) == [("a", "cart"), ("b", "recent"), ("c", "related"), ("d", "popular")]
 
 
 def test_purchased_out_of_stock_and_unknown_items_are_never_picked() -> None:
-    catalogs = shop("a", "b", "c", popular=["a", "b", "c"], out_of_stock=["b"])
-    decision = pick_products(history(viewed=("x", "b", "a", "c"), bought=("a",)), catalogs, SLOT3)
-    assert ids(decision) == ["c"]
+    market = shop("a", "b", "c", popular=["a", "b", "c"], out_of_stock=["b"])
+    decision = decide(
+        shopper(history(viewed=("x", "b", "a", "c"), bought=("a",))), market, SLOT3, [], NOW
+    )
+    assert picks(decision) == [("c", "recent")]
 
 
-def test_slot_size_limits_the_number_of_products() -> None:
-    catalogs = shop("a", "b", "c")
-    decision = pick_products(history(viewed=("a", "b", "c")), catalogs, Slot("p", "320x50", 1))
-    assert ids(decision) == ["a"]
+def test_buyer_sees_cross_sell_items_and_never_the_purchase() -> None:
+    market = shop("tent", "pegs", "lamp")
+    suggestions = {"shop1": Suggestions(cross_sell=("tent", "pegs"))}
+    decision = decide(shopper(history(bought=("tent",))), market, SLOT3, [], NOW, suggestions)
+    assert picks(decision) == [("pegs", "cross_sell")]
 
 
-def test_unknown_shopper_gets_a_fallback_shops_popular_items() -> None:
-    catalogs = shop("a", "b", popular=["b"])
-    decision = pick_products(Shopper(None), catalogs, SLOT3, ["shop1"])
-    assert decision is not None and ids(decision) == ["b"]
-    assert decision.strategy == "popular"
+def test_upsell_shows_a_pricier_item_of_the_same_category() -> None:
+    market = FakeMarket(
+        {
+            "shop1": {
+                "tent": product("tent", category="tents", price="100"),
+                "big-tent": product("big-tent", category="tents", price="150"),
+                "cheap-tent": product("cheap-tent", category="tents", price="50"),
+                "mug": product("mug", category="kitchen", price="500"),
+            }
+        }
+    )
+    market.running["shop1"] = [campaign("shop1", "up", what={"strategies": ["upsell"]})]
+    decision = decide(shopper(history(viewed=("tent",))), market, SLOT3, [], NOW)
+    assert picks(decision) == [("big-tent", "upsell")]
+
+
+def test_unknown_shopper_gets_popular_items_of_a_campaign_open_to_anyone() -> None:
+    decision = decide(Shopper(None), shop("a", "b", popular=["b"]), SLOT3, ["shop1"], NOW)
+    assert picks(decision) == [("b", "popular")]
 
 
 def test_nothing_eligible_is_no_fill() -> None:
-    assert pick_products(Shopper(None), shop("a"), SLOT3, ["shop1"]) is None
-    assert pick_products(history(viewed=("zz",)), shop("a"), SLOT3) is None
+    assert decide(Shopper(None), shop("a"), SLOT3, ["shop1"], NOW) is None
+    assert decide(shopper(history(viewed=("zz",))), shop("a"), SLOT3, [], NOW) is None
 
 
-def test_most_recently_visited_shop_wins() -> None:
-    catalogs = Catalogs({"shop1": {"a": product("a")}, "shop2": {"b": product("b")}})
-    shopper = Shopper(
-        "u",
-        (
-            AdvertiserHistory("shop2", 2.0, viewed=("b",)),
-            AdvertiserHistory("shop1", 1.0, viewed=("a",)),
-        ),
+def test_daily_campaign_cap_stops_the_campaign_at_the_cap() -> None:
+    market = shop("a")
+    market.running["shop1"] = [campaign("shop1", "c1", when={"cap_per_day": 2})]
+    below = history(viewed=("a",), caps={"c:c1": 1})
+    at_cap = history(viewed=("a",), caps={"c:c1": 2})
+    assert picks(decide(shopper(below), market, SLOT3, [], NOW)) == [("a", "recent")]
+    explanation = Explanation()
+    assert decide(shopper(at_cap), market, SLOT3, [], NOW, None, explanation) is None
+    assert explanation.campaigns[0]["skipped"] == "cap_per_day 2 reached"
+
+
+def test_per_item_cap_skips_only_that_item() -> None:
+    market = shop("a", "b")
+    market.running["shop1"] = [campaign("shop1", "c1", when={"cap_per_item_per_day": 1})]
+    decision = decide(shopper(history(viewed=("a", "b"), caps={"i:a": 1})), market, SLOT3, [], NOW)
+    assert picks(decision) == [("b", "recent")]
+
+
+def test_denied_publisher_never_gets_the_campaign() -> None:
+    market = shop("a")
+    market.running["shop1"] = [
+        campaign("shop1", "c1", where={"publishers": {"deny": ["spam-site"]}})
+    ]
+    assert (
+        decide(shopper(history(viewed=("a",))), market, Slot("spam-site", "728x90", 3), [], NOW)
+        is None
     )
-    decision = pick_products(shopper, catalogs, SLOT3)
+    assert decide(shopper(history(viewed=("a",))), market, SLOT3, [], NOW) is not None
+
+
+def test_the_higher_expected_value_wins_the_slot() -> None:
+    market = FakeMarket(
+        {"shop1": {"a": product("a")}, "shop2": {"b": product("b")}},
+        running={
+            "shop1": [campaign("shop1", "cheap", bid={"type": "cpm", "amount": "2"})],
+            # CPC 1.00 x CTR 1% = 0.01 per impression, beating CPM 2.00 = 0.002
+            "shop2": [campaign("shop2", "clicky", bid={"type": "cpc", "amount": "1"})],
+        },
+        ctrs={"clicky": 0.01},
+    )
+    both = shopper(history("shop1", viewed=("a",)), history("shop2", viewed=("b",)))
+    decision = decide(both, market, SLOT3, [], NOW)
+    assert decision is not None and decision.campaign == "clicky"
+    market.ctrs["clicky"] = 0.001  # 0.001 < 0.002: now the CPM campaign is worth more
+    decision = decide(both, market, SLOT3, [], NOW)
+    assert decision is not None and decision.campaign == "cheap"
+
+
+def test_audiences_select_the_matching_campaign() -> None:
+    market = shop("a", "b")
+    market.running["shop1"] = [
+        campaign(
+            "shop1",
+            "abandoners",
+            who={"include": ["cart_abandoners"]},
+            bid={"type": "cpm", "amount": "5"},
+        ),
+        campaign("shop1", "viewers", who={"include": ["viewers"]}),
+    ]
+    fresh_cart = history(viewed=("a",), cart=("b",), cart_since=NOW - 60)
+    old_cart = history(viewed=("a",), cart=("b",), cart_since=NOW - 7200)
+    winner = decide(shopper(fresh_cart), market, SLOT3, [], NOW)
+    assert winner is not None and winner.campaign == "viewers"
+    winner = decide(shopper(old_cart), market, SLOT3, [], NOW)
+    assert winner is not None and winner.campaign == "abandoners"
+
+
+def test_most_recently_visited_shop_wins_a_tie() -> None:
+    market = FakeMarket({"shop1": {"a": product("a")}, "shop2": {"b": product("b")}})
+    both = shopper(history("shop2", viewed=("b",)), history("shop1", viewed=("a",)))
+    decision = decide(both, market, SLOT3, [], NOW)
     assert decision is not None and decision.advertiser == "shop2"
+
+
+def test_explanation_lists_every_campaign_and_the_winner() -> None:
+    market = shop("a")
+    market.running["shop1"] = [
+        campaign("shop1", "paused", status="paused"),
+        campaign("shop1", "live"),
+    ]
+    explanation = Explanation()
+    decide(shopper(history(viewed=("a",))), market, SLOT3, [], NOW, None, explanation)
+    report = explanation.as_json()
+    assert [c["campaign"] for c in report["campaigns"]] == ["paused", "live"]
+    assert "paused" in report["campaigns"][0]["skipped"]
+    assert report["campaigns"][1]["candidates"]["recent"] == ["a"]
+    assert report["winner"]["campaign"] == "live"
+
+
+def test_campaign_lookback_limits_recent_items() -> None:
+    market = shop("old", "new")
+    market.running["shop1"] = [campaign("shop1", "c1", when={"lookback_days": 1})]
+    h = history(viewed=("new", "old"), view_times=(NOW - 60, NOW - 3 * 86400))
+    assert picks(decide(shopper(h), market, SLOT3, [], NOW)) == [("new", "recent")]
+
+
+def test_revenue_and_orders_make_high_value_shoppers() -> None:
+    market = shop("a")
+    market.running["shop1"] = [
+        campaign(
+            "shop1",
+            "vip",
+            who={"include": ["high_value"], "high_value": {"min_revenue": 100, "min_orders": 2}},
+        )
+    ]
+    rich = history(viewed=("a",), revenue=Decimal(150), orders=2)
+    poor = history(viewed=("a",), revenue=Decimal(150), orders=1)
+    assert decide(shopper(rich), market, SLOT3, [], NOW) is not None
+    assert decide(shopper(poor), market, SLOT3, [], NOW) is None

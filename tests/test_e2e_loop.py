@@ -183,8 +183,13 @@ async def test_impressions_and_clicks_are_counted_per_publisher_and_day(
     products = await ad_products(stocked)
     await stocked.get("/ad", params={"pub": "blog2", "size": "300x250"})
     await stocked.get(urlsplit(products[0]["click_url"]).path, allow_redirects=False)
-    stats = await stocked.app[STORE].daily_stats(SHOP, day_of(time.time()))
-    assert stats == {"imp:news1": 1, "imp:blog2": 1, "click:news1": 1}
+    today = day_of(time.time())
+    stats = (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today]
+    assert stats == {
+        "imp\tdefault\tnews1\trecent\t728x90": 1,
+        "imp\tdefault\tblog2\trecent\t300x250": 1,
+        "click\tdefault\tnews1\trecent\t728x90": 1,
+    }
 
 
 async def test_rendered_beacon_counts_and_answers_a_gif(stocked: TestClient[Any, Any]) -> None:
@@ -193,8 +198,9 @@ async def test_rendered_beacon_counts_and_answers_a_gif(stocked: TestClient[Any,
     beacon = urlsplit((await response.json())["impression_url"]).path
     response = await stocked.get(beacon)
     assert response.status == 200 and response.content_type == "image/gif"
-    stats = await stocked.app[STORE].daily_stats(SHOP, day_of(time.time()))
-    assert stats["render:news1"] == 1
+    today = day_of(time.time())
+    stats = (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today]
+    assert stats["render\tdefault\tnews1\trecent\t300x250"] == 1
 
 
 async def test_catalog_html_is_escaped_in_every_creative(client: TestClient[Any, Any]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -16,10 +17,27 @@ from redis.exceptions import RedisError
 from adserver.catalog import Product
 from adserver.shopper import AdvertiserHistory, Shopper, ShopperEvent
 from adserver.store import keys, scripts
+from adserver.store.base import (
+    Conversion,
+    Placement,
+    StoreLimits,
+    append_to_stream,
+    day_of,
+)
+from adserver.store.base import text as _text
+from adserver.store.campaign_store import CampaignStore
+from adserver.store.ledger import Ledger
 
-__all__ = ["RedisError", "Store", "StoreLimits", "connect"]
+__all__ = [
+    "Conversion",
+    "Placement",
+    "RedisError",
+    "Store",
+    "StoreLimits",
+    "connect",
+    "day_of",
+]
 
-STATS_TTL_SECONDS = 400 * 86400
 MAX_PURCHASED = 200
 MAX_ADVERTISERS_PER_SHOPPER = 5
 POPULAR_DEPTH = 50
@@ -28,21 +46,6 @@ POPULAR_DEPTH = 50
 def connect(url: str, *, timeout: float = 2.0) -> Redis:
     """An asyncio client for `url` (redis://, rediss:// or unix://)."""
     return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def day_of(timestamp: float) -> str:
-    return time.strftime("%Y%m%d", time.gmtime(timestamp))
-
-
-@dataclass(frozen=True, slots=True)
-class StoreLimits:
-    lookback_seconds: int = 30 * 86400
-    max_views: int = 50
-    stream_maxlen: int = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,8 @@ class Store:
         self.limits = limits or StoreLimits()
         self._record_event = redis.register_script(scripts.RECORD_EVENT)
         self._load_shopper = redis.register_script(scripts.LOAD_SHOPPER)
+        self.ledger = Ledger(redis, self.limits)
+        self.campaigns = CampaignStore(redis)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -73,18 +78,38 @@ class Store:
 
     async def record_events(
         self, uid: str, events: Sequence[ShopperEvent], now: float | None = None
-    ) -> None:
+    ) -> list[Conversion]:
         """Write a batch of one shopper's events in one pipelined round trip: the profile
-        (per-user script) and the event stream the related-items worker learns from."""
+        (per-user script) and the event stream the related-items worker learns from. A new
+        purchase attributed to an ad click or impression is then counted as a conversion (a
+        second round trip, for purchases only)."""
         at = time.time() if now is None else now
-        await self.record_many([(uid, event, at) for event in events])
+        return await self.record_many([(uid, event, at) for event in events])
 
-    async def record_many(self, entries: Iterable[tuple[str, ShopperEvent, float]]) -> None:
+    async def record_many(
+        self, entries: Iterable[tuple[str, ShopperEvent, float]]
+    ) -> list[Conversion]:
         """Like record_events for several shoppers and times at once (replays, batching)."""
+        entries = list(entries)
         pipe = self.redis.pipeline(transaction=False)
         for uid, event, at in entries:
             await self._record_one(pipe, uid, event, int(at * 1000))
-        await pipe.execute()
+        replies = await pipe.execute()
+        conversions = [
+            Conversion(
+                event.advertiser,
+                event.order or "",
+                event.revenue or Decimal(0),
+                _text(reply[1]),
+                _text(reply[2]),
+                at,
+            )
+            for (uid, event, at), reply in zip(entries, replies[::2], strict=True)
+            if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])
+        ]
+        if conversions:
+            await self.ledger.record_conversions(conversions)
+        return conversions
 
     async def _record_one(self, pipe: Any, uid: str, event: ShopperEvent, now_ms: int) -> None:
         adv = event.advertiser
@@ -94,6 +119,8 @@ class Store:
             keys.user_cart(uid, adv),
             keys.user_purchased(uid, adv),
             keys.user_orders(uid, adv),
+            keys.user_facts(uid, adv),
+            keys.user_touch(uid, adv),
         ]
         cap = MAX_PURCHASED if event.kind == "purchase" else self.limits.max_views
         args: list[str | int] = [
@@ -103,10 +130,13 @@ class Store:
             self.limits.lookback_seconds,
             cap,
             event.order or "",
+            str(event.revenue or 0),
+            self.limits.click_window_seconds * 1000,
+            self.limits.view_window_seconds * 1000,
         ]
         # With a pipeline as client this only queues the EVALSHA (loading the script on a miss).
         await self._record_event(keys=user_keys, args=[*args, *event.items], client=pipe)
-        self._append_to_stream(pipe, _event_document(uid, event, now_ms))
+        append_to_stream(pipe, _event_document(uid, event, now_ms), self.limits.stream_maxlen)
 
     async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
         """The shopper's recent histories in one round trip (one server-side script)."""
@@ -116,20 +146,9 @@ class Store:
         cutoff_ms = int((now - self.limits.lookback_seconds) * 1000)
         reply = await self._load_shopper(
             keys=[keys.user_advertisers(uid)],
-            args=[keys.user_prefix(uid), cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER],
+            args=[keys.user_prefix(uid), cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER, day_of(now)],
         )
-        histories = []
-        for i in range(0, len(reply), 5):
-            advertiser, last_seen, viewed, cart, purchased = reply[i : i + 5]
-            histories.append(
-                AdvertiserHistory(
-                    advertiser=_text(advertiser),
-                    last_seen=float(_text(last_seen)) / 1000,
-                    viewed=tuple(_text(s) for s in viewed),
-                    cart=tuple(_text(s) for s in cart),
-                    bought=tuple(_text(s) for s in purchased),
-                )
-            )
+        histories = [_history(reply[i : i + 7]) for i in range(0, len(reply), 7)]
         return Shopper(uid, tuple(histories))
 
     async def read_events(self, count: int = 100) -> list[dict[str, Any]]:
@@ -176,50 +195,28 @@ class Store:
 
     # -- delivery counters ----------------------------------------------------------------
 
-    async def count(
-        self, metric: str, advertiser: str, publisher: str, now: float | None = None
-    ) -> None:
-        """Add one to an advertiser's daily count (impression, render) per publisher."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._count_into(pipe, metric, advertiser, publisher, time.time() if now is None else now)
-        await pipe.execute()
 
-    async def record_click(
-        self, uid: str | None, advertiser: str, sku: str, publisher: str, now: float | None = None
-    ) -> None:
-        """Count the click and put it on the event stream (for attribution later)."""
-        now = time.time() if now is None else now
-        document = {
-            "uid": uid,
-            "advertiser": advertiser,
-            "event": "click",
-            "items": [sku],
-            "publisher": publisher,
-            "ts": int(now * 1000),
-        }
-        pipe = self.redis.pipeline(transaction=False)
-        self._count_into(pipe, "click", advertiser, publisher, now)
-        self._append_to_stream(pipe, orjson.dumps(document))
-        await pipe.execute()
-
-    def _count_into(
-        self, pipe: Any, metric: str, advertiser: str, publisher: str, now: float
-    ) -> None:
-        key = keys.daily_stats(advertiser, day_of(now))
-        pipe.hincrby(key, f"{metric}:{publisher}", 1)
-        pipe.expire(key, STATS_TTL_SECONDS)
-
-    def _append_to_stream(self, pipe: Any, document: bytes) -> None:
-        pipe.xadd(
-            keys.EVENT_STREAM,
-            {"d": document},
-            maxlen=self.limits.stream_maxlen,
-            approximate=True,
-        )
-
-    async def daily_stats(self, advertiser: str, day: str) -> dict[str, int]:
-        raw = await self.redis.hgetall(keys.daily_stats(advertiser, day))
-        return {_text(k): int(v) for k, v in raw.items()}
+def _history(fields: Sequence[Any]) -> AdvertiserHistory:
+    advertiser, last_seen, viewed, cart, purchased, facts, caps = fields
+    views = [_text(v) for v in viewed]
+    revenue, orders, cart_since = (_text(f) for f in facts)
+    counters = [_text(c) for c in caps]
+    return AdvertiserHistory(
+        advertiser=_text(advertiser),
+        last_seen=float(_text(last_seen)) / 1000,
+        viewed=tuple(views[0::2]),
+        view_times=tuple(float(t) / 1000 for t in views[1::2]),
+        cart=tuple(_text(s) for s in cart),
+        bought=tuple(_text(s) for s in purchased),
+        revenue=Decimal(revenue),
+        orders=int(orders),
+        cart_since=float(cart_since) / 1000 if cart_since else None,
+        caps={
+            counters[i]: int(counters[i + 1])
+            for i in range(0, len(counters), 2)
+            if counters[i] != "day"
+        },
+    )
 
 
 def _event_document(uid: str, event: ShopperEvent, now_ms: int) -> bytes:

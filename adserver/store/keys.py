@@ -76,6 +76,39 @@ def co_bought(advertiser: str, sku: str) -> str:
 LEARNING_GROUP = "related"  # consumer group of the related-items worker on EVENT_STREAM
 
 
+def user_facts(uid: str, advertiser: str) -> str:
+    """hash revenue, orders, cart_since (ms): what audiences are computed from."""
+    return f"{user_prefix(uid)}m:{advertiser}"
+
+
+def user_caps(uid: str, advertiser: str) -> str:
+    """hash day, c:<campaign> and i:<sku> impression counts of that UTC day."""
+    return f"{user_prefix(uid)}f:{advertiser}"
+
+
+def user_touch(uid: str, advertiser: str) -> str:
+    """hash click, click_key, view, view_key: the last click and impression, for attribution."""
+    return f"{user_prefix(uid)}t:{advertiser}"
+
+
+def order_marker(advertiser: str, order: str) -> str:
+    """string, set once per order id: conversions are counted once per order."""
+    return f"ord:{{{advertiser}}}:{order}"
+
+
+def campaign_totals(advertiser: str) -> str:
+    """hash imp:<campaign>, click:<campaign>, conv:<campaign>: all-time counts, for CTR."""
+    return f"cst:{{{advertiser}}}"
+
+
+def campaigns(advertiser: str) -> str:
+    """hash campaign id -> campaign JSON."""
+    return f"camp:{advertiser}"
+
+
+CAMPAIGN_VERSIONS = "campver"  # hash advertiser -> version, bumped on every campaign change
+
+
 def catalog(advertiser: str) -> str:
     """hash sku -> product JSON."""
     return f"cat:{advertiser}"
@@ -94,5 +127,6 @@ def popular(advertiser: str) -> str:
 
 
 def daily_stats(advertiser: str, day: str) -> str:
-    """hash '<metric>:<publisher>' -> count, for one advertiser and UTC day (YYYYMMDD)."""
-    return f"st:{advertiser}:{day}"
+    """hash '<metric>\t<campaign>\t<publisher>\t<strategy>\t<size>' -> count, for one
+    advertiser and UTC day (YYYYMMDD); metrics: imp, click, render, conv, revenue."""
+    return f"st:{{{advertiser}}}:{day}"

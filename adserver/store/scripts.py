@@ -2,38 +2,56 @@
 
 from __future__ import annotations
 
-# KEYS: advertisers, viewed, cart, purchased, orders (all of one user: one slot)
-# ARGV: kind, advertiser, now_ms, ttl_seconds, max_views, order, sku...
-# Returns 1 when stored, 0 for a purchase whose order id was already recorded.
+# KEYS: advertisers, viewed, cart, purchased, orders, facts, touch (all of one user: one slot)
+# ARGV: kind, advertiser, now_ms, ttl_seconds, max_items, order, revenue,
+#       click_window_ms, view_window_ms, sku...
+# Returns {1} when stored, {0} for a purchase whose order id was already recorded, and for a new
+# purchase {1, 'click'|'view'|'', attribution key}: the last click within the click window,
+# else the last impression within the view window, else nothing.
 RECORD_EVENT = """
 local kind, advertiser, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl, cap, order = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local function add_items(key)
-  for i = 7, #ARGV do redis.call('ZADD', key, now, ARGV[i]) end
+  for i = 10, #ARGV do redis.call('ZADD', key, now, ARGV[i]) end
   redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
   redis.call('EXPIRE', key, ttl)
 end
-if kind == 'purchase' then
-  if redis.call('SADD', KEYS[5], order) == 0 then return 0 end
-  redis.call('EXPIRE', KEYS[5], ttl)
-  add_items(KEYS[4])
-  redis.call('DEL', KEYS[3])
-elseif kind == 'view' then
+redis.call('ZADD', KEYS[1], now, advertiser)
+redis.call('EXPIRE', KEYS[1], ttl)
+if kind == 'view' then
   add_items(KEYS[2])
 elseif kind == 'cart' then
   add_items(KEYS[3])
+  redis.call('HSET', KEYS[6], 'cart_since', now)
+  redis.call('EXPIRE', KEYS[6], ttl)
+elseif kind == 'purchase' then
+  if redis.call('SADD', KEYS[5], order) == 0 then return {0} end
+  redis.call('EXPIRE', KEYS[5], ttl)
+  add_items(KEYS[4])
+  redis.call('DEL', KEYS[3])
+  redis.call('HDEL', KEYS[6], 'cart_since')
+  redis.call('HINCRBYFLOAT', KEYS[6], 'revenue', ARGV[7])
+  redis.call('HINCRBY', KEYS[6], 'orders', 1)
+  redis.call('EXPIRE', KEYS[6], ttl)
+  local touch = redis.call('HMGET', KEYS[7], 'click', 'click_key', 'view', 'view_key')
+  if touch[1] and now - tonumber(touch[1]) <= tonumber(ARGV[8]) then
+    return {1, 'click', touch[2]}
+  elseif touch[3] and now - tonumber(touch[3]) <= tonumber(ARGV[9]) then
+    return {1, 'view', touch[4]}
+  end
+  return {1, '', ''}
 end
-redis.call('ZADD', KEYS[1], now, advertiser)
-redis.call('EXPIRE', KEYS[1], ttl)
-return 1
+return {1}
 """
 
 # KEYS: advertisers (of one user). The per-advertiser keys are derived from ARGV[1], the
 # user's key prefix, which carries the same hash tag, so they live in the same slot.
-# ARGV: user prefix, cutoff_ms (lookback), max advertisers
-# Returns a flat list: advertiser, last_seen_ms, {viewed}, {cart}, {purchased}, ... (newest first)
+# ARGV: user prefix, cutoff_ms (lookback), max advertisers, today (YYYYMMDD)
+# Returns a flat list per advertiser: advertiser, last_seen_ms, {sku, viewed_ms, ...},
+# {cart}, {purchased}, {revenue, orders, cart_since}, {today's cap counter, count, ...}
+# (items newest first).
 LOAD_SHOPPER = """
-local prefix, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, cutoff, limit, today = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local out = {}
 local advertisers = redis.call(
   'ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
@@ -41,11 +59,47 @@ for i = 1, #advertisers, 2 do
   local advertiser = advertisers[i]
   out[#out + 1] = advertiser
   out[#out + 1] = advertisers[i + 1]
-  out[#out + 1] = redis.call('ZREVRANGEBYSCORE', prefix .. 'v:' .. advertiser, '+inf', cutoff)
+  out[#out + 1] = redis.call(
+    'ZREVRANGEBYSCORE', prefix .. 'v:' .. advertiser, '+inf', cutoff, 'WITHSCORES')
   out[#out + 1] = redis.call('ZREVRANGEBYSCORE', prefix .. 'c:' .. advertiser, '+inf', cutoff)
   out[#out + 1] = redis.call('ZREVRANGE', prefix .. 'b:' .. advertiser, 0, -1)
+  local facts = redis.call('HMGET', prefix .. 'm:' .. advertiser, 'revenue', 'orders', 'cart_since')
+  out[#out + 1] = {facts[1] or '0', facts[2] or '0', facts[3] or ''}
+  local caps = prefix .. 'f:' .. advertiser
+  if redis.call('HGET', caps, 'day') == today then
+    out[#out + 1] = redis.call('HGETALL', caps)
+  else
+    out[#out + 1] = {}
+  end
 end
 return out
+"""
+
+# An impression, on the shopper's keys: today's frequency counters and the last touch.
+# KEYS: caps, touch. ARGV: today, now_ms, touch_ttl_seconds, campaign, attribution key, sku...
+COUNT_IMPRESSION = """
+if redis.call('HGET', KEYS[1], 'day') ~= ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'day', ARGV[1])
+end
+redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[4], 1)
+for i = 6, #ARGV do redis.call('HINCRBY', KEYS[1], 'i:' .. ARGV[i], 1) end
+redis.call('EXPIRE', KEYS[1], 172800)
+redis.call('HSET', KEYS[2], 'view', ARGV[2], 'view_key', ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# A conversion, on the advertiser's keys (one slot): counted once per order id.
+# KEYS: order marker, daily stats, campaign totals. ARGV: stats field suffix, revenue,
+# marker ttl, campaign. Returns 1 when counted, 0 for an order already counted.
+RECORD_CONVERSION = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[3]) then return 0 end
+redis.call('HINCRBY', KEYS[2], 'conv\t' .. ARGV[1], 1)
+redis.call('HINCRBYFLOAT', KEYS[2], 'revenue\t' .. ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], 34560000)
+redis.call('HINCRBY', KEYS[3], 'conv:' .. ARGV[4], 1)
+return 1
 """
 
 # Add weights to one neighbour list, keep it bounded, keep it alive.

@@ -1,0 +1,95 @@
+"""Admin API: delivery reports (JSON or CSV), server-to-server conversions, the report page."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from importlib import resources
+
+import orjson
+from aiohttp import web
+
+from adserver.admin import authorize_advertiser
+from adserver.context import METRICS, STORE
+from adserver.reports import ReportError, build_rows, parse_period, to_csv
+from adserver.responses import NO_STORE, json_error, json_response
+from adserver.shopper import ShopperEvent
+from adserver.store import RedisError
+from pixel.events import Reject, parse_tag_event
+from pixel.identity import UID_PATTERN
+
+REPORT_PAGE = resources.files("adserver").joinpath("static/report.html").read_text("utf-8")
+
+
+async def report(request: web.Request) -> web.StreamResponse:
+    """`?from=YYYY-MM-DD&to=YYYY-MM-DD&by=day|campaign|publisher|strategy|size[&format=csv]`"""
+    advertiser = authorize_advertiser(request)
+    by = request.query.get("by", "day")
+    try:
+        days = parse_period(
+            request.query.get("from"), request.query.get("to"), datetime.now(UTC).date()
+        )
+        daily = await request.app[STORE].ledger.daily_stats(
+            advertiser, [d.strftime("%Y%m%d") for d in days]
+        )
+        rows = build_rows(daily, by)
+    except ReportError as exc:
+        return json_error(400, str(exc))
+    wants_csv = request.query.get("format") == "csv" or "text/csv" in request.headers.get(
+        "Accept", ""
+    )
+    if wants_csv:
+        return web.Response(text=to_csv(rows, by), content_type="text/csv", headers=NO_STORE)
+    return json_response(
+        {
+            "advertiser": advertiser,
+            "from": days[0].isoformat(),
+            "to": days[-1].isoformat(),
+            "by": by,
+            "rows": rows,
+        }
+    )
+
+
+async def post_conversion(request: web.Request) -> web.StreamResponse:
+    """A shop confirms an order server-side: `{"uid", "order", "revenue", "currency",
+    "items": [...]}`. Recorded like the tag's purchase (deduplicated by order id with it),
+    and attributed to the shopper's last click or impression."""
+    advertiser = authorize_advertiser(request)
+    try:
+        document = orjson.loads(await request.content.read(64 * 1024 + 1))
+    except orjson.JSONDecodeError:
+        return json_error(400, "body must be a JSON object")
+    if not isinstance(document, dict):
+        return json_error(400, "body must be a JSON object")
+    uid = document.get("uid")
+    if not isinstance(uid, str) or not UID_PATTERN.match(uid):
+        return json_error(400, "uid must be the shopper's Kaeru uid cookie value")
+    event = parse_tag_event(
+        {**document, "advertiser": advertiser, "event": "purchase"}, [advertiser]
+    )
+    if isinstance(event, Reject):
+        request.app[METRICS].tracking_rejects.labels(event.reason).inc()
+        return json_error(400, f"invalid conversion: {event.reason}")
+    return await _record(request, uid, event)
+
+
+async def _record(request: web.Request, uid: str, event: ShopperEvent) -> web.StreamResponse:
+    try:
+        conversions = await request.app[STORE].record_events(uid, [event], time.time())
+    except (RedisError, OSError):
+        request.app[METRICS].store_errors.labels("conversion").inc()
+        return json_error(503, "storage unavailable, retry later")
+    attributed = conversions[0] if conversions else None
+    return json_response(
+        {
+            "order": event.order,
+            "attributed": attributed is not None,
+            "touch": attributed.touch if attributed else None,
+            "campaign": attributed.campaign if attributed else None,
+        }
+    )
+
+
+async def report_page(request: web.Request) -> web.StreamResponse:
+    return web.Response(text=REPORT_PAGE, content_type="text/html", headers=NO_STORE)

@@ -1,0 +1,111 @@
+"""In-process copy of what every advertiser sells and runs: catalogs, popular items, an upsell
+index, campaigns and their delivery totals (for CTR estimates).
+
+Ad decisions read all of it from here, never from Redis. A background task checks the catalog
+and campaign versions (one pipelined round trip for all advertisers) every `interval` seconds,
+reloads only what moved, and refreshes popularity and campaign totals, so every server process
+sees a new feed or campaign within about a second without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from decimal import Decimal
+
+from adserver.campaigns import Campaign, default_campaign, parse_campaign, smoothed_ctr
+from adserver.catalog import Product
+from adserver.store import RedisError, Store
+
+log = logging.getLogger(__name__)
+UPSELL_DEPTH = 5
+
+
+class MarketCache:
+    def __init__(self, store: Store, advertisers: Sequence[str], sizes: Collection[str]) -> None:
+        self.store = store
+        self.advertisers = list(advertisers)
+        self.sizes = sizes
+        self._versions: dict[str, int] = {}
+        self._campaign_versions: dict[str, int] = {}
+        self._products: dict[str, Mapping[str, Product]] = {}
+        self._upsell: dict[str, dict[str, list[str]]] = {}
+        self._popular: dict[str, Sequence[str]] = {}
+        self._campaigns: dict[str, list[Campaign]] = {}
+        self._totals: dict[str, dict[str, int]] = {}
+
+    def catalog(self, advertiser: str) -> Mapping[str, Product]:
+        return self._products.get(advertiser, {})
+
+    def popular(self, advertiser: str) -> Sequence[str]:
+        return self._popular.get(advertiser, ())
+
+    def upsell(self, advertiser: str, sku: str) -> Sequence[str]:
+        return self._upsell.get(advertiser, {}).get(sku, ())
+
+    def campaigns(self, advertiser: str) -> Sequence[Campaign]:
+        """The advertiser's campaigns; one that has none runs the default campaign."""
+        return self._campaigns.get(advertiser) or [default_campaign(advertiser)]
+
+    def ctr(self, advertiser: str, campaign: str) -> float:
+        totals = self._totals.get(advertiser, {})
+        return smoothed_ctr(totals.get(f"click:{campaign}", 0), totals.get(f"imp:{campaign}", 0))
+
+    async def refresh(self) -> None:
+        snapshot = await self.store.catalog_snapshot(self.advertisers)
+        campaign_versions = await self.store.campaigns.versions(self.advertisers)
+        for advertiser in self.advertisers:
+            version = snapshot.versions.get(advertiser, 0)
+            if self._versions.get(advertiser) != version:
+                products = await self.store.load_catalog(advertiser)
+                self._products[advertiser] = products
+                self._upsell[advertiser] = upsell_index(products)
+                self._versions[advertiser] = version
+            if self._campaign_versions.get(advertiser) != campaign_versions[advertiser]:
+                self._campaigns[advertiser] = await self._load_campaigns(advertiser)
+                self._campaign_versions[advertiser] = campaign_versions[advertiser]
+        self._popular = dict(snapshot.popular)
+        self._totals = await self.store.ledger.campaign_totals(self.advertisers)
+
+    async def _load_campaigns(self, advertiser: str) -> list[Campaign]:
+        campaigns = []
+        for campaign_id, document in sorted((await self.store.campaigns.load(advertiser)).items()):
+            parsed = parse_campaign(advertiser, campaign_id, document, self.sizes)
+            if isinstance(parsed, list):  # validated on the way in; a stale size, say
+                log.warning("campaign %s/%s skipped: %s", advertiser, campaign_id, parsed)
+            else:
+                campaigns.append(parsed)
+        return campaigns
+
+    async def run(self, interval: float) -> None:
+        """Refresh forever; a failed refresh keeps serving the last good copy."""
+        while True:
+            try:
+                await self.refresh()
+            except (RedisError, OSError) as exc:
+                log.warning("market refresh failed, serving cached copy: %s", exc)
+            await asyncio.sleep(interval)
+
+
+def upsell_index(products: Mapping[str, Product]) -> dict[str, list[str]]:
+    """For each product, the next few pricier in-stock products of its category, cheapest
+    first (the better item one step up). O(n log n): one sort per category."""
+    by_category: dict[str, list[Product]] = defaultdict(list)
+    for product in products.values():
+        if product.category and product.in_stock:
+            by_category[product.category].append(product)
+    prices: dict[str, list[Decimal]] = {}
+    for category, members in by_category.items():
+        members.sort(key=lambda p: (p.price, p.id))
+        prices[category] = [p.price for p in members]
+    index: dict[str, list[str]] = {}
+    for product in products.values():
+        peers = by_category.get(product.category)
+        if peers:
+            start = bisect.bisect_right(prices[product.category], product.price)
+            if start < len(peers):
+                index[product.id] = [p.id for p in peers[start : start + UPSELL_DEPTH]]
+    return index

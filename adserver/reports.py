@@ -1,0 +1,87 @@
+"""Advertiser reports (pure): turn daily counters into rows grouped by one dimension."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+DIMENSIONS = ("day", "campaign", "publisher", "strategy", "size")
+METRICS = {
+    "imp": "impressions",
+    "click": "clicks",
+    "render": "rendered",
+    "conv": "conversions",
+    "revenue": "revenue",
+}
+MAX_DAYS = 400
+COLUMNS = ("impressions", "clicks", "ctr", "conversions", "revenue", "rendered")
+
+
+class ReportError(ValueError):
+    pass
+
+
+def parse_period(raw_from: str | None, raw_to: str | None, today: date) -> list[date]:
+    """Days from `from` to `to` inclusive (ISO dates); default: the last 7 days."""
+    try:
+        end = date.fromisoformat(raw_to) if raw_to else today
+        start = date.fromisoformat(raw_from) if raw_from else end - timedelta(days=6)
+    except ValueError:
+        raise ReportError("from and to must be dates like 2026-11-23") from None
+    if start > end:
+        raise ReportError("from must not be after to")
+    if (end - start).days >= MAX_DAYS:
+        raise ReportError(f"a report covers at most {MAX_DAYS} days")
+    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+def build_rows(daily: Mapping[str, Mapping[str, Decimal]], by: str) -> list[dict[str, Any]]:
+    """Rows of totals per value of `by` (YYYYMMDD keys in `daily`), sorted by that value."""
+    if by not in DIMENSIONS:
+        raise ReportError(f"by must be one of {', '.join(DIMENSIONS)}")
+    totals: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for day, counters in daily.items():
+        if by == "day":
+            totals[f"{day[:4]}-{day[4:6]}-{day[6:]}"]  # every day gets a row, even an empty one
+        for field, value in counters.items():
+            metric, *placement = field.split("\t")
+            if metric not in METRICS or len(placement) != 4:
+                continue
+            campaign, publisher, strategy, size = placement
+            key = {
+                "day": f"{day[:4]}-{day[4:6]}-{day[6:]}",
+                "campaign": campaign,
+                "publisher": publisher,
+                "strategy": strategy,
+                "size": size,
+            }[by]
+            totals[key][METRICS[metric]] += value
+    return [_row(by, key, totals[key]) for key in sorted(totals)]
+
+
+def _row(by: str, key: str, values: Mapping[str, Decimal]) -> dict[str, Any]:
+    impressions = int(values.get("impressions", 0))
+    clicks = int(values.get("clicks", 0))
+    return {
+        by: key,
+        "impressions": impressions,
+        "clicks": clicks,
+        "ctr": round(100.0 * clicks / impressions, 3) if impressions else 0.0,
+        "conversions": int(values.get("conversions", 0)),
+        "revenue": str(values.get("revenue", Decimal(0)).quantize(Decimal("0.01"))),
+        "rendered": int(values.get("rendered", 0)),
+    }
+
+
+def to_csv(rows: list[dict[str, Any]], by: str) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([by, *COLUMNS])
+    for row in rows:
+        writer.writerow([row[by], *(row[c] for c in COLUMNS)])
+    return out.getvalue()

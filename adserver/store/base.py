@@ -1,0 +1,64 @@
+"""Pieces every part of the store shares: reply narrowing, limits, the stream append."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from adserver.store import keys
+
+
+def text(value: bytes | str) -> str:
+    """redis-py 8 (RESP3) types replies as bytes or str: make it str."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def day_of(timestamp: float) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(timestamp))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    lookback_seconds: int = 30 * 86400
+    max_views: int = 50
+    stream_maxlen: int = 1_000_000
+    click_window_seconds: int = 30 * 86400  # a purchase after a click within it converts
+    view_window_seconds: int = 86400  # ... else after an impression within it
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an ad ran, as reports break it down."""
+
+    advertiser: str
+    campaign: str
+    publisher: str
+    strategy: str
+    size: str
+
+    @property
+    def key(self) -> str:
+        """The attribution key kept on the shopper and the report field suffix."""
+        return f"{self.campaign}\t{self.publisher}\t{self.strategy}\t{self.size}"
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """A purchase attributed to an ad: `touch` is 'click' or 'view', `key` a Placement key."""
+
+    advertiser: str
+    order: str
+    revenue: Decimal
+    touch: str
+    key: str
+    at: float
+
+    @property
+    def campaign(self) -> str:
+        return self.key.split("\t", 1)[0]
+
+
+def append_to_stream(pipe: Any, document: bytes, maxlen: int) -> None:
+    pipe.xadd(keys.EVENT_STREAM, {"d": document}, maxlen=maxlen, approximate=True)

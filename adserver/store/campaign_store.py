@@ -1,0 +1,41 @@
+"""Campaigns in Redis: one hash per advertiser (id -> JSON) and a version per advertiser, so
+every server process notices a change within a second (see MarketCache)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from adserver.store import keys
+from adserver.store.base import text
+
+
+class CampaignStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def put(self, advertiser: str, campaign_id: str, document: dict[str, Any]) -> int:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.campaigns(advertiser), campaign_id, orjson.dumps(document))
+        pipe.hincrby(keys.CAMPAIGN_VERSIONS, advertiser, 1)
+        _, version = await pipe.execute()
+        return int(version)
+
+    async def delete(self, advertiser: str, campaign_id: str) -> bool:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(keys.campaigns(advertiser), campaign_id)
+        pipe.hincrby(keys.CAMPAIGN_VERSIONS, advertiser, 1)
+        removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def load(self, advertiser: str) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(keys.campaigns(advertiser))
+        return {text(k): orjson.loads(v) for k, v in raw.items()}
+
+    async def versions(self, advertisers: Sequence[str]) -> dict[str, int]:
+        raw = await self.redis.hgetall(keys.CAMPAIGN_VERSIONS)
+        versions = {text(k): int(v) for k, v in raw.items()}
+        return {a: versions.get(a, 0) for a in advertisers}

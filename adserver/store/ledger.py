@@ -1,0 +1,123 @@
+"""Delivery accounting: impressions, renders, clicks and conversions, per advertiser and day
+(for reports), per campaign (for CTR estimates) and on the shopper (frequency caps, the last
+touch for attribution)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+
+import orjson
+from redis.asyncio import Redis
+
+from adserver.store import keys, scripts
+from adserver.store.base import Conversion, Placement, StoreLimits, append_to_stream, day_of, text
+
+STATS_TTL_SECONDS = 400 * 86400
+ORDER_MARKER_TTL_SECONDS = 400 * 86400
+
+
+class Ledger:
+    def __init__(self, redis: Redis, limits: StoreLimits) -> None:
+        self.redis = redis
+        self.limits = limits
+        self._count_impression = redis.register_script(scripts.COUNT_IMPRESSION)
+        self._record_conversion = redis.register_script(scripts.RECORD_CONVERSION)
+
+    def _count(self, pipe: Redis, metric: str, placement: Placement, now: float) -> None:
+        key = keys.daily_stats(placement.advertiser, day_of(now))
+        pipe.hincrby(key, f"{metric}\t{placement.key}", 1)
+        pipe.expire(key, STATS_TTL_SECONDS)
+
+    async def record_impression(
+        self, uid: str | None, placement: Placement, skus: Sequence[str], now: float | None = None
+    ) -> None:
+        """Count an ad served: report counts, campaign totals, and (for a known shopper) the
+        frequency counters and the last impression, in one round trip."""
+        now = time.time() if now is None else now
+        pipe = self.redis.pipeline(transaction=False)
+        if uid is not None:
+            user_keys = [
+                keys.user_caps(uid, placement.advertiser),
+                keys.user_touch(uid, placement.advertiser),
+            ]
+            args: list[str | int] = [
+                day_of(now),
+                int(now * 1000),
+                self.limits.click_window_seconds,
+                placement.campaign,
+                placement.key,
+                *skus,
+            ]
+            await self._count_impression(user_keys, args, pipe)
+        self._count(pipe, "imp", placement, now)
+        pipe.hincrby(keys.campaign_totals(placement.advertiser), f"imp:{placement.campaign}", 1)
+        await pipe.execute()
+
+    async def record_render(self, placement: Placement, now: float | None = None) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        self._count(pipe, "render", placement, time.time() if now is None else now)
+        await pipe.execute()
+
+    async def record_click(
+        self, uid: str | None, placement: Placement, sku: str, now: float | None = None
+    ) -> None:
+        """Count a click, remember it on the shopper for attribution, put it on the stream."""
+        now = time.time() if now is None else now
+        pipe = self.redis.pipeline(transaction=False)
+        if uid is not None:
+            touch = keys.user_touch(uid, placement.advertiser)
+            pipe.hset(touch, mapping={"click": int(now * 1000), "click_key": placement.key})
+            pipe.expire(touch, self.limits.click_window_seconds)
+        self._count(pipe, "click", placement, now)
+        pipe.hincrby(keys.campaign_totals(placement.advertiser), f"click:{placement.campaign}", 1)
+        document = {
+            "uid": uid,
+            "advertiser": placement.advertiser,
+            "event": "click",
+            "items": [sku],
+            "campaign": placement.campaign,
+            "publisher": placement.publisher,
+            "ts": int(now * 1000),
+        }
+        append_to_stream(pipe, orjson.dumps(document), self.limits.stream_maxlen)
+        await pipe.execute()
+
+    async def record_conversions(self, conversions: Iterable[Conversion]) -> list[bool]:
+        """Count attributed purchases, once per order id; True where newly counted."""
+        pipe = self.redis.pipeline(transaction=False)
+        for c in conversions:
+            await self._record_conversion(
+                [
+                    keys.order_marker(c.advertiser, c.order),
+                    keys.daily_stats(c.advertiser, day_of(c.at)),
+                    keys.campaign_totals(c.advertiser),
+                ],
+                [c.key, str(c.revenue), ORDER_MARKER_TTL_SECONDS, c.campaign],
+                pipe,
+            )
+        return [bool(r) for r in await pipe.execute()]
+
+    async def daily_stats(
+        self, advertiser: str, days: Sequence[str]
+    ) -> dict[str, dict[str, Decimal]]:
+        """Raw report counters of each day: field -> value."""
+        pipe = self.redis.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(keys.daily_stats(advertiser, day))
+        replies = await pipe.execute() if days else []
+        return {
+            day: {text(k): Decimal(text(v)) for k, v in reply.items()}
+            for day, reply in zip(days, replies, strict=True)
+        }
+
+    async def campaign_totals(self, advertisers: Sequence[str]) -> dict[str, dict[str, int]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for advertiser in advertisers:
+            pipe.hgetall(keys.campaign_totals(advertiser))
+        replies = await pipe.execute() if advertisers else []
+        return {
+            advertiser: {text(k): int(v) for k, v in reply.items()}
+            for advertiser, reply in zip(advertisers, replies, strict=True)
+        }

@@ -12,6 +12,7 @@ from aiohttp import web
 from adserver.catalog import FeedError, parse_feed
 from adserver.context import MARKET, METRICS, SETTINGS, STORE
 from adserver.responses import json_error, json_response
+from pixel.identity import UID_PATTERN
 
 FEED_PREVIEW = 1000
 
@@ -40,6 +41,26 @@ def authorize_advertiser(request: web.Request) -> str:
     if owner != advertiser:
         raise web.HTTPForbidden(text="this token belongs to another advertiser")
     return advertiser
+
+
+def authorize_operator(request: web.Request) -> None:
+    token = bearer_token(request)
+    if token is None:
+        raise web.HTTPUnauthorized(
+            text="missing bearer token", headers={"WWW-Authenticate": 'Bearer realm="kaeru"'}
+        )
+    if not request.app[SETTINGS].is_operator(token):
+        raise web.HTTPForbidden(text="this needs the operator token")
+
+
+async def forget_user(request: web.Request) -> web.StreamResponse:
+    """Erase everything about one uid (idempotent): its profile, counters and learning state."""
+    authorize_operator(request)
+    uid = request.match_info["uid"]
+    if not UID_PATTERN.match(uid):
+        return json_error(400, "not a Kaeru uid")
+    deleted = await request.app[STORE].forget(uid, request.app[SETTINGS].advertisers)
+    return json_response({"uid": uid, "deleted_keys": deleted})
 
 
 async def put_products(request: web.Request) -> web.StreamResponse:

@@ -34,6 +34,7 @@ from adserver.store.learning import LearningStore
 from adserver.worker import RelatedWorker
 from creatives.renderer import CreativeRenderer
 from pixel import handlers as pixel_handlers
+from pixel import optout
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/px", pixel_handlers.pixel)
     app.router.add_post("/e", pixel_handlers.batch)
     app.router.add_get("/tag.js", pixel_handlers.tag_script)
+    app.router.add_get("/optout", optout.optout)
+    app.router.add_delete("/api/v1/users/{uid}", admin.forget_user)
     app.router.add_get("/ad", ad_handlers.ad_html)
     app.router.add_get("/ad.js", ad_handlers.ad_script)
     app.router.add_get("/ad.json", ad_handlers.ad_json)

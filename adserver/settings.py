@@ -53,6 +53,7 @@ class Settings:
     feed_max_bytes: int = 64 * 1024 * 1024
     cache_refresh_seconds: float = 1.0
     run_worker: bool = True  # learn related items inside the server process
+    honor_dnt: bool = True  # DNT: 1 counts as an opt-out for that request
     geoip_db: Path | None = None
     trusted_proxies: tuple[str, ...] = ()
     click_window_days: int = 30
@@ -96,6 +97,7 @@ class Settings:
             "stream_maxlen": reader.integer("KAERU_STREAM_MAXLEN", 1_000_000, 1000, 10**9),
             "feed_max_bytes": reader.integer("KAERU_FEED_MAX_MB", 64, 1, 4096) * 1024 * 1024,
             "run_worker": reader.boolean("KAERU_WORKER", True),
+            "honor_dnt": reader.boolean("KAERU_HONOR_DNT", True),
             "geoip_db": reader.existing_file("KAERU_GEOIP_DB"),
             "trusted_proxies": reader.networks("KAERU_TRUSTED_PROXIES"),
             "click_window_days": reader.integer("KAERU_CLICK_WINDOW_DAYS", 30, 1, 400),

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from adserver.context import SETTINGS
+
 UID_COOKIE = "uid"
 OPTOUT_COOKIE = "optout"
 UID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -28,8 +30,13 @@ def read_uid(cookies: Mapping[str, str]) -> str | None:
 
 
 def opted_out(request: web.Request) -> bool:
-    """The shopper asked not to be tracked: the opt-out cookie, or Global Privacy Control."""
-    return request.cookies.get(OPTOUT_COOKIE) == "1" or request.headers.get("Sec-GPC") == "1"
+    """The shopper asked not to be tracked: the opt-out cookie, Global Privacy Control, or
+    Do Not Track where the operator honours it (KAERU_HONOR_DNT, on by default)."""
+    return (
+        request.cookies.get(OPTOUT_COOKIE) == "1"
+        or request.headers.get("Sec-GPC") == "1"
+        or (request.app[SETTINGS].honor_dnt and request.headers.get("DNT") == "1")
+    )
 
 
 def is_secure_context(request: web.Request) -> bool:

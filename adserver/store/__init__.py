@@ -151,6 +151,19 @@ class Store:
         histories = [_history(reply[i : i + 7]) for i in range(0, len(reply), 7)]
         return Shopper(uid, tuple(histories))
 
+    async def forget(self, uid: str, advertisers: Iterable[str]) -> int:
+        """Erase every key about this shopper (at the given shops and any shop their profile
+        names), atomically; returns how many keys existed. Idempotent."""
+        known: Any = await self.redis.zrange(keys.user_advertisers(uid), 0, -1)
+        shops = dict.fromkeys([*advertisers, *(_text(a) for a in known)])
+        doomed = [keys.user_advertisers(uid)]
+        for shop in shops:
+            doomed += keys.all_user_keys(uid, shop)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(*doomed)
+        (deleted,) = await pipe.execute()
+        return int(deleted)
+
     async def read_events(self, count: int = 100) -> list[dict[str, Any]]:
         """The newest `count` stream entries, oldest first (for tools and tests)."""
         entries = await self.redis.xrevrange(keys.EVENT_STREAM, count=count) or []

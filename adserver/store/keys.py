@@ -59,6 +59,24 @@ def user_learning_credit(uid: str, advertiser: str) -> str:
     return f"{user_prefix(uid)}wc:{advertiser}"
 
 
+def all_user_keys(uid: str, advertiser: str) -> list[str]:
+    """Every key that holds something about this shopper at this shop (for forgetting)."""
+    kinds = (
+        user_viewed,
+        user_cart,
+        user_purchased,
+        user_orders,
+        user_facts,
+        user_caps,
+        user_touch,
+        user_learning_views,
+        user_learning_purchases,
+        user_learning_count,
+        user_learning_credit,
+    )
+    return [kind(uid, advertiser) for kind in kinds]
+
+
 # An advertiser's model (neighbour lists and popularity) shares the hash tag `{advertiser}`,
 # so a neighbour list and the counts that normalise it are read by one script in one slot.
 

@@ -1,0 +1,104 @@
+"""Privacy: opt-out, forgetting, retention, signals."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from adserver.context import STORE
+from tests.conftest import OPERATOR_TOKEN, SHOP, SHOP_TOKEN, stream_events
+
+
+async def visit(client: TestClient[Any, Any], sku: str = "sku-1", **headers: str) -> Any:
+    return await client.get("/px", params={"a": SHOP, "e": "view", "i": sku}, headers=headers)
+
+
+def uid_of(client: TestClient[Any, Any]) -> str | None:
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/")).get("uid")
+    return cookie.value if cookie else None
+
+
+async def user_keys(client: TestClient[Any, Any], uid: str) -> list[bytes]:
+    return [k async for k in client.app[STORE].redis.scan_iter(match=f"u:{{{uid}}}:*")]
+
+
+async def ad_strategy(client: TestClient[Any, Any]) -> str | None:
+    response = await client.get("/ad.json", params={"pub": "news1", "size": "300x250"})
+    return None if response.status == 204 else (await response.json())["strategy"]
+
+
+async def test_optout_forgets_the_profile_and_stops_tracking(
+    stocked: TestClient[Any, Any], redis_url: str
+) -> None:
+    await visit(stocked)
+    uid = uid_of(stocked)
+    assert uid and await user_keys(stocked, uid)
+    assert await ad_strategy(stocked) == "recent"
+
+    page = await stocked.get("/optout")
+    assert page.status == 200 and "opted out" in await page.text()
+    assert page.cookies["optout"].value == "1"
+    assert page.cookies["optout"]["max-age"] == str(5 * 365 * 86400)
+    assert await user_keys(stocked, uid) == []
+
+    events_before = len(await stream_events(redis_url))
+    await visit(stocked, "sku-2")
+    assert len(await stream_events(redis_url)) == events_before  # nothing stored
+    assert await ad_strategy(stocked) in ("popular", None)  # never personalised
+
+    undo = await stocked.get("/optout", params={"undo": "1"})
+    assert "allowed again" in await undo.text()
+    await visit(stocked, "sku-3")
+    assert await ad_strategy(stocked) == "recent"
+
+
+async def test_global_privacy_control_and_do_not_track_mean_no_storage(
+    client: TestClient[Any, Any], redis_url: str
+) -> None:
+    await visit(client, **{"Sec-GPC": "1"})
+    await visit(client, DNT="1")
+    assert await stream_events(redis_url) == []
+    assert uid_of(client) is None
+
+
+async def test_operator_forgets_a_user_idempotently(stocked: TestClient[Any, Any]) -> None:
+    await visit(stocked)
+    await stocked.get(
+        "/px", params={"a": SHOP, "e": "purchase", "i": "sku-1", "o": "o1", "v": "1", "cur": "EUR"}
+    )
+    await ad_strategy(stocked)
+    uid = uid_of(stocked)
+    assert uid
+    auth = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    denied = await stocked.delete(
+        f"/api/v1/users/{uid}", headers={"Authorization": f"Bearer {SHOP_TOKEN}"}
+    )
+    assert denied.status == 403
+    first = await stocked.delete(f"/api/v1/users/{uid}", headers=auth)
+    assert (await first.json())["deleted_keys"] >= 5
+    assert await user_keys(stocked, uid) == []
+    second = await stocked.delete(f"/api/v1/users/{uid}", headers=auth)
+    assert (await second.json())["deleted_keys"] == 0
+    assert (await stocked.delete("/api/v1/users/not-a-uid", headers=auth)).status == 400
+
+
+async def test_no_per_user_key_outlives_the_lookback(stocked: TestClient[Any, Any]) -> None:
+    await visit(stocked)
+    await stocked.get("/px", params={"a": SHOP, "e": "cart", "i": "sku-2"})
+    await stocked.get(
+        "/px", params={"a": SHOP, "e": "purchase", "i": "sku-1", "o": "o1", "v": "1", "cur": "EUR"}
+    )
+    await ad_strategy(stocked)
+    from adserver.context import WORKER
+
+    await stocked.app[WORKER].drain()  # the learner's per-shopper state too
+    uid = uid_of(stocked)
+    assert uid
+    lookback = stocked.app[STORE].limits.lookback_seconds
+    found = await user_keys(stocked, uid)
+    assert len(found) >= 8
+    for key in found:
+        ttl = await stocked.app[STORE].redis.ttl(key)
+        assert 0 < ttl <= lookback, (key, ttl)

@@ -29,7 +29,14 @@ from adserver.responses import creative_html, gif, javascript, json_error, json_
 from adserver.shopper import Shopper
 from adserver.signing import InvalidToken
 from adserver.store import RedisError
-from pixel.identity import is_secure_context, opted_out, read_uid, set_uid_cookie
+from pixel.identity import (
+    consented,
+    is_bot,
+    is_secure_context,
+    opted_out,
+    read_uid,
+    set_uid_cookie,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +74,12 @@ async def _serve(
     With an `explanation` (debug) nothing is counted."""
     app = request.app
     store, metrics = app[STORE], app[METRICS]
-    uid = None if opted_out(request) else read_uid(request.cookies)
+    bot = is_bot(request)
+    query = request.query
+    private = opted_out(request) or not consented(
+        request, query.get("gdpr"), query.get("gdpr_consent")
+    )
+    uid = None if bot or private else read_uid(request.cookies)
     try:
         shopper = await store.load_shopper(uid)
     except (RedisError, OSError) as exc:
@@ -87,7 +99,9 @@ async def _serve(
         metrics.no_fill.inc()
         return None
     served = build_ad(decision, slot, base_url(request), app[SIGNER], app[RENDERER])
-    if explanation is None:
+    if explanation is None and bot:
+        metrics.bot_requests.labels("ad").inc()
+    elif explanation is None:
         metrics.ads.labels(decision.strategy).inc()
         skus = [pick.product.id for pick in decision.picks]
         try:
@@ -99,7 +113,8 @@ async def _serve(
 
 def _refresh_uid(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
     uid = read_uid(request.cookies)
-    if uid is not None and not opted_out(request):
+    consent = consented(request, request.query.get("gdpr"), request.query.get("gdpr_consent"))
+    if uid is not None and consent and not opted_out(request):
         set_uid_cookie(
             response,
             uid,
@@ -166,12 +181,17 @@ async def click(request: web.Request) -> web.StreamResponse:
     if urlsplit(landing).scheme not in ("http", "https"):
         metrics.click_rejects.labels("bad_landing").inc()
         return json_error(400, "invalid or expired click link")
+    if is_bot(request):
+        metrics.bot_requests.labels("click").inc()
+        raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
     uid = None if opted_out(request) else read_uid(request.cookies)
+    token = request.match_info["token"]
     try:
-        await app[STORE].ledger.record_click(uid, placement, sku)
+        counted = await app[STORE].ledger.record_click(uid, placement, sku, token_id=token)
     except (RedisError, OSError):
         metrics.store_errors.labels("record_click").inc()
-    metrics.clicks.inc()
+        counted = True
+    metrics.clicks.labels("counted" if counted else "replayed").inc()
     raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
 
 
@@ -185,6 +205,9 @@ async def rendered(request: web.Request) -> web.StreamResponse:
     if parsed is None:
         reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
         app[METRICS].tracking_rejects.labels(f"render_{reason}").inc()
+        return gif()
+    if is_bot(request):
+        app[METRICS].bot_requests.labels("render").inc()
         return gif()
     try:
         await app[STORE].ledger.record_render(parsed[0])

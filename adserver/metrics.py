@@ -46,7 +46,18 @@ class Metrics:
             registry=r,
         )
         self.no_fill = Counter("kaeru_ads_no_fill", "Ad requests with nothing to show", registry=r)
-        self.clicks = Counter("kaeru_clicks", "Valid clicks redirected", registry=r)
+        self.clicks = Counter(
+            "kaeru_clicks",
+            "Valid clicks redirected: counted, or replays not counted again",
+            ["outcome"],
+            registry=r,
+        )
+        self.bot_requests = Counter(
+            "kaeru_bot_requests",
+            "Requests from known crawlers, served but not counted",
+            ["route"],
+            registry=r,
+        )
         self.click_rejects = Counter(
             "kaeru_click_rejects", "Click tokens refused", ["reason"], registry=r
         )

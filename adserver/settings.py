@@ -54,6 +54,9 @@ class Settings:
     cache_refresh_seconds: float = 1.0
     run_worker: bool = True  # learn related items inside the server process
     honor_dnt: bool = True  # DNT: 1 counts as an opt-out for that request
+    filter_bots: bool = True  # known crawlers: no tracking, no personalised ads, not counted
+    tcf_vendor_id: int | None = None  # IAB TCF vendor id: then vendor consent is required too
+    advertiser_domains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     geoip_db: Path | None = None
     trusted_proxies: tuple[str, ...] = ()
     click_window_days: int = 30
@@ -98,6 +101,9 @@ class Settings:
             "feed_max_bytes": reader.integer("KAERU_FEED_MAX_MB", 64, 1, 4096) * 1024 * 1024,
             "run_worker": reader.boolean("KAERU_WORKER", True),
             "honor_dnt": reader.boolean("KAERU_HONOR_DNT", True),
+            "filter_bots": reader.boolean("KAERU_FILTER_BOTS", True),
+            "tcf_vendor_id": reader.optional_integer("KAERU_TCF_VENDOR_ID", 1, 65535),
+            "advertiser_domains": reader.domains("KAERU_ADVERTISER_DOMAINS"),
             "geoip_db": reader.existing_file("KAERU_GEOIP_DB"),
             "trusted_proxies": reader.networks("KAERU_TRUSTED_PROXIES"),
             "click_window_days": reader.integer("KAERU_CLICK_WINDOW_DAYS", 30, 1, 400),
@@ -176,6 +182,21 @@ class _Reader:
             return None
         return path
 
+    def domains(self, name: str) -> dict[str, tuple[str, ...]]:
+        """`adv=example.com|cdn.example.net,adv2=shop2.example`"""
+        raw = self._raw(name)
+        result: dict[str, tuple[str, ...]] = {}
+        for entry in (e.strip() for e in (raw or "").split(",") if e.strip()):
+            advertiser, sep, hosts = entry.partition("=")
+            names = tuple(h.strip().lower() for h in hosts.split("|") if h.strip())
+            if not sep or not ADVERTISER_ID.match(advertiser) or not names:
+                self.problems.append(f"{name}: {entry!r} is not 'advertiser=domain|domain'")
+            elif bad := [h for h in names if not HOSTNAME.match(h)]:
+                self.problems.append(f"{name}: {bad[0]!r} is not a domain name")
+            else:
+                result[advertiser] = names
+        return result
+
     def networks(self, name: str) -> tuple[str, ...]:
         raw = self._raw(name)
         if raw is None:
@@ -188,6 +209,9 @@ class _Reader:
                 self.problems.append(f"{name}: {entry!r} is not an IP address or network")
                 return ()
         return entries
+
+    def optional_integer(self, name: str, low: int, high: int) -> int | None:
+        return self.integer(name, 0, low, high) or None if self._raw(name) else None
 
     def redis_url(self, name: str) -> str | None:
         raw = self._raw(name)

@@ -69,6 +69,12 @@ SKUS = _skus(PRICES)
 CURRENCY = "EUR"
 
 
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/156.0.0.0 Safari/537.36"
+)
+
+
 class BrowserCookieJar(RequestsCookieJar):
     """Browsers treat http://localhost and loopback addresses as secure origins, so they send
     Kaeru's `Secure` uid cookie back there over plain http; Python's cookie jar would not.
@@ -93,6 +99,8 @@ class ShopperUser(HttpUser):
 
     def on_start(self) -> None:
         self.client.cookies = BrowserCookieJar()
+        # Kaeru does not count known crawlers (python-requests is one): look like a browser.
+        self.client.headers["User-Agent"] = BROWSER_USER_AGENT
         self.viewed: list[str] = []
         self.cart: list[str] = []
         self.pixel({"a": ADVERTISER, "e": "home"}, name="/px?e=home")

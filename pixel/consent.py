@@ -9,11 +9,9 @@ consent" (fail closed).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 MAX_TC_STRING_LENGTH = 10_000
 MAX_VENDOR_ID = 100_000  # sanity cap; MaxVendorId is a 16-bit field, so at most 65_535 anyway
@@ -23,6 +21,11 @@ _NO_GDPR = frozenset({"0", ""})
 
 # Every segment is base64url without padding; segments are joined with ".".
 _TC_STRING = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# Each character carries 6 bits. Decoding character by character (rather than into whole bytes)
+# keeps the trailing bits of encoders that pad only to a 6-bit boundary.
+_SEXTETS = {char: f"{index:06b}" for index, char in enumerate(_BASE64URL)}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Core segment, bit widths in order (TCF v2 "TC String" spec).
 _VERSION = 6
@@ -67,12 +70,13 @@ class TCData:
 
 
 class _Bits:
-    """Big-endian bit reader over decoded bytes; reading past the end raises ConsentError."""
+    """Big-endian bit reader over a base64url segment; reading past the end raises
+    ConsentError. The segment must already be known to hold only base64url characters."""
 
     __slots__ = ("_bits", "_pos")
 
-    def __init__(self, data: bytes) -> None:
-        self._bits = "".join(f"{byte:08b}" for byte in data)
+    def __init__(self, segment: str) -> None:
+        self._bits = "".join(_SEXTETS[char] for char in segment)
         self._pos = 0
 
     def take(self, n: int, what: str) -> str:
@@ -100,16 +104,7 @@ class _Bits:
         return chr(ord("A") + first) + chr(ord("A") + second)
 
     def timestamp(self, what: str) -> datetime:
-        return datetime.fromtimestamp(self.read_int(_TIMESTAMP, what) / 10, tz=UTC)
-
-
-def _decode_base64url(segment: str) -> bytes:
-    if len(segment) % 4 == 1:  # no byte string encodes to this length
-        raise ConsentError("bad base64url length")
-    try:
-        return base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
-    except binascii.Error as exc:  # pragma: no cover - alphabet checked before
-        raise ConsentError("bad base64url") from exc
+        return _EPOCH + timedelta(milliseconds=100 * self.read_int(_TIMESTAMP, what))
 
 
 def _vendor_section(bits: _Bits, what: str) -> tuple[int, frozenset[int]]:
@@ -144,7 +139,7 @@ def decode_tc_string(tc: str) -> TCData:
         raise ConsentError("TC string too long")
     if not _TC_STRING.fullmatch(tc):
         raise ConsentError("not a base64url TC string")
-    bits = _Bits(_decode_base64url(tc.split(".", 1)[0]))
+    bits = _Bits(tc.split(".", 1)[0])
     version = bits.read_int(_VERSION, "version")
     if version != TCF_VERSION:
         raise ConsentError(f"unsupported TCF version {version}")

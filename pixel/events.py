@@ -183,8 +183,22 @@ def parse_tag_event(raw: object, advertisers: Collection[str]) -> ShopperEvent |
     )
 
 
-def parse_batch(body: bytes, advertisers: Collection[str]) -> list[ShopperEvent | Reject] | Reject:
-    """A `/e` body: `{"events": [...]}` or a bare list of events."""
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A `/e` body: its events (or why each was refused) and the TCF fields sent with them."""
+
+    events: list[ShopperEvent | Reject]
+    gdpr: str | None = None
+    gdpr_consent: str | None = None
+
+
+def _consent_field(document: object, name: str) -> str | None:
+    value = document.get(name) if isinstance(document, dict) else None
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def parse_batch(body: bytes, advertisers: Collection[str]) -> Batch | Reject:
+    """A `/e` body: `{"events": [...], "gdpr": 1, "gdpr_consent": "..."}` or a bare list."""
     if len(body) > MAX_BATCH_BYTES:
         return Reject("body_too_large")
     try:
@@ -196,4 +210,8 @@ def parse_batch(body: bytes, advertisers: Collection[str]) -> list[ShopperEvent 
         return Reject("bad_json")
     if len(raw_events) > MAX_EVENTS_PER_BATCH:
         return Reject("too_many_events")
-    return [parse_tag_event(raw, advertisers) for raw in raw_events]
+    return Batch(
+        [parse_tag_event(raw, advertisers) for raw in raw_events],
+        _consent_field(document, "gdpr"),
+        _consent_field(document, "gdpr_consent"),
+    )

@@ -17,7 +17,15 @@ from adserver.responses import gif, javascript, json_error
 from adserver.shopper import ShopperEvent
 from adserver.store import RedisError
 from pixel.events import MAX_BATCH_BYTES, Reject, parse_batch, parse_pixel_query
-from pixel.identity import is_secure_context, new_uid, opted_out, read_uid, set_uid_cookie
+from pixel.identity import (
+    consented,
+    is_bot,
+    is_secure_context,
+    new_uid,
+    opted_out,
+    read_uid,
+    set_uid_cookie,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +61,11 @@ def _with_uid(request: web.Request, response: web.StreamResponse, uid: str | Non
 async def pixel(request: web.Request) -> web.StreamResponse:
     response = gif()
     metrics = request.app[METRICS]
-    if opted_out(request):
-        metrics.tracking_rejects.labels("opted_out").inc()
+    if opted_out(request) or is_bot(request):
+        metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()
+        return response
+    if not consented(request, request.query.get("gdpr"), request.query.get("gdpr_consent")):
+        metrics.tracking_rejects.labels("no_consent").inc()
         return response
     event = parse_pixel_query(request.query, request.app[SETTINGS].advertisers)
     if isinstance(event, Reject):
@@ -66,8 +77,8 @@ async def pixel(request: web.Request) -> web.StreamResponse:
 
 async def batch(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
-    if opted_out(request):
-        metrics.tracking_rejects.labels("opted_out").inc()
+    if opted_out(request) or is_bot(request):
+        metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()
         return web.Response(status=204)
     body = await request.content.read(MAX_BATCH_BYTES + 1)
     parsed = parse_batch(body, request.app[SETTINGS].advertisers)
@@ -75,8 +86,11 @@ async def batch(request: web.Request) -> web.StreamResponse:
         metrics.tracking_rejects.labels(parsed.reason).inc()
         status = 413 if parsed.reason == "body_too_large" else 400
         return json_error(status, f"bad event batch: {parsed.reason}")
-    events = [e for e in parsed if isinstance(e, ShopperEvent)]
-    rejects = [r.reason for r in parsed if isinstance(r, Reject)]
+    if not consented(request, parsed.gdpr, parsed.gdpr_consent):
+        metrics.tracking_rejects.labels("no_consent").inc()
+        return web.Response(status=204)
+    events = [e for e in parsed.events if isinstance(e, ShopperEvent)]
+    rejects = [r.reason for r in parsed.events if isinstance(r, Reject)]
     for reason in rejects:
         metrics.tracking_rejects.labels(reason).inc()
     if not events:

@@ -3,14 +3,18 @@ whether Kaeru may remember anything about it."""
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Mapping
 
 from aiohttp import web
+from crawlerdetect import CrawlerDetect
 
 from adserver.context import SETTINGS
+from pixel.consent import may_personalise
 
+_CRAWLERS = CrawlerDetect()
 UID_COOKIE = "uid"
 OPTOUT_COOKIE = "optout"
 UID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -37,6 +41,25 @@ def opted_out(request: web.Request) -> bool:
         or request.headers.get("Sec-GPC") == "1"
         or (request.app[SETTINGS].honor_dnt and request.headers.get("DNT") == "1")
     )
+
+
+@functools.lru_cache(maxsize=10_000)
+def _crawler(user_agent: str) -> bool:
+    return bool(_CRAWLERS.isCrawler(user_agent))
+
+
+def is_bot(request: web.Request) -> bool:
+    """A known crawler or automated client (the maintained CrawlerDetect list): it gets no
+    personalised ads and its hits, impressions and clicks are not counted."""
+    if not request.app[SETTINGS].filter_bots:
+        return False
+    return _crawler(request.headers.get("User-Agent", "")[:512])
+
+
+def consented(request: web.Request, gdpr: str | None, tc_string: str | None) -> bool:
+    """IAB TCF v2.2: where GDPR applies (`gdpr=1`), Kaeru stores and personalises only with
+    consent to purposes 1, 3 and 4 (and vendor consent when KAERU_TCF_VENDOR_ID is set)."""
+    return may_personalise(gdpr, tc_string, request.app[SETTINGS].tcf_vendor_id)
 
 
 def is_secure_context(request: web.Request) -> bool:

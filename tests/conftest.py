@@ -23,6 +23,11 @@ OTHER_SHOP = "shop2"
 OTHER_TOKEN = "shop2-token-0123456789"
 OPERATOR_TOKEN = "operator-token-0123456789"
 SECRET = b"test-secret-0123456789-0123456789-abcdef"
+# Known crawlers are not tracked (adserver: is_bot): tests browse like a person's browser.
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/156.0.0.0 Safari/537.36"
+}
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -62,7 +67,7 @@ async def client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any
     port = free_port()
     jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=f"http://127.0.0.1:{port}")
     client: TestClient[Any, Any] = await aiohttp_client(
-        create_app(settings), server_kwargs={"port": port}, cookie_jar=jar
+        create_app(settings), server_kwargs={"port": port}, cookie_jar=jar, headers=BROWSER
     )
     return client
 

@@ -15,6 +15,7 @@ from adserver.app import create_app
 from adserver.embedded_redis import free_port
 from adserver.settings import Settings
 from tests.conftest import (
+    BROWSER,
     OPERATOR_TOKEN,
     OTHER_SHOP,
     OTHER_TOKEN,
@@ -242,7 +243,7 @@ async def geo_client(aiohttp_client: Any, settings: Settings, tmp_path: Path) ->
     port = free_port()
     jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=f"http://127.0.0.1:{port}")
     client = await aiohttp_client(
-        create_app(geo_settings), server_kwargs={"port": port}, cookie_jar=jar
+        create_app(geo_settings), server_kwargs={"port": port}, cookie_jar=jar, headers=BROWSER
     )
     await put_catalog(client, [product_row("sku-1")])
     return client

@@ -15,9 +15,14 @@ from pathlib import Path
 import orjson
 
 from adserver.embedded_redis import free_port
-from tests.conftest import product_row
+from tests.conftest import BROWSER, product_row
 
 TOKEN = "cli-shop-token-0123456789"
+
+# Requests come from a person's browser, not a known crawler (those are not tracked).
+_opener = urllib.request.build_opener()
+_opener.addheaders = list(BROWSER.items())
+urllib.request.install_opener(_opener)
 
 
 def kaeru_env(data_dir: Path, **extra: str) -> dict[str, str]:

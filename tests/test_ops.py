@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 from adserver.app import create_app
 from adserver.embedded_redis import free_port
 from adserver.settings import Settings
-from tests.conftest import SHOP
+from tests.conftest import BROWSER, SHOP
 
 
 async def test_health_and_readiness(client: TestClient[Any, Any]) -> None:
@@ -25,7 +25,7 @@ async def test_readiness_fails_when_redis_is_unreachable(
     from dataclasses import replace
 
     dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    client = await aiohttp_client(create_app(dead))
+    client = await aiohttp_client(create_app(dead), headers=BROWSER)
     assert (await client.get("/healthz")).status == 200
     response = await client.get("/readyz")
     assert response.status == 503
@@ -38,7 +38,7 @@ async def test_redis_down_pixel_still_answers_and_ads_do_not_fail(
     from dataclasses import replace
 
     dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    client = await aiohttp_client(create_app(dead))
+    client = await aiohttp_client(create_app(dead), headers=BROWSER)
     response = await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-1"})
     assert response.status == 200 and response.content_type == "image/gif"
     response = await client.get("/ad.json", params={"pub": "p", "size": "300x250"})

@@ -101,3 +101,69 @@ async def test_no_per_user_key_outlives_the_lookback(stocked: TestClient[Any, An
     for key in found:
         ttl = await stocked.app[STORE].redis.ttl(key)
         assert 0 < ttl <= lookback, (key, ttl)
+
+
+async def test_tcf_consent_to_purposes_1_3_4_is_needed_where_gdpr_applies(
+    stocked: TestClient[Any, Any], redis_url: str
+) -> None:
+    from tests.test_consent import encode
+
+    refused = encode(purposes=(1, 2))
+    granted = encode(purposes=(1, 3, 4))
+    base = {"a": SHOP, "e": "view", "i": "sku-1"}
+    for params in (
+        {"gdpr": "1"},
+        {"gdpr": "1", "gdpr_consent": refused},
+        {"gdpr": "1", "gdpr_consent": "garbled!"},
+    ):
+        await stocked.get("/px", params={**base, **params})
+    assert await stream_events(redis_url) == []
+    await stocked.get("/px", params={**base, "gdpr": "1", "gdpr_consent": granted})
+    await stocked.post(
+        "/e",
+        json={
+            "events": [{**{"advertiser": SHOP, "event": "view"}, "items": ["sku-2"]}],
+            "gdpr": 1,
+            "gdpr_consent": refused,
+        },
+    )
+    assert [e["items"] for e in await stream_events(redis_url)] == [["sku-1"]]
+    personal = await stocked.get(
+        "/ad.json", params={"pub": "news1", "size": "300x250", "gdpr": "1", "gdpr_consent": granted}
+    )
+    assert (await personal.json())["strategy"] == "recent"
+    generic = await stocked.get(
+        "/ad.json", params={"pub": "news1", "size": "300x250", "gdpr": "1", "gdpr_consent": refused}
+    )
+    assert generic.status == 204 or (await generic.json())["strategy"] == "popular"
+
+
+async def test_known_bots_are_not_tracked_or_counted(
+    stocked: TestClient[Any, Any], redis_url: str
+) -> None:
+    googlebot = {
+        "User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    }
+    await stocked.get("/px", params={"a": SHOP, "e": "view", "i": "sku-1"}, headers=googlebot)
+    assert await stream_events(redis_url) == []
+    await visit(stocked)
+    response = await stocked.get(
+        "/ad.json", params={"pub": "news1", "size": "300x250"}, headers=googlebot
+    )
+    assert response.status == 204 or (await response.json())["strategy"] == "popular"
+    metrics = await (await stocked.get("/metrics")).text()
+    assert 'kaeru_tracking_rejects_total{reason="bot"} 1.0' in metrics
+
+
+async def test_a_replayed_click_counts_once(stocked: TestClient[Any, Any]) -> None:
+    from urllib.parse import urlsplit
+
+    await visit(stocked)
+    served = await (await stocked.get("/ad.json", params={"pub": "n", "size": "300x250"})).json()
+    path = urlsplit(served["products"][0]["click_url"]).path
+    for _ in range(3):
+        response = await stocked.get(path, allow_redirects=False)
+        assert response.status == 302  # the shopper still lands
+    metrics = await (await stocked.get("/metrics")).text()
+    assert 'kaeru_clicks_total{outcome="counted"} 1.0' in metrics
+    assert 'kaeru_clicks_total{outcome="replayed"} 2.0' in metrics

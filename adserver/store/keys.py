@@ -114,6 +114,11 @@ def order_marker(advertiser: str, order: str) -> str:
     return f"ord:{{{advertiser}}}:{order}"
 
 
+def click_marker(advertiser: str, token_digest: str) -> str:
+    """string, set for the replay window: a click link counts once."""
+    return f"clk:{{{advertiser}}}:{token_digest}"
+
+
 def campaign_totals(advertiser: str) -> str:
     """hash imp:<campaign>, click:<campaign>, conv:<campaign>: all-time counts, for CTR."""
     return f"cst:{{{advertiser}}}"

@@ -4,6 +4,7 @@ touch for attribution)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
@@ -16,6 +17,7 @@ from adserver.store.base import Conversion, Placement, StoreLimits, append_to_st
 
 STATS_TTL_SECONDS = 400 * 86400
 ORDER_MARKER_TTL_SECONDS = 400 * 86400
+CLICK_REPLAY_SECONDS = 600  # the same click link followed again within this counts once
 
 
 class Ledger:
@@ -24,6 +26,7 @@ class Ledger:
         self.limits = limits
         self._count_impression = redis.register_script(scripts.COUNT_IMPRESSION)
         self._record_conversion = redis.register_script(scripts.RECORD_CONVERSION)
+        self._record_click = redis.register_script(scripts.RECORD_CLICK)
 
     def _count(self, pipe: Redis, metric: str, placement: Placement, now: float) -> None:
         key = keys.daily_stats(placement.advertiser, day_of(now))
@@ -61,17 +64,33 @@ class Ledger:
         await pipe.execute()
 
     async def record_click(
-        self, uid: str | None, placement: Placement, sku: str, now: float | None = None
-    ) -> None:
-        """Count a click, remember it on the shopper for attribution, put it on the stream."""
+        self,
+        uid: str | None,
+        placement: Placement,
+        sku: str,
+        now: float | None = None,
+        token_id: str = "",
+    ) -> bool:
+        """Count a click once per click link within the replay window (`token_id` names the
+        link), remember it on the shopper for attribution, put it on the stream. Returns
+        False for a replay, which changes nothing."""
         now = time.time() if now is None else now
+        digest = hashlib.sha256(token_id.encode()).hexdigest()[:32] if token_id else ""
+        counted = await self._record_click(
+            [
+                keys.click_marker(placement.advertiser, digest or str(now)),
+                keys.daily_stats(placement.advertiser, day_of(now)),
+                keys.campaign_totals(placement.advertiser),
+            ],
+            [placement.key, CLICK_REPLAY_SECONDS, placement.campaign],
+        )
+        if not counted:
+            return False
         pipe = self.redis.pipeline(transaction=False)
         if uid is not None:
             touch = keys.user_touch(uid, placement.advertiser)
             pipe.hset(touch, mapping={"click": int(now * 1000), "click_key": placement.key})
             pipe.expire(touch, self.limits.click_window_seconds)
-        self._count(pipe, "click", placement, now)
-        pipe.hincrby(keys.campaign_totals(placement.advertiser), f"click:{placement.campaign}", 1)
         document = {
             "uid": uid,
             "advertiser": placement.advertiser,
@@ -83,6 +102,7 @@ class Ledger:
         }
         append_to_stream(pipe, orjson.dumps(document), self.limits.stream_maxlen)
         await pipe.execute()
+        return True
 
     async def record_conversions(self, conversions: Iterable[Conversion]) -> list[bool]:
         """Count attributed purchases, once per order id; True where newly counted."""

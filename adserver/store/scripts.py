@@ -90,6 +90,17 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
+# A click, on the advertiser's keys, counted once per click link within the replay window.
+# KEYS: replay marker, daily stats, campaign totals. ARGV: placement key, replay window seconds,
+# campaign. Returns 1 when counted, 0 for a replay.
+RECORD_CLICK = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[2], 'click\t' .. ARGV[1], 1)
+redis.call('EXPIRE', KEYS[2], 34560000)
+redis.call('HINCRBY', KEYS[3], 'click:' .. ARGV[3], 1)
+return 1
+"""
+
 # A conversion, on the advertiser's keys (one slot): counted once per order id.
 # KEYS: order marker, daily stats, campaign totals. ARGV: stats field suffix, revenue,
 # marker ttl, campaign. Returns 1 when counted, 0 for an order already counted.

@@ -69,7 +69,8 @@ async def put_products(request: web.Request) -> web.StreamResponse:
     app = request.app
     body = await request.read()
     try:
-        result = await asyncio.to_thread(parse_feed, body, request.content_type)
+        domains = request.app[SETTINGS].advertiser_domains.get(advertiser, ())
+        result = await asyncio.to_thread(parse_feed, body, request.content_type, domains)
     except FeedError as exc:
         return json_error(400, f"unreadable feed: {exc}")
     metrics = app[METRICS]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -127,8 +127,9 @@ def detect_format(body: bytes, content_type: str = "") -> str:
     return "csv"
 
 
-def parse_feed(body: bytes, content_type: str = "") -> FeedResult:
-    """Validate every row of a feed; raises FeedError only when the feed is unreadable."""
+def parse_feed(body: bytes, content_type: str = "", domains: Sequence[str] = ()) -> FeedResult:
+    """Validate every row of a feed; raises FeedError only when the feed is unreadable.
+    With `domains`, links and images must be on one of them (or a subdomain)."""
     result = FeedResult()
     seen: set[str] = set()
     for number, row in enumerate(_rows(body, detect_format(body, content_type)), start=1):
@@ -137,7 +138,7 @@ def parse_feed(body: bytes, content_type: str = "") -> FeedResult:
         if isinstance(row, UnreadableRow):
             product: Product | str = row.reason
         elif isinstance(row, dict):
-            product = parse_product(row)
+            product = parse_product(row, domains)
         else:
             product = "row is not an object"
         row_id = row.get("id") if isinstance(row, dict) else None
@@ -204,6 +205,12 @@ def _url(row: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def on_domains(url: str, domains: Sequence[str]) -> bool:
+    """The URL's host is one of `domains` or below one (no restriction when empty)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return not domains or any(host == d or host.endswith("." + d) for d in domains)
+
+
 def _price(raw: object) -> tuple[Decimal, str | None] | None:
     if isinstance(raw, bool) or raw is None or raw == "":
         return None
@@ -213,7 +220,7 @@ def _price(raw: object) -> tuple[Decimal, str | None] | None:
     return Decimal(match.group(1)), (match.group(2) or "").upper() or None
 
 
-def parse_product(row: dict[str, Any]) -> Product | str:
+def parse_product(row: dict[str, Any], domains: Sequence[str] = ()) -> Product | str:
     """A Product, or the reason the row is rejected."""
     sku = _text(row, "id", 200)
     if not is_valid_sku(sku):
@@ -226,6 +233,9 @@ def parse_product(row: dict[str, Any]) -> Product | str:
         return "link missing or not an absolute http(s) URL"
     if image is None:
         return "image_link missing or not an absolute http(s) URL"
+    for name, url in (("link", link), ("image_link", image)):
+        if not on_domains(url, domains):
+            return f"{name} is not on the advertiser's domains ({', '.join(domains)})"
     price = _price(row.get("price"))
     if price is None:
         return "price missing or not a number like 19.99 or '19.99 EUR'"

@@ -254,7 +254,7 @@ def import_catalog(settings: Settings, file: Path, advertiser: str, kind: str | 
     content_type = FEED_TYPES.get(f".{kind}" if kind else file.suffix.lower(), "")
     print(f"parsing {file} ({len(body) / 1e6:.1f} MB)...", file=sys.stderr, flush=True)
     try:
-        result = parse_feed(body, content_type)
+        result = parse_feed(body, content_type, settings.advertiser_domains.get(advertiser, ()))
     except FeedError as exc:
         print(f"kaeru: unreadable feed: {exc}", file=sys.stderr)
         return 1

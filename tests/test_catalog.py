@@ -90,3 +90,15 @@ def test_ndjson_line_that_is_not_json_is_a_rejected_row() -> None:
     result = parse_feed(body)
     assert [p.id for p in result.accepted] == ["a"]
     assert result.rejected[0].row == 2 and "not valid JSON" in result.rejected[0].reason
+
+
+def test_links_must_be_on_the_advertisers_domains_when_configured() -> None:
+    domains = ("shop1.example",)
+    ok = parse_product(product_row("a", image_link="https://cdn.shop1.example/a.jpg"), domains)
+    assert isinstance(ok, Product)
+    elsewhere = parse_product(product_row("b", link="https://evil.example/p/b"), domains)
+    assert elsewhere == "link is not on the advertiser's domains (shop1.example)"
+    lookalike = parse_product(
+        product_row("c", image_link="https://shop1.example.evil.io/c"), domains
+    )
+    assert isinstance(lookalike, str) and lookalike.startswith("image_link is not on")

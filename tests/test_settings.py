@@ -102,3 +102,42 @@ def test_tokens_identify_their_owner() -> None:
     assert settings.token_owner("b" * 16) == "b"
     assert settings.token_owner("c" * 16) is None
     assert settings.is_operator("o" * 16) and not settings.is_operator("a" * 16)
+
+
+def test_advertiser_domains_and_privacy_switches_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "KAERU_ADVERTISER_DOMAINS": "shop1=shop1.example|cdn.example.net, shop2=s2.example",
+            "KAERU_HONOR_DNT": "0",
+            "KAERU_FILTER_BOTS": "off",
+            "KAERU_TCF_VENDOR_ID": "755",
+            "KAERU_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+        }
+    )
+    assert settings.advertiser_domains == {
+        "shop1": ("shop1.example", "cdn.example.net"),
+        "shop2": ("s2.example",),
+    }
+    assert not settings.honor_dnt and not settings.filter_bots
+    assert settings.tcf_vendor_id == 755
+    assert settings.trusted_proxies == ("10.0.0.0/8", "127.0.0.1")
+
+
+def test_bad_privacy_and_network_settings_are_named() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {
+                "KAERU_ADVERTISER_DOMAINS": "shop1",
+                "KAERU_HONOR_DNT": "maybe",
+                "KAERU_TRUSTED_PROXIES": "not-an-ip",
+                "KAERU_GEOIP_DB": "/nope.mmdb",
+            }
+        )
+    message = str(caught.value)
+    for name in (
+        "KAERU_ADVERTISER_DOMAINS",
+        "KAERU_HONOR_DNT",
+        "KAERU_TRUSTED_PROXIES",
+        "KAERU_GEOIP_DB",
+    ):
+        assert name in message

@@ -15,7 +15,17 @@ from aiohttp import web
 
 from adserver.ad_request import BadAdRequest, parse_ad_request
 from adserver.admin import bearer_token
-from adserver.context import GEO, MARKET, METRICS, NEIGHBOURS, RENDERER, SETTINGS, SIGNER, STORE
+from adserver.context import (
+    GEO,
+    IMPRESSIONS,
+    MARKET,
+    METRICS,
+    NEIGHBOURS,
+    RENDERER,
+    SETTINGS,
+    SIGNER,
+    STORE,
+)
 from adserver.decision import Explanation, Slot, decide
 from adserver.delivery import (
     CLICK_PURPOSE,
@@ -104,10 +114,8 @@ async def _serve(
     elif explanation is None:
         metrics.ads.labels(decision.strategy).inc()
         skus = [pick.product.id for pick in decision.picks]
-        try:
-            await store.ledger.record_impression(uid, placement_of(decision, slot), skus)
-        except (RedisError, OSError):
-            metrics.store_errors.labels("count_impression").inc()
+        # Counted by group commit after the answer: the decision costs one round trip.
+        app[IMPRESSIONS].submit_nowait((uid, placement_of(decision, slot), skus, time.time()))
     return served
 
 

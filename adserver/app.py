@@ -11,7 +11,9 @@ from aiohttp import web
 
 from adserver import ad_handlers, admin, admin_campaigns, admin_reports, ops
 from adserver.context import (
+    EVENT_WRITER,
     GEO,
+    IMPRESSIONS,
     MARKET,
     METRICS,
     NEIGHBOURS,
@@ -20,9 +22,11 @@ from adserver.context import (
     SIGNER,
     STORE,
     WORKER,
+    EventBatch,
 )
 from adserver.cooccurrence import LearningConfig
 from adserver.geo import GeoLocator
+from adserver.group_commit import GroupCommit
 from adserver.market import MarketCache
 from adserver.metrics import Metrics
 from adserver.middleware import observe
@@ -67,6 +71,14 @@ def create_app(settings: Settings) -> web.Application:
     app[MARKET] = MarketCache(store, list(settings.advertisers), app[RENDERER].sizes())
     app[GEO] = GeoLocator(settings.geoip_db, settings.trusted_proxies)
     app[SIGNER] = Signer(settings.secret)
+    app[EVENT_WRITER] = GroupCommit[EventBatch](
+        lambda batches: store.record_many([entry for batch in batches for entry in batch])
+    )
+    metrics = app[METRICS]
+    app[IMPRESSIONS] = GroupCommit(
+        store.ledger.record_impressions,
+        on_error=lambda exc, lost: metrics.store_errors.labels("count_impression").inc(lost),
+    )
     config = LearningConfig()
     app[NEIGHBOURS] = NeighbourCache(LearningStore(store.redis, config), RankingConfig())
     # The worker blocks on the stream: it gets its own connections, away from the hot paths.
@@ -100,6 +112,8 @@ async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait_for(learner, WORKER_STOP_SECONDS)
         except TimeoutError:
             log.warning("related-items worker did not stop in time; its batch will be redone")
+    await app[EVENT_WRITER].drain()
+    await app[IMPRESSIONS].drain()
     await worker.learning.redis.aclose()
     app[GEO].close()
     await app[STORE].close()

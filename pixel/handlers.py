@@ -7,12 +7,13 @@ by reason and stored nowhere.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from importlib import resources
 
 from aiohttp import web
 
-from adserver.context import METRICS, SETTINGS, STORE
+from adserver.context import EVENT_WRITER, METRICS, SETTINGS
 from adserver.responses import gif, javascript, json_error
 from adserver.shopper import ShopperEvent
 from adserver.store import RedisError
@@ -37,8 +38,9 @@ async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> str | 
     """Record one shopper's events; returns the uid to (re)issue, or None if nothing stored."""
     app = request.app
     uid = read_uid(request.cookies) or new_uid()
+    now = time.time()
     try:
-        await app[STORE].record_events(uid, events)
+        await app[EVENT_WRITER].submit([(uid, event, now) for event in events])
     except (RedisError, OSError) as exc:
         app[METRICS].store_errors.labels("record_events").inc()
         log.warning("could not store %d events: %s", len(events), exc)

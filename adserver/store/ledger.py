@@ -16,6 +16,7 @@ from adserver.store import keys, scripts
 from adserver.store.base import Conversion, Placement, StoreLimits, append_to_stream, day_of, text
 
 STATS_TTL_SECONDS = 400 * 86400
+Impression = tuple[str | None, Placement, Sequence[str], float]  # uid, where, products, when
 ORDER_MARKER_TTL_SECONDS = 400 * 86400
 CLICK_REPLAY_SECONDS = 600  # the same click link followed again within this counts once
 
@@ -38,8 +39,18 @@ class Ledger:
     ) -> None:
         """Count an ad served: report counts, campaign totals, and (for a known shopper) the
         frequency counters and the last impression, in one round trip."""
-        now = time.time() if now is None else now
+        await self.record_impressions([(uid, placement, skus, time.time() if now is None else now)])
+
+    async def record_impressions(self, served: Iterable[Impression]) -> None:
+        """Several impressions in one pipelined round trip (group commit)."""
         pipe = self.redis.pipeline(transaction=False)
+        for uid, placement, skus, now in served:
+            await self._add_impression(pipe, uid, placement, skus, now)
+        await pipe.execute()
+
+    async def _add_impression(
+        self, pipe: Redis, uid: str | None, placement: Placement, skus: Sequence[str], now: float
+    ) -> None:
         if uid is not None:
             user_keys = [
                 keys.user_caps(uid, placement.advertiser),
@@ -56,7 +67,6 @@ class Ledger:
             await self._count_impression(user_keys, args, pipe)
         self._count(pipe, "imp", placement, now)
         pipe.hincrby(keys.campaign_totals(placement.advertiser), f"imp:{placement.campaign}", 1)
-        await pipe.execute()
 
     async def record_render(self, placement: Placement, now: float | None = None) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -1,0 +1,63 @@
+"""Group commit: writes arriving together share one flush; each waiter sees its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from adserver.group_commit import GroupCommit
+
+
+async def test_concurrent_writes_share_one_batch_and_each_waits_for_it() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> None:
+        await asyncio.sleep(0)
+        flushed.append(list(items))
+
+    commit = GroupCommit[int](flush)
+    await asyncio.gather(*(commit.submit(n) for n in range(10)))
+    assert flushed == [list(range(10))]
+    await commit.submit(99)
+    assert flushed[-1] == [99]
+
+
+async def test_batches_are_capped() -> None:
+    sizes: list[int] = []
+
+    async def flush(items: Sequence[int]) -> None:
+        sizes.append(len(items))
+
+    commit = GroupCommit[int](flush, max_batch=4)
+    await asyncio.gather(*(commit.submit(n) for n in range(10)))
+    assert sizes == [4, 4, 2]
+
+
+async def test_a_failed_batch_fails_its_waiters_and_reports_the_rest() -> None:
+    lost: list[int] = []
+
+    async def flush(items: Sequence[int]) -> None:
+        raise ConnectionError("redis down")
+
+    commit = GroupCommit[int](flush, on_error=lambda exc, n: lost.append(n))
+    commit.submit_nowait(1)
+    commit.submit_nowait(2)
+    with pytest.raises(ConnectionError):
+        await commit.submit(3)
+    assert lost == [2]
+
+
+async def test_drain_waits_for_queued_writes() -> None:
+    done: list[int] = []
+
+    async def flush(items: Sequence[int]) -> None:
+        await asyncio.sleep(0.01)
+        done.extend(items)
+
+    commit = GroupCommit[int](flush)
+    for n in range(3):
+        commit.submit_nowait(n)
+    await commit.drain()
+    assert done == [0, 1, 2]

@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
             "--host", help="address to listen on (default: $KAERU_HOST or 127.0.0.1)"
         )
         command.add_argument("--port", type=int, help="port (default: $KAERU_PORT or 8080)")
+        if name == "serve":
+            command.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                metavar="N",
+                help="server processes sharing the port (SO_REUSEPORT); default 1",
+            )
         command.add_argument(
             "--no-worker",
             action="store_true",
@@ -136,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         settings = _settings(args)
         if args.command == "serve":
-            return serve(settings)
+            return serve(settings, args.workers)
         if args.command == "demo":
             return demo(settings)
         if args.command == "worker":
@@ -175,12 +183,20 @@ def _run_app(app: web.Application, settings: Settings) -> None:
     web.run_app(app, host=settings.host, port=settings.port, loop=loop, access_log=None)
 
 
-def serve(settings: Settings) -> int:
-    from adserver.app import create_app
+def serve(settings: Settings, workers: int = 1) -> int:
+    if not 1 <= workers <= 64:
+        print("kaeru: --workers must be between 1 and 64", file=sys.stderr)
+        return 2
 
     def run(settings: Settings) -> int:
         if not settings.advertisers:
             log.warning("no advertisers configured (KAERU_ADVERTISERS): nothing will be tracked")
+        if workers > 1:
+            from adserver.multiprocess import serve_processes
+
+            return serve_processes(settings, workers)
+        from adserver.app import create_app
+
         _run_app(create_app(settings), settings)
         return 0
 

@@ -181,3 +181,31 @@ def test_demo_learns_related_items_in_process(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert products[0]["id"] == "sku-101"
         assert ("sku-104", "related") in [(p["id"], p["strategy"]) for p in products]
+
+
+def test_serve_with_workers_shares_the_port_and_the_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    env = kaeru_env(tmp_path)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "adserver.cli", "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/readyz", process, log)
+        children = subprocess.run(
+            ["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 2, log.read_text()
+        for n in range(30):  # spread over both processes by the kernel
+            assert get(f"{base}/px?a=shop1&e=view&i=sku-{n}")[0] == 200
+        metrics = get(base + "/metrics")[1].decode()
+        assert 'kaeru_events_stored_total{event="view"} 30.0' in metrics
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    assert not redis_running_in(tmp_path)

@@ -1,0 +1,91 @@
+"""`kaeru serve --workers N`: N server processes on one port (SO_REUSEPORT), one Prometheus
+view across them (prometheus-client's multiprocess mode, files in a private directory).
+
+Only the first process runs the related-items learner, so one shopper's events are never
+learnt by two processes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import replace
+from types import FrameType
+
+from adserver.settings import Settings
+
+log = logging.getLogger(__name__)
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+STOP_SECONDS = 15.0
+
+
+def _child(settings: Settings, index: int) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s [{index}] %(name)s: %(message)s"
+    )
+    from aiohttp import web
+
+    from adserver.app import create_app
+
+    app = create_app(replace(settings, run_worker=settings.run_worker and index == 0))
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover
+        loop = None
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop=loop,
+        access_log=None,
+        reuse_port=True,
+        print=None,
+    )
+
+
+def serve_processes(settings: Settings, workers: int) -> int:
+    """Run `workers` server processes until SIGINT/SIGTERM; returns an exit code."""
+    metrics_dir = tempfile.mkdtemp(prefix="kaeru-metrics-")
+    os.environ[METRICS_DIR_ENV] = metrics_dir  # children inherit it at start
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_child, args=(settings, n), name=f"kaeru-{n}")
+        for n in range(workers)
+    ]
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGINT)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for child in children:
+            child.start()
+        print(
+            f"kaeru: {workers} processes serving http://{settings.host}:{settings.port}", flush=True
+        )
+        for child in children:
+            child.join()
+            if not stopping:  # one died on its own: take the others down too
+                log.error("server process %s exited with %s", child.name, child.exitcode)
+                stop(signal.SIGTERM, None)
+        for child in children:
+            child.join(STOP_SECONDS)
+            if child.is_alive():
+                child.kill()
+        return 0 if stopping else 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        os.environ.pop(METRICS_DIR_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -4,10 +4,13 @@ acts through the decision core and the store, and answers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -49,6 +52,7 @@ from pixel.identity import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AD_JS = (
     "(function(){{var s=document.currentScript,f=document.createElement('iframe');"
@@ -67,6 +71,14 @@ def base_url(request: web.Request) -> str:
 def _bad_request(request: web.Request, bad: BadAdRequest) -> web.Response:
     request.app[METRICS].bad_requests.labels("ad", bad.reason).inc()
     return json_error(400, bad.message, **bad.details)
+
+
+async def _within(call: Coroutine[Any, Any, T], deadline: float) -> T:
+    """Wait for a Redis call at most `deadline` seconds. The call itself is not cancelled
+    (cutting a Redis command in two spoils its connection): it finishes in the background."""
+    task = asyncio.ensure_future(call)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return await asyncio.wait_for(asyncio.shield(task), deadline)
 
 
 def _locate(request: web.Request, slot: Slot) -> Slot:
@@ -90,15 +102,16 @@ async def _serve(
         request, query.get("gdpr"), query.get("gdpr_consent")
     )
     uid = None if bot or private else read_uid(request.cookies)
+    deadline = app[SETTINGS].redis_deadline_ms / 1000
     try:
-        shopper = await store.load_shopper(uid)
-    except (RedisError, OSError) as exc:
+        shopper = await _within(store.load_shopper(uid), deadline)
+    except (RedisError, OSError, TimeoutError) as exc:
         metrics.store_errors.labels("load_shopper").inc()
-        log.warning("profile read failed, serving non-personalised: %s", exc)
+        log.warning("profile read failed, serving non-personalised: %r", exc)
         shopper = Shopper(None)
     try:
-        suggestions = await app[NEIGHBOURS].suggest(shopper)
-    except (RedisError, OSError):
+        suggestions = await _within(app[NEIGHBOURS].suggest(shopper), deadline)
+    except (RedisError, OSError, TimeoutError):
         metrics.store_errors.labels("neighbours").inc()
         suggestions = {}
     others = list(app[SETTINGS].advertisers)

@@ -22,9 +22,9 @@ from adserver.context import (
     SIGNER,
     STORE,
     WORKER,
-    EventBatch,
 )
 from adserver.cooccurrence import LearningConfig
+from adserver.event_writer import EventWriter
 from adserver.geo import GeoLocator
 from adserver.group_commit import GroupCommit
 from adserver.market import MarketCache
@@ -71,10 +71,13 @@ def create_app(settings: Settings) -> web.Application:
     app[MARKET] = MarketCache(store, list(settings.advertisers), app[RENDERER].sizes())
     app[GEO] = GeoLocator(settings.geoip_db, settings.trusted_proxies)
     app[SIGNER] = Signer(settings.secret)
-    app[EVENT_WRITER] = GroupCommit[EventBatch](
-        lambda batches: store.record_many([entry for batch in batches for entry in batch])
-    )
     metrics = app[METRICS]
+    app[EVENT_WRITER] = EventWriter(
+        store.record_many,
+        deadline=settings.redis_deadline_ms / 1000,
+        capacity=settings.buffer_events,
+        on_overflow=metrics.events_dropped.inc,
+    )
     app[IMPRESSIONS] = GroupCommit(
         store.ledger.record_impressions,
         on_error=lambda exc, lost: metrics.store_errors.labels("count_impression").inc(lost),
@@ -99,13 +102,15 @@ async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
     except (RedisError, OSError) as exc:
         log.warning("Redis not reachable at start-up; serving without catalogs for now: %s", exc)
     refresher = asyncio.create_task(cache.run(app[SETTINGS].cache_refresh_seconds))
+    replayer = asyncio.create_task(app[EVENT_WRITER].run_replayer())
     stop_worker = asyncio.Event()
     worker = app[WORKER]
     learner = asyncio.create_task(worker.run(stop_worker)) if app[SETTINGS].run_worker else None
     yield
-    refresher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await refresher
+    for task in (refresher, replayer):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     if learner is not None:
         stop_worker.set()  # let it finish its batch rather than cutting a command in two
         try:

@@ -49,11 +49,11 @@ class EmbeddedRedis:
     loopback port and keeps nothing on disk.
     """
 
-    def __init__(self, data_dir: Path, *, persistent: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, persistent: bool = True, port: int = 0) -> None:
         self.data_dir = data_dir
         self.persistent = persistent
         self.socket_path = data_dir / "redis.sock"
-        self.port = 0
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,7 +83,7 @@ class EmbeddedRedis:
             command += ["--unixsocketperm", "700", "--appendonly", "yes"]
             command += ["--appendfsync", "everysec", "--logfile", str(self.data_dir / "redis.log")]
         else:
-            self.port = free_port()
+            self.port = self.port or free_port()
             command += ["--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "no"]
         return command
 

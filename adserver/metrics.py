@@ -29,6 +29,16 @@ class Metrics:
         self.events_stored = Counter(
             "kaeru_events_stored", "Shopper events written to Redis", ["event"], registry=r
         )
+        self.events_buffered = Counter(
+            "kaeru_events_buffered",
+            "Events kept in memory while Redis was slow or down",
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "kaeru_events_dropped",
+            "Buffered events dropped because the buffer was full",
+            registry=r,
+        )
         self.tracking_rejects = Counter(
             "kaeru_tracking_rejects",
             "Tracking input refused and stored nowhere",

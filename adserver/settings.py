@@ -55,6 +55,8 @@ class Settings:
     run_worker: bool = True  # learn related items inside the server process
     honor_dnt: bool = True  # DNT: 1 counts as an opt-out for that request
     filter_bots: bool = True  # known crawlers: no tracking, no personalised ads, not counted
+    redis_deadline_ms: int = 40  # longest a hot path waits on Redis before degrading
+    buffer_events: int = 100_000  # events kept in memory while Redis is down
     tcf_vendor_id: int | None = None  # IAB TCF vendor id: then vendor consent is required too
     advertiser_domains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     geoip_db: Path | None = None
@@ -103,6 +105,8 @@ class Settings:
             "honor_dnt": reader.boolean("KAERU_HONOR_DNT", True),
             "filter_bots": reader.boolean("KAERU_FILTER_BOTS", True),
             "tcf_vendor_id": reader.optional_integer("KAERU_TCF_VENDOR_ID", 1, 65535),
+            "redis_deadline_ms": reader.integer("KAERU_REDIS_DEADLINE_MS", 40, 1, 10_000),
+            "buffer_events": reader.integer("KAERU_BUFFER_EVENTS", 100_000, 0, 10**8),
             "advertiser_domains": reader.domains("KAERU_ADVERTISER_DOMAINS"),
             "geoip_db": reader.existing_file("KAERU_GEOIP_DB"),
             "trusted_proxies": reader.networks("KAERU_TRUSTED_PROXIES"),

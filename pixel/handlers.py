@@ -16,7 +16,6 @@ from aiohttp import web
 from adserver.context import EVENT_WRITER, METRICS, SETTINGS
 from adserver.responses import gif, javascript, json_error
 from adserver.shopper import ShopperEvent
-from adserver.store import RedisError
 from pixel.events import MAX_BATCH_BYTES, Reject, parse_batch, parse_pixel_query
 from pixel.identity import (
     consented,
@@ -39,12 +38,9 @@ async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> str | 
     app = request.app
     uid = read_uid(request.cookies) or new_uid()
     now = time.time()
-    try:
-        await app[EVENT_WRITER].submit([(uid, event, now) for event in events])
-    except (RedisError, OSError) as exc:
-        app[METRICS].store_errors.labels("record_events").inc()
-        log.warning("could not store %d events: %s", len(events), exc)
-        return None
+    if not await app[EVENT_WRITER].write([(uid, event, now) for event in events]):
+        app[METRICS].events_buffered.inc(len(events))  # replayed when Redis answers again
+        return uid
     for event in events:
         app[METRICS].events_stored.labels(event.kind).inc()
     return uid

@@ -13,7 +13,7 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.context import MARKET, WORKER
+from adserver.context import IMPRESSIONS, MARKET, WORKER
 from adserver.embedded_redis import EmbeddedRedis, free_port
 from adserver.settings import Settings
 
@@ -110,6 +110,12 @@ async def stocked(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
 
 async def refresh_catalog(client: TestClient[Any, Any]) -> None:
     await client.app[MARKET].refresh()
+
+
+async def counted(client: TestClient[Any, Any]) -> None:
+    """Wait until impressions served so far are written (they are counted by group commit
+    right after the answer)."""
+    await client.app[IMPRESSIONS].drain()
 
 
 async def learn_all(client: TestClient[Any, Any]) -> None:

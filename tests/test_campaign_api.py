@@ -21,6 +21,7 @@ from tests.conftest import (
     OTHER_TOKEN,
     SHOP,
     SHOP_TOKEN,
+    counted,
     product_row,
     put_catalog,
 )
@@ -52,6 +53,7 @@ async def view(client: TestClient[Any, Any], *skus: str) -> None:
 
 async def ad(client: TestClient[Any, Any], **params: str) -> dict[str, Any] | None:
     response = await client.get("/ad.json", params={"pub": "news1", "size": "300x250", **params})
+    await counted(client)
     if response.status == 204:
         return None
     assert response.status == 200, await response.text()

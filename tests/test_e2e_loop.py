@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from adserver.context import SIGNER, STORE
 from adserver.signing import Signer
 from adserver.store import day_of
-from tests.conftest import SHOP, learn_all, product_row, put_catalog
+from tests.conftest import SHOP, counted, learn_all, product_row, put_catalog
 
 
 class TagCollector(HTMLParser):
@@ -38,6 +38,7 @@ async def view(client: TestClient[Any, Any], *skus: str) -> None:
 
 async def ad_products(client: TestClient[Any, Any], size: str = "728x90") -> list[dict[str, Any]]:
     response = await client.get("/ad.json", params={"pub": "news1", "size": size})
+    await counted(client)
     if response.status == 204:
         return []
     assert response.status == 200
@@ -182,6 +183,7 @@ async def test_impressions_and_clicks_are_counted_per_publisher_and_day(
     await view(stocked, "sku-1")
     products = await ad_products(stocked)
     await stocked.get("/ad", params={"pub": "blog2", "size": "300x250"})
+    await counted(stocked)
     await stocked.get(urlsplit(products[0]["click_url"]).path, allow_redirects=False)
     today = day_of(time.time())
     stats = (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today]

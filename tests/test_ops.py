@@ -44,7 +44,9 @@ async def test_redis_down_pixel_still_answers_and_ads_do_not_fail(
     response = await client.get("/ad.json", params={"pub": "p", "size": "300x250"})
     assert response.status == 204
     metrics = await (await client.get("/metrics")).text()
-    assert 'kaeru_store_errors_total{operation="record_events"} 1.0' in metrics
+    assert "kaeru_events_buffered_total 1.0" in metrics  # kept for replay, not lost
+    ready = await (await client.get("/readyz")).json()
+    assert ready == {"status": "degraded", "redis": "unreachable", "buffered_events": 1}
 
 
 async def test_metrics_count_requests_events_and_rejects(client: TestClient[Any, Any]) -> None:

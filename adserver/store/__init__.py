@@ -23,6 +23,7 @@ from adserver.store.base import (
     StoreLimits,
     append_to_stream,
     day_of,
+    execute,
 )
 from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
@@ -94,7 +95,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for uid, event, at in entries:
             await self._record_one(pipe, uid, event, int(at * 1000))
-        replies = await pipe.execute()
+        replies = await execute(pipe)
         conversions = [
             Conversion(
                 event.advertiser,
@@ -161,7 +162,7 @@ class Store:
             doomed += keys.all_user_keys(uid, shop)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(*doomed)
-        (deleted,) = await pipe.execute()
+        (deleted,) = await execute(pipe)
         return int(deleted)
 
     async def read_events(self, count: int = 100) -> list[dict[str, Any]]:
@@ -186,7 +187,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=True)
         pipe.rename(staging, keys.catalog(advertiser))
         pipe.hincrby(keys.CATALOG_VERSIONS, advertiser, 1)
-        _, version = await pipe.execute()
+        _, version = await execute(pipe)
         return int(version)
 
     async def load_catalog(self, advertiser: str) -> dict[str, Product]:
@@ -199,7 +200,7 @@ class Store:
         pipe.hgetall(keys.CATALOG_VERSIONS)
         for advertiser in advertisers:
             pipe.zrevrange(keys.popular(advertiser), 0, POPULAR_DEPTH - 1)
-        versions_raw, *popular_raw = await pipe.execute()
+        versions_raw, *popular_raw = await execute(pipe)
         versions = {_text(a): int(v) for a, v in versions_raw.items()}
         popular = {
             a: [_text(s) for s in skus] for a, skus in zip(advertisers, popular_raw, strict=True)

@@ -62,3 +62,13 @@ class Conversion:
 
 def append_to_stream(pipe: Any, document: bytes, maxlen: int) -> None:
     pipe.xadd(keys.EVENT_STREAM, {"d": document}, maxlen=maxlen, approximate=True)
+
+
+async def execute(pipe: Any) -> list[Any]:
+    """Run a pipeline and always give its connection back: redis-py leaves it held when the
+    server vanishes while the pipeline loads its scripts (then warns when it is collected)."""
+    try:
+        result: list[Any] = await pipe.execute()
+        return result
+    finally:
+        await pipe.reset()

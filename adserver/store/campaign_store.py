@@ -10,7 +10,7 @@ import orjson
 from redis.asyncio import Redis
 
 from adserver.store import keys
-from adserver.store.base import text
+from adserver.store.base import execute, text
 
 
 class CampaignStore:
@@ -21,14 +21,14 @@ class CampaignStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.campaigns(advertiser), campaign_id, orjson.dumps(document))
         pipe.hincrby(keys.CAMPAIGN_VERSIONS, advertiser, 1)
-        _, version = await pipe.execute()
+        _, version = await execute(pipe)
         return int(version)
 
     async def delete(self, advertiser: str, campaign_id: str) -> bool:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hdel(keys.campaigns(advertiser), campaign_id)
         pipe.hincrby(keys.CAMPAIGN_VERSIONS, advertiser, 1)
-        removed, _ = await pipe.execute()
+        removed, _ = await execute(pipe)
         return bool(removed)
 
     async def load(self, advertiser: str) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from adserver.cooccurrence import LearningConfig, Lessons, ShopperState, StreamEvent
 from adserver.store import keys, scripts
+from adserver.store.base import execute
 
 NEIGHBOUR_TTL_SECONDS = 180 * 86400
 
@@ -99,7 +100,7 @@ class LearningStore:
             pipe.lrange(keys.user_learning_purchases(uid, advertiser), 0, -1)
             pipe.get(keys.user_learning_count(uid, advertiser))
             pipe.hgetall(keys.user_learning_credit(uid, advertiser))
-        replies = await pipe.execute() if shoppers else []
+        replies = await execute(pipe) if shoppers else []
         states = {}
         for index, shopper in enumerate(shoppers):
             viewed, bought, count, credit = replies[4 * index : 4 * index + 4]
@@ -135,7 +136,7 @@ class LearningStore:
             self._save_state(pipe, uid, advertiser, state)
         if entry_ids:
             pipe.xack(keys.EVENT_STREAM, keys.LEARNING_GROUP, *entry_ids)
-        await pipe.execute()
+        await execute(pipe)
 
     def _save_state(self, pipe: Any, uid: str, advertiser: str, state: ShopperState) -> None:
         ttl = self.config.memory_seconds
@@ -162,7 +163,7 @@ class LearningStore:
         for kind, advertiser, item in wanted:
             key = (keys.co_viewed if kind == "viewed" else keys.co_bought)(advertiser, item)
             await self._read_neighbours([key, keys.popular(advertiser)], [item, depth], pipe)
-        replies = await pipe.execute() if wanted else []
+        replies = await execute(pipe) if wanted else []
         return {
             request: _neighbour_list(reply) for request, reply in zip(wanted, replies, strict=True)
         }

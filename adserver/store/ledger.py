@@ -13,7 +13,15 @@ import orjson
 from redis.asyncio import Redis
 
 from adserver.store import keys, scripts
-from adserver.store.base import Conversion, Placement, StoreLimits, append_to_stream, day_of, text
+from adserver.store.base import (
+    Conversion,
+    Placement,
+    StoreLimits,
+    append_to_stream,
+    day_of,
+    execute,
+    text,
+)
 
 STATS_TTL_SECONDS = 400 * 86400
 Impression = tuple[str | None, Placement, Sequence[str], float]  # uid, where, products, when
@@ -46,7 +54,7 @@ class Ledger:
         pipe = self.redis.pipeline(transaction=False)
         for uid, placement, skus, now in served:
             await self._add_impression(pipe, uid, placement, skus, now)
-        await pipe.execute()
+        await execute(pipe)
 
     async def _add_impression(
         self, pipe: Redis, uid: str | None, placement: Placement, skus: Sequence[str], now: float
@@ -71,7 +79,7 @@ class Ledger:
     async def record_render(self, placement: Placement, now: float | None = None) -> None:
         pipe = self.redis.pipeline(transaction=False)
         self._count(pipe, "render", placement, time.time() if now is None else now)
-        await pipe.execute()
+        await execute(pipe)
 
     async def record_click(
         self,
@@ -111,7 +119,7 @@ class Ledger:
             "ts": int(now * 1000),
         }
         append_to_stream(pipe, orjson.dumps(document), self.limits.stream_maxlen)
-        await pipe.execute()
+        await execute(pipe)
         return True
 
     async def record_conversions(self, conversions: Iterable[Conversion]) -> list[bool]:
@@ -127,7 +135,7 @@ class Ledger:
                 [c.key, str(c.revenue), ORDER_MARKER_TTL_SECONDS, c.campaign],
                 pipe,
             )
-        return [bool(r) for r in await pipe.execute()]
+        return [bool(r) for r in await execute(pipe)]
 
     async def daily_stats(
         self, advertiser: str, days: Sequence[str]
@@ -136,7 +144,7 @@ class Ledger:
         pipe = self.redis.pipeline(transaction=False)
         for day in days:
             pipe.hgetall(keys.daily_stats(advertiser, day))
-        replies = await pipe.execute() if days else []
+        replies = await execute(pipe) if days else []
         return {
             day: {text(k): Decimal(text(v)) for k, v in reply.items()}
             for day, reply in zip(days, replies, strict=True)
@@ -146,7 +154,7 @@ class Ledger:
         pipe = self.redis.pipeline(transaction=False)
         for advertiser in advertisers:
             pipe.hgetall(keys.campaign_totals(advertiser))
-        replies = await pipe.execute() if advertisers else []
+        replies = await execute(pipe) if advertisers else []
         return {
             advertiser: {text(k): int(v) for k, v in reply.items()}
             for advertiser, reply in zip(advertisers, replies, strict=True)

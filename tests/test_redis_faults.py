@@ -1,0 +1,84 @@
+"""Redis dies and comes back: the pixel keeps answering, events wait in memory and are
+replayed in order; ads degrade to non-personalised instead of failing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adserver.app import create_app
+from adserver.embedded_redis import EmbeddedRedis, free_port
+from adserver.settings import Settings
+from tests.conftest import BROWSER, SHOP, stream_events
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def poll(check: Any, deadline: float = 10.0) -> None:
+    end = time.monotonic() + deadline
+    while not await check():
+        assert time.monotonic() < end, "condition not met before the deadline"
+        await asyncio.sleep(0.05)
+
+
+async def test_events_sent_while_redis_is_down_are_replayed_in_order(
+    aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    port = free_port()
+    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=f"http://127.0.0.1:{port}")
+    app = create_app(replace(settings, redis_url=own_redis.url))
+    client = await aiohttp_client(
+        app, server_kwargs={"port": port}, cookie_jar=jar, headers=BROWSER
+    )
+    view = {"a": SHOP, "e": "view"}
+    assert (await client.get("/px", params={**view, "i": "before"})).status == 200
+
+    own_redis.stop()  # kill -TERM: Redis is gone
+    for n in range(5):
+        response = await client.get("/px", params={**view, "i": f"down-{n}"})
+        assert response.status == 200 and response.content_type == "image/gif"
+    ad = await client.get("/ad.json", params={"pub": "p", "size": "300x250"})
+    assert ad.status in (200, 204)  # non-personalised or no fill, never a 5xx
+    ready = await client.get("/readyz")
+    assert ready.status == 503 and (await ready.json())["buffered_events"] == 5
+
+    revived = EmbeddedRedis(tmp_path / "redis2", persistent=False, port=own_redis.port)
+    revived.start()  # an empty Redis on the same address
+    try:
+
+        async def replayed() -> bool:
+            return len(await stream_events(revived.url)) == 5
+
+        await poll(replayed)
+        items = [e["items"][0] for e in await stream_events(revived.url)]
+        assert items == [f"down-{n}" for n in range(5)]
+        metrics = await (await client.get("/metrics")).text()
+        assert "kaeru_events_buffered_total 5.0" in metrics
+    finally:
+        revived.stop()
+
+
+async def test_a_full_buffer_drops_the_oldest_and_counts_them(
+    aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis
+) -> None:
+    app = create_app(replace(settings, redis_url=own_redis.url, buffer_events=3))
+    client = await aiohttp_client(app, headers=BROWSER)
+    own_redis.stop()
+    for n in range(5):
+        await client.get("/px", params={"a": SHOP, "e": "view", "i": f"sku-{n}"})
+    metrics = await (await client.get("/metrics")).text()
+    assert "kaeru_events_dropped_total 2.0" in metrics
+    assert (await (await client.get("/readyz")).json())["buffered_events"] == 3

@@ -209,3 +209,46 @@ def test_serve_with_workers_shares_the_port_and_the_metrics(tmp_path: Path) -> N
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
     assert not redis_running_in(tmp_path)
+
+
+def test_sigterm_drains_in_flight_events_and_nothing_acknowledged_is_lost(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    env = kaeru_env(tmp_path)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "adserver.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + "/readyz", process, log)
+
+    def hit(n: int) -> bool:
+        try:
+            return get(f"{base}/px?a=shop1&e=view&i=sku-{n}")[0] == 200
+        except OSError:
+            return False  # refused once shutting down: not acknowledged, may be lost
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        answers = [pool.submit(hit, n) for n in range(200)]
+        while sum(a.done() for a in answers) < 50:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        acknowledged = sum(a.result() for a in answers)
+    assert process.wait(timeout=30) == 0
+    assert not redis_running_in(tmp_path)
+
+    # Start again on the same data dir: Redis reloads its AOF.
+    with running("serve", env) as base_again:
+        import redis as redis_client
+
+        client = redis_client.Redis(unix_socket_path=str(tmp_path / "redis.sock"))
+        stored = client.xlen("ev")
+        client.close()
+        assert get(base_again + "/healthz")[0] == 200
+    assert acknowledged >= 50
+    assert stored >= acknowledged

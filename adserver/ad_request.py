@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from adserver.decision import Slot
 from creatives.renderer import CreativeFormat
 
-PUBLISHER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-SLOT_NAME = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
+PUBLISHER = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
+SLOT_NAME = re.compile(r"^[A-Za-z0-9._-]{0,64}\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import asyncio
 
 from aiohttp import web
 
+from adserver.bodies import read_body
 from adserver.catalog import FeedError, parse_feed
 from adserver.context import MARKET, METRICS, SETTINGS, STORE
 from adserver.responses import json_error, json_response
@@ -67,7 +68,10 @@ async def put_products(request: web.Request) -> web.StreamResponse:
     """Replace the advertiser's catalog with a feed (NDJSON, JSON array or CSV)."""
     advertiser = authorize_advertiser(request)
     app = request.app
-    body = await request.read()
+    limit = request.app[SETTINGS].feed_max_bytes
+    body = await read_body(request, limit)
+    if len(body) > limit:
+        return json_error(413, f"a feed is at most {limit // 2**20} MB (KAERU_FEED_MAX_MB)")
     try:
         domains = request.app[SETTINGS].advertiser_domains.get(advertiser, ())
         result = await asyncio.to_thread(parse_feed, body, request.content_type, domains)

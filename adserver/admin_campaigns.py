@@ -6,6 +6,7 @@ import orjson
 from aiohttp import web
 
 from adserver.admin import authorize_advertiser
+from adserver.bodies import read_body
 from adserver.campaigns import CAMPAIGN_ID, parse_campaign
 from adserver.context import MARKET, RENDERER, STORE
 from adserver.responses import json_error, json_response
@@ -23,7 +24,7 @@ def _campaign_id(request: web.Request) -> str:
 async def put_campaign(request: web.Request) -> web.StreamResponse:
     advertiser = authorize_advertiser(request)
     campaign_id = _campaign_id(request)
-    body = await request.content.read(MAX_CAMPAIGN_BYTES + 1)
+    body = await read_body(request, MAX_CAMPAIGN_BYTES)
     if len(body) > MAX_CAMPAIGN_BYTES:
         return json_error(413, f"a campaign is at most {MAX_CAMPAIGN_BYTES} bytes")
     try:

@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from adserver.admin import authorize_advertiser
+from adserver.bodies import read_body
 from adserver.context import METRICS, STORE
 from adserver.reports import ReportError, build_rows, parse_period, to_csv
 from adserver.responses import NO_STORE, json_error, json_response
@@ -57,7 +58,7 @@ async def post_conversion(request: web.Request) -> web.StreamResponse:
     and attributed to the shopper's last click or impression."""
     advertiser = authorize_advertiser(request)
     try:
-        document = orjson.loads(await request.content.read(64 * 1024 + 1))
+        document = orjson.loads(await read_body(request, 64 * 1024))
     except orjson.JSONDecodeError:
         return json_error(400, "body must be a JSON object")
     if not isinstance(document, dict):

@@ -33,7 +33,7 @@ AVAILABILITY = {
     "backorder": "backorder",
 }
 SELLABLE = frozenset(("in_stock", "preorder", "backorder"))
-PRICE = re.compile(r"^\s*(\d{1,9}(?:\.\d{1,4})?)\s*([A-Za-z]{3})?\s*$")
+PRICE = re.compile(r"^\s*(\d{1,9}(?:\.\d{1,4})?)\s*([A-Za-z]{3})?\s*\Z")
 PRICE_LOCALE = "en_US"
 
 

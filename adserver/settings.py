@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ADVERTISER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+ADVERTISER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 MIN_TOKEN_LENGTH = 16
 MIN_SECRET_LENGTH = 32
 SECRET_FILE = "secret"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-HOSTNAME = re.compile(r"^\.?([a-z0-9-]{1,63}\.)*[a-z0-9-]{1,63}$", re.IGNORECASE)
+HOSTNAME = re.compile(r"^\.?([a-z0-9-]{1,63}\.)*[a-z0-9-]{1,63}\Z", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
@@ -73,14 +73,17 @@ class Settings:
     def token_owner(self, token: str) -> str | None:
         """The advertiser a bearer token belongs to (constant-time per comparison)."""
         owner = None
+        offered = _token_bytes(token)
         for advertiser, expected in self.advertisers.items():
-            if secrets.compare_digest(expected.encode(), token.encode()):
+            if secrets.compare_digest(_token_bytes(expected), offered):
                 owner = advertiser
         return owner
 
     def is_operator(self, token: str) -> bool:
         expected = self.operator_token
-        return expected is not None and secrets.compare_digest(expected.encode(), token.encode())
+        return expected is not None and secrets.compare_digest(
+            _token_bytes(expected), _token_bytes(token)
+        )
 
     @classmethod
     def from_env(
@@ -138,6 +141,11 @@ class Settings:
         with os.fdopen(fd, "w") as handle:
             handle.write(secret_text + "\n")
         return replace(self, secret=secret_text.encode())
+
+
+def _token_bytes(token: str) -> bytes:
+    """Headers that are not UTF-8 arrive with surrogate escapes: compare them as sent."""
+    return token.encode("utf-8", "surrogateescape")
 
 
 class _Reader:

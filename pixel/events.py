@@ -21,8 +21,8 @@ MAX_EVENTS_PER_BATCH = 50
 MAX_BATCH_BYTES = 64 * 1024
 MAX_AMOUNT = Decimal("1e9")
 MAX_QUANTITY = 10_000
-ORDER_ID = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}$")
-CURRENCY = re.compile(r"^[A-Z]{3}$")
+ORDER_ID = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}\Z")
+CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 ITEM_EVENTS: frozenset[str] = frozenset(("list", "view", "cart", "purchase"))
 
 

@@ -13,6 +13,7 @@ from importlib import resources
 
 from aiohttp import web
 
+from adserver.bodies import read_body
 from adserver.context import EVENT_WRITER, METRICS, SETTINGS
 from adserver.responses import gif, javascript, json_error
 from adserver.shopper import ShopperEvent
@@ -78,7 +79,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
     if opted_out(request) or is_bot(request):
         metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()
         return web.Response(status=204)
-    body = await request.content.read(MAX_BATCH_BYTES + 1)
+    body = await read_body(request, MAX_BATCH_BYTES)
     parsed = parse_batch(body, request.app[SETTINGS].advertisers)
     if isinstance(parsed, Reject):
         metrics.tracking_rejects.labels(parsed.reason).inc()

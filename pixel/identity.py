@@ -17,7 +17,7 @@ from pixel.consent import may_personalise
 _CRAWLERS = CrawlerDetect()
 UID_COOKIE = "uid"
 OPTOUT_COOKIE = "optout"
-UID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+UID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}\Z")
 UID_MAX_AGE_SECONDS = 396 * 86400  # 13 months
 LOOPBACK_HOSTS = frozenset(("localhost", "127.0.0.1", "::1"))
 
@@ -64,7 +64,9 @@ def consented(request: web.Request, gdpr: str | None, tc_string: str | None) -> 
 
 def is_secure_context(request: web.Request) -> bool:
     """HTTPS, or loopback (which browsers treat as secure, so `Secure` cookies work there)."""
-    return request.secure or (request.url.host or "").strip("[]") in LOOPBACK_HOSTS
+    host = request.host  # raw header: request.url would choke on a hostile, non-IDNA Host
+    name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+    return request.secure or name.lower() in LOOPBACK_HOSTS
 
 
 def set_uid_cookie(

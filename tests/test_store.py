@@ -90,3 +90,23 @@ async def test_shopper_is_read_in_one_round_trip(store: Store) -> None:
     assert "evalsha" in called
     assert called <= {"evalsha", "zrevrangebyscore", "zrevrange", "hmget", "hget", "info"}
     assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 1
+
+
+async def test_a_redis_that_lost_its_scripts_still_gets_every_event_once(store: Store) -> None:
+    await store.record_events(UID, [view("a")])
+    await store.redis.script_flush()  # what a Redis restart does to the script cache
+    await store.record_events(UID, [view("b"), view("c")])
+    shopper = await store.load_shopper(UID)
+    assert shopper.histories[0].viewed[:3] == ("c", "b", "a")
+    assert [e["items"] for e in await store.read_events()] == [["a"], ["b"], ["c"]]
+
+
+async def test_an_event_write_is_one_round_trip(store: Store) -> None:
+    await store.record_events(UID, [view("a")])  # the script is loaded now
+    before = await store.redis.info("commandstats")
+    await store.record_events(UID, [view("b"), view("c")])
+    after = await store.redis.info("commandstats")
+    assert "cmdstat_script|exists" not in after or after["cmdstat_script|exists"] == before.get(
+        "cmdstat_script|exists"
+    )
+    assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 2

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from adserver.catalog import Product
 from adserver.shopper import AdvertiserHistory, Shopper, ShopperEvent
@@ -92,10 +92,7 @@ class Store:
     ) -> list[Conversion]:
         """Like record_events for several shoppers and times at once (replays, batching)."""
         entries = list(entries)
-        pipe = self.redis.pipeline(transaction=False)
-        for uid, event, at in entries:
-            await self._record_one(pipe, uid, event, int(at * 1000))
-        replies = await execute(pipe)
+        replies = await self._write_events(entries)
         conversions = [
             Conversion(
                 event.advertiser,
@@ -105,14 +102,38 @@ class Store:
                 _text(reply[2]),
                 at,
             )
-            for (uid, event, at), reply in zip(entries, replies[::2], strict=True)
+            for (uid, event, at), reply in zip(entries, replies, strict=True)
             if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])
         ]
         if conversions:
             await self.ledger.record_conversions(conversions)
         return conversions
 
-    async def _record_one(self, pipe: Any, uid: str, event: ShopperEvent, now_ms: int) -> None:
+    async def _write_events(self, entries: list[tuple[str, ShopperEvent, float]]) -> list[Any]:
+        """One pipeline: per event the profile script and the stream append. Script replies
+        only (the stream's are dropped). A Redis that lost its script cache (restarted) gets
+        the script and the failed profile updates again; the stream appends are not redone."""
+        pipe = self.redis.pipeline(transaction=False)
+        for uid, event, at in entries:
+            self._record_one(pipe, uid, event, int(at * 1000))
+        replies = (await execute(pipe, raise_on_error=False))[::2]
+        missed = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missed:
+            await self.redis.script_load(scripts.RECORD_EVENT)
+            pipe = self.redis.pipeline(transaction=False)
+            for n in missed:
+                uid, event, at = entries[n]
+                self._record_one(pipe, uid, event, int(at * 1000), stream=False)
+            for n, reply in zip(missed, await execute(pipe), strict=True):
+                replies[n] = reply
+        failure = next((r for r in replies if isinstance(r, Exception)), None)
+        if failure is not None:
+            raise failure
+        return replies
+
+    def _record_one(
+        self, pipe: Any, uid: str, event: ShopperEvent, now_ms: int, stream: bool = True
+    ) -> None:
         adv = event.advertiser
         user_keys = [
             keys.user_advertisers(uid),
@@ -135,9 +156,11 @@ class Store:
             self.limits.click_window_seconds * 1000,
             self.limits.view_window_seconds * 1000,
         ]
-        # With a pipeline as client this only queues the EVALSHA (loading the script on a miss).
-        await self._record_event(keys=user_keys, args=[*args, *event.items], client=pipe)
-        append_to_stream(pipe, _event_document(uid, event, now_ms), self.limits.stream_maxlen)
+        # EVALSHA straight on the pipeline: going through the Script object would make
+        # redis-py send SCRIPT EXISTS first, a second round trip on the pixel's hot path.
+        pipe.evalsha(self._record_event.sha, len(user_keys), *user_keys, *args, *event.items)
+        if stream:
+            append_to_stream(pipe, _event_document(uid, event, now_ms), self.limits.stream_maxlen)
 
     async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
         """The shopper's recent histories in one round trip (one server-side script)."""

@@ -64,11 +64,11 @@ def append_to_stream(pipe: Any, document: bytes, maxlen: int) -> None:
     pipe.xadd(keys.EVENT_STREAM, {"d": document}, maxlen=maxlen, approximate=True)
 
 
-async def execute(pipe: Any) -> list[Any]:
+async def execute(pipe: Any, raise_on_error: bool = True) -> list[Any]:
     """Run a pipeline and always give its connection back: redis-py leaves it held when the
     server vanishes while the pipeline loads its scripts (then warns when it is collected)."""
     try:
-        result: list[Any] = await pipe.execute()
+        result: list[Any] = await pipe.execute(raise_on_error=raise_on_error)
         return result
     finally:
         await pipe.reset()

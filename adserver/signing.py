@@ -62,6 +62,10 @@ class Signer:
             payload, mac = _b64decode(payload_text), _b64decode(mac_text)
         except (binascii.Error, ValueError):
             return InvalidToken("malformed")
+        if _b64encode(payload) != payload_text or _b64encode(mac) != mac_text:
+            # Unused low bits of the last character: the same token spelled differently,
+            # which would count a replayed click twice.
+            return InvalidToken("malformed")
         if not hmac.compare_digest(mac, self._mac(purpose, payload)):
             return InvalidToken("bad_signature")
         try:

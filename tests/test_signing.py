@@ -45,3 +45,14 @@ def test_expired_token_is_refused() -> None:
 def test_garbage_is_malformed() -> None:
     for garbage in ("", "abc", "a.b.c", "%%%.%%%", "x" * 5000):
         assert isinstance(SIGNER.verify("click", garbage, 60), InvalidToken)
+
+
+def test_a_token_respelled_in_its_unused_bits_is_refused() -> None:
+    token = SIGNER.sign("click", ["shop1", "sku-3"], now=1000)
+    payload, mac = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(mac[-1])
+    respelled = mac[:-1] + alphabet[last ^ 1]  # the lowest bit of the last char is unused
+    assert SIGNER.verify("click", f"{payload}.{respelled}", 60, now=1000) == InvalidToken(
+        "malformed"
+    )

@@ -6,11 +6,22 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+CHUNK = 256 * 1024
+
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """Up to `limit` + 1 bytes, so that the caller can tell an oversized body."""
+    """The whole body, or its first `limit` + 1 bytes so that the caller can tell an
+    oversized one. (`StreamReader.read(n)` returns what has arrived so far, not n bytes.)"""
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return await request.content.read(limit + 1)
+        while size <= limit:
+            chunk = await request.content.read(min(CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
     except Exception:  # decompression errors surface as the codec's own exception types
         raise web.HTTPBadRequest(
             text=orjson.dumps({"error": "the request body could not be read"}).decode(),

@@ -33,6 +33,8 @@ def parse_period(raw_from: str | None, raw_to: str | None, today: date) -> list[
         start = date.fromisoformat(raw_from) if raw_from else end - timedelta(days=6)
     except ValueError:
         raise ReportError("from and to must be dates like 2026-11-23") from None
+    except OverflowError:
+        raise ReportError("dates must be after the first week of year 1") from None
     if start > end:
         raise ReportError("from must not be after to")
     if (end - start).days >= MAX_DAYS:

@@ -20,6 +20,7 @@ MAX_ITEMS = 50
 MAX_EVENTS_PER_BATCH = 50
 MAX_BATCH_BYTES = 64 * 1024
 MAX_AMOUNT = Decimal("1e9")
+MAX_AMOUNT_TEXT = 24
 MAX_QUANTITY = 10_000
 ORDER_ID = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}\Z")
 CURRENCY = re.compile(r"^[A-Z]{3}\Z")
@@ -45,6 +46,9 @@ def parse_amount(raw: object) -> Decimal | None | Reject:
         return Reject("bad_amount")
     if not value.is_finite() or value < 0 or value > MAX_AMOUNT:
         return Reject("bad_amount")
+    exponent = value.as_tuple().exponent
+    if len(str(raw)) > MAX_AMOUNT_TEXT or (isinstance(exponent, int) and exponent < -6):
+        return Reject("bad_amount")  # more precision than money has (and than Redis can add)
     return value
 
 

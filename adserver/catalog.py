@@ -183,11 +183,15 @@ def _csv_rows(text: str) -> Iterator[object]:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, ",;\t|")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-    if not reader.fieldnames or "id" not in [f.strip().lower() for f in reader.fieldnames]:
-        raise FeedError("CSV feed needs a header row with at least an 'id' column")
-    for row in reader:
-        yield {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
+    # newline=None: CR-only line endings (old Mac exports) read as lines, not as a csv.Error.
+    reader = csv.DictReader(io.StringIO(text, newline=None), dialect=dialect)
+    try:
+        if not reader.fieldnames or "id" not in [f.strip().lower() for f in reader.fieldnames]:
+            raise FeedError("CSV feed needs a header row with at least an 'id' column")
+        for row in reader:
+            yield {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (128 KB)
+        raise FeedError(f"unreadable CSV at line {reader.line_num}: {exc}") from None
 
 
 def _text(row: dict[str, Any], name: str, limit: int) -> str:

@@ -4,13 +4,11 @@ acts through the decision core and the store, and answers."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
-from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -42,6 +40,7 @@ from adserver.responses import creative_html, gif, javascript, json_error, json_
 from adserver.shopper import Shopper
 from adserver.signing import InvalidToken
 from adserver.store import RedisError
+from adserver.waiting import within
 from pixel.identity import (
     consented,
     is_bot,
@@ -73,14 +72,6 @@ def _bad_request(request: web.Request, bad: BadAdRequest) -> web.Response:
     return json_error(400, bad.message, **bad.details)
 
 
-async def _within(call: Coroutine[Any, Any, T], deadline: float) -> T:
-    """Wait for a Redis call at most `deadline` seconds. The call itself is not cancelled
-    (cutting a Redis command in two spoils its connection): it finishes in the background."""
-    task = asyncio.ensure_future(call)
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return await asyncio.wait_for(asyncio.shield(task), deadline)
-
-
 def _locate(request: web.Request, slot: Slot) -> Slot:
     """The slot with the shopper's country (the IP is looked up, never kept)."""
     geo = request.app[GEO]
@@ -104,16 +95,18 @@ async def _serve(
     uid = None if bot or private else read_uid(request.cookies)
     deadline = app[SETTINGS].redis_deadline_ms / 1000
     try:
-        shopper = await _within(store.load_shopper(uid), deadline)
+        shopper = await within(store.load_shopper(uid), deadline)
     except (RedisError, OSError, TimeoutError) as exc:
         metrics.store_errors.labels("load_shopper").inc()
         log.warning("profile read failed, serving non-personalised: %r", exc)
         shopper = Shopper(None)
-    try:
-        suggestions = await _within(app[NEIGHBOURS].suggest(shopper), deadline)
-    except (RedisError, OSError, TimeoutError):
-        metrics.store_errors.labels("neighbours").inc()
-        suggestions = {}
+    suggestions = app[NEIGHBOURS].cached_suggestions(shopper)
+    if suggestions is None:  # a list never fetched yet
+        try:
+            suggestions = await within(app[NEIGHBOURS].suggest(shopper), deadline)
+        except (RedisError, OSError, TimeoutError):
+            metrics.store_errors.labels("neighbours").inc()
+            suggestions = {}
     others = list(app[SETTINGS].advertisers)
     random.shuffle(others)
     slot = _locate(request, slot)

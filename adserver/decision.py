@@ -11,7 +11,7 @@ ad".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -174,23 +174,26 @@ def _sources(
     suggested: Suggestions,
     market: Market,
     now: float,
-) -> list[tuple[str, Iterable[str]]]:
+) -> list[tuple[str, Callable[[], Iterable[str]]]]:
+    """The campaign's strategies in order, each as a function giving its candidates: a
+    strategy is only computed if the slot is not full by the time `_pick` reaches it."""
     adv = campaign.advertiser
     cutoff = now - campaign.when.lookback_days * 86400
-    viewed: tuple[str, ...] = ()
-    cart: tuple[str, ...] = ()
-    if history is not None:
-        viewed = tuple(
+
+    def viewed() -> tuple[str, ...]:
+        if history is None:
+            return ()
+        return tuple(
             s for s, t in zip(history.viewed, history.view_times, strict=False) if t >= cutoff
         )
-        cart = history.cart
-    by_strategy: dict[str, Iterable[str]] = {
-        "cart": cart,
+
+    by_strategy: dict[str, Callable[[], Iterable[str]]] = {
+        "cart": lambda: history.cart if history is not None else (),
         "recent": viewed,
-        "related": suggested.related,
-        "cross_sell": suggested.cross_sell,
-        "upsell": [u for sku in viewed[:3] for u in market.upsell(adv, sku)],
-        "popular": market.popular(adv),
+        "related": lambda: suggested.related,
+        "cross_sell": lambda: suggested.cross_sell,
+        "upsell": lambda: [u for sku in viewed()[:3] for u in market.upsell(adv, sku)],
+        "popular": lambda: market.popular(adv),
     }
     return [(strategy, by_strategy[strategy]) for strategy in campaign.what.strategies]
 
@@ -199,7 +202,7 @@ def _pick(
     campaign: Campaign,
     catalog: Mapping[str, Product],
     history: AdvertiserHistory | None,
-    sources: Iterable[tuple[str, Iterable[str]]],
+    sources: Iterable[tuple[str, Callable[[], Iterable[str]]]],
     limit: int,
 ) -> tuple[list[Pick], dict[str, list[str]]]:
     purchased = history.purchased if history else frozenset()
@@ -208,9 +211,11 @@ def _pick(
     picks: list[Pick] = []
     candidates: dict[str, list[str]] = {}
     seen: set[str] = set()
-    for strategy, skus in sources:
+    for strategy, candidates_of in sources:
+        if len(picks) >= limit:
+            break
         chosen = candidates.setdefault(strategy, [])
-        for sku in skus:
+        for sku in candidates_of():
             if len(picks) >= limit:
                 return picks, candidates
             product = catalog.get(sku)

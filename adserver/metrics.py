@@ -80,6 +80,18 @@ class Metrics:
             "kaeru_store_errors", "Redis operations that failed", ["operation"], registry=r
         )
 
+        # Labelled children looked up once: `labels()` takes a lock and builds a key each call.
+        self._answered: dict[tuple[str, int], tuple[Histogram, Counter]] = {}
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        """One HTTP answer: its latency and its count by route and status."""
+        children = self._answered.get((route, status))
+        if children is None:
+            children = (self.latency.labels(route), self.requests.labels(route, str(status)))
+            self._answered[(route, status)] = children
+        children[0].observe(seconds)
+        children[1].inc()
+
     def render(self) -> bytes:
         """This process's metrics, or every process's under `kaeru serve --workers N`."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

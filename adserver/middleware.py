@@ -38,5 +38,4 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled error on %s", route)
         return json_error(500, "internal error")
     finally:
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
-        metrics.requests.labels(route, str(status)).inc()
+        metrics.answered(route, status, time.perf_counter() - started)

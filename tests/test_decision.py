@@ -245,3 +245,31 @@ def test_revenue_and_orders_make_high_value_shoppers() -> None:
     poor = history(viewed=("a",), revenue=Decimal(150), orders=1)
     assert decide(shopper(rich), market, SLOT3, [], NOW) is not None
     assert decide(shopper(poor), market, SLOT3, [], NOW) is None
+
+
+def test_a_ranking_is_only_computed_when_the_slot_needs_it() -> None:
+    market = shop("a", "b", "c", "d")
+    asked: list[str] = []
+
+    def ranking() -> tuple[str, ...]:
+        asked.append("related")
+        return ("c", "d")
+
+    full = decide(
+        shopper(history(viewed=("a", "b"))),
+        market,
+        Slot("p", "x", 2),
+        [],
+        NOW,
+        {"shop1": Suggestions(related=ranking)},
+    )
+    assert picks(full) == [("a", "recent"), ("b", "recent")] and asked == []
+    wider = decide(
+        shopper(history(viewed=("a", "b"))),
+        market,
+        Slot("p", "x", 3),
+        [],
+        NOW,
+        {"shop1": Suggestions(related=ranking)},
+    )
+    assert picks(wider)[-1] == ("c", "related") and asked == ["related"]

@@ -36,9 +36,13 @@ class GroupCommit(Generic[Item]):
 
     async def submit(self, item: Item) -> None:
         """Queue `item` and wait until the batch holding it is written (or raise its error)."""
+        await self.enqueue(item)
+
+    def enqueue(self, item: Item) -> asyncio.Future[None]:
+        """Queue `item`; the future is done when the batch holding it is written (or failed)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(item, future)
-        await future
+        return future
 
     def submit_nowait(self, item: Item) -> None:
         """Queue `item` without waiting; a failed batch is reported to `on_error`."""

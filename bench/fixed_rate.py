@@ -153,6 +153,10 @@ class Run:
         self.next_request += 1
         return self.requests[self.next_request % len(self.requests)]
 
+    def answered(self, request: bytes, status: int | None) -> None:
+        """Called with each request's status, None when it got no answer (a transport error).
+        Nothing here; a subclass that builds its own requests keeps score (bench/soak.py)."""
+
 
 def build_requests(
     url: str, uids: Sequence[str], skus: int, headers: Sequence[str], seed: int = 1
@@ -183,14 +187,18 @@ async def _connect(host: str, port: int) -> HttpConnection:
 
 async def _exchange(run: Run, conn: HttpConnection, host: str, port: int) -> HttpConnection:
     """Send the next request; on a failure count it and return a fresh connection."""
+    request = run.request()
     try:
-        run.statuses[await conn.send(run.request())] += 1
-        return conn
+        status = await conn.send(request)
     except (ConnectionError, ResponseError, OSError) as exc:
         run.errors[type(exc).__name__] += 1
+        run.answered(request, None)
         if conn.transport is not None:
             conn.transport.close()
         return await _connect(host, port)
+    run.statuses[status] += 1
+    run.answered(request, status)
+    return conn
 
 
 async def open_loop(

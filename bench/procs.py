@@ -52,6 +52,25 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / TICKS_PER_SECOND
 
 
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory (VmRSS) of every live process in a process group."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rfind(")") + 2 :].split()[2]) != pgid:
+                continue
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
 def core_busy_ticks() -> dict[str, tuple[int, int]]:
     """Per core: (busy ticks, total ticks) from /proc/stat."""
     busy: dict[str, tuple[int, int]] = {}

@@ -340,7 +340,8 @@ def _memory(c: Context) -> list[str]:
     shoppers = 2000
     out += [
         "",
-        f"Not in the per-shopper keys: the event stream `ev` held {c.stream_bytes / 2**20:.1f} "
+        f"Not in the per-shopper keys: the event stream (`ev:{{n}}`) held "
+        f"{c.stream_bytes / 2**20:.1f} "
         f"MiB after seeding ({c.stream_bytes / shoppers:,.0f} B per shopper, 50 entries each; "
         f"capped by KAERU_STREAM_MAXLEN); Redis `used_memory` was {c.used_memory / 2**20:.1f} "
         f"MiB in all. Seeding took {c.seed_seconds:.1f} s, learning {c.learn_seconds:.1f} s.",

@@ -29,6 +29,7 @@ from typing import Any
 import redis
 
 from adserver.embedded_redis import EmbeddedRedis, free_port
+from adserver.store import keys
 
 from procs import (
     Processes,
@@ -408,7 +409,10 @@ def run(bench: Bench) -> Context:
     context.seed_seconds, context.learn_seconds = bench.seed()
     context.memory["after seeding and learning"] = bench.memory()
     used = bench.redis.info("memory")["used_memory"]
-    context.stream_bytes = int(bench.redis.memory_usage("ev", samples=0) or 0)
+    context.stream_bytes = sum(
+        int(bench.redis.memory_usage(keys.event_stream(shard), samples=0) or 0)
+        for shard in range(keys.EVENT_SHARDS)
+    )
     context.used_memory = int(used)
     context.sample_ad = bench.sample_ad()
     idle = idle_rate(bench.redis, 3.0)

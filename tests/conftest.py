@@ -1,5 +1,6 @@
 """Fixtures: a private redis-server per test session (never a Redis we did not start), a clean
-database per test, and the real app under pytest-aiohttp's client."""
+database per test, and the real app under pytest-aiohttp's client. Modules marked `cluster` run
+their Redis tests a second time on a private Redis Cluster (`--redis-cluster`: every module)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
 from adserver.context import IMPRESSIONS, MARKET, WORKER
-from adserver.embedded_redis import EmbeddedRedis, free_port
+from adserver.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 from adserver.settings import Settings
 
 SHOP = "shop1"
@@ -31,6 +32,37 @@ BROWSER = {
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-cluster",
+        action="store_true",
+        help="run every test that uses Redis on a private Redis Cluster too "
+        "(by default only the modules marked `cluster`)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: run these tests on a private 3-master Redis Cluster too"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `cluster` (or all, with --redis-cluster) that use Redis run twice: on one
+    Redis (`[redis]`) and on a Redis Cluster (`[cluster]`)."""
+    if "redis_backend" not in metafunc.fixturenames:
+        return
+    if metafunc.config.getoption("--redis-cluster") or metafunc.definition.get_closest_marker(
+        "cluster"
+    ):
+        metafunc.parametrize("redis_backend", ["redis", "cluster"], indirect=True)
+
+
+@pytest.fixture
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "redis"))
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
@@ -39,13 +71,27 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    """A private 3-master Redis Cluster, started once per session when a test needs it."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"), masters=3)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    """A clean database on our private server (flushing it is safe: we started it)."""
-    client = redis.Redis.from_url(redis_server.url)
+def redis_url(request: pytest.FixtureRequest, redis_backend: str) -> str:
+    """A clean database on our private server or cluster (flushing is safe: we started it)."""
+    if redis_backend == "cluster":
+        cluster: EmbeddedCluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        return cluster.url
+    server: EmbeddedRedis = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url)
     client.flushall()
     client.close()
-    return redis_server.url
+    return server.url
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ from tests.conftest import (
 )
 from tests.test_geo import write_db
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
+
 CAMPAIGNS = f"/api/v1/advertisers/{SHOP}/campaigns"
 REPORT = f"/api/v1/advertisers/{SHOP}/report"
 

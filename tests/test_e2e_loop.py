@@ -7,12 +7,15 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.context import SIGNER, STORE
 from adserver.signing import Signer
 from adserver.store import day_of
 from tests.conftest import SHOP, counted, learn_all, product_row, put_catalog
+
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
 
 class TagCollector(HTMLParser):

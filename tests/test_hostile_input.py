@@ -299,7 +299,8 @@ def auth(token: str = SHOP_TOKEN) -> dict[str, str]:
 
 
 async def stream_length(client: TestClient[Any, Any]) -> int:
-    return int(await client.app[STORE].redis.xlen(keys.EVENT_STREAM))
+    redis = client.app[STORE].redis
+    return sum([int(await redis.xlen(keys.event_stream(s))) for s in range(keys.EVENT_SHARDS)])
 
 
 async def settle(client: TestClient[Any, Any]) -> None:

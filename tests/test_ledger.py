@@ -10,6 +10,8 @@ import pytest
 from adserver.shopper import ShopperEvent
 from adserver.store import Placement, Store, StoreLimits, connect
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
+
 UID = "B" * 22
 DAY = 86400.0
 NOON = 1_795_089_600.0  # 2026-11-19 12:00 UTC

@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestClient
 from adserver.responses import TRANSPARENT_GIF
 from tests.conftest import SHOP, stream_events
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
+
 CASE_FILES = sorted((Path(__file__).parent / "cases" / "pixel").glob("*.json"))
 CASES = [json.loads(path.read_text()) for path in CASE_FILES]
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.context import STORE
 from tests.conftest import OPERATOR_TOKEN, SHOP, SHOP_TOKEN, stream_events
+
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
 
 async def visit(client: TestClient[Any, Any], sku: str = "sku-1", **headers: str) -> Any:

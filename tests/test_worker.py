@@ -12,10 +12,12 @@ from aiohttp.test_utils import TestClient
 from adserver.cooccurrence import LearningConfig
 from adserver.related import NeighbourCache, RankingConfig
 from adserver.shopper import ShopperEvent
-from adserver.store import Store, connect
+from adserver.store import Store, connect, keys
 from adserver.store.learning import LearningStore
 from adserver.worker import RelatedWorker
 from tests.conftest import SHOP, learn_all
+
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
 CONFIG = LearningConfig(half_life_days=0)
 
@@ -62,11 +64,12 @@ async def test_a_batch_read_but_not_applied_is_redone_after_a_crash(store: Store
     await shopper_views(store, "u" * 22, "a", "b", "c")
     crashed = worker_for(store, "w1")
     await crashed.learning.ensure_group()
-    read = await crashed.learning.read_batch("w1", 2, None)  # read, then "crash" before apply
-    assert len(read) == 2
+    shard = keys.event_shard("u" * 22)
+    read = await crashed.learning.read_batches([shard], 2)  # read, then "crash" before apply
+    assert len(read[shard]) == 2
     assert await co_viewed(store, "a") == {}
-    restarted = worker_for(store, "w1")
-    assert await restarted.drain() == 1  # the third entry, after the pending two
+    restarted = worker_for(store, "w2")
+    assert await restarted.drain() == 3  # the pending two first, then the third
     assert restarted.learnt == 3
     assert (await co_viewed(store, "a"))["b"] == 1.0
     assert await restarted.learning.backlog() == 0

@@ -8,13 +8,14 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from adserver.catalog import Product
+from adserver.redis_url import is_cluster_url
 from adserver.shopper import AdvertiserHistory, Shopper, ShopperEvent
 from adserver.store import keys, scripts
 from adserver.store.base import (
@@ -24,9 +25,11 @@ from adserver.store.base import (
     append_to_stream,
     day_of,
     execute,
+    write_in_order,
 )
 from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
+from adserver.store.cluster import connect_cluster
 from adserver.store.ledger import Ledger
 
 __all__ = [
@@ -45,7 +48,11 @@ POPULAR_DEPTH = 50
 
 
 def connect(url: str, *, timeout: float = 2.0) -> Redis:
-    """An asyncio client for `url` (redis://, rediss:// or unix://)."""
+    """An asyncio client for `url`: redis://, rediss:// or unix:// for one Redis,
+    redis+cluster://h1:p1,h2:p2 (or rediss+cluster://) for a Redis Cluster. The cluster client
+    (see `store.cluster`) offers the same command API, hence the one type for both."""
+    if is_cluster_url(url):
+        return cast(Redis, connect_cluster(url, timeout))
     return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
@@ -160,7 +167,8 @@ class Store:
         # redis-py send SCRIPT EXISTS first, a second round trip on the pixel's hot path.
         pipe.evalsha(self._record_event.sha, len(user_keys), *user_keys, *args, *event.items)
         if stream:
-            append_to_stream(pipe, _event_document(uid, event, now_ms), self.limits.stream_maxlen)
+            document = _event_document(uid, event, now_ms)
+            append_to_stream(pipe, uid, document, self.limits.stream_maxlen)
 
     async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
         """The shopper's recent histories in one round trip (one server-side script)."""
@@ -183,15 +191,23 @@ class Store:
         doomed = [keys.user_advertisers(uid)]
         for shop in shops:
             doomed += keys.all_user_keys(uid, shop)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(*doomed)
-        (deleted,) = await execute(pipe)
-        return int(deleted)
+        # One DEL is atomic, and all these keys share the {uid} slot (one node on a cluster).
+        return int(await self.redis.delete(*doomed))
 
     async def read_events(self, count: int = 100) -> list[dict[str, Any]]:
-        """The newest `count` stream entries, oldest first (for tools and tests)."""
-        entries = await self.redis.xrevrange(keys.EVENT_STREAM, count=count) or []
-        return [orjson.loads((fields or {})[b"d"]) for _, fields in reversed(entries)]
+        """The newest `count` stream entries of all shards, oldest first (by stream id, so
+        entries of different shards within one millisecond may come in either order; for
+        tools and tests)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(keys.EVENT_SHARDS):
+            pipe.xrevrange(keys.event_stream(shard), count=count)
+        entries = [
+            (tuple(int(part) for part in _text(entry_id).split("-")), shard, fields)
+            for shard, shard_entries in enumerate(await execute(pipe))
+            for entry_id, fields in shard_entries or []
+        ]
+        newest = sorted(entries, key=lambda entry: entry[:2])[-count:] if count > 0 else []
+        return [orjson.loads((fields or {})[b"d"]) for _, _, fields in newest]
 
     # -- catalog --------------------------------------------------------------------------
 
@@ -207,10 +223,11 @@ class Store:
                 batch = {}
         if batch:
             await self.redis.hset(staging, mapping=batch)  # type: ignore[arg-type]
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.rename(staging, keys.catalog(advertiser))
-        pipe.hincrby(keys.CATALOG_VERSIONS, advertiser, 1)
-        _, version = await execute(pipe)
+        _, version = await write_in_order(
+            self.redis,
+            ("RENAME", staging, keys.catalog(advertiser)),
+            ("HINCRBY", keys.CATALOG_VERSIONS, advertiser, 1),
+        )
         return int(version)
 
     async def load_catalog(self, advertiser: str) -> dict[str, Product]:

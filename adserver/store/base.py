@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from adserver.store import keys
 
 
@@ -60,8 +62,28 @@ class Conversion:
         return self.key.split("\t", 1)[0]
 
 
-def append_to_stream(pipe: Any, document: bytes, maxlen: int) -> None:
-    pipe.xadd(keys.EVENT_STREAM, {"d": document}, maxlen=maxlen, approximate=True)
+def append_to_stream(pipe: Any, uid: str | None, document: bytes, maxlen: int) -> None:
+    """Queue an event on the shopper's shard of the stream; `maxlen` caps all shards together."""
+    shard_maxlen = max(1, -(-maxlen // keys.EVENT_SHARDS))
+    pipe.xadd(
+        keys.event_stream(keys.event_shard(uid)),
+        {"d": document},
+        maxlen=shard_maxlen,
+        approximate=True,
+    )
+
+
+async def write_in_order(redis: Any, *commands: tuple[Any, ...]) -> list[Any]:
+    """Writes that must land in this order (data first, then the version that announces it):
+    on one Redis a MULTI/EXEC, atomic; on a cluster, where the keys may live on different
+    nodes, one command after the other, each acknowledged before the next is sent (a failure
+    in between leaves the earlier ones done and raises, so the caller retries)."""
+    if isinstance(redis, RedisCluster):
+        return [await redis.execute_command(*command) for command in commands]
+    pipe = redis.pipeline(transaction=True)
+    for command in commands:
+        pipe.execute_command(*command)
+    return await execute(pipe)
 
 
 async def execute(pipe: Any, raise_on_error: bool = True) -> list[Any]:

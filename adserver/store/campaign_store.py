@@ -10,7 +10,7 @@ import orjson
 from redis.asyncio import Redis
 
 from adserver.store import keys
-from adserver.store.base import execute, text
+from adserver.store.base import text, write_in_order
 
 
 class CampaignStore:
@@ -18,17 +18,19 @@ class CampaignStore:
         self.redis = redis
 
     async def put(self, advertiser: str, campaign_id: str, document: dict[str, Any]) -> int:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.campaigns(advertiser), campaign_id, orjson.dumps(document))
-        pipe.hincrby(keys.CAMPAIGN_VERSIONS, advertiser, 1)
-        _, version = await execute(pipe)
+        _, version = await write_in_order(
+            self.redis,
+            ("HSET", keys.campaigns(advertiser), campaign_id, orjson.dumps(document)),
+            ("HINCRBY", keys.CAMPAIGN_VERSIONS, advertiser, 1),
+        )
         return int(version)
 
     async def delete(self, advertiser: str, campaign_id: str) -> bool:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hdel(keys.campaigns(advertiser), campaign_id)
-        pipe.hincrby(keys.CAMPAIGN_VERSIONS, advertiser, 1)
-        removed, _ = await execute(pipe)
+        removed, _ = await write_in_order(
+            self.redis,
+            ("HDEL", keys.campaigns(advertiser), campaign_id),
+            ("HINCRBY", keys.CAMPAIGN_VERSIONS, advertiser, 1),
+        )
         return bool(removed)
 
     async def load(self, advertiser: str) -> dict[str, dict[str, Any]]:

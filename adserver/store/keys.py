@@ -7,7 +7,42 @@ unchanged on Redis Cluster); the profile script derives the per-advertiser keys 
 
 from __future__ import annotations
 
-EVENT_STREAM = "ev"
+import zlib
+
+# The event stream is split into shards by shopper, so one shopper's events stay in order in one
+# shard and several workers can learn at once, each shard by one worker at a time. Every key of
+# a shard (stream, lease, journal) shares the hash tag `{<shard>}`. Changing the count reroutes
+# shoppers: only while no events are waiting to be learnt.
+EVENT_SHARDS = 16
+
+
+def event_shard(uid: str | None) -> int:
+    """The shard a shopper's events go to (stable across processes and restarts)."""
+    return zlib.crc32((uid or "").encode()) % EVENT_SHARDS
+
+
+def event_stream(shard: int) -> str:
+    """stream of shopper events (field `d`: JSON), appended by the pixel, read by the worker."""
+    return f"ev:{{{shard}}}"
+
+
+def learning_lease(shard: int) -> str:
+    """string: token of the worker learning from this shard, expiring unless renewed."""
+    return f"evl:{{{shard}}}"
+
+
+def learning_journal(shard: int) -> str:
+    """string: the batch being applied from this shard (JSON), until it is acknowledged."""
+    return f"evj:{{{shard}}}"
+
+
+def learning_consumer(shard: int) -> str:
+    """The consumer name under which a shard is read, whichever worker holds it, so a new
+    holder finds the batch an old one left pending."""
+    return f"shard-{shard}"
+
+
+LEARNING_WORKERS = "evw"  # zset worker token -> heartbeat expiry (ms): live workers share shards
 
 
 def user_prefix(uid: str) -> str:
@@ -91,7 +126,13 @@ def co_bought(advertiser: str, sku: str) -> str:
     return f"cb:{{{advertiser}}}:{sku}"
 
 
-LEARNING_GROUP = "related"  # consumer group of the related-items worker on EVENT_STREAM
+LEARNING_GROUP = "related"  # consumer group of the related-items worker on each event stream
+
+
+def learning_mark(advertiser: str, shard: int) -> str:
+    """string: id of the last batch of `shard` applied to this advertiser's model, so a batch
+    replayed after a crash is not counted twice (same slot as the model)."""
+    return f"nbm:{{{advertiser}}}:{shard}"
 
 
 def user_facts(uid: str, advertiser: str) -> str:
@@ -138,7 +179,10 @@ def catalog(advertiser: str) -> str:
 
 
 def catalog_staging(advertiser: str) -> str:
-    return f"cat:{advertiser}:new"
+    """Where a new catalog is built before its RENAME over `catalog`: the hash tag is the
+    whole catalog key name, which puts it in the catalog's slot on a cluster (RENAME needs
+    one slot) while the catalog keeps its name."""
+    return f"{{{catalog(advertiser)}}}:new"
 
 
 CATALOG_VERSIONS = "catver"  # hash advertiser -> version, bumped on every feed import

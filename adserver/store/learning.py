@@ -1,26 +1,40 @@
-"""Redis side of the related-items worker: reading the event stream through a consumer group,
-the learner's per-shopper state, the neighbour lists it maintains, and reading them back.
+"""Redis side of the related-items worker: reading the event shards through a consumer group,
+shard leases, the learner's per-shopper state, the neighbour lists it maintains, and reading
+them back.
 
-A batch is applied in one MULTI/EXEC together with its XACK, so a crash either applies a batch
-and acknowledges it, or does neither and the batch is read again from the pending list:
-nothing is lost and nothing counted twice.
+No step spans two hash slots, so it runs unchanged on Redis Cluster, and a crash at any point
+loses nothing and counts nothing twice. A batch read from a shard is applied in four steps:
+
+1. its *journal* (the increments per advertiser and the shoppers' new states) is written in
+   the shard's slot, only while the worker holds the shard's lease;
+2. each advertiser's increments go to its model in one script call in the advertiser's slot,
+   skipped when the advertiser's mark for the shard shows this batch (or a later one) applied;
+3. the shoppers' states are overwritten (idempotent);
+4. the batch is acknowledged and its journal dropped, atomically, only under the lease.
+
+Whoever reads the shard next (the same worker after a Redis error, or the new holder after a
+crash) finds the batch pending and, when the journal matches it, replays the journal (steps
+2-4) instead of learning it again from states that may already be overwritten.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from adserver.cooccurrence import LearningConfig, Lessons, ShopperState, StreamEvent
 from adserver.store import keys, scripts
 from adserver.store.base import execute
 
 NEIGHBOUR_TTL_SECONDS = 180 * 86400
+BACKLOG_SCAN_LIMIT = 10_000  # entries counted per shard when Redis does not report the lag
+
+ModelUpdate = tuple[list[str], list[Any]]  # list keys, and per list: cap, n, n (member, weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +46,49 @@ class NeighbourList:
 
 
 EMPTY_LIST = NeighbourList(0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """One batch of one shard, learnt and ready to apply (and to replay after a crash)."""
+
+    shard: int
+    entry_ids: tuple[str, ...]
+    updates: Mapping[str, ModelUpdate]  # advertiser -> its model's increments
+    states: Mapping[tuple[str, str], ShopperState]  # (uid, advertiser) -> new state
+
+    @property
+    def batch_id(self) -> str:
+        """The id of the batch's last stream entry: batches of a shard come in id order."""
+        return self.entry_ids[-1]
+
+    @property
+    def empty(self) -> bool:
+        return not self.updates and not self.states
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "ids": self.entry_ids,
+                "updates": self.updates,
+                "states": [
+                    [uid, adv, s.viewed, s.bought, s.events, s.new_credit]
+                    for (uid, adv), s in self.states.items()
+                ],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, shard: int, raw: bytes | str) -> Journal:
+        doc = orjson.loads(raw)
+        states = {
+            (uid, adv): ShopperState(
+                viewed=viewed, bought=bought, events=events, new_credit=new_credit
+            )
+            for uid, adv, viewed, bought, events, new_credit in doc["states"]
+        }
+        updates = {adv: (list_keys, args) for adv, (list_keys, args) in doc["updates"].items()}
+        return cls(shard, tuple(doc["ids"]), updates, states)
 
 
 def _text(value: bytes | str) -> str:
@@ -54,105 +111,274 @@ def parse_entry(fields: Mapping[Any, Any]) -> StreamEvent | None:
         return None
 
 
+Batch = list[tuple[str, StreamEvent | None]]  # (stream entry id, event)
+
+
 class LearningStore:
     def __init__(self, redis: Redis, config: LearningConfig) -> None:
         self.redis = redis
         self.config = config
-        self._add_neighbours = redis.register_script(scripts.ADD_NEIGHBOURS)
         self._read_neighbours = redis.register_script(scripts.READ_NEIGHBOURS)
+        self._apply_lessons = redis.register_script(scripts.APPLY_LESSONS)
+        self._heartbeat = redis.register_script(scripts.WORKER_HEARTBEAT)
+        self._renew_lease = redis.register_script(scripts.RENEW_LEASE)
+        self._release_lease = redis.register_script(scripts.RELEASE_LEASE)
+        self._write_journal = redis.register_script(scripts.WRITE_JOURNAL)
+        self._acknowledge = redis.register_script(scripts.ACKNOWLEDGE_BATCH)
+        self._save_learner_state = redis.register_script(scripts.SAVE_LEARNER_STATE)
+        self._load_learner_state = redis.register_script(scripts.LOAD_LEARNER_STATE)
+        self._pipelined_scripts = (
+            self._load_learner_state,
+            self._apply_lessons,
+            self._save_learner_state,
+            self._renew_lease,
+            self._release_lease,
+        )
+
+    # -- the event shards -----------------------------------------------------------------
 
     async def ensure_group(self) -> None:
-        """Create the consumer group (reading the stream from its start) unless it exists."""
-        try:
-            await self.redis.xgroup_create(
-                keys.EVENT_STREAM, keys.LEARNING_GROUP, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Create the consumer group on every shard (reading it from its start) unless it
+        exists."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(keys.EVENT_SHARDS):
+            pipe.xgroup_create(keys.event_stream(shard), keys.LEARNING_GROUP, id="0", mkstream=True)
+        for reply in await execute(pipe, raise_on_error=False):
+            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+                raise reply
 
-    async def read_batch(
-        self, consumer: str, count: int, block_ms: int | None, pending: bool = False
-    ) -> list[tuple[bytes, StreamEvent | None]]:
-        """The next entries for this consumer; with `pending`, the ones it read and did not
-        acknowledge before a crash."""
-        reply: Any = await self.redis.xreadgroup(
-            keys.LEARNING_GROUP,
-            consumer,
-            {keys.EVENT_STREAM: "0" if pending else ">"},
-            count=count,
-            block=None if pending else block_ms,
-        )
-        streams = reply.items() if isinstance(reply, dict) else (reply or [])
-        entries: list[tuple[bytes, StreamEvent | None]] = []
-        for _, stream_entries in streams:
-            for entry_id, fields in stream_entries:
-                entries.append((entry_id, parse_entry(fields) if fields else None))
-        return entries
+    async def read_batches(
+        self, shards: Sequence[int], count: int, pending: bool = False
+    ) -> dict[int, Batch]:
+        """The next entries of each shard (at most `count` each); with `pending`, the ones
+        read and not acknowledged (by whoever held the shard), oldest first."""
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in shards:
+                pipe.xreadgroup(
+                    keys.LEARNING_GROUP,
+                    keys.learning_consumer(shard),
+                    {keys.event_stream(shard): "0" if pending else ">"},
+                    count=count,
+                )
+            replies = await execute(pipe, raise_on_error=False) if shards else []
+            if attempt == 0 and any(_is_nogroup(r) for r in replies):
+                await self.ensure_group()  # the stream was deleted (or never learnt from)
+                continue
+            _raise_first_error(replies)
+            return {shard: _entries(reply) for shard, reply in zip(shards, replies, strict=True)}
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def backlog(self) -> int:
+        """Stream entries not yet learnt from (read-but-unacknowledged plus unread), all
+        shards together."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(keys.EVENT_SHARDS):
+            pipe.xinfo_groups(keys.event_stream(shard))
+        total = 0
+        for shard, groups in enumerate(await execute(pipe, raise_on_error=False)):
+            if isinstance(groups, ResponseError):
+                continue  # no stream yet
+            if isinstance(groups, Exception):
+                raise groups
+            for group in groups:
+                info = {_text(k): v for k, v in group.items()}
+                if _text(info.get("name", "")) != keys.LEARNING_GROUP:
+                    continue
+                total += int(info.get("pending") or 0)
+                lag = info.get("lag")
+                if lag is None:  # Redis < 7, or unknown after deletions: count them
+                    start = "(" + _text(info.get("last-delivered-id") or b"0-0")
+                    unread = await self.redis.xrange(
+                        keys.event_stream(shard), start, "+", count=BACKLOG_SCAN_LIMIT
+                    )
+                    lag = len(unread or [])
+                total += int(lag)
+        return total
+
+    # -- sharing the shards between workers -----------------------------------------------
+
+    async def heartbeat(self, token: str, ttl_ms: int) -> int:
+        """Announce this worker alive for `ttl_ms`; returns how many workers are alive."""
+        return int(await self._heartbeat([keys.LEARNING_WORKERS], [token, ttl_ms]))
+
+    async def leave(self, token: str) -> None:
+        await self.redis.zrem(keys.LEARNING_WORKERS, token)
+
+    async def acquire(
+        self, candidates: Sequence[int], wanted: int, token: str, ttl_ms: int
+    ) -> set[int]:
+        """Take up to `wanted` of the candidate shards whose lease is free (in that order)."""
+        if wanted <= 0 or not candidates:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in candidates:
+            pipe.exists(keys.learning_lease(shard))
+        free = [s for s, taken in zip(candidates, await execute(pipe), strict=True) if not taken]
+        free = free[:wanted]
+        if not free:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in free:
+            pipe.set(keys.learning_lease(shard), token, nx=True, px=ttl_ms)
+        return {s for s, won in zip(free, await execute(pipe), strict=True) if won}
+
+    async def renew(self, shards: Collection[int], token: str, ttl_ms: int) -> set[int]:
+        """Extend the leases still held; returns those shards."""
+        ordered = sorted(shards)
+
+        def build(pipe: Any) -> None:
+            for shard in ordered:
+                self._evalsha(pipe, self._renew_lease, [keys.learning_lease(shard)], token, ttl_ms)
+
+        replies = await self._idempotent(build) if ordered else []
+        return {shard for shard, kept in zip(ordered, replies, strict=True) if kept}
+
+    async def release(self, shards: Collection[int], token: str) -> None:
+        def build(pipe: Any) -> None:
+            for shard in shards:
+                self._evalsha(pipe, self._release_lease, [keys.learning_lease(shard)], token)
+
+        if shards:
+            await self._idempotent(build)
+
+    # -- learning a batch -----------------------------------------------------------------
 
     async def load_states(
         self, shoppers: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], ShopperState]:
         shoppers = list(shoppers)
-        pipe = self.redis.pipeline(transaction=False)
-        for uid, advertiser in shoppers:
-            pipe.lrange(keys.user_learning_views(uid, advertiser), 0, -1)
-            pipe.lrange(keys.user_learning_purchases(uid, advertiser), 0, -1)
-            pipe.get(keys.user_learning_count(uid, advertiser))
-            pipe.hgetall(keys.user_learning_credit(uid, advertiser))
-        replies = await execute(pipe) if shoppers else []
+
+        def build(pipe: Any) -> None:
+            for uid, advertiser in shoppers:
+                state_keys = _state_keys(uid, advertiser)
+                self._evalsha(pipe, self._load_learner_state, state_keys)
+
         states = {}
-        for index, shopper in enumerate(shoppers):
-            viewed, bought, count, credit = replies[4 * index : 4 * index + 4]
+        for shopper, reply in zip(shoppers, await self._idempotent(build), strict=True):
+            viewed, bought, count, credit = reply
             states[shopper] = ShopperState(
                 viewed=[_text(v) for v in viewed],
                 bought=[_text(b) for b in bought],
                 events=int(count or 0),
-                credit={_text(k): float(v) for k, v in credit.items()},
+                credit={_text(k): float(v) for k, v in zip(credit[::2], credit[1::2], strict=True)},
             )
         return states
 
-    async def apply(
+    def journal(
         self,
+        shard: int,
+        entry_ids: Sequence[str],
         lessons: Lessons,
         states: Mapping[tuple[str, str], ShopperState],
-        entry_ids: Sequence[bytes],
-    ) -> None:
-        """Write a batch's lessons and the shoppers' new states, and acknowledge the batch,
-        atomically."""
-        pipe = self.redis.pipeline(transaction=True)
-        cap, ttl = self.config.cap, NEIGHBOUR_TTL_SECONDS
-        for key_of, weights in (
+    ) -> Journal:
+        """A batch's lessons, grouped per advertiser (one slot each), and its new states."""
+        updates: dict[str, ModelUpdate] = {}
+
+        def add(advertiser: str, key: str, cap: int, weights: Mapping[str, float]) -> None:
+            list_keys, args = updates.setdefault(advertiser, ([], []))
+            list_keys.append(key)
+            args += [cap, len(weights)]
+            for member, weight in weights.items():
+                args += [member, weight]
+
+        for key_of, lists in (
             (keys.co_viewed, lessons.co_viewed),
             (keys.co_bought, lessons.co_bought),
         ):
-            for (advertiser, item), neighbours in weights.items():
-                flat = [x for pair in neighbours.items() for x in pair]
-                await self._add_neighbours([key_of(advertiser, item)], [cap, ttl, *flat], pipe)
+            for (advertiser, item), neighbours in lists.items():
+                add(advertiser, key_of(advertiser, item), self.config.cap, neighbours)
         for advertiser, counts in lessons.popular.items():
-            flat = [x for pair in counts.items() for x in pair]
-            await self._add_neighbours([keys.popular(advertiser)], [0, ttl, *flat], pipe)
-        for (uid, advertiser), state in states.items():
-            self._save_state(pipe, uid, advertiser, state)
-        if entry_ids:
-            pipe.xack(keys.EVENT_STREAM, keys.LEARNING_GROUP, *entry_ids)
-        await execute(pipe)
+            add(advertiser, keys.popular(advertiser), 0, counts)
+        return Journal(shard, tuple(entry_ids), updates, dict(states))
+
+    async def write_journal(self, journal: Journal, token: str, ttl_ms: int) -> bool:
+        """Write the journal (and renew the lease) if the shard's lease is still `token`'s."""
+        shard = journal.shard
+        written = await self._write_journal(
+            [keys.learning_lease(shard), keys.learning_journal(shard)],
+            [token, ttl_ms, journal.to_json()],
+        )
+        return bool(written)
+
+    async def load_journal(self, shard: int) -> Journal | None:
+        raw = await self.redis.get(keys.learning_journal(shard))
+        return None if raw is None else Journal.from_json(shard, raw)
+
+    async def drop_journal(self, shard: int) -> None:
+        await self.redis.delete(keys.learning_journal(shard))
+
+    async def apply(
+        self,
+        journal: Journal,
+        advertisers: Collection[str] | None = None,
+        states: bool = True,
+    ) -> None:
+        """Apply a journal's increments (of the given advertisers; default all), each
+        advertiser once however often this runs, and write its shoppers' states."""
+        mark_args = [journal.batch_id, NEIGHBOUR_TTL_SECONDS]
+
+        def build(pipe: Any) -> None:
+            for advertiser, (list_keys, args) in journal.updates.items():
+                if advertisers is None or advertiser in advertisers:
+                    mark = keys.learning_mark(advertiser, journal.shard)
+                    self._evalsha(pipe, self._apply_lessons, [mark, *list_keys], *mark_args, *args)
+            if states:
+                for (uid, advertiser), state in journal.states.items():
+                    self._save_state(pipe, uid, advertiser, state)
+
+        await self._idempotent(build)
+
+    async def acknowledge(self, journal: Journal, token: str) -> bool:
+        """Acknowledge the batch and drop its journal, if the lease is still `token`'s."""
+        shard = journal.shard
+        acknowledged = await self._acknowledge(
+            [
+                keys.learning_lease(shard),
+                keys.event_stream(shard),
+                keys.learning_journal(shard),
+            ],
+            [token, keys.LEARNING_GROUP, *journal.entry_ids],
+        )
+        return bool(acknowledged)
 
     def _save_state(self, pipe: Any, uid: str, advertiser: str, state: ShopperState) -> None:
-        ttl = self.config.memory_seconds
-        for key, items in (
-            (keys.user_learning_views(uid, advertiser), state.viewed),
-            (keys.user_learning_purchases(uid, advertiser), state.bought),
-        ):
-            pipe.delete(key)
-            if items:
-                pipe.rpush(key, *items)
-                pipe.expire(key, ttl)
-        pipe.set(keys.user_learning_count(uid, advertiser), state.events, ex=ttl)
-        if state.new_credit:
-            credit_key = keys.user_learning_credit(uid, advertiser)
-            pipe.hset(credit_key, mapping=state.new_credit)
-            pipe.expire(credit_key, ttl)
+        state_keys = _state_keys(uid, advertiser)
+        credit = [x for pair in state.new_credit.items() for x in pair]
+        self._evalsha(
+            pipe,
+            self._save_learner_state,
+            state_keys,
+            self.config.memory_seconds,
+            state.events,
+            len(state.viewed),
+            *state.viewed,
+            len(state.bought),
+            *state.bought,
+            *credit,
+        )
+
+    @staticmethod
+    def _evalsha(pipe: Any, script: Any, script_keys: Sequence[str], *args: Any) -> None:
+        pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+
+    async def _idempotent(self, build: Callable[[Any], None]) -> list[Any]:
+        """Run a pipeline of commands that may safely run twice; a Redis that lost its script
+        cache (restarted, or a new cluster node) gets the scripts and the whole pipeline
+        again."""
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            build(pipe)
+            replies = await execute(pipe, raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
+                for script in self._pipelined_scripts:
+                    await self.redis.script_load(script.script)
+                continue
+            _raise_first_error(replies)
+            return replies
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reading the model ----------------------------------------------------------------
 
     async def neighbours(
         self, wanted: Sequence[tuple[str, str, str]], depth: int
@@ -168,17 +394,33 @@ class LearningStore:
             request: _neighbour_list(reply) for request, reply in zip(wanted, replies, strict=True)
         }
 
-    async def backlog(self) -> int:
-        """Stream entries not yet learnt from (read-but-unacknowledged plus unread)."""
-        try:
-            groups: Any = await self.redis.xinfo_groups(keys.EVENT_STREAM)
-        except ResponseError:
-            return 0
-        for group in groups:
-            info = {_text(k): v for k, v in group.items()}
-            if _text(info.get("name", "")) == keys.LEARNING_GROUP:
-                return int(info.get("lag") or 0) + int(info.get("pending") or 0)
-        return 0
+
+def _state_keys(uid: str, advertiser: str) -> list[str]:
+    return [
+        keys.user_learning_views(uid, advertiser),
+        keys.user_learning_purchases(uid, advertiser),
+        keys.user_learning_count(uid, advertiser),
+        keys.user_learning_credit(uid, advertiser),
+    ]
+
+
+def _is_nogroup(reply: Any) -> bool:
+    return isinstance(reply, ResponseError) and str(reply).startswith("NOGROUP")
+
+
+def _raise_first_error(replies: Sequence[Any]) -> None:
+    failure = next((r for r in replies if isinstance(r, Exception)), None)
+    if failure is not None:
+        raise failure
+
+
+def _entries(reply: Any) -> Batch:
+    streams = reply.items() if isinstance(reply, dict) else (reply or [])
+    return [
+        (_text(entry_id), parse_entry(fields) if fields else None)
+        for _, stream_entries in streams
+        for entry_id, fields in stream_entries
+    ]
 
 
 def _neighbour_list(reply: Sequence[bytes | str]) -> NeighbourList:

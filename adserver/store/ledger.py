@@ -118,7 +118,7 @@ class Ledger:
             "publisher": placement.publisher,
             "ts": int(now * 1000),
         }
-        append_to_stream(pipe, orjson.dumps(document), self.limits.stream_maxlen)
+        append_to_stream(pipe, uid, orjson.dumps(document), self.limits.stream_maxlen)
         await execute(pipe)
         return True
 

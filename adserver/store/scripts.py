@@ -113,19 +113,6 @@ redis.call('HINCRBY', KEYS[3], 'conv:' .. ARGV[4], 1)
 return 1
 """
 
-# Add weights to one neighbour list, keep it bounded, keep it alive.
-# KEYS: the list. ARGV: cap (0 = unbounded), ttl_seconds, member, weight, member, weight, ...
-# Trimming happens when the list reaches twice the cap, so new neighbours get room to grow.
-ADD_NEIGHBOURS = """
-for i = 3, #ARGV, 2 do redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i]) end
-local cap = tonumber(ARGV[1])
-if cap > 0 and redis.call('ZCARD', KEYS[1]) > 2 * cap then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1))
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
 # Read one neighbour list with the popularity counts that normalise it.
 # KEYS: the list, the advertiser's popularity zset (same slot). ARGV: item, depth.
 # Returns {count of item, neighbour, weight, count, neighbour, weight, count, ...}.
@@ -138,4 +125,117 @@ for i = 1, #top, 2 do
   out[#out + 1] = redis.call('ZSCORE', KEYS[2], top[i]) or '0'
 end
 return out
+"""
+
+# One batch of one event shard, applied to one advertiser's model (neighbour lists and
+# popularity, all in the advertiser's slot), once: the advertiser's mark for the shard holds the
+# id of the last batch applied, and a batch not newer than it (a replay after a crash) is
+# skipped. KEYS: the mark, then the lists. ARGV: batch id ('ms-seq', the id of its last stream
+# entry), list ttl_seconds, then per list: cap (0 = unbounded), n, n (member, weight) pairs.
+# Trimming happens when a list reaches twice the cap, so new neighbours get room to grow.
+# Returns 1 when applied, 0 for a replay.
+APPLY_LESSONS = """
+local mark = redis.call('GET', KEYS[1])
+if mark then
+  local bm, bs = string.match(ARGV[1], '^(%d+)-(%d+)$')
+  local mm, ms = string.match(mark, '^(%d+)-(%d+)$')
+  bm, bs, mm, ms = tonumber(bm), tonumber(bs), tonumber(mm), tonumber(ms)
+  if bm < mm or (bm == mm and bs <= ms) then return 0 end
+end
+local a = 3
+for k = 2, #KEYS do
+  local cap, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  for i = a + 2, a + 2 * n, 2 do redis.call('ZINCRBY', KEYS[k], ARGV[i + 1], ARGV[i]) end
+  if cap > 0 and redis.call('ZCARD', KEYS[k]) > 2 * cap then
+    redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(cap + 1))
+  end
+  redis.call('EXPIRE', KEYS[k], ARGV[2])
+  a = a + 2 + 2 * n
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+# A worker's heartbeat: live workers share the event shards. KEYS: the workers zset.
+# ARGV: worker token, ttl_ms. Returns how many workers are alive (this one included).
+WORKER_HEARTBEAT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 10 * tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# Keep a shard lease if it is still this worker's. KEYS: lease. ARGV: token, ttl_ms.
+# Returns 1 when renewed, 0 when it is lost.
+RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# Give a shard lease up if it is still this worker's. KEYS: lease. ARGV: token.
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# Write a shard's journal (the batch about to be applied), only while holding its lease, and
+# renew the lease. KEYS: lease, journal. ARGV: token, ttl_ms, journal.
+# Returns 1 when written, 0 when the lease is lost.
+WRITE_JOURNAL = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+return 1
+"""
+
+# Acknowledge an applied batch and drop its journal, atomically, only while holding the shard's
+# lease. KEYS: lease, stream, journal. ARGV: token, group, entry id...
+# Returns 1 when acknowledged, 0 when the lease is lost.
+ACKNOWLEDGE_BATCH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 3, #ARGV, 1000 do
+  redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+# The learner's state of one shopper at one shop, overwritten in one call (idempotent).
+# KEYS: views window, purchases window, event count, credit hash (one user: one slot).
+# ARGV: ttl_seconds, events, n, n viewed skus (oldest first), m, m bought skus,
+#       then the pairs credited in the batch: field, weight, field, weight, ...
+SAVE_LEARNER_STATE = """
+local ttl = ARGV[1]
+local a = 3
+for k = 1, 2 do
+  local n = tonumber(ARGV[a])
+  redis.call('DEL', KEYS[k])
+  for i = a + 1, a + n, 1000 do
+    redis.call('RPUSH', KEYS[k], unpack(ARGV, i, math.min(i + 999, a + n)))
+  end
+  if n > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+  a = a + 1 + n
+end
+redis.call('SET', KEYS[3], ARGV[2], 'EX', ttl)
+if a < #ARGV then
+  for i = a, #ARGV, 1000 do
+    redis.call('HSET', KEYS[4], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
+return 1
+"""
+
+# The learner's state of one shopper at one shop. KEYS: as SAVE_LEARNER_STATE.
+# Returns {views, purchases, event count or false, {field, weight, ...}}.
+LOAD_LEARNER_STATE = """
+return {
+  redis.call('LRANGE', KEYS[1], 0, -1),
+  redis.call('LRANGE', KEYS[2], 0, -1),
+  redis.call('GET', KEYS[3]),
+  redis.call('HGETALL', KEYS[4]),
+}
 """

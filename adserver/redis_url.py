@@ -1,0 +1,75 @@
+"""`REDIS_URL` forms Kaeru accepts, checked without importing redis (settings use it at start-up).
+
+- `redis://`, `rediss://`, `unix://`: one Redis (redis-py's own URL syntax).
+- `redis+cluster://[user:password@]host:port[,host:port...]` (`rediss+cluster://` for TLS): a
+  Redis Cluster, reached through any of the listed nodes (the client discovers the others).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+SINGLE_SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SCHEMES = SINGLE_SCHEMES + CLUSTER_SCHEMES
+DEFAULT_PORT = 6379
+
+
+class RedisUrlError(ValueError):
+    """What is wrong with a Redis URL (without the URL itself: it may hold a password)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterUrl:
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def check_url(url: str) -> None:
+    """Raise RedisUrlError unless `url` is one of the accepted forms."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise RedisUrlError(f"scheme must be one of {', '.join(f'{s}://' for s in SCHEMES)}")
+    if scheme in CLUSTER_SCHEMES:
+        parse_cluster_url(url)
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    """`redis+cluster://[user:password@]h1:p1[,h2:p2...][/0]` -> the nodes and credentials."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in CLUSTER_SCHEMES:
+        raise RedisUrlError(f"a cluster URL starts with {' or '.join(CLUSTER_SCHEMES)}://")
+    # The node list is not a valid URL authority (commas), so split it by hand.
+    authority, _, tail = rest.partition("/")
+    if "?" in authority or "#" in authority or "?" in tail or "#" in tail:
+        raise RedisUrlError("query options are not supported in a cluster URL")
+    if tail not in ("", "0"):
+        raise RedisUrlError("a cluster has only database 0: no path after the nodes")
+    userinfo, at, hosts = authority.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = tuple(_node(entry.strip()) for entry in hosts.split(","))
+    return ClusterUrl(nodes, username, password, tls=scheme.lower() == "rediss+cluster")
+
+
+def _node(entry: str) -> tuple[str, int]:
+    if not entry:
+        raise RedisUrlError("list nodes as host:port,host:port")
+    try:
+        parts = urlsplit(f"//{entry}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise RedisUrlError(f"{entry!r} is not host:port") from None
+    if not host or parts.username or parts.path:
+        raise RedisUrlError(f"{entry!r} is not host:port")
+    return host, DEFAULT_PORT if port is None else port

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from adserver.catalog import FeedError, Product, parse_feed, parse_product
 from adserver.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from adserver.redis_url import redact
 from adserver.settings import ADVERTISER_ID, Settings, SettingsError
 from adserver.store import RedisError, Store, StoreLimits, connect
 
@@ -166,7 +167,9 @@ def _with_redis(settings: Settings, run: Callable[[Settings], int]) -> int:
     embedded = EmbeddedRedis(settings.data_dir)
     url = embedded.start()
     if embedded.process is not None:
-        log.info("embedded Redis started at %s (AOF everysec in %s)", url, settings.data_dir)
+        log.info(
+            "embedded Redis started at %s (AOF everysec in %s)", redact(url), settings.data_dir
+        )
     try:
         return run(replace(settings, redis_url=url))
     finally:
@@ -328,7 +331,7 @@ def run_worker(settings: Settings, name: str | None) -> int:
             loop.add_signal_handler(signum, stop.set)
         redis = connect(redis_url, timeout=5.0)
         worker = RelatedWorker(LearningStore(redis, LearningConfig()), consumer=name)
-        log.info("related-items worker %r learning from %s", worker.consumer, redis_url)
+        log.info("related-items worker %r learning from %s", worker.consumer, redact(redis_url))
         try:
             await worker.run(stop)
         finally:

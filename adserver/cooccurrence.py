@@ -1,17 +1,18 @@
 """Learning which products go together, from the event stream, one batch at a time (pure).
 
 For every product view the shopper's previous few views (their *window*) pair with it, both
-ways, with a weight that falls with the distance between the two views (1/log2(1 + d)); each
-ordered pair is credited once per shopper, at its closest distance. Purchases pair with the
+ways, with a weight that falls with the distance between the two views (1/log2(1 + d)).
+Purchases pair with the
 other items of the same order and with the shopper's earlier purchases (`cross_sell`).
 Every increment is scaled by a forward-decay factor 2^((t - EPOCH) / half_life): newer
 evidence weighs exponentially more, so last season's pairs fade from the ranking without ever
 rewriting old scores.
 
-A shopper's influence is bounded: a pair gains at most weight 1 from one shopper (the
-learner remembers what it credited for `memory_seconds`), repeated views of one product in a
-row teach no pairs, and after `max_events_per_shopper` events within that memory a shopper
-teaches nothing more. Measured on real data (`kaeru eval`, README) this also ranks better.
+A shopper's influence is bounded: while two products stay in the shopper's window, their pair
+gains at most weight 1 from that shopper (`credit_once`: what was credited is remembered for
+the pairs of the window only, a few hundred bytes, instead of every pair the shopper ever
+formed); repeated views of one product in a row teach no pairs, and after
+`max_events_per_shopper` events within `memory_seconds` a shopper teaches nothing more.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 DECAY_EPOCH_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+CREDIT_SCALE = 65535  # what a shopper credited to a pair is remembered in 1/65535ths
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,8 @@ class ShopperState:
     viewed: list[str] = field(default_factory=list)  # oldest first, at most `window`
     bought: list[str] = field(default_factory=list)
     events: int = 0
-    credit: dict[str, float] = field(default_factory=dict)  # "a\x1fb" -> weight credited
-    new_credit: dict[str, float] = field(default_factory=dict)  # credited in this batch
+    # "a\x1fb" -> weight credited to the ordered pair a-then-b, for pairs of the window only
+    credit: dict[str, float] = field(default_factory=dict)
 
 
 Weights = dict[tuple[str, str], dict[str, float]]  # (advertiser, item) -> neighbour -> weight
@@ -146,12 +148,22 @@ def _learn_view(
             credited = state.credit.get(pair, 0.0)
             if weight <= credited:
                 continue
-            state.credit[pair] = state.new_credit[pair] = weight
+            # Remembered in 1/65535ths, rounded up (as stored, see store.learning), so the
+            # model does not depend on where batches start and end.
+            state.credit[pair] = math.ceil(weight * CREDIT_SCALE) / CREDIT_SCALE
             weight -= credited
         lessons.co_viewed[(advertiser, earlier)][item] += weight * scale
         lessons.co_viewed[(advertiser, item)][earlier] += weight * scale * config.reverse_weight
     window.append(item)
-    del window[: max(0, len(window) - config.window)]
+    left = window[: max(0, len(window) - config.window)]
+    del window[: len(left)]
+    if state.credit and any(gone not in window for gone in left):
+        inside = set(window)
+        state.credit = {
+            pair: weight
+            for pair, weight in state.credit.items()
+            if all(part in inside for part in pair.split("\x1f"))
+        }
 
 
 def _learn_purchase(

@@ -27,7 +27,6 @@ import orjson
 from adserver.group_commit import GroupCommit
 from adserver.shopper import EVENT_KINDS, LineItem, ShopperEvent
 from adserver.store import RedisError
-from adserver.waiting import settled_within
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +79,8 @@ class EventWriter:
         self._on_overflow = on_overflow
         self._commit = GroupCommit[list[Entry]](self._flush_batches)
         self._attempts: set[asyncio.Future[None]] = set()  # writes under way
+        self._replaying = asyncio.Lock()  # one replay at a time: the replayer task, drain
+        self._dropped = 0  # entries dropped from the front of the buffer so far (overflow)
         self.replayed = 0
 
     async def _flush_batches(self, batches: Sequence[list[Entry]]) -> None:
@@ -91,10 +92,11 @@ class EventWriter:
         if self.buffer or self.breaker.open:
             self._keep(entries)  # behind what is already waiting, to keep the order
             return False
-        attempt = self._commit.enqueue(entries)
+        batch = self._commit.enqueue(entries)
+        attempt = batch.written  # shared by the batch's writers
         self._attempts.add(attempt)
         attempt.add_done_callback(lambda done: self._settle(done, entries))
-        if not await settled_within(attempt, self.deadline):
+        if not await batch.settled_within(self.deadline):
             return False  # still on its way: buffered by _settle should it fail
         return not attempt.cancelled() and attempt.exception() is None
 
@@ -109,29 +111,38 @@ class EventWriter:
     def _keep(self, entries: Sequence[Entry]) -> None:
         overflow = len(self.buffer) + len(entries) - self.capacity
         if overflow > 0:
-            for _ in range(min(overflow, len(self.buffer))):
+            dropped = min(overflow, len(self.buffer))
+            for _ in range(dropped):
                 self.buffer.popleft()
+            self._dropped += dropped
             self._on_overflow(overflow)
         self.buffer.extend(entries[-self.capacity :])
 
     async def replay_once(self, *, probe: bool = False) -> int:
         """Write the oldest buffered events; returns how many went out. `probe` tries even
-        while the circuit breaker is open (shutdown: Redis may just have come back)."""
-        if not self.buffer or (self.breaker.open and not probe):
-            return 0
-        batch = [self.buffer[i] for i in range(min(REPLAY_BATCH, len(self.buffer)))]
-        try:
-            await self._write(batch)
-        except (RedisError, OSError) as exc:
-            self.breaker.failed()
-            if not probe:
-                log.warning("replay of %d buffered events failed: %s", len(batch), exc)
-            return 0
-        self.breaker.succeeded()
-        for _ in batch:
-            self.buffer.popleft()
-        self.replayed += len(batch)
-        return len(batch)
+        while the circuit breaker is open (shutdown: Redis may just have come back). Safe to
+        call concurrently (the replayer task and `drain`): replays take turns, so a batch is
+        written once and leaves the buffer once."""
+        async with self._replaying:
+            if not self.buffer or (self.breaker.open and not probe):
+                return 0
+            batch = [self.buffer[i] for i in range(min(REPLAY_BATCH, len(self.buffer)))]
+            dropped = self._dropped
+            try:
+                await self._write(batch)
+            except (RedisError, OSError) as exc:
+                self.breaker.failed()
+                if not probe:
+                    log.warning("replay of %d buffered events failed: %s", len(batch), exc)
+                return 0
+            self.breaker.succeeded()
+            # An overflow meanwhile dropped the oldest entries (of this batch first): only the
+            # rest of the batch is still at the front of the buffer.
+            written = max(0, len(batch) - (self._dropped - dropped))
+            for _ in range(min(written, len(self.buffer))):
+                self.buffer.popleft()
+            self.replayed += len(batch)
+            return len(batch)
 
     async def run_replayer(self, interval: float = 0.25) -> None:
         while True:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -26,6 +27,24 @@ class ClusterUrl:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+
+
+_PASSWORD_OPTION = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def redact(url: str) -> str:
+    """`url` fit for a log line: its password (in `user:password@` or a `password=` query
+    option, as redis-py takes it for unix sockets) replaced by `***`. A user info without a
+    colon (`token@host`) is taken for a password too, since some write it so."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    # Up to the last '@': a password with a stray '/', '?' or '#' in it is hidden all the same.
+    userinfo, at, rest = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:***@" if colon else "***@"
+    return scheme + sep + userinfo + _PASSWORD_OPTION.sub(r"\1***", rest)
 
 
 def is_cluster_url(url: str) -> bool:

@@ -89,7 +89,8 @@ class Settings:
     def from_env(
         cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
     ) -> Settings:
-        """Build settings from `env` (default: os.environ); `overrides` (CLI flags) win."""
+        """Build settings from `env` (default: os.environ); `overrides` (CLI flags) win, and are
+        checked like the variables they override (problems name the flag: `--redis-url`)."""
         env = os.environ if env is None else env
         reader = _Reader(env)
         values: dict[str, object] = {
@@ -119,8 +120,13 @@ class Settings:
             "port": reader.integer("KAERU_PORT", 8080, 1, 65535),
         }
         for key, value in (overrides or {}).items():
-            if value is not None:
-                values[key] = value
+            if value is None:
+                continue
+            if key == "redis_url":
+                value = reader.check_redis_url("--redis-url", str(value).strip())
+            elif key == "port":
+                value = reader.within("--port", int(str(value)), 8080, 1, 65535)
+            values[key] = value
         if reader.problems:
             raise SettingsError(reader.problems)
         return cls(**values)  # type: ignore[arg-type]
@@ -168,6 +174,9 @@ class _Reader:
         except ValueError:
             self.problems.append(f"{name}={raw!r}: not a whole number")
             return default
+        return self.within(name, value, default, low, high)
+
+    def within(self, name: str, value: int, default: int, low: int, high: int) -> int:
         if not low <= value <= high:
             self.problems.append(f"{name}={value}: must be between {low} and {high}")
             return default
@@ -227,14 +236,16 @@ class _Reader:
 
     def redis_url(self, name: str) -> str | None:
         raw = self._raw(name)
-        if raw is None:
-            return None
+        return None if raw is None else self.check_redis_url(name, raw)
+
+    def check_redis_url(self, name: str, url: str) -> str | None:
+        """`url` if Kaeru takes it (the variable's or a flag's value: `name` says which)."""
         try:
-            check_url(raw)
+            check_url(url)
         except RedisUrlError as exc:
             self.problems.append(f"{name}: {exc}")
             return None
-        return raw
+        return url
 
     def secret(self, name: str) -> bytes:
         raw = self._raw(name)

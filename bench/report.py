@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from redis_stats import MonitorSample, RedisDelta, ShopperMemory
@@ -12,7 +13,7 @@ from redis_stats import MonitorSample, RedisDelta, ShopperMemory
 KIB = 1024
 BUDGET_BYTES = 2 * KIB
 PROFILE_KINDS = ("a", "v", "c", "b", "m", "o")  # what the profile script writes
-LEARNER_KINDS = ("wv", "wb", "wn", "wc")  # the related-items worker's per-shopper state
+LEARNER_KINDS = ("wv", "wb", "wn", "wk")  # the related-items worker's per-shopper state
 DELIVERY_KINDS = ("f", "t")  # frequency caps and last touch, written by served ads
 KIND_NAMES = {
     "a": "shops",
@@ -24,10 +25,11 @@ KIND_NAMES = {
     "wv": "learner views",
     "wb": "learner buys",
     "wn": "learner count",
-    "wc": "learner pair credits",
+    "wk": "learner pair credits",
     "f": "caps",
     "t": "last touch",
 }
+PROFILING_NOTES = Path(__file__).with_name("PROFILING.md")
 HOW_TO_RUN = """\
 How to run: `.venv/bin/python bench/run.py [--duration 10] [--connections 64] \
 [--out bench/RESULTS.md]` (needs `redis-server`; `wrk` and `nginx` are optional: \
@@ -167,6 +169,8 @@ def render(c: Context) -> str:
     out += _memory(c)
     out += _budgets(c)
     out += _method(c)
+    if PROFILING_NOTES.exists():  # hand-written: where the time goes, what changed (profile.py)
+        out += ["", PROFILING_NOTES.read_text(encoding="utf-8").strip()]
     return "\n".join(out) + "\n"
 
 
@@ -322,7 +326,7 @@ def _memory(c: Context) -> list[str]:
         "u:{uid}:*`), averaged over the first 50 of 2,000 seeded shoppers with 50 distinct "
         "viewed products each.",
         "",
-        "| when | all keys B/shopper | keys | profile (a, v, …) | learner (wv, wn, wc) "
+        "| when | all keys B/shopper | keys | profile (a, v, …) | learner (wv, wn, wk) "
         "| delivery (caps, touch) | by key kind |",
         "|---|--:|--:|--:|--:|--:|---|",
     ]

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
+import pytest
+import redis
 
 from adserver.embedded_redis import free_port
 from tests.conftest import BROWSER, product_row
@@ -97,6 +99,60 @@ def test_bad_configuration_stops_start_up_naming_the_variable(tmp_path: Path) ->
     result = kaeru("serve", env=kaeru_env(tmp_path, KAERU_LOOKBACK_DAYS="-1"))
     assert result.returncode == 2
     assert "KAERU_LOOKBACK_DAYS" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "url", "problem"),
+    [
+        ("serve", "http://127.0.0.1:6379", "scheme must be one of redis://"),
+        ("worker", "redis+cluster://h:1,,h:2", "list nodes as host:port"),
+        ("catalog", "redis+cluster://h:1/3", "a cluster has only database 0"),
+    ],
+)
+def test_a_bad_redis_url_flag_stops_start_up_naming_the_flag(
+    tmp_path: Path, command: str, url: str, problem: str
+) -> None:
+    args = [command]
+    if command == "catalog":
+        args += ["import", str(tmp_path / "feed.csv"), "--advertiser", "shop1"]
+    result = kaeru(*args, "--redis-url", url, env=kaeru_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert f"--redis-url: {problem}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_log_line_shows_the_redis_password(tmp_path: Path, redis_url: str) -> None:
+    password = "s3cret-" + os.urandom(8).hex()
+    base = redis_url.removeprefix("redis://")
+    with redis.Redis.from_url(redis_url) as admin:
+        admin.acl_setuser(
+            "kaeru-cli", enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"]
+        )
+        try:
+            log = tmp_path / "worker.log"
+            env = kaeru_env(tmp_path / "data")
+            command = [sys.executable, "-m", "adserver.cli", "worker", "--name", "quiet"]
+            with log.open("wb") as output:
+                process = subprocess.Popen(
+                    [*command, "--redis-url", f"redis://kaeru-cli:{password}@{base}"],
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                deadline = time.monotonic() + 30
+                while "learning from shards" not in log.read_text():  # connected: it works
+                    assert process.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.1)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=15) == 0, log.read_text()
+        finally:
+            admin.acl_deluser("kaeru-cli")
+    text = log.read_text()
+    assert f"learning from redis://kaeru-cli:***@{base}" in text
+    assert password not in text
 
 
 def test_serve_runs_on_embedded_redis_with_aof_and_stops_it(tmp_path: Path) -> None:

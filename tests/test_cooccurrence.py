@@ -90,3 +90,28 @@ def test_plain_mode_counts_every_pair_like_association_rules() -> None:
     co = lessons.co_viewed
     assert co[("shop1", "a")]["b"] == 2.0  # (a,b) and (b,a) both pair a with b
     assert co[("shop1", "a")]["a"] == 2.0  # a repeat pairs with itself, both ways
+
+
+def test_credit_is_remembered_for_the_pairs_of_the_window_only() -> None:
+    others = [f"x{n}" for n in range(10)]  # pushes a and b out of the 10-view window
+    lessons, states = lessons_for(views("u", "a", "b", *others, "a", "b"))
+    # a-then-b credited when first seen together, and again once they came back together.
+    assert lessons.co_viewed[("shop1", "a")]["b"] == 2.0
+    credit = states[("u", "shop1")].credit
+    window = set(states[("u", "shop1")].viewed)
+    assert credit and all(set(pair.split("\x1f")) <= window for pair in credit)
+    assert len(credit) <= 10 * 9  # bounded by the window, whatever the history
+
+
+def test_stored_credit_names_items_by_their_place_in_the_window() -> None:
+    from adserver.store.learning import decode_credit, encode_credit
+
+    window = ["a", "b", "a", "c"]
+    credit = {"a\x1fb": 1.0, "b\x1fc": 0.63, "c\x1fa": 0.5, "gone\x1fa": 1.0}
+    blob = encode_credit(window, credit)
+    assert len(blob) == 3 * 4
+    decoded = decode_credit(window, blob)
+    assert decoded.keys() == {"a\x1fb", "b\x1fc", "c\x1fa"}
+    for pair, weight in decoded.items():  # rounded up: a pair is never credited twice
+        assert credit[pair] <= weight <= credit[pair] + 1 / 65535
+    assert decode_credit(["a"], blob) == {}  # places beyond a shorter window are ignored

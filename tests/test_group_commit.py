@@ -61,3 +61,23 @@ async def test_drain_waits_for_queued_writes() -> None:
         commit.submit_nowait(n)
     await commit.drain()
     assert done == [0, 1, 2]
+
+
+async def test_writers_of_a_batch_share_its_deadline_and_one_giving_up_stops_no_other() -> None:
+    release = asyncio.Event()
+
+    async def flush(items: Sequence[int]) -> None:
+        await release.wait()
+
+    commit = GroupCommit[int](flush)
+    batches = [commit.enqueue(n) for n in range(3)]
+    assert batches[0] is batches[1] is batches[2]
+    impatient = asyncio.ensure_future(batches[0].settled_within(10))
+    patient = [asyncio.ensure_future(b.settled_within(0.05)) for b in batches[1:]]
+    await asyncio.sleep(0)
+    impatient.cancel()
+    assert await asyncio.gather(*patient) == [False, False]  # deadline passed, still writing
+    assert not batches[0].written.done()  # the write itself was never cancelled
+    release.set()
+    await commit.drain()
+    assert await batches[0].settled_within(0.05) and batches[0].written.result() is None

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import closing, contextmanager
 from decimal import Decimal
 
 import pytest
+import redis
 
+from adserver.event_writer import EventWriter
+from adserver.redis_url import is_cluster_url, parse_cluster_url
 from adserver.shopper import ShopperEvent
-from adserver.store import Placement, Store, StoreLimits, connect
+from adserver.store import Placement, Store, StoreLimits, connect, keys
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -86,3 +91,73 @@ async def test_purchase_facts_feed_the_audiences(store: Store) -> None:
     history = (await store.load_shopper(UID, now=NOON + 120)).histories[0]
     assert (history.orders, history.revenue) == (2, Decimal(40))
     assert history.cart_since == pytest.approx(NOON + 90)
+
+
+@contextmanager
+def without_the_ledger(redis_url: str) -> Iterator[str]:
+    """A URL for a Redis user who may write shoppers' profiles and the event stream but not the
+    advertisers' ledger (as if the conversion's round trip failed); removed afterwards."""
+    name, password = f"no-ledger-{secrets.token_hex(4)}", secrets.token_hex(8)
+    if is_cluster_url(redis_url):  # every node checks the commands it runs
+        clients = [redis.Redis(host=h, port=p) for h, p in parse_cluster_url(redis_url).nodes]
+    else:
+        clients = [redis.Redis.from_url(redis_url)]
+    scheme, _, hosts = redis_url.partition("://")
+    try:
+        for client in clients:
+            client.acl_setuser(
+                name, enabled=True, passwords=[f"+{password}"], keys=["u:*", "ev:*"],
+                commands=["+@all"],
+            )  # fmt: skip
+        yield f"{scheme}://{name}:{password}@{hosts}"
+    finally:
+        for client in clients:
+            with closing(client):
+                client.acl_deluser(name)
+
+
+async def test_a_purchase_replayed_after_its_conversion_failed_is_counted_once(
+    store: Store, redis_url: str
+) -> None:
+    """The profile write succeeds, the conversion's round trip fails: the event writer keeps
+    the event and replays it, and the replay counts the conversion (once, however often)."""
+    await store.ledger.record_click(UID, PLACEMENT, "sku-1", NOON)
+    event = ShopperEvent(
+        "shop1", "purchase", ("sku-1",), order="o1", revenue=Decimal("20"), currency="EUR"
+    )
+    with without_the_ledger(redis_url) as limited_url:
+        limited = Store(connect(limited_url), store.limits)
+        writes_to = [limited]
+        writer = EventWriter(lambda batch: writes_to[-1].record_many(batch), deadline=5.0)
+        try:
+            assert not await writer.write([(UID, event, NOON + 60)])
+        finally:
+            await limited.close()
+    assert len(writer.buffer) == 1  # the writer keeps it for a replay
+    history = (await store.load_shopper(UID, now=NOON + 120)).histories[0]
+    assert (history.orders, history.bought) == (1, ("sku-1",))  # the profile was written
+    day = "20261119"
+    conv = f"conv\t{PLACEMENT.key}"
+    assert conv not in (await store.ledger.daily_stats("shop1", [day]))[day]  # not counted yet
+    writes_to.append(store)  # the ledger answers again
+    assert await writer.drain() == 0
+    assert await store.record_many([(UID, event, NOON + 60)]) == []  # and once more: no change
+    stats = (await store.ledger.daily_stats("shop1", [day]))[day]
+    assert (stats[conv], stats[f"revenue\t{PLACEMENT.key}"]) == (1, Decimal(20))
+    history = (await store.load_shopper(UID, now=NOON + 120)).histories[0]
+    assert (history.orders, history.revenue) == (1, Decimal(20))  # the profile counted it once
+    totals = await store.ledger.campaign_totals(["shop1"])
+    assert totals["shop1"]["conv:c1"] == 1
+
+
+async def test_an_order_in_the_old_set_of_orders_is_still_deduplicated_and_forgotten(
+    store: Store,
+) -> None:
+    legacy = keys.user_orders_legacy(UID, "shop1")
+    await store.redis.sadd(legacy, "o1")  # written before orders kept their attribution
+    await store.ledger.record_click(UID, PLACEMENT, "sku-1", NOON)
+    assert await purchase(store, "o1", NOON + 60) == []
+    history = (await store.load_shopper(UID, now=NOON + 120)).histories[0]
+    assert (history.orders, history.bought) == (0, ())
+    await store.forget(UID, ["shop1"])
+    assert not await store.redis.exists(legacy)

@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.responses import TRANSPARENT_GIF
+from adserver.store import keys
 from tests.conftest import SHOP, stream_events
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
@@ -140,8 +141,8 @@ async def test_repeated_purchase_of_an_order_is_recorded_once(
     uid = stocked.session.cookie_jar.filter_cookies(stocked.make_url("/"))["uid"].value
     shopper = await stocked.app[STORE].load_shopper(uid)
     assert shopper.histories[0].purchased == frozenset({"sku-1"})
-    orders = await stocked.app[STORE].redis.smembers(f"u:{{{uid}}}:o:{SHOP}")
-    assert orders == {b"o-1"}
+    orders = await stocked.app[STORE].redis.hkeys(keys.user_orders(uid, SHOP))
+    assert orders == [b"o-1"]
 
 
 async def test_opted_out_browser_is_not_tracked(

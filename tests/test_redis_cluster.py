@@ -328,6 +328,69 @@ async def _wait_for_failover(cluster: EmbeddedCluster, old_master: int) -> None:
     raise AssertionError("no replica took over within 30 s")
 
 
+# -- readiness ------------------------------------------------------------------------------
+
+
+async def _idle_app(cluster: EmbeddedCluster, aiohttp_client: Any, data: Path) -> Any:
+    settings = Settings(
+        redis_url=cluster.url,
+        data_dir=data,
+        secret=SECRET,
+        advertisers={SHOP: SHOP_TOKEN},
+        run_worker=False,
+    )
+    return await aiohttp_client(create_app(settings), server_kwargs={"port": free_port()})
+
+
+async def _ready(client: Any) -> bool:
+    response = await client.get("/readyz")
+    await response.read()
+    return bool(response.status == 200)
+
+
+async def test_readyz_is_not_ready_while_any_master_is_unreachable(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    cluster = EmbeddedCluster(tmp_path / "cluster", masters=3)  # no replicas: no failover
+    cluster.start()
+    try:
+        client = await _idle_app(cluster, aiohttp_client, tmp_path / "data")
+        assert await _ready(client)
+        default = client.app[STORE].redis.get_default_node()  # what a plain PING asks
+        victim = next(node for node in cluster.primaries() if node.port != default.port)
+        cluster.pause(victim)
+        try:
+            started = time.monotonic()
+            response = await client.get("/readyz")
+            assert response.status == 503
+            assert (await response.json())["redis"] == "unreachable"
+            assert time.monotonic() - started < 5  # a probe's answer, not a hang
+        finally:
+            cluster.resume(victim)
+        assert await _ready(client)
+    finally:
+        cluster.stop()
+
+
+async def test_readyz_sees_a_failover_without_traffic(
+    failover_cluster: EmbeddedCluster, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """An idle process (a failing readiness probe takes its traffic away) learns the new
+    topology itself: it does not stay unready once a replica has taken over."""
+    client = await _idle_app(failover_cluster, aiohttp_client, tmp_path / "data")
+    assert await _ready(client)
+    victim = failover_cluster.primaries()[0]
+    failover_cluster.pause(victim)
+    try:
+        await _wait_for_failover(failover_cluster, victim.port)
+        deadline = time.monotonic() + 10
+        while not await _ready(client):
+            assert time.monotonic() < deadline, "still not ready after the failover"
+            await asyncio.sleep(0.2)
+    finally:
+        failover_cluster.resume(victim)
+
+
 # -- the `kaeru` command on a cluster -------------------------------------------------------
 
 

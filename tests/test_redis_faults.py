@@ -15,7 +15,10 @@ import pytest
 
 from adserver.app import create_app
 from adserver.embedded_redis import EmbeddedRedis, free_port
+from adserver.event_writer import REPLAY_BATCH, EventWriter
 from adserver.settings import Settings
+from adserver.shopper import ShopperEvent
+from adserver.store import Store, connect, keys
 from tests.conftest import BROWSER, SHOP, stream_events
 
 
@@ -82,3 +85,38 @@ async def test_a_full_buffer_drops_the_oldest_and_counts_them(
     metrics = await (await client.get("/metrics")).text()
     assert "kaeru_events_dropped_total 2.0" in metrics
     assert (await (await client.get("/readyz")).json())["buffered_events"] == 3
+
+
+async def test_the_replayer_and_drain_at_once_write_each_buffered_event_once(
+    own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A shutdown drains the buffer while the replayer task may still be replaying it: they
+    take turns, so no event is written twice and none is taken off the buffer unwritten."""
+    store = Store(connect(own_redis.url))
+    writer = EventWriter(store.record_many)
+    own_redis.stop()
+    count = REPLAY_BATCH + REPLAY_BATCH // 2  # two batches: the second one smaller
+    entries = [
+        (f"{n:022d}", ShopperEvent(SHOP, "view", (f"sku-{n}",)), 1_000_000.0 + n)
+        for n in range(count)
+    ]
+    assert not await writer.write(entries)
+
+    async def buffered() -> bool:
+        return len(writer.buffer) == count
+
+    await poll(buffered)
+    revived = EmbeddedRedis(tmp_path / "redis2", persistent=False, port=own_redis.port)
+    revived.start()
+    try:
+        replayer = asyncio.create_task(writer.run_replayer(interval=0.01))
+        await asyncio.sleep(0)  # the replayer's first batch is on its way
+        assert await writer.drain() == 0
+        assert not replayer.done()  # it did not crash either
+        replayer.cancel()
+        lengths = [await store.redis.xlen(keys.event_stream(s)) for s in range(keys.EVENT_SHARDS)]
+        assert sum(lengths) == count  # each event once on the stream
+        assert writer.replayed == count
+    finally:
+        await store.close()
+        revived.stop()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from adserver.redis_url import redact
 from adserver.settings import Settings, SettingsError
 
 
@@ -41,6 +42,37 @@ def test_flags_override_environment() -> None:
     settings = Settings.from_env({"KAERU_PORT": "9000"}, overrides={"port": 9100, "host": None})
     assert settings.port == 9100
     assert settings.host == "127.0.0.1"
+
+
+def test_flags_are_checked_like_the_variables_they_override() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {"REDIS_URL": "redis://fine:6379/0", "KAERU_LOOKBACK_DAYS": "0"},
+            overrides={"redis_url": "redis+cluster://h:1?timeout=3", "port": 70000},
+        )
+    assert caught.value.problems == [
+        "KAERU_LOOKBACK_DAYS=0: must be between 1 and 400",
+        "--redis-url: query options are not supported in a cluster URL",
+        "--port=70000: must be between 1 and 65535",
+    ]
+    flagged = Settings.from_env({}, overrides={"redis_url": " unix:///s ", "port": 1})
+    assert (flagged.redis_url, flagged.port) == ("unix:///s", 1)
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://kaeru:p%40ss@10.0.0.1:6379/0", "redis://kaeru:***@10.0.0.1:6379/0"),
+        ("rediss://:token@cache.example:6380", "rediss://:***@cache.example:6380"),
+        ("redis://token@cache.example", "redis://***@cache.example"),
+        ("redis://u:p/a?s#s@h:1/0", "redis://u:***@h:1/0"),
+        ("unix:///run/redis.sock?db=2&password=pw", "unix:///run/redis.sock?db=2&password=***"),
+        ("redis+cluster://kaeru:pw@h1:7000,h2:7001", "redis+cluster://kaeru:***@h1:7000,h2:7001"),
+    ],
+)
+def test_redis_urls_are_logged_without_their_password(url: str, logged: str) -> None:
+    assert redact(url) == logged
 
 
 def test_every_bad_variable_is_named_in_one_error() -> None:

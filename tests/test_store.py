@@ -110,3 +110,12 @@ async def test_an_event_write_is_one_round_trip(store: Store) -> None:
         "cmdstat_script|exists"
     )
     assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 2
+
+
+def test_packed_commands_are_what_redis_py_sends() -> None:
+    from redis.asyncio.connection import Connection
+
+    from adserver.store.base import pack
+
+    command = ("EVALSHA", "a" * 40, 2, "u:{x}:a", "ключ", 1700000000000, "", b'{"d":"\xc3\xa9"}')
+    assert pack(command) == b"".join(Connection().pack_command(*command))

@@ -111,3 +111,16 @@ async def test_buyer_sees_what_others_bought_with_it(stocked: TestClient[Any, An
     response = await stocked.get("/ad.json", params={"pub": "news1", "size": "320x50"})
     products = (await response.json())["products"]
     assert [(p["id"], p["strategy"]) for p in products] == [("sku-2", "cross_sell")]
+
+
+async def test_a_shopper_with_50_views_takes_at_most_2_kib_of_redis(store: Store) -> None:
+    """DESIGN.md's budget, for everything kept about the shopper: profile and learner state."""
+    uid = "m" * 22
+    start = time.time()
+    events = [ShopperEvent(SHOP, "view", (f"sku-{n}",)) for n in range(1, 51)]
+    await store.record_many([(uid, event, start + n) for n, event in enumerate(events)])
+    await worker_for(store).drain()
+    names = [k async for k in store.redis.scan_iter(match=f"u:{{{uid}}}:*")]
+    assert any(b":wv:" in k for k in names) and any(b":wk:" in k for k in names)
+    sizes = [await store.redis.memory_usage(k, samples=0) or 0 for k in names]
+    assert sum(sizes) <= 2048, dict(zip(names, sizes, strict=True))

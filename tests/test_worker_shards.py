@@ -94,8 +94,8 @@ async def snapshot(redis: Redis) -> Model:
                 model[key] = [text(v) for v in await redis.lrange(key, 0, -1)]
             elif kind == "wn":
                 model[key] = int(await redis.get(key) or 0)
-            elif kind == "wc":
-                model[key] = {text(k): float(v) for k, v in (await redis.hgetall(key)).items()}
+            elif kind == "wk":
+                model[key] = await redis.get(key)
     return model
 
 
@@ -312,21 +312,36 @@ async def test_killed_worker_process_is_taken_over_with_nothing_lost_or_counted_
     tested, reference = stores
     start = time.time() - 86400
     await record(stores, shopping(100, 400, start))
+    assert await tested.redis.zcard(keys.LEARNING_WORKERS) == 0  # no stray worker here
     doomed, survivor = worker_processes("doomed"), worker_processes("survivor")
+    running = {"doomed": doomed, "survivor": survivor}
+
+    async def held_by(names: set[str]) -> bool:
+        """Whether exactly `names` hold the shards; fails at once, with its log, when a
+        worker process died (a crash, not slowness) or when a worker this test did not start
+        holds a shard, instead of ending in a timeout that says neither."""
+        for name, process in running.items():
+            if process.poll() is not None:
+                log = (tmp_path / f"{name}.log").read_text()
+                raise AssertionError(f"worker {name} exited ({process.returncode}):\n{log}")
+        holding = set(await holders(tested)) - {""}
+        assert holding <= {"doomed", "survivor"}, f"held by workers not started here: {holding}"
+        return holding == names
 
     async def shared() -> bool:
-        return set(await holders(tested)) == {"doomed", "survivor"}
+        return await held_by({"doomed", "survivor"})
 
     await wait_for(shared, 30, "both processes holding shards")
     for wave in range(101, 104):
         await record(stores, shopping(wave, 400, start + (wave - 100) * 7200))
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
+    del running["doomed"]
     for wave in range(104, 106):
         await record(stores, shopping(wave, 400, start + (wave - 100) * 7200))
 
     async def taken_over_and_learnt() -> bool:
-        return set(await holders(tested)) == {"survivor"} and await _idle(tested)
+        return await held_by({"survivor"}) and await _idle(tested)
 
     await wait_for(taken_over_and_learnt, 60, "survivor holding every shard, nothing left")
     assert survivor.poll() is None, (tmp_path / "survivor.log").read_text()

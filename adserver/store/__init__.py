@@ -19,17 +19,19 @@ from adserver.redis_url import is_cluster_url
 from adserver.shopper import AdvertiserHistory, Shopper, ShopperEvent
 from adserver.store import keys, scripts
 from adserver.store.base import (
+    Command,
     Conversion,
     Placement,
     StoreLimits,
-    append_to_stream,
     day_of,
     execute,
+    send_commands,
+    stream_command,
     write_in_order,
 )
 from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
-from adserver.store.cluster import connect_cluster
+from adserver.store.cluster import RedisCluster, connect_cluster
 from adserver.store.ledger import Ledger
 
 __all__ = [
@@ -77,6 +79,9 @@ class Store:
         await self.redis.aclose()
 
     async def ping(self) -> bool:
+        """Whether Redis answers; on a cluster, whether every master does (see `cluster`)."""
+        if isinstance(self.redis, RedisCluster):
+            return await self.redis.ping_primaries()
         try:
             return bool(await self.redis.ping())
         except (RedisError, OSError):
@@ -97,7 +102,11 @@ class Store:
     async def record_many(
         self, entries: Iterable[tuple[str, ShopperEvent, float]]
     ) -> list[Conversion]:
-        """Like record_events for several shoppers and times at once (replays, batching)."""
+        """Like record_events for several shoppers and times at once (replays, batching).
+        Returns the conversions counted by this call. A purchase whose order was recorded
+        before comes back with the attribution it got then and goes to the ledger again, which
+        counts each order once: so an event replayed because its conversion failed to be
+        counted (the second round trip) is counted now, and a true repeat is not."""
         entries = list(entries)
         replies = await self._write_events(entries)
         conversions = [
@@ -112,37 +121,42 @@ class Store:
             for (uid, event, at), reply in zip(entries, replies, strict=True)
             if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])
         ]
-        if conversions:
-            await self.ledger.record_conversions(conversions)
-        return conversions
+        if not conversions:
+            return []
+        counted = await self.ledger.record_conversions(conversions)
+        return [c for c, new in zip(conversions, counted, strict=True) if new]
 
     async def _write_events(self, entries: list[tuple[str, ShopperEvent, float]]) -> list[Any]:
-        """One pipeline: per event the profile script and the stream append. Script replies
+        """One round trip: per event the profile script and the stream append. Script replies
         only (the stream's are dropped). A Redis that lost its script cache (restarted) gets
         the script and the failed profile updates again; the stream appends are not redone."""
-        pipe = self.redis.pipeline(transaction=False)
+        commands: list[Command] = []
         for uid, event, at in entries:
-            self._record_one(pipe, uid, event, int(at * 1000))
-        replies = (await execute(pipe, raise_on_error=False))[::2]
+            now_ms = int(at * 1000)
+            commands.append(self._profile_command(uid, event, now_ms))
+            document = _event_document(uid, event, now_ms)
+            commands.append(stream_command(uid, document, self.limits.stream_maxlen))
+        replies = (await send_commands(self.redis, commands))[::2]
         missed = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missed:
             await self.redis.script_load(scripts.RECORD_EVENT)
-            pipe = self.redis.pipeline(transaction=False)
-            for n in missed:
-                uid, event, at = entries[n]
-                self._record_one(pipe, uid, event, int(at * 1000), stream=False)
-            for n, reply in zip(missed, await execute(pipe), strict=True):
+            retried = await send_commands(self.redis, [commands[2 * n] for n in missed])
+            for n, reply in zip(missed, retried, strict=True):
                 replies[n] = reply
         failure = next((r for r in replies if isinstance(r, Exception)), None)
         if failure is not None:
             raise failure
         return replies
 
-    def _record_one(
-        self, pipe: Any, uid: str, event: ShopperEvent, now_ms: int, stream: bool = True
-    ) -> None:
+    def _profile_command(self, uid: str, event: ShopperEvent, now_ms: int) -> Command:
+        """EVALSHA of the profile script (sent as is: going through redis-py's Script object
+        would send SCRIPT EXISTS first, a second round trip on the pixel's hot path)."""
         adv = event.advertiser
-        user_keys = [
+        cap = MAX_PURCHASED if event.kind == "purchase" else self.limits.max_views
+        return (
+            "EVALSHA",
+            self._record_event.sha,
+            7,
             keys.user_advertisers(uid),
             keys.user_viewed(uid, adv),
             keys.user_cart(uid, adv),
@@ -150,9 +164,6 @@ class Store:
             keys.user_orders(uid, adv),
             keys.user_facts(uid, adv),
             keys.user_touch(uid, adv),
-        ]
-        cap = MAX_PURCHASED if event.kind == "purchase" else self.limits.max_views
-        args: list[str | int] = [
             event.kind,
             adv,
             now_ms,
@@ -162,13 +173,8 @@ class Store:
             str(event.revenue or 0),
             self.limits.click_window_seconds * 1000,
             self.limits.view_window_seconds * 1000,
-        ]
-        # EVALSHA straight on the pipeline: going through the Script object would make
-        # redis-py send SCRIPT EXISTS first, a second round trip on the pixel's hot path.
-        pipe.evalsha(self._record_event.sha, len(user_keys), *user_keys, *args, *event.items)
-        if stream:
-            document = _event_document(uid, event, now_ms)
-            append_to_stream(pipe, uid, document, self.limits.stream_maxlen)
+            *event.items,
+        )
 
     async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
         """The shopper's recent histories in one round trip (one server-side script)."""

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from adserver.store import keys
 
@@ -62,15 +63,66 @@ class Conversion:
         return self.key.split("\t", 1)[0]
 
 
-def append_to_stream(pipe: Any, uid: str | None, document: bytes, maxlen: int) -> None:
-    """Queue an event on the shopper's shard of the stream; `maxlen` caps all shards together."""
+Command = tuple[bytes | str | int, ...]
+
+
+def stream_command(uid: str | None, document: bytes, maxlen: int) -> Command:
+    """XADD of an event to the shopper's shard of the stream; `maxlen` caps all shards
+    together (approximately, which lets Redis trim whole nodes)."""
     shard_maxlen = max(1, -(-maxlen // keys.EVENT_SHARDS))
-    pipe.xadd(
-        keys.event_stream(keys.event_shard(uid)),
-        {"d": document},
-        maxlen=shard_maxlen,
-        approximate=True,
-    )
+    stream = keys.event_stream(keys.event_shard(uid))
+    return ("XADD", stream, "MAXLEN", "~", shard_maxlen, "*", "d", document)
+
+
+def append_to_stream(pipe: Any, uid: str | None, document: bytes, maxlen: int) -> None:
+    """Queue an event on the shopper's shard of the stream (see `stream_command`)."""
+    pipe.execute_command(*stream_command(uid, document, maxlen))
+
+
+def pack(command: Command) -> bytes:
+    """A command in RESP, as redis-py would send it. Built as text and encoded once: Latin-1
+    maps each byte to one character, so lengths counted in characters are lengths in bytes."""
+    parts = [f"*{len(command)}\r\n"]
+    for arg in command:
+        if type(arg) is bytes:
+            text = arg.decode("latin-1")
+        else:
+            text = str(arg)
+            if not text.isascii():
+                text = text.encode().decode("latin-1")
+        parts.append(f"${len(text)}\r\n{text}\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+async def send_commands(redis: Any, commands: list[Command]) -> list[Any]:
+    """Commands in one round trip; replies in order, error replies as exceptions (like
+    `execute(pipe, raise_on_error=False)`).
+
+    On one Redis the commands are packed here and written on one pooled connection: for the
+    pixel's batches redis-py's per-argument packing and pipeline bookkeeping cost more than
+    the rest of the request (bench/RESULTS.md). A cluster routes each command by its slot,
+    so there it is redis-py's cluster pipeline."""
+    if isinstance(redis, RedisCluster):
+        pipe = redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await execute(pipe, raise_on_error=False)
+    pool = redis.connection_pool
+    connection = await pool.get_connection()
+    try:
+        await connection.send_packed_command(b"".join(map(pack, commands)), check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        await connection.disconnect()  # replies left unread would answer the next user
+        raise
+    finally:
+        await pool.release(connection)
 
 
 async def write_in_order(redis: Any, *commands: tuple[Any, ...]) -> list[Any]:

@@ -28,6 +28,7 @@ a cluster transaction in a thread of its own): the store uses no cluster transac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator, Iterable
 from typing import Any
 
@@ -40,6 +41,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from adserver.redis_url import parse_cluster_url
+
+PING_SECONDS = 1.0  # how long `ping_primaries` waits for each master
 
 # Per node: plenty for a busy server process. redis-py's default (100) fails at once with
 # MaxConnectionsError when exceeded, where a single-node pool just opens another connection.
@@ -89,6 +92,38 @@ class RedisCluster(_RedisCluster):
             return await super().execute_command(*args, **kwargs)
         except RedisClusterException as exc:
             raise ClusterClientError(str(exc)) from exc
+
+    async def ping_primaries(self) -> bool:
+        """Whether every master answers (each serves a share of the slots, so of the shoppers:
+        one away is a service that is not ready, where PING alone asks the default node only).
+        A master that does not answer may have been replaced by its replica (a failover the
+        client has not seen: it learns of one only when a command fails): then the topology is
+        read again and the masters it names now are asked once more, so that an idle process
+        (a readiness probe takes its traffic away) does not stay unready for ever."""
+        try:
+            if self._initialize:
+                await self.initialize()
+            failed = await self._unanswered()
+            if failed:
+                await self.nodes_manager.initialize(last_failed_node_name=failed[0])
+                failed = await self._unanswered()
+        except (RedisError, RedisClusterException, OSError):
+            return False
+        return not failed and bool(self.get_primaries())
+
+    async def _unanswered(self) -> list[str]:
+        """The masters (by name) that did not answer PING within PING_SECONDS, asked at once."""
+
+        async def answers(node: ClusterNode) -> bool:
+            try:
+                reply = self.execute_command("PING", target_nodes=node)  # no retries: one node
+                return bool(await asyncio.wait_for(reply, PING_SECONDS))
+            except (RedisError, RedisClusterException, OSError, TimeoutError):
+                return False
+
+        primaries = self.get_primaries()
+        answered = await asyncio.gather(*(answers(node) for node in primaries))
+        return [node.name for node, ok in zip(primaries, answered, strict=True) if not ok]
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if shard_hint:

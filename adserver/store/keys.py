@@ -70,7 +70,15 @@ def user_purchased(uid: str, advertiser: str) -> str:
 
 
 def user_orders(uid: str, advertiser: str) -> str:
-    """set of order ids already recorded, to deduplicate repeated purchase events."""
+    """hash order id -> 'touch<TAB>attribution key' ('<TAB>' when not attributed): the orders
+    already recorded, to deduplicate repeated purchase events, each with its attribution, so a
+    repeat (a replay after a failed write) can still have its conversion counted."""
+    return f"{user_prefix(uid)}oa:{advertiser}"
+
+
+def user_orders_legacy(uid: str, advertiser: str) -> str:
+    """set of order ids, what `user_orders` was before it kept the attribution: still read to
+    deduplicate (and deleted when forgetting) until it expires with the lookback."""
     return f"{user_prefix(uid)}o:{advertiser}"
 
 
@@ -90,7 +98,14 @@ def user_learning_count(uid: str, advertiser: str) -> str:
 
 
 def user_learning_credit(uid: str, advertiser: str) -> str:
-    """hash 'a<US>b' -> weight this shopper already credited to the pair (once per shopper)."""
+    """string: what the shopper credited to the pairs of their window (see
+    `learning.encode_credit`), so a pair gains at most 1 from them while both stay in it."""
+    return f"{user_prefix(uid)}wk:{advertiser}"
+
+
+def user_learning_credit_v1(uid: str, advertiser: str) -> str:
+    """hash 'a<US>b' -> weight: the credit of every pair the shopper ever formed (before
+    2026-11; no longer written, expires within a day of the upgrade)."""
     return f"{user_prefix(uid)}wc:{advertiser}"
 
 
@@ -101,6 +116,7 @@ def all_user_keys(uid: str, advertiser: str) -> list[str]:
         user_cart,
         user_purchased,
         user_orders,
+        user_orders_legacy,
         user_facts,
         user_caps,
         user_touch,
@@ -108,6 +124,7 @@ def all_user_keys(uid: str, advertiser: str) -> list[str]:
         user_learning_purchases,
         user_learning_count,
         user_learning_credit,
+        user_learning_credit_v1,
     )
     return [kind(uid, advertiser) for kind in kinds]
 

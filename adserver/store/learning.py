@@ -19,6 +19,8 @@ crash) finds the batch pending and, when the journal matches it, replays the jou
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +29,13 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from adserver.cooccurrence import LearningConfig, Lessons, ShopperState, StreamEvent
+from adserver.cooccurrence import (
+    CREDIT_SCALE,
+    LearningConfig,
+    Lessons,
+    ShopperState,
+    StreamEvent,
+)
 from adserver.store import keys, scripts
 from adserver.store.base import execute
 
@@ -72,7 +80,7 @@ class Journal:
                 "ids": self.entry_ids,
                 "updates": self.updates,
                 "states": [
-                    [uid, adv, s.viewed, s.bought, s.events, s.new_credit]
+                    [uid, adv, s.viewed, s.bought, s.events, s.credit]
                     for (uid, adv), s in self.states.items()
                 ],
             }
@@ -82,10 +90,8 @@ class Journal:
     def from_json(cls, shard: int, raw: bytes | str) -> Journal:
         doc = orjson.loads(raw)
         states = {
-            (uid, adv): ShopperState(
-                viewed=viewed, bought=bought, events=events, new_credit=new_credit
-            )
-            for uid, adv, viewed, bought, events, new_credit in doc["states"]
+            (uid, adv): ShopperState(viewed=viewed, bought=bought, events=events, credit=credit)
+            for uid, adv, viewed, bought, events, credit in doc["states"]
         }
         updates = {adv: (list_keys, args) for adv, (list_keys, args) in doc["updates"].items()}
         return cls(shard, tuple(doc["ids"]), updates, states)
@@ -257,11 +263,12 @@ class LearningStore:
         states = {}
         for shopper, reply in zip(shoppers, await self._idempotent(build), strict=True):
             viewed, bought, count, credit = reply
+            window = [_text(v) for v in viewed]
             states[shopper] = ShopperState(
-                viewed=[_text(v) for v in viewed],
+                viewed=window,
                 bought=[_text(b) for b in bought],
                 events=int(count or 0),
-                credit={_text(k): float(v) for k, v in zip(credit[::2], credit[1::2], strict=True)},
+                credit=decode_credit(window, credit or b""),
             )
         return states
 
@@ -344,7 +351,6 @@ class LearningStore:
 
     def _save_state(self, pipe: Any, uid: str, advertiser: str, state: ShopperState) -> None:
         state_keys = _state_keys(uid, advertiser)
-        credit = [x for pair in state.new_credit.items() for x in pair]
         self._evalsha(
             pipe,
             self._save_learner_state,
@@ -355,7 +361,7 @@ class LearningStore:
             *state.viewed,
             len(state.bought),
             *state.bought,
-            *credit,
+            encode_credit(state.viewed, state.credit),
         )
 
     @staticmethod
@@ -393,6 +399,36 @@ class LearningStore:
         return {
             request: _neighbour_list(reply) for request, reply in zip(wanted, replies, strict=True)
         }
+
+
+CREDIT_RECORD = struct.Struct("<BBH")  # window place of a, of b, weight credited to a-then-b
+
+
+def encode_credit(window: Sequence[str], credit: Mapping[str, float]) -> bytes:
+    """The credit of the window's pairs as 4-byte records naming items by their place in the
+    window (~200 bytes, where a hash of item names took ~14 KB per active shopper)."""
+    place: dict[str, int] = {}
+    for item in window:
+        place.setdefault(item, len(place))
+    records = []
+    for pair, weight in credit.items():
+        first, _, second = pair.partition("\x1f")
+        if first in place and second in place and place[first] < 256 and place[second] < 256:
+            level = min(CREDIT_SCALE, math.ceil(weight * CREDIT_SCALE - 1e-6))  # already k/65535
+            records.append(CREDIT_RECORD.pack(place[first], place[second], level))
+    return b"".join(records)
+
+
+def decode_credit(window: Sequence[str], blob: bytes | str) -> dict[str, float]:
+    """`encode_credit` reversed; records that no longer fit the window are ignored."""
+    data = blob.encode("latin-1") if isinstance(blob, str) else blob
+    items = list(dict.fromkeys(window))
+    credit = {}
+    usable = len(data) - len(data) % CREDIT_RECORD.size
+    for first, second, level in CREDIT_RECORD.iter_unpack(data[:usable]):
+        if first < len(items) and second < len(items):
+            credit[f"{items[first]}\x1f{items[second]}"] = level / CREDIT_SCALE
+    return credit
 
 
 def _state_keys(uid: str, advertiser: str) -> list[str]:

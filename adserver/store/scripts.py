@@ -5,9 +5,13 @@ from __future__ import annotations
 # KEYS: advertisers, viewed, cart, purchased, orders, facts, touch (all of one user: one slot)
 # ARGV: kind, advertiser, now_ms, ttl_seconds, max_items, order, revenue,
 #       click_window_ms, view_window_ms, sku...
-# Returns {1} when stored, {0} for a purchase whose order id was already recorded, and for a new
-# purchase {1, 'click'|'view'|'', attribution key}: the last click within the click window,
-# else the last impression within the view window, else nothing.
+# Returns {1} when stored; for a new purchase {1, 'click'|'view'|'', attribution key}: the last
+# click within the click window, else the last impression within the view window, else nothing.
+# The orders hash keeps each order's attribution ('touch<TAB>key'), and a purchase whose order
+# id was already recorded changes nothing and returns {0, touch, key} as first attributed, so
+# a replayed event (its conversion not counted the first time) still gets counted: the ledger
+# counts each order once. An order only in the pre-attribution set of orders (the key named
+# `o:` instead of `oa:`, derived from KEYS[1] = '<user prefix>a') returns {0}.
 RECORD_EVENT = """
 local kind, advertiser, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl, cap, order = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -25,8 +29,13 @@ elseif kind == 'cart' then
   redis.call('HSET', KEYS[6], 'cart_since', now)
   redis.call('EXPIRE', KEYS[6], ttl)
 elseif kind == 'purchase' then
-  if redis.call('SADD', KEYS[5], order) == 0 then return {0} end
-  redis.call('EXPIRE', KEYS[5], ttl)
+  local kept = redis.call('HGET', KEYS[5], order)
+  if kept then
+    local tab = string.find(kept, '\t', 1, true)
+    return {0, string.sub(kept, 1, tab - 1), string.sub(kept, tab + 1)}
+  end
+  local legacy = string.sub(KEYS[1], 1, -2) .. 'o:' .. advertiser
+  if redis.call('SISMEMBER', legacy, order) == 1 then return {0} end
   add_items(KEYS[4])
   redis.call('DEL', KEYS[3])
   redis.call('HDEL', KEYS[6], 'cart_since')
@@ -34,12 +43,15 @@ elseif kind == 'purchase' then
   redis.call('HINCRBY', KEYS[6], 'orders', 1)
   redis.call('EXPIRE', KEYS[6], ttl)
   local touch = redis.call('HMGET', KEYS[7], 'click', 'click_key', 'view', 'view_key')
+  local via, key = '', ''
   if touch[1] and now - tonumber(touch[1]) <= tonumber(ARGV[8]) then
-    return {1, 'click', touch[2]}
+    via, key = 'click', touch[2]
   elseif touch[3] and now - tonumber(touch[3]) <= tonumber(ARGV[9]) then
-    return {1, 'view', touch[4]}
+    via, key = 'view', touch[4]
   end
-  return {1, '', ''}
+  redis.call('HSET', KEYS[5], order, via .. '\t' .. key)
+  redis.call('EXPIRE', KEYS[5], ttl)
+  return {1, via, key}
 end
 return {1}
 """
@@ -204,9 +216,8 @@ return 1
 """
 
 # The learner's state of one shopper at one shop, overwritten in one call (idempotent).
-# KEYS: views window, purchases window, event count, credit hash (one user: one slot).
-# ARGV: ttl_seconds, events, n, n viewed skus (oldest first), m, m bought skus,
-#       then the pairs credited in the batch: field, weight, field, weight, ...
+# KEYS: views window, purchases window, event count, credit (one user: one slot).
+# ARGV: ttl_seconds, events, n, n viewed skus (oldest first), m, m bought skus, credit blob
 SAVE_LEARNER_STATE = """
 local ttl = ARGV[1]
 local a = 3
@@ -220,22 +231,21 @@ for k = 1, 2 do
   a = a + 1 + n
 end
 redis.call('SET', KEYS[3], ARGV[2], 'EX', ttl)
-if a < #ARGV then
-  for i = a, #ARGV, 1000 do
-    redis.call('HSET', KEYS[4], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-  end
-  redis.call('EXPIRE', KEYS[4], ttl)
+if ARGV[a] and ARGV[a] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[a], 'EX', ttl)
+else
+  redis.call('DEL', KEYS[4])
 end
 return 1
 """
 
 # The learner's state of one shopper at one shop. KEYS: as SAVE_LEARNER_STATE.
-# Returns {views, purchases, event count or false, {field, weight, ...}}.
+# Returns {views, purchases, event count or false, credit blob or false}.
 LOAD_LEARNER_STATE = """
 return {
   redis.call('LRANGE', KEYS[1], 0, -1),
   redis.call('LRANGE', KEYS[2], 0, -1),
   redis.call('GET', KEYS[3]),
-  redis.call('HGETALL', KEYS[4]),
+  redis.call('GET', KEYS[4]),
 }
 """

@@ -186,3 +186,22 @@ async def stream_events(redis_url: str) -> list[dict[str, Any]]:
         return await store.read_events(1000)
     finally:
         await store.close()
+
+
+@pytest.fixture(autouse=True)
+def no_embedded_redis_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that killed `kaeru` (or failed before stopping it) would leave the embedded
+    redis-server it started running: shut down any whose socket is in the test's directory."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    directory: Path = request.getfixturevalue("tmp_path")  # torn down after this fixture
+    yield
+    for socket_path in directory.rglob("redis.sock"):
+        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=2)
+        try:
+            client.shutdown(nosave=True)
+        except (redis.RedisError, OSError):
+            pass  # already gone, or gone while answering
+        finally:
+            client.close()

@@ -8,6 +8,7 @@ are declared here but counted elsewhere.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -112,8 +113,10 @@ class Campaign:
         return data
 
 
+@functools.lru_cache(maxsize=1024)
 def default_campaign(advertiser: str) -> Campaign:
-    """What an advertiser without campaigns runs: anyone, default strategies, CPM 1.00, no caps."""
+    """What an advertiser without campaigns runs: anyone, default strategies, CPM 1.00, no caps.
+    (Immutable, so one per advertiser is built: it is asked for on every decision.)"""
     return Campaign(
         id="default",
         advertiser=advertiser,

@@ -161,3 +161,18 @@ async def test_an_order_in_the_old_set_of_orders_is_still_deduplicated_and_forgo
     assert (history.orders, history.bought) == (0, ())
     await store.forget(UID, ["shop1"])
     assert not await store.redis.exists(legacy)
+
+
+async def test_a_batch_of_impressions_counts_each_and_survives_a_lost_script_cache(
+    store: Store,
+) -> None:
+    other = Placement("shop1", "c2", "news2", "related", "728x90")
+    await store.redis.script_flush()  # what a Redis restart (or a failover) does
+    served = [(UID, PLACEMENT, ["sku-1"], NOON), (UID, PLACEMENT, ["sku-2"], NOON)]
+    served += [(None, PLACEMENT, ["sku-1"], NOON), (UID, other, ["sku-1"], NOON)]
+    await store.ledger.record_impressions(served)
+    stats = (await store.ledger.daily_stats("shop1", ["20261119"]))["20261119"]
+    assert stats[f"imp\t{PLACEMENT.key}"] == 3 and stats[f"imp\t{other.key}"] == 1
+    assert await caps_at(store, NOON + 60) == {"c:c1": 2, "c:c2": 1, "i:sku-1": 2, "i:sku-2": 1}
+    totals = await store.ledger.campaign_totals(["shop1"])
+    assert totals["shop1"]["imp:c1"] == 3 and totals["shop1"]["imp:c2"] == 1

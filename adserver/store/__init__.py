@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from adserver.catalog import Product
 from adserver.redis_url import is_cluster_url
@@ -25,7 +25,7 @@ from adserver.store.base import (
     StoreLimits,
     day_of,
     execute,
-    send_commands,
+    send_with_scripts,
     stream_command,
     write_in_order,
 )
@@ -128,21 +128,15 @@ class Store:
 
     async def _write_events(self, entries: list[tuple[str, ShopperEvent, float]]) -> list[Any]:
         """One round trip: per event the profile script and the stream append. Script replies
-        only (the stream's are dropped). A Redis that lost its script cache (restarted) gets
-        the script and the failed profile updates again; the stream appends are not redone."""
+        only (the stream's are dropped)."""
         commands: list[Command] = []
         for uid, event, at in entries:
             now_ms = int(at * 1000)
             commands.append(self._profile_command(uid, event, now_ms))
             document = _event_document(uid, event, now_ms)
             commands.append(stream_command(uid, document, self.limits.stream_maxlen))
-        replies = (await send_commands(self.redis, commands))[::2]
-        missed = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missed:
-            await self.redis.script_load(scripts.RECORD_EVENT)
-            retried = await send_commands(self.redis, [commands[2 * n] for n in missed])
-            for n, reply in zip(missed, retried, strict=True):
-                replies[n] = reply
+        sources = {self._record_event.sha: scripts.RECORD_EVENT}
+        replies = (await send_with_scripts(self.redis, commands, sources))[::2]
         failure = next((r for r in replies if isinstance(r, Exception)), None)
         if failure is not None:
             raise failure

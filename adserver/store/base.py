@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from adserver.store import keys
 
@@ -123,6 +124,23 @@ async def send_commands(redis: Any, commands: list[Command]) -> list[Any]:
         raise
     finally:
         await pool.release(connection)
+
+
+async def send_with_scripts(
+    redis: Any, commands: list[Command], sources: Mapping[str, str]
+) -> list[Any]:
+    """`send_commands` for batches holding EVALSHA of scripts given as sha -> source: a Redis
+    that lost its script cache (restarted, failed over) gets each missing script once, and only
+    the calls that failed are sent again."""
+    replies = await send_commands(redis, commands)
+    missed = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missed:
+        for sha in {str(commands[n][1]) for n in missed}:
+            await redis.script_load(sources[sha])
+        retried = await send_commands(redis, [commands[n] for n in missed])
+        for n, reply in zip(missed, retried, strict=True):
+            replies[n] = reply
+    return replies
 
 
 async def write_in_order(redis: Any, *commands: tuple[Any, ...]) -> list[Any]:

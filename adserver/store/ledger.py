@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
@@ -14,12 +15,14 @@ from redis.asyncio import Redis
 
 from adserver.store import keys, scripts
 from adserver.store.base import (
+    Command,
     Conversion,
     Placement,
     StoreLimits,
     append_to_stream,
     day_of,
     execute,
+    send_with_scripts,
     text,
 )
 
@@ -50,31 +53,35 @@ class Ledger:
         await self.record_impressions([(uid, placement, skus, time.time() if now is None else now)])
 
     async def record_impressions(self, served: Iterable[Impression]) -> None:
-        """Several impressions in one pipelined round trip (group commit)."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Several impressions in one round trip (group commit): per shopper the frequency
+        counters and the last touch (a script), then the report and CTR counters summed over
+        the batch (one HINCRBY per counter, not per impression)."""
+        sha = self._count_impression.sha
+        commands: list[Command] = []
+        stats: Counter[tuple[str, str]] = Counter()
+        totals: Counter[tuple[str, str]] = Counter()
         for uid, placement, skus, now in served:
-            await self._add_impression(pipe, uid, placement, skus, now)
-        await execute(pipe)
-
-    async def _add_impression(
-        self, pipe: Redis, uid: str | None, placement: Placement, skus: Sequence[str], now: float
-    ) -> None:
-        if uid is not None:
-            user_keys = [
-                keys.user_caps(uid, placement.advertiser),
-                keys.user_touch(uid, placement.advertiser),
-            ]
-            args: list[str | int] = [
-                day_of(now),
-                int(now * 1000),
-                self.limits.click_window_seconds,
-                placement.campaign,
-                placement.key,
-                *skus,
-            ]
-            await self._count_impression(user_keys, args, pipe)
-        self._count(pipe, "imp", placement, now)
-        pipe.hincrby(keys.campaign_totals(placement.advertiser), f"imp:{placement.campaign}", 1)
+            adv = placement.advertiser
+            if uid is not None:
+                caps, touch = keys.user_caps(uid, adv), keys.user_touch(uid, adv)
+                commands.append(
+                    (
+                        *("EVALSHA", sha, 2, caps, touch, day_of(now), int(now * 1000)),
+                        *(self.limits.click_window_seconds, placement.campaign, placement.key),
+                        *skus,
+                    )
+                )
+            stats[(keys.daily_stats(adv, day_of(now)), f"imp\t{placement.key}")] += 1
+            totals[(keys.campaign_totals(adv), f"imp:{placement.campaign}")] += 1
+        for counts in (stats, totals):
+            commands += [("HINCRBY", key, field, n) for (key, field), n in counts.items()]
+        commands += [
+            ("EXPIRE", key, STATS_TTL_SECONDS) for key in dict.fromkeys(k for k, _ in stats)
+        ]
+        replies = await send_with_scripts(self.redis, commands, {sha: scripts.COUNT_IMPRESSION})
+        failure = next((r for r in replies if isinstance(r, Exception)), None)
+        if failure is not None:
+            raise failure
 
     async def record_render(self, placement: Placement, now: float | None = None) -> None:
         pipe = self.redis.pipeline(transaction=False)

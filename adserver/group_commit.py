@@ -64,10 +64,12 @@ class GroupCommit(Generic[Item]):
         flush: Callable[[Sequence[Item]], Awaitable[object]],
         *,
         max_batch: int = 512,
+        linger: float = 0.0,
         on_error: Callable[[BaseException, int], None] | None = None,
     ) -> None:
         self._flush = flush
         self.max_batch = max_batch
+        self.linger = linger  # seconds a flush waits for company (for writes nobody waits on)
         self._on_error = on_error
         self._queue: list[Batch[Item]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -102,6 +104,8 @@ class GroupCommit(Generic[Item]):
         return batch
 
     async def _run(self) -> None:
+        if self.linger:
+            await asyncio.sleep(self.linger)
         while self._queue:
             batch = self._queue.pop(0)
             try:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import threading
@@ -20,10 +21,14 @@ from dataclasses import dataclass, field
 
 import redis
 
+from adserver.store import scripts
+
 IGNORED = frozenset(("info", "monitor", "ping", "memory|usage", "scan", "client|setname"))
 # Kaeru's catalog/campaign refresh (once a second, whatever the traffic): not request work.
 BACKGROUND_COMMANDS = frozenset(("hgetall", "zrevrange"))
-MONITOR_LINE = re.compile(r'^\+[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"')
+MONITOR_LINE = re.compile(r'^\+[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"(?: "([^"]+)")?')
+# The one call an ad decision makes before answering: the profile script (adserver.store).
+PROFILE_READ_SHA = hashlib.sha1(scripts.LOAD_SHOPPER.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class MonitorSample:
     scripted: Counter[str] = field(default_factory=Counter)  # commands run inside Lua
     background: int = 0
     round_trips: float = 0.0  # per request, from total_reads_processed
+    profile_reads: int = 0  # EVALSHA of the profile script: a decision's read before answering
 
     def per_request(self, counts: Counter[str]) -> dict[str, float]:
         return {name: n / self.requests for name, n in counts.most_common()}
@@ -157,6 +163,8 @@ def _count(lines: Iterable[str], requests: int) -> MonitorSample:
             sample.background += 1
         elif command not in IGNORED:
             sample.client[command] += 1
+            if command == "evalsha" and match.group(3) == PROFILE_READ_SHA:
+                sample.profile_reads += 1
     return sample
 
 

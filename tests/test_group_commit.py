@@ -81,3 +81,17 @@ async def test_writers_of_a_batch_share_its_deadline_and_one_giving_up_stops_no_
     release.set()
     await commit.drain()
     assert await batches[0].settled_within(0.05) and batches[0].written.result() is None
+
+
+async def test_a_lingering_flush_gathers_writes_that_arrive_over_a_few_ms() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> None:
+        flushed.append(list(items))
+
+    commit = GroupCommit[int](flush, linger=0.05)
+    commit.submit_nowait(1)
+    await asyncio.sleep(0.01)  # a later loop tick, within the linger
+    commit.submit_nowait(2)
+    await commit.drain()
+    assert flushed == [[1, 2]]

@@ -176,10 +176,14 @@ class Store:
             return Shopper(None)
         now = time.time() if now is None else now
         cutoff_ms = int((now - self.limits.lookback_seconds) * 1000)
-        reply = await self._load_shopper(
-            keys=[keys.user_advertisers(uid)],
-            args=[keys.user_prefix(uid), cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER, day_of(now)],
+        sha = self._load_shopper.sha
+        command: Command = (
+            *("EVALSHA", sha, 1, keys.user_advertisers(uid), keys.user_prefix(uid)),
+            *(cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER, day_of(now)),
         )
+        (reply,) = await send_with_scripts(self.redis, [command], {sha: scripts.LOAD_SHOPPER})
+        if isinstance(reply, Exception):
+            raise reply
         histories = [_history(reply[i : i + 7]) for i in range(0, len(reply), 7)]
         return Shopper(uid, tuple(histories))
 

@@ -184,8 +184,9 @@ def _run_app(app: web.Application, settings: Settings) -> None:
         loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         pass
-    from adserver.app import SHUTDOWN_GRACE_SECONDS
+    from adserver.app import SHUTDOWN_GRACE_SECONDS, freeze_startup_heap
 
+    app.on_startup.append(freeze_startup_heap)
     web.run_app(
         app,
         host=settings.host,

@@ -29,9 +29,10 @@ def _child(settings: Settings, index: int) -> None:
     )
     from aiohttp import web
 
-    from adserver.app import SHUTDOWN_GRACE_SECONDS, create_app
+    from adserver.app import SHUTDOWN_GRACE_SECONDS, create_app, freeze_startup_heap
 
     app = create_app(settings)
+    app.on_startup.append(freeze_startup_heap)
     try:
         import uvloop
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -166,9 +167,10 @@ Entry = tuple[float, float, NeighbourList, PreparedList]  # fresh until, usable 
 class NeighbourCache:
     """Neighbour lists kept in process (a bounded LRU) so a decision rarely waits on Redis.
 
-    A list is fresh for `ttl` seconds; after that it is still served for up to `stale_ttl`
-    seconds while one background fetch replaces it (so expiry never stalls decisions). Lists
-    never fetched are fetched once however many decisions want them at the same time."""
+    A list is fresh for 50-100% of `ttl` seconds; after that it is still served for up to
+    `stale_ttl` seconds while one background fetch replaces it (so expiry never stalls
+    decisions). Lists never fetched are fetched once however many decisions want them at the
+    same time."""
 
     def __init__(
         self,
@@ -221,7 +223,9 @@ class NeighbourCache:
             for request in requests:
                 self._inflight.pop(request, None)
         now = time.monotonic()
-        fresh, usable = now + self.ttl, now + self.stale_ttl
+        # Fresh for a random 50-100% of the ttl: lists fetched together (at start, by a busy
+        # decision) do not all expire together and make one burst of refreshes stall requests.
+        fresh, usable = now + self.ttl * (0.5 + random.random() / 2), now + self.stale_ttl
         entries = {
             request: (fresh, usable, found, PreparedList.of(found, self.config))
             for request, found in fetched.items()

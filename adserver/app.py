@@ -109,6 +109,29 @@ async def freeze_startup_heap(app: web.Application) -> None:
     gc.freeze()
 
 
+def run_server(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
+    """Serve `app` until SIGINT/SIGTERM, on uvloop when installed, with the start-up heap frozen
+    (`reuse_port`: one of several processes on the port, which print no banner)."""
+    loop: asyncio.AbstractEventLoop | None = None
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        pass
+    app.on_startup.append(freeze_startup_heap)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop=loop,
+        access_log=None,
+        reuse_port=reuse_port or None,
+        print=None if reuse_port else print,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+    )
+
+
 @contextlib.asynccontextmanager
 async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Warm the catalog cache, keep it fresh in the background, run the related-items worker

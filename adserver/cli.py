@@ -177,24 +177,9 @@ def _with_redis(settings: Settings, run: Callable[[Settings], int]) -> int:
 
 
 def _run_app(app: web.Application, settings: Settings) -> None:
-    loop: asyncio.AbstractEventLoop | None = None
-    try:
-        import uvloop
+    from adserver.app import run_server
 
-        loop = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        pass
-    from adserver.app import SHUTDOWN_GRACE_SECONDS, freeze_startup_heap
-
-    app.on_startup.append(freeze_startup_heap)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop=loop,
-        access_log=None,
-        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
-    )
+    run_server(app, settings)
 
 
 def serve(settings: Settings, workers: int = 1) -> int:

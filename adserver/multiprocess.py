@@ -27,28 +27,9 @@ def _child(settings: Settings, index: int) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s [{index}] %(name)s: %(message)s"
     )
-    from aiohttp import web
+    from adserver.app import create_app, run_server
 
-    from adserver.app import SHUTDOWN_GRACE_SECONDS, create_app, freeze_startup_heap
-
-    app = create_app(settings)
-    app.on_startup.append(freeze_startup_heap)
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover
-        loop = None
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop=loop,
-        access_log=None,
-        reuse_port=True,
-        print=None,
-        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
-    )
+    run_server(create_app(settings), settings, reuse_port=True)
 
 
 def serve_processes(settings: Settings, workers: int) -> int:

@@ -8,7 +8,6 @@ import logging
 import random
 import time
 from dataclasses import replace
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -51,7 +50,6 @@ from pixel.identity import (
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 AD_JS = (
     "(function(){{var s=document.currentScript,f=document.createElement('iframe');"

@@ -17,6 +17,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from adserver.waiting import deadline_waiter
+
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
@@ -40,22 +42,9 @@ class Batch(Generic[Item]):
             return True
         waiter = self._deadlines.get(seconds)
         if waiter is None:
-            waiter = self._deadlines[seconds] = self._deadline(seconds)
+            waiter = self._deadlines[seconds] = deadline_waiter(self.written, seconds)
         await asyncio.shield(waiter)  # one caller giving up must not end the others' wait
         return self.written.done()
-
-    def _deadline(self, seconds: float) -> asyncio.Future[None]:
-        loop = self.written.get_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-
-        def wake(_: object = None) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        timer = loop.call_later(seconds, wake)
-        self.written.add_done_callback(wake)
-        waiter.add_done_callback(lambda _: timer.cancel())
-        return waiter
 
 
 class GroupCommit(Generic[Item]):

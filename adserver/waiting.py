@@ -21,11 +21,10 @@ def _observe(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-async def settled_within(future: asyncio.Future[Any], seconds: float) -> bool:
-    """Wait at most `seconds` for `future` to finish; True if it did. Never cancels it."""
-    if future.done():
-        return True
-    loop = asyncio.get_running_loop()
+def deadline_waiter(future: asyncio.Future[Any], seconds: float) -> asyncio.Future[None]:
+    """A future done when `future` is or `seconds` have passed, whichever comes first; `future`
+    itself is never touched. Cancelling the waiter cancels its timer."""
+    loop = future.get_loop()
     waiter: asyncio.Future[None] = loop.create_future()
 
     def wake(_: object = None) -> None:
@@ -34,11 +33,15 @@ async def settled_within(future: asyncio.Future[Any], seconds: float) -> bool:
 
     timer = loop.call_later(seconds, wake)
     future.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        future.remove_done_callback(wake)
+    waiter.add_done_callback(lambda _: timer.cancel())
+    return waiter
+
+
+async def settled_within(future: asyncio.Future[Any], seconds: float) -> bool:
+    """Wait at most `seconds` for `future` to finish; True if it did. Never cancels it."""
+    if future.done():
+        return True
+    await deadline_waiter(future, seconds)
     return future.done()
 
 

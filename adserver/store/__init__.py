@@ -25,6 +25,7 @@ from adserver.store.base import (
     StoreLimits,
     day_of,
     execute,
+    raise_first_error,
     send_with_scripts,
     stream_command,
     write_in_order,
@@ -137,9 +138,7 @@ class Store:
             commands.append(stream_command(uid, document, self.limits.stream_maxlen))
         sources = {self._record_event.sha: scripts.RECORD_EVENT}
         replies = (await send_with_scripts(self.redis, commands, sources))[::2]
-        failure = next((r for r in replies if isinstance(r, Exception)), None)
-        if failure is not None:
-            raise failure
+        raise_first_error(replies)  # the profile scripts' (a failed stream append is let go)
         return replies
 
     def _profile_command(self, uid: str, event: ShopperEvent, now_ms: int) -> Command:
@@ -181,9 +180,9 @@ class Store:
             *("EVALSHA", sha, 1, keys.user_advertisers(uid), keys.user_prefix(uid)),
             *(cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER, day_of(now)),
         )
-        (reply,) = await send_with_scripts(self.redis, [command], {sha: scripts.LOAD_SHOPPER})
-        if isinstance(reply, Exception):
-            raise reply
+        replies = await send_with_scripts(self.redis, [command], {sha: scripts.LOAD_SHOPPER})
+        raise_first_error(replies)
+        (reply,) = replies
         histories = [_history(reply[i : i + 7]) for i in range(0, len(reply), 7)]
         return Shopper(uid, tuple(histories))
 

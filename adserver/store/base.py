@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -124,6 +124,13 @@ async def send_commands(redis: Any, commands: list[Command]) -> list[Any]:
         raise
     finally:
         await pool.release(connection)
+
+
+def raise_first_error(replies: Sequence[Any]) -> None:
+    """Pipelined replies come back with their errors in place: raise the first one."""
+    failure = next((reply for reply in replies if isinstance(reply, Exception)), None)
+    if failure is not None:
+        raise failure
 
 
 async def send_with_scripts(

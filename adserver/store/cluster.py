@@ -41,6 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from adserver.redis_url import parse_cluster_url
+from adserver.store.base import raise_first_error
 
 PING_SECONDS = 1.0  # how long `ping_primaries` waits for each master
 
@@ -179,9 +180,7 @@ class ClusterPipeline(_ClusterPipeline):
             for n, reply in zip(missed, redone, strict=True):
                 replies[n] = reply
         if raise_on_error:
-            failure = next((r for r in replies if isinstance(r, Exception)), None)
-            if failure is not None:
-                raise failure
+            raise_first_error(replies)
         return replies
 
 

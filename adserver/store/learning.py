@@ -37,7 +37,7 @@ from adserver.cooccurrence import (
     StreamEvent,
 )
 from adserver.store import keys, scripts
-from adserver.store.base import execute
+from adserver.store.base import execute, raise_first_error
 
 NEIGHBOUR_TTL_SECONDS = 180 * 86400
 BACKLOG_SCAN_LIMIT = 10_000  # entries counted per shard when Redis does not report the lag
@@ -171,7 +171,7 @@ class LearningStore:
             if attempt == 0 and any(_is_nogroup(r) for r in replies):
                 await self.ensure_group()  # the stream was deleted (or never learnt from)
                 continue
-            _raise_first_error(replies)
+            raise_first_error(replies)
             return {shard: _entries(reply) for shard, reply in zip(shards, replies, strict=True)}
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -380,7 +380,7 @@ class LearningStore:
                 for script in self._pipelined_scripts:
                     await self.redis.script_load(script.script)
                 continue
-            _raise_first_error(replies)
+            raise_first_error(replies)
             return replies
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -442,12 +442,6 @@ def _state_keys(uid: str, advertiser: str) -> list[str]:
 
 def _is_nogroup(reply: Any) -> bool:
     return isinstance(reply, ResponseError) and str(reply).startswith("NOGROUP")
-
-
-def _raise_first_error(replies: Sequence[Any]) -> None:
-    failure = next((r for r in replies if isinstance(r, Exception)), None)
-    if failure is not None:
-        raise failure
 
 
 def _entries(reply: Any) -> Batch:

@@ -22,6 +22,7 @@ from adserver.store.base import (
     append_to_stream,
     day_of,
     execute,
+    raise_first_error,
     send_with_scripts,
     text,
 )
@@ -79,9 +80,7 @@ class Ledger:
             ("EXPIRE", key, STATS_TTL_SECONDS) for key in dict.fromkeys(k for k, _ in stats)
         ]
         replies = await send_with_scripts(self.redis, commands, {sha: scripts.COUNT_IMPRESSION})
-        failure = next((r for r in replies if isinstance(r, Exception)), None)
-        if failure is not None:
-            raise failure
+        raise_first_error(replies)
 
     async def record_render(self, placement: Placement, now: float | None = None) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -36,9 +36,8 @@ def pin_running(pid: int, core: int) -> bool:
     return done.returncode == 0
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU time of every live process in a process group."""
-    total = 0
+def _group_members(pgid: int) -> Iterator[tuple[Path, list[str]]]:
+    """(/proc entry, stat fields after the command name) of each live process in the group."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -48,20 +47,20 @@ def group_cpu_seconds(pgid: int) -> float:
             continue
         fields = stat[stat.rfind(")") + 2 :].split()
         if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / TICKS_PER_SECOND
+            yield entry, fields
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in a process group."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in _group_members(pgid))
+    return ticks / TICKS_PER_SECOND
 
 
 def group_rss_bytes(pgid: int) -> int:
     """Resident memory (VmRSS) of every live process in a process group."""
     total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry, _ in _group_members(pgid):
         try:
-            stat = (entry / "stat").read_text()
-            if int(stat[stat.rfind(")") + 2 :].split()[2]) != pgid:
-                continue
             status = (entry / "status").read_text()
         except OSError:
             continue

@@ -36,6 +36,11 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({where})"
 
 
+def _tool(name: str) -> str | None:
+    """On PATH, or beside this Python (`.venv/bin/python bench/profile.py` finds the venv's)."""
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+
+
 def summarise(collapsed: str, top: int) -> str:
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
@@ -66,7 +71,14 @@ def profile(bench: Bench, target: Target, duration: int, rate: int) -> tuple[str
     than without the profiler: py-spy takes some of the server's time)."""
     pid = bench.services["kaeru"].process.pid
     out = bench.tmp / "profile.txt"
-    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(duration)]
+    command = [
+        _tool("py-spy") or "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(duration),
+    ]
     command += ["--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking"]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     results: list[dict[str, object]] = []
@@ -88,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     args = parser.parse_args(argv)
     for tool in ("py-spy", "wrk"):
-        if not shutil.which(tool):
+        if not _tool(tool):
             print(f"{tool} is needed (pip install py-spy; apt-get install wrk)", file=sys.stderr)
             return 2
     tmp = Path(tempfile.mkdtemp(prefix="kaeru-profile-"))

@@ -54,7 +54,7 @@ from redis_stats import (
     shopper_memory,
 )
 from report import Context, FixedRun, Measured, render
-from seed import ADVERTISER, CATALOG_SIZE, catalog_json, learn_related, seed_profiles
+from seed import ADVERTISER, CATALOG_SIZE, learn_related, seed_profiles, upload_catalog
 
 BENCH = Path(__file__).resolve().parent
 LOADGEN_CORE, SERVER_CORE = 0, 1  # Redis and the load generators / the servers under test
@@ -203,16 +203,7 @@ class Bench:
     # -- data ---------------------------------------------------------------------------------
 
     def load_catalog(self) -> None:
-        request = urllib.request.Request(
-            self.kaeru_url(f"/api/v1/advertisers/{ADVERTISER}/products"),
-            data=catalog_json(),
-            method="PUT",
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            summary = json.load(answer)
-        if summary.get("accepted") != CATALOG_SIZE:
-            raise RuntimeError(f"catalog not loaded: {summary}")
+        upload_catalog(self.kaeru_url(""), TOKEN)
 
     def seed(self) -> tuple[float, float]:
         """Profiles for SHOPPERS shoppers (50 views each), then the related-items model."""

@@ -7,8 +7,10 @@ decisions are personalised (recent views, related items, popular) as in producti
 
 from __future__ import annotations
 
+import json
 import random
 import time
+import urllib.request
 from collections.abc import Sequence
 
 import orjson
@@ -41,6 +43,20 @@ def catalog_json() -> bytes:
         for n in range(1, CATALOG_SIZE + 1)
     ]
     return orjson.dumps(products)
+
+
+def upload_catalog(base_url: str, token: str) -> None:
+    """PUT the test catalog through Kaeru's feed API; raises unless every product is accepted."""
+    request = urllib.request.Request(
+        f"{base_url}/api/v1/advertisers/{ADVERTISER}/products",
+        data=catalog_json(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        summary = json.load(answer)
+    if summary.get("accepted") != CATALOG_SIZE:
+        raise RuntimeError(f"catalog not loaded: {summary}")
 
 
 async def seed_profiles(redis_url: str, uids: Sequence[str], rng: random.Random) -> None:

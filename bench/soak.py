@@ -51,7 +51,7 @@ from adserver.store import Store, connect
 
 from fixed_rate import Recorder, Run, open_loop
 from procs import Processes, Service, group_rss_bytes, machine, pin_running
-from seed import ADVERTISER, CATALOG_SIZE, catalog_json
+from seed import ADVERTISER, upload_catalog
 
 BENCH = Path(__file__).resolve().parent
 LOADGEN_CORE, SERVER_CORE = 0, 1
@@ -303,15 +303,7 @@ class Soak:
             return 0, None
 
     def load_catalog(self) -> None:
-        request = urllib.request.Request(
-            self.url(f"/api/v1/advertisers/{ADVERTISER}/products"),
-            data=catalog_json(),
-            method="PUT",
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            if json.load(answer).get("accepted") != CATALOG_SIZE:
-                raise RuntimeError("catalog not loaded")
+        upload_catalog(self.url(""), TOKEN)
 
     def redis_client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=1)

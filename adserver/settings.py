@@ -132,21 +132,39 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     def with_secret_from_data_dir(self) -> Settings:
-        """Fill in the signing key from the data dir, creating and persisting one if needed."""
+        """Fill in the signing key from the data dir, creating and persisting one if needed.
+
+        Several processes may start at once on a new data dir (`--workers`, a server beside
+        `kaeru worker`): the key is written whole to a private temporary file and then linked
+        into place, so exactly one key wins and nobody reads a half-written one.
+        """
         if self.secret:
             return self
         path = self.data_dir / SECRET_FILE
-        if path.exists():
-            secret = path.read_text().strip().encode()
-            if len(secret) < MIN_SECRET_LENGTH:
-                raise SettingsError([f"{path}: secret is shorter than {MIN_SECRET_LENGTH} chars"])
-            return replace(self, secret=secret)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        secret_text = secrets.token_urlsafe(48)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            _publish_new_secret(path, secrets.token_urlsafe(48))
+        secret = path.read_text().strip().encode()
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise SettingsError([f"{path}: secret is shorter than {MIN_SECRET_LENGTH} chars"])
+        return replace(self, secret=secret)
+
+
+def _publish_new_secret(path: Path, secret_text: str) -> None:
+    """Create `path` holding `secret_text` (mode 0600) unless another process got there first."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "w") as handle:
             handle.write(secret_text + "\n")
-        return replace(self, secret=secret_text.encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process published its key first: everyone uses that one
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def _token_bytes(token: str) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,24 @@ def test_secret_is_generated_once_and_kept_private(tmp_path: Path) -> None:
     assert len(first.secret) >= 32
     assert first.secret == second.secret
     assert (tmp_path / "secret").stat().st_mode & 0o077 == 0
+
+
+def test_processes_starting_together_on_a_new_data_dir_agree_on_one_secret(tmp_path: Path) -> None:
+    """`kaeru serve --workers N` and `kaeru worker` may all start on an empty data dir at once:
+    none may fail, and all must sign with the same key."""
+    rounds, starters = 20, 8
+
+    def start(data_dir: Path, start_together: threading.Barrier) -> bytes:
+        start_together.wait()
+        return Settings(data_dir=data_dir).with_secret_from_data_dir().secret
+
+    for round_number in range(rounds):
+        data_dir = tmp_path / str(round_number)
+        start_together = threading.Barrier(starters)
+        with ThreadPoolExecutor(starters) as pool:
+            keys = list(pool.map(start, [data_dir] * starters, [start_together] * starters))
+        assert len(set(keys)) == 1 and len(keys[0]) >= 32
+        assert [entry.name for entry in data_dir.iterdir()] == ["secret"]  # no drafts left
 
 
 def test_tokens_identify_their_owner() -> None:

@@ -40,11 +40,12 @@ def default_data_dir() -> Path:
 class Settings:
     """Everything Kaeru can be configured with. See the README's configuration table."""
 
-    redis_url: str | None = None
+    # Credentials are left out of repr(): settings may end up in a log line or a traceback.
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     data_dir: Path = field(default_factory=default_data_dir)
-    secret: bytes = b""
-    advertisers: Mapping[str, str] = field(default_factory=dict)
-    operator_token: str | None = None
+    secret: bytes = field(default=b"", repr=False)
+    advertisers: Mapping[str, str] = field(default_factory=dict, repr=False)  # name -> token
+    operator_token: str | None = field(default=None, repr=False)
     cookie_domain: str | None = None
     lookback_days: int = 30
     max_views: int = 50

@@ -149,6 +149,21 @@ def test_processes_starting_together_on_a_new_data_dir_agree_on_one_secret(tmp_p
         assert [entry.name for entry in data_dir.iterdir()] == ["secret"]  # no drafts left
 
 
+def test_settings_never_show_their_credentials_when_printed() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://:hunter2-password@127.0.0.1:6379/0",
+            "KAERU_SECRET": "s" * 40,
+            "KAERU_ADVERTISERS": "shop:advertiser-token-123",
+            "KAERU_OPERATOR_TOKEN": "operator-token-4567",
+        }
+    )
+    shown = repr(settings)
+    assert "lookback_days=30" in shown  # the rest is still there to read
+    for credential in ("hunter2-password", "s" * 40, "advertiser-token-123", "operator-token-4567"):
+        assert credential not in shown
+
+
 def test_tokens_identify_their_owner() -> None:
     settings = Settings(advertisers={"a": "a" * 16, "b": "b" * 16}, operator_token="o" * 16)
     assert settings.token_owner("b" * 16) == "b"

@@ -16,13 +16,14 @@ from aiohttp import web
 from adserver.ad_request import BadAdRequest, parse_ad_request
 from adserver.admin import bearer_token
 from adserver.context import (
+    CLICK_WRITER,
     GEO,
-    IMPRESSIONS,
     MARKET,
     METRICS,
     NEIGHBOURS,
     RENDERER,
     SETTINGS,
+    SHOWN_WRITER,
     SIGNER,
     STORE,
 )
@@ -39,6 +40,7 @@ from adserver.responses import creative_html, gif, javascript, json_error, json_
 from adserver.shopper import Shopper
 from adserver.signing import InvalidToken
 from adserver.store import RedisError
+from adserver.store.ledger import Click, Shown
 from adserver.waiting import within
 from pixel.identity import (
     consented,
@@ -117,9 +119,10 @@ async def _serve(
         metrics.bot_requests.labels("ad").inc()
     elif explanation is None:
         metrics.ads.labels(decision.strategy).inc()
-        skus = [pick.product.id for pick in decision.picks]
+        skus = tuple(pick.product.id for pick in decision.picks)
         # Counted by group commit after the answer: the decision costs one round trip.
-        app[IMPRESSIONS].submit_nowait((uid, placement_of(decision, slot), skus, time.time()))
+        shown = Shown(uid, placement_of(decision, slot), skus, time.time())
+        app[SHOWN_WRITER].write_later([shown])
     return served
 
 
@@ -197,13 +200,10 @@ async def click(request: web.Request) -> web.StreamResponse:
         metrics.bot_requests.labels("click").inc()
         raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
     uid = None if opted_out(request) else read_uid(request.cookies)
-    token = request.match_info["token"]
-    try:
-        counted = await app[STORE].ledger.record_click(uid, placement, sku, token_id=token)
-    except (RedisError, OSError):
-        metrics.store_errors.labels("record_click").inc()
-        counted = True
-    metrics.clicks.labels("counted" if counted else "replayed").inc()
+    click = Click(uid, placement, sku, time.time(), request.match_info["token"])
+    # Waits at most the Redis deadline; a click Redis cannot take now is kept and replayed
+    # (counted once all the same). `kaeru_clicks_total` is counted as clicks reach Redis.
+    await app[CLICK_WRITER].write([click])
     raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
 
 
@@ -221,8 +221,5 @@ async def rendered(request: web.Request) -> web.StreamResponse:
     if is_bot(request):
         app[METRICS].bot_requests.labels("render").inc()
         return gif()
-    try:
-        await app[STORE].ledger.record_render(parsed[0])
-    except (RedisError, OSError):
-        app[METRICS].store_errors.labels("count_render").inc()
+    app[SHOWN_WRITER].write_later([Shown(None, parsed[0], (), time.time(), rendered=True)])
     return gif()

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from adserver.bodies import read_body
 from adserver.catalog import FeedError, parse_feed
-from adserver.context import IMPRESSIONS, MARKET, METRICS, SETTINGS, STORE
+from adserver.context import MARKET, METRICS, SETTINGS, STORE, forget_buffered
 from adserver.responses import json_error, json_response
 from pixel.identity import UID_PATTERN
 
@@ -60,7 +60,7 @@ async def forget_user(request: web.Request) -> web.StreamResponse:
     uid = request.match_info["uid"]
     if not UID_PATTERN.match(uid):
         return json_error(400, "not a Kaeru uid")
-    await request.app[IMPRESSIONS].drain()  # counted after their answer: not after the deletion
+    await forget_buffered(request.app, uid)
     deleted = await request.app[STORE].forget(uid, request.app[SETTINGS].advertisers)
     return json_response({"uid": uid, "deleted_keys": deleted})
 

@@ -6,29 +6,32 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from adserver import ad_handlers, admin, admin_campaigns, admin_reports, ops
 from adserver.context import (
+    CLICK_WRITER,
     EVENT_WRITER,
     GEO,
-    IMPRESSIONS,
     MARKET,
     METRICS,
     NEIGHBOURS,
     RENDERER,
     SETTINGS,
+    SHOWN_WRITER,
     SIGNER,
     STORE,
     WORKER,
+    buffered_writers,
 )
 from adserver.cooccurrence import LearningConfig
-from adserver.event_writer import EventWriter
+from adserver.delivery_counts import CLICKS, SHOWN
+from adserver.event_writer import BufferedWriter, EventWriter
 from adserver.geo import GeoLocator
-from adserver.group_commit import GroupCommit
 from adserver.market import MarketCache
 from adserver.metrics import Metrics
 from adserver.middleware import observe
@@ -37,6 +40,7 @@ from adserver.settings import Settings
 from adserver.signing import Signer
 from adserver.store import RedisError, Store, StoreLimits, connect
 from adserver.store.learning import LearningStore
+from adserver.store.ledger import Click, Ledger
 from adserver.worker import RelatedWorker
 from creatives.renderer import CreativeRenderer
 from pixel import handlers as pixel_handlers
@@ -48,7 +52,7 @@ IMPRESSION_LINGER_SECONDS = 0.005
 WORKER_SOCKET_TIMEOUT = 5.0
 WORKER_STOP_SECONDS = 3.0
 SHUTDOWN_GRACE_SECONDS = 5.0  # a stopping server lets in-flight requests finish this long
-UNSENT_DIR = "unsent"  # in the data dir: events Redis could not take before an exit
+UNSENT_DIR = "unsent"  # in the data dir: what Redis could not take before an exit
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -83,12 +87,23 @@ def create_app(settings: Settings) -> web.Application:
         capacity=settings.buffer_events,
         on_overflow=metrics.events_dropped.inc,
     )
-    app[IMPRESSIONS] = GroupCommit(
-        store.ledger.record_impressions,
+    app[SHOWN_WRITER] = BufferedWriter(
+        store.ledger.record_shown,
+        codec=SHOWN,
         # Counted after the answer: waiting a few ms for company costs no shopper anything and
         # spares a round trip per ad when traffic is light.
         linger=IMPRESSION_LINGER_SECONDS,
-        on_error=lambda exc, lost: metrics.store_errors.labels("count_impression").inc(lost),
+        capacity=settings.buffer_events,
+        on_overflow=metrics.delivery_dropped.labels("shown").inc,
+        on_keep=metrics.delivery_buffered.labels("shown").inc,
+    )
+    app[CLICK_WRITER] = BufferedWriter(
+        _click_recorder(store.ledger, metrics),
+        codec=CLICKS,
+        deadline=settings.redis_deadline_ms / 1000,
+        capacity=settings.buffer_events,
+        on_overflow=metrics.delivery_dropped.labels("click").inc,
+        on_keep=metrics.delivery_buffered.labels("click").inc,
     )
     config = LearningConfig()
     app[NEIGHBOURS] = NeighbourCache(LearningStore(store.redis, config), RankingConfig())
@@ -98,6 +113,17 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_lifecycle)
     _add_routes(app)
     return app
+
+
+def _click_recorder(
+    ledger: Ledger, metrics: Metrics
+) -> Callable[[Sequence[Click]], Awaitable[None]]:
+    async def record(clicks: Sequence[Click]) -> None:
+        for c in clicks:  # a replayed batch counts a click once: see Ledger.record_click
+            counted = await ledger.record_click(c.uid, c.placement, c.sku, c.at, c.token_id)
+            metrics.clicks.labels("counted" if counted else "replayed").inc()
+
+    return record
 
 
 async def freeze_startup_heap(app: web.Application) -> None:
@@ -137,54 +163,60 @@ async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Warm the catalog cache, keep it fresh in the background, run the related-items worker
     unless disabled, close Redis on the way out."""
     cache = app[MARKET]
-    writer = app[EVENT_WRITER]
+    writers = buffered_writers(app)
     unsent = app[SETTINGS].data_dir / UNSENT_DIR
-    try:
-        if reloaded := writer.load_spilled(unsent):
-            log.warning("replaying %d events a previous run could not write", reloaded)
-    except OSError as exc:
-        log.error("cannot read the unsent events in %s: %s", unsent, exc)
+    for writer in writers:
+        try:
+            if reloaded := writer.load_spilled(unsent):
+                name = writer.codec.name
+                log.warning("replaying %d %s a previous run could not write", reloaded, name)
+        except OSError as exc:
+            log.error("cannot read the unsent %s in %s: %s", writer.codec.name, unsent, exc)
     try:
         await cache.refresh()
     except (RedisError, OSError) as exc:
         log.warning("Redis not reachable at start-up; serving without catalogs for now: %s", exc)
     refresher = asyncio.create_task(cache.run(app[SETTINGS].cache_refresh_seconds))
-    replayer = asyncio.create_task(writer.run_replayer())
+    replayers = [asyncio.create_task(writer.run_replayer()) for writer in writers]
     stop_worker = asyncio.Event()
     worker = app[WORKER]
     learner = asyncio.create_task(worker.run(stop_worker)) if app[SETTINGS].run_worker else None
     yield
     # In-flight requests are done (aiohttp waited for them). Acknowledged events first.
     stop_worker.set()  # let it finish its batch rather than cutting a command in two
-    for task in (refresher, replayer):
+    for task in (refresher, *replayers):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if await writer.drain():
-        _spill(writer, unsent)
+    left = await asyncio.gather(*(writer.drain() for writer in writers))  # retrying together
+    for writer, count in zip(writers, left, strict=True):
+        if count:
+            _spill(writer, unsent)
     if learner is not None:
         try:
             await asyncio.wait_for(learner, WORKER_STOP_SECONDS)
         except TimeoutError:
             log.warning("related-items worker did not stop in time; its batch will be redone")
-    await app[IMPRESSIONS].drain()
     await worker.learning.redis.aclose()
     app[GEO].close()
     await app[STORE].close()
 
 
-def _spill(writer: EventWriter, directory: Path) -> None:
-    """Redis stayed away through the shutdown: keep the acknowledged events on disk."""
-    count = len(writer.buffer)
+def _spill(writer: BufferedWriter[Any], directory: Path) -> None:
+    """Redis stayed away through the shutdown: keep what was acknowledged on disk."""
+    count, name = len(writer.buffer), writer.codec.name
     try:
         path = writer.spill(directory)
     except OSError as exc:
         log.error(
-            "Redis unreachable and %s not writable: %d events lost: %s", directory, count, exc
+            "Redis unreachable and %s not writable: %d %s lost: %s", directory, count, name, exc
         )
         return
     log.warning(
-        "Redis unreachable at exit: %d events kept in %s; the next start replays them", count, path
+        "Redis unreachable at exit: %d %s kept in %s; the next start replays them",
+        count,
+        name,
+        path,
     )
 
 

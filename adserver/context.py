@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from adserver.event_writer import EventWriter
+from adserver.event_writer import BufferedWriter, EventWriter
 from adserver.geo import GeoLocator
-from adserver.group_commit import GroupCommit
 from adserver.market import MarketCache
 from adserver.metrics import Metrics
 from adserver.related import NeighbourCache
 from adserver.settings import Settings
 from adserver.signing import Signer
 from adserver.store import Store
-from adserver.store.ledger import Impression
+from adserver.store.ledger import Click, Shown
 from adserver.worker import RelatedWorker
 from creatives.renderer import CreativeRenderer
 
@@ -27,4 +28,20 @@ SIGNER = web.AppKey("signer", Signer)
 NEIGHBOURS = web.AppKey("neighbours", NeighbourCache)
 WORKER = web.AppKey("worker", RelatedWorker)
 EVENT_WRITER = web.AppKey("event_writer", EventWriter)
-IMPRESSIONS = web.AppKey("impressions", GroupCommit[Impression])
+SHOWN_WRITER = web.AppKey("shown_writer", BufferedWriter[Shown])  # impressions and renders
+CLICK_WRITER = web.AppKey("click_writer", BufferedWriter[Click])
+
+
+def buffered_writers(app: web.Application) -> list[BufferedWriter[Any]]:
+    """Everything the app keeps for Redis when Redis is slow or away."""
+    events = app[EVENT_WRITER]
+    return [events, app[SHOWN_WRITER], app[CLICK_WRITER]]
+
+
+async def forget_buffered(app: web.Application, uid: str) -> None:
+    """Before a shopper's keys are deleted: write what this process has queued for them
+    (impressions are counted after their answer) and drop what it keeps for a replay, or
+    either would recreate their keys after the deletion."""
+    for writer in buffered_writers(app):
+        await writer.flush()
+        await writer.discard(uid)

@@ -39,6 +39,18 @@ class Metrics:
             "Buffered events dropped because the buffer was full",
             registry=r,
         )
+        self.delivery_buffered = Counter(
+            "kaeru_delivery_buffered",
+            "Clicks and impressions/renders ('shown') kept in memory because Redis failed them",
+            ["kind"],
+            registry=r,
+        )
+        self.delivery_dropped = Counter(
+            "kaeru_delivery_dropped",
+            "Buffered clicks and impressions/renders dropped because the buffer was full",
+            ["kind"],
+            registry=r,
+        )
         self.tracking_rejects = Counter(
             "kaeru_tracking_rejects",
             "Tracking input refused and stored nowhere",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from adserver.context import EVENT_WRITER, METRICS, STORE
+from adserver.context import CLICK_WRITER, EVENT_WRITER, METRICS, SHOWN_WRITER, STORE
 from adserver.responses import json_response
 
 
@@ -14,12 +14,15 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
-    buffered = len(request.app[EVENT_WRITER].buffer)
-    if await request.app[STORE].ping():
-        return json_response({"status": "ready", "redis": "ok", "buffered_events": buffered})
-    return json_response(
-        {"status": "degraded", "redis": "unreachable", "buffered_events": buffered}, status=503
-    )
+    app = request.app
+    buffered = {
+        "buffered_events": len(app[EVENT_WRITER].buffer),
+        "buffered_impressions": len(app[SHOWN_WRITER].buffer),  # and renders
+        "buffered_clicks": len(app[CLICK_WRITER].buffer),
+    }
+    if await app[STORE].ping():
+        return json_response({"status": "ready", "redis": "ok", **buffered})
+    return json_response({"status": "degraded", "redis": "unreachable", **buffered}, status=503)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

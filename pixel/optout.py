@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adserver.context import IMPRESSIONS, METRICS, SETTINGS, STORE
+from adserver.context import METRICS, SETTINGS, STORE, forget_buffered
 from adserver.store import RedisError
 from pixel.identity import OPTOUT_COOKIE, UID_COOKIE, is_secure_context, read_uid
 
@@ -52,9 +52,7 @@ async def optout(request: web.Request) -> web.StreamResponse:
     uid = read_uid(request.cookies)
     if uid is not None:
         try:
-            # Impressions this process served are counted after their answer: write them
-            # first, or they would recreate the shopper's counters after the deletion.
-            await request.app[IMPRESSIONS].drain()
+            await forget_buffered(request.app, uid)
             await request.app[STORE].forget(uid, request.app[SETTINGS].advertisers)
         except (RedisError, OSError):
             request.app[METRICS].store_errors.labels("forget").inc()

@@ -14,7 +14,7 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.context import IMPRESSIONS, MARKET, WORKER
+from adserver.context import MARKET, WORKER, buffered_writers
 from adserver.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 from adserver.settings import Settings
 
@@ -159,9 +159,10 @@ async def refresh_catalog(client: TestClient[Any, Any]) -> None:
 
 
 async def counted(client: TestClient[Any, Any]) -> None:
-    """Wait until impressions served so far are written (they are counted by group commit
-    right after the answer)."""
-    await client.app[IMPRESSIONS].drain()
+    """Wait until the impressions, renders and clicks served so far are written (impressions
+    and renders are counted right after the answer; a click waits for Redis only so long)."""
+    for writer in buffered_writers(client.app):
+        await writer.flush()
 
 
 async def learn_all(client: TestClient[Any, Any]) -> None:

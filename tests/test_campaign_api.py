@@ -138,6 +138,7 @@ async def click_first_product(client: TestClient[Any, Any]) -> None:
         urlsplit(served["products"][0]["click_url"]).path, allow_redirects=False
     )
     assert response.status == 302
+    await counted(client)
 
 
 async def report(client: TestClient[Any, Any], by: str, token: str = SHOP_TOKEN) -> Any:

@@ -188,6 +188,7 @@ async def test_impressions_and_clicks_are_counted_per_publisher_and_day(
     await stocked.get("/ad", params={"pub": "blog2", "size": "300x250"})
     await counted(stocked)
     await stocked.get(urlsplit(products[0]["click_url"]).path, allow_redirects=False)
+    await counted(stocked)
     today = day_of(time.time())
     stats = (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today]
     assert stats == {
@@ -203,6 +204,7 @@ async def test_rendered_beacon_counts_and_answers_a_gif(stocked: TestClient[Any,
     beacon = urlsplit((await response.json())["impression_url"]).path
     response = await stocked.get(beacon)
     assert response.status == 200 and response.content_type == "image/gif"
+    await counted(stocked)  # after the answer
     today = day_of(time.time())
     stats = (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today]
     assert stats["render\tdefault\tnews1\trecent\t300x250"] == 1

@@ -46,7 +46,13 @@ async def test_redis_down_pixel_still_answers_and_ads_do_not_fail(
     metrics = await (await client.get("/metrics")).text()
     assert "kaeru_events_buffered_total 1.0" in metrics  # kept for replay, not lost
     ready = await (await client.get("/readyz")).json()
-    assert ready == {"status": "degraded", "redis": "unreachable", "buffered_events": 1}
+    assert ready == {
+        "status": "degraded",
+        "redis": "unreachable",
+        "buffered_events": 1,
+        "buffered_impressions": 0,  # no ad was served
+        "buffered_clicks": 0,
+    }
 
 
 async def test_metrics_count_requests_events_and_rejects(client: TestClient[Any, Any]) -> None:

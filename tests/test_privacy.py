@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.context import STORE
-from tests.conftest import OPERATOR_TOKEN, SHOP, SHOP_TOKEN, stream_events
+from tests.conftest import OPERATOR_TOKEN, SHOP, SHOP_TOKEN, counted, stream_events
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -167,6 +167,7 @@ async def test_a_replayed_click_counts_once(stocked: TestClient[Any, Any]) -> No
     for _ in range(3):
         response = await stocked.get(path, allow_redirects=False)
         assert response.status == 302  # the shopper still lands
+    await counted(stocked)
     metrics = await (await stocked.get("/metrics")).text()
     assert 'kaeru_clicks_total{outcome="counted"} 1.0' in metrics
     assert 'kaeru_clicks_total{outcome="replayed"} 2.0' in metrics

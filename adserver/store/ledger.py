@@ -8,6 +8,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 import orjson
@@ -33,6 +34,30 @@ ORDER_MARKER_TTL_SECONDS = 400 * 86400
 CLICK_REPLAY_SECONDS = 600  # the same click link followed again within this counts once
 
 
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """An ad served (an impression: counted for reports, CTR estimates and, for a known
+    shopper, caps and the last touch) or, with `rendered`, its creative displayed on the page
+    (a render: counted for reports only)."""
+
+    uid: str | None
+    placement: Placement
+    skus: tuple[str, ...]
+    at: float
+    rendered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A click link followed; `token_id` names the link (a replay of it counts once)."""
+
+    uid: str | None
+    placement: Placement
+    sku: str
+    at: float
+    token_id: str = ""
+
+
 class Ledger:
     def __init__(self, redis: Redis, limits: StoreLimits) -> None:
         self.redis = redis
@@ -40,11 +65,6 @@ class Ledger:
         self._count_impression = redis.register_script(scripts.COUNT_IMPRESSION)
         self._record_conversion = redis.register_script(scripts.RECORD_CONVERSION)
         self._record_click = redis.register_script(scripts.RECORD_CLICK)
-
-    def _count(self, pipe: Redis, metric: str, placement: Placement, now: float) -> None:
-        key = keys.daily_stats(placement.advertiser, day_of(now))
-        pipe.hincrby(key, f"{metric}\t{placement.key}", 1)
-        pipe.expire(key, STATS_TTL_SECONDS)
 
     async def record_impression(
         self, uid: str | None, placement: Placement, skus: Sequence[str], now: float | None = None
@@ -54,38 +74,55 @@ class Ledger:
         await self.record_impressions([(uid, placement, skus, time.time() if now is None else now)])
 
     async def record_impressions(self, served: Iterable[Impression]) -> None:
-        """Several impressions in one round trip (group commit): per shopper the frequency
-        counters and the last touch (a script), then the report and CTR counters summed over
-        the batch (one HINCRBY per counter, not per impression)."""
+        await self.record_shown(
+            Shown(uid, placement, tuple(skus), at) for uid, placement, skus, at in served
+        )
+
+    async def record_render(self, placement: Placement, now: float | None = None) -> None:
+        at = time.time() if now is None else now
+        await self.record_shown([Shown(None, placement, (), at, rendered=True)])
+
+    async def record_shown(self, shown: Iterable[Shown]) -> None:
+        """Impressions and renders in one round trip (group commit): per shopper shown an ad
+        the frequency counters and the last touch (a script), then the report and CTR counters
+        summed over the batch (one HINCRBY per counter, not per impression)."""
         sha = self._count_impression.sha
         commands: list[Command] = []
         stats: Counter[tuple[str, str]] = Counter()
         totals: Counter[tuple[str, str]] = Counter()
-        for uid, placement, skus, now in served:
+        for one in shown:
+            placement, now = one.placement, one.at
             adv = placement.advertiser
-            if uid is not None:
-                caps, touch = keys.user_caps(uid, adv), keys.user_touch(uid, adv)
+            day_stats = keys.daily_stats(adv, day_of(now))
+            if one.rendered:
+                stats[(day_stats, f"render\t{placement.key}")] += 1
+                continue
+            if one.uid is not None:
+                caps, touch = keys.user_caps(one.uid, adv), keys.user_touch(one.uid, adv)
                 commands.append(
                     (
                         *("EVALSHA", sha, 2, caps, touch, day_of(now), int(now * 1000)),
                         *(self.limits.click_window_seconds, placement.campaign, placement.key),
-                        *skus,
+                        *one.skus,
                     )
                 )
-            stats[(keys.daily_stats(adv, day_of(now)), f"imp\t{placement.key}")] += 1
+            stats[(day_stats, f"imp\t{placement.key}")] += 1
             totals[(keys.campaign_totals(adv), f"imp:{placement.campaign}")] += 1
         for counts in (stats, totals):
             commands += [("HINCRBY", key, field, n) for (key, field), n in counts.items()]
         commands += [
             ("EXPIRE", key, STATS_TTL_SECONDS) for key in dict.fromkeys(k for k, _ in stats)
         ]
+        if not commands:
+            return
         replies = await send_with_scripts(self.redis, commands, {sha: scripts.COUNT_IMPRESSION})
         raise_first_error(replies)
 
-    async def record_render(self, placement: Placement, now: float | None = None) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        self._count(pipe, "render", placement, time.time() if now is None else now)
-        await execute(pipe)
+    async def record_clicks(self, clicks: Iterable[Click]) -> list[bool]:
+        """`record_click` for each; True where counted, False for a replay of the link."""
+        return [
+            await self.record_click(c.uid, c.placement, c.sku, c.at, c.token_id) for c in clicks
+        ]
 
     async def record_click(
         self,

@@ -3,36 +3,21 @@ after the answer, and forgotten with the shopper who opted out."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from adserver.delivery_counts import CLICKS, SHOWN
 from adserver.event_writer import BufferedWriter, SpillCodec
-from adserver.store import Placement, RedisError
+from adserver.store import Placement
 from adserver.store.ledger import Click, Shown
+from tests.test_restart_safety import FlakyRedis
 
 T = TypeVar("T")
 WHERE = Placement("shop1", "spring", "news1", "recent", "300x250")
 
 
-class FlakyRedis:
-    """A write function that fails while `down`, recording what it stored."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.stored: list[Any] = []
-
-    async def __call__(self, entries: Sequence[object]) -> None:
-        await asyncio.sleep(0.001)
-        if self.down:
-            raise RedisError("down")
-        self.stored.extend(entries)
-
-
-def writer_of(codec: SpillCodec[T], redis: FlakyRedis | None = None) -> BufferedWriter[T]:
-    return BufferedWriter(redis or FlakyRedis(), codec=codec, deadline=0.05)
+def writer_of(codec: SpillCodec[T], redis: FlakyRedis[T] | None = None) -> BufferedWriter[T]:
+    return BufferedWriter(redis or FlakyRedis[T](), codec=codec, deadline=0.05)
 
 
 def test_spilled_clicks_come_back_with_every_field(tmp_path: Path) -> None:
@@ -78,7 +63,7 @@ def test_a_damaged_line_of_a_click_file_is_skipped(tmp_path: Path) -> None:
 
 
 async def test_impressions_written_after_the_answer_are_kept_when_redis_fails() -> None:
-    redis = FlakyRedis()
+    redis = FlakyRedis[Shown]()
     writer = writer_of(SHOWN, redis)
     redis.down = True
     writer.write_later([Shown("u1", WHERE, ("sku-1",), 1.0)])
@@ -91,7 +76,7 @@ async def test_impressions_written_after_the_answer_are_kept_when_redis_fails() 
 
 
 async def test_a_forgotten_shopper_s_buffered_entries_are_never_replayed() -> None:
-    redis = FlakyRedis()
+    redis = FlakyRedis[Click]()
     writer = writer_of(CLICKS, redis)
     redis.down = True
     for uid in ("forget-me", "keep-me", "forget-me"):

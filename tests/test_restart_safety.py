@@ -21,6 +21,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import orjson
 import redis
@@ -33,6 +34,7 @@ from adserver.store import RedisError, Store, connect
 from tests.conftest import BROWSER, SHOP, product_row
 from tests.test_cli import TOKEN, kaeru_env
 
+T = TypeVar("T")
 GIF_LENGTH = 43
 READY_SECONDS = 30.0
 
@@ -436,14 +438,14 @@ def test_sigterm_with_redis_down_keeps_the_buffer_on_disk_for_the_next_start(
 # -- the write buffer on its own ---------------------------------------------------------------
 
 
-class FlakyRedis:
+class FlakyRedis(Generic[T]):
     """A write function that fails while `down`, recording what it stored."""
 
     def __init__(self) -> None:
         self.down = False
-        self.stored: list[Entry] = []
+        self.stored: list[T] = []
 
-    async def __call__(self, entries: Sequence[Entry]) -> None:
+    async def __call__(self, entries: Sequence[T]) -> None:
         await asyncio.sleep(0.001)
         if self.down:
             raise RedisError("down")

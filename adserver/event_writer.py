@@ -1,5 +1,5 @@
-"""Writes that must survive Redis trouble: the pixel's events, and clicks, impressions and
-renders (`delivery`).
+"""Writes that must survive Redis trouble: the pixel's events (`EventWriter`), and clicks,
+impressions and renders (`BufferedWriter`s with the codecs of `delivery_counts`).
 
 Entries go to Redis by group commit (see `group_commit`). A request waits for its write at most
 `deadline` seconds (`write`), or not at all (`write_later`: counters that need not hold up an

@@ -293,12 +293,13 @@ class Soak:
         return f"http://127.0.0.1:{self.kaeru.port}{path}"
 
     def ready(self) -> tuple[int, int | None]:
-        """(/readyz status, buffered events) — (0, None) when Kaeru does not answer."""
+        """(/readyz status, entries buffered: events, impressions and clicks) — (0, None) when
+        Kaeru does not answer."""
         try:
             with urllib.request.urlopen(self.url("/readyz"), timeout=2) as answer:
-                return answer.status, int(json.load(answer)["buffered_events"])
+                return answer.status, buffered(json.load(answer))
         except urllib.error.HTTPError as exc:
-            return exc.code, int(json.load(exc)["buffered_events"])
+            return exc.code, buffered(json.load(exc))
         except (OSError, ValueError, KeyError):
             return 0, None
 
@@ -419,6 +420,10 @@ async def drive(soak: Soak, mix: Mix) -> float:
 # -- verification -------------------------------------------------------------------------------
 
 
+def buffered(ready: dict[str, Any]) -> int:
+    return sum(int(n) for name, n in ready.items() if name.startswith("buffered_"))
+
+
 @dataclass
 class Tally:
     acknowledged: int = 0
@@ -452,6 +457,16 @@ async def count_in_redis(redis_url: str, mix: Mix) -> dict[str, Tally]:
     finally:
         await store.close()
     return tallies
+
+
+async def impressions_in_redis(redis_url: str) -> int:
+    """Impressions the reports count for the soak's shop (its campaign totals)."""
+    store = Store(connect(redis_url))
+    try:
+        totals = (await store.ledger.campaign_totals([ADVERTISER]))[ADVERTISER]
+    finally:
+        await store.close()
+    return sum(n for name, n in totals.items() if name.startswith("imp:"))
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -497,6 +512,7 @@ def evaluate(
     elapsed: float,
     tallies: dict[str, Tally],
     counters: dict[str, float],
+    impressions: int,
     settled: float,
     exit_code: int | None,
     stop_seconds: float,
@@ -512,6 +528,10 @@ def evaluate(
         total.extra += tally.extra
     unsent = list((soak.tmp / "kaeru" / "unsent").glob("*")) if soak.tmp.exists() else []
     dropped = counters.get("kaeru_events_dropped_total", 0.0)
+    delivery_dropped = sum(
+        value for name, value in counters.items() if name.startswith("kaeru_delivery_dropped")
+    )
+    served = mix.by_route["/ad.json", "200"]
     samples = soak.samples
     warm = next((s for s in samples if s.at >= args.duration * 0.1), samples[0])
     rss_start, rss_end = samples[0].kaeru_rss, samples[-1].kaeru_rss
@@ -532,6 +552,11 @@ def evaluate(
             f"{total.missing:,} missing",
         ),
         ("no event dropped from Kaeru's buffer", dropped == 0, f"{dropped:.0f} dropped"),
+        (
+            "every ad served counted in the reports (impressions counted ≥ ads served)",
+            impressions >= served and delivery_dropped == 0,
+            f"{served:,} served, {impressions:,} counted, {delivery_dropped:.0f} dropped",
+        ),
         (
             "Redis restarted once, its data back from the AOF",
             restart is not None and restart.aof and restart.keys_after >= restart.keys_before,
@@ -556,6 +581,7 @@ def evaluate(
         "pixel_failures": mix.pixel_failures,
         "server_errors": mix.server_errors,
         "events": {k: vars(t) for k, t in tallies.items()} | {"total": vars(total)},
+        "impressions": {"served": served, "counted": impressions},
         "unanswered_events": dict(mix.unanswered),
         "kaeru_counters": counters,
         "restart": None if restart is None else vars(restart),
@@ -628,15 +654,25 @@ def evaluate(
             for kind, t in [*tallies.items(), ("**total**", total)]
         ),
         "",
+        f"Impressions: {served:,} ads answered 200, {impressions:,} counted in the shop's "
+        "campaign totals"
+        + (
+            f" ({impressions - served:,} counted twice: a batch Redis applied but whose answer "
+            "was lost as it stopped, replayed)."
+            if impressions > served
+            else "."
+        ),
+        "",
         "Kaeru's own counters at the end: "
         + ", ".join(
             f"`{name}` {value:,.0f}"
             for name, value in sorted(counters.items())
-            if name.startswith(("kaeru_events_", "kaeru_store_errors"))
+            if name.startswith(("kaeru_events_", "kaeru_delivery_", "kaeru_store_errors"))
         )
         + f". (`stored` counts writes Redis acknowledged within Kaeru's 40 ms deadline, "
-        "`buffered` the answers given before that — replayed later; store errors are reads "
-        "and counters that failed while Redis was down: ads fell back to non-personalised.) "
+        "`buffered` the answers given before that — replayed later, `delivery_buffered` the "
+        "impressions and clicks Redis failed, replayed as well; store errors are reads that "
+        "failed while Redis was down: ads fell back to non-personalised.) "
         f"Kaeru's buffer was empty {settled:.1f} s after the load ended.",
         "",
     ]
@@ -715,11 +751,21 @@ def run(soak: Soak) -> Outcome:
     soak.sample(mix)
     counters = soak.metrics()
     tallies = asyncio.run(count_in_redis(soak.redis_url, mix))
+    impressions = asyncio.run(impressions_in_redis(soak.redis_url))
     exit_code, stop_seconds = soak.stop_kaeru()
     if mix.unanswered:
         soak.notes.append(f"events sent without an answer: {dict(mix.unanswered)}")
     return evaluate(
-        soak, mix, elapsed, tallies, counters, settled, exit_code, stop_seconds, context
+        soak,
+        mix,
+        elapsed,
+        tallies,
+        counters,
+        impressions,
+        settled,
+        exit_code,
+        stop_seconds,
+        context,
     )
 
 

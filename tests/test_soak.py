@@ -30,4 +30,7 @@ def test_short_soak_with_a_redis_restart_loses_nothing(tmp_path: Path) -> None:
     assert summary["kaeru_counters"]["kaeru_events_buffered_total"] > 0
     assert summary["kaeru_counters"].get("kaeru_events_dropped_total", 0) == 0
     assert summary["exit_code"] == 0
+    # Ads served while Redis was away were counted once it was back.
+    impressions = summary["impressions"]
+    assert impressions["counted"] >= impressions["served"] > 100, impressions
     assert "| every acknowledged event found in Redis" in out.read_text()

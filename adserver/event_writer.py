@@ -75,8 +75,8 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         self.failures = 0
 
-    def failed(self) -> None:
-        self.failures += 1
+    def failed(self, times: int = 1) -> None:
+        self.failures += times
         if self.failures >= self.threshold:
             self.opened_at = time.monotonic()
 
@@ -131,9 +131,10 @@ class BufferedWriter(Generic[E]):
             self._keep(entries)  # behind what is already waiting, to keep the order
             return None
         batch = self._commit.enqueue(entries)
-        attempt = batch.written  # shared by the batch's writers
-        self._attempts.add(attempt)
-        attempt.add_done_callback(lambda done: self._settle(done, entries))
+        if len(batch.items) == 1:  # a new batch: settled once, with all it will hold
+            attempt = batch.written  # shared by the batch's writers
+            self._attempts.add(attempt)
+            attempt.add_done_callback(lambda done: self._settle(done, batch.items))
         return batch
 
     async def discard(self, uid: str) -> int:
@@ -152,11 +153,13 @@ class BufferedWriter(Generic[E]):
         while self._attempts:
             await asyncio.wait(set(self._attempts))
 
-    def _settle(self, attempt: asyncio.Future[None], entries: list[E]) -> None:
+    def _settle(self, attempt: asyncio.Future[None], writes: list[list[E]]) -> None:
+        """A batch was written, or failed: then its entries go to the buffer, in order, and
+        each write in it counts as a failure for the breaker."""
         self._attempts.discard(attempt)
         if attempt.cancelled() or attempt.exception() is not None:
-            self.breaker.failed()
-            self._keep(entries)
+            self.breaker.failed(len(writes))
+            self._keep([entry for entries in writes for entry in entries])
         else:
             self.breaker.succeeded()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,6 +12,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adserver.store import keys
 
@@ -113,12 +116,17 @@ async def send_commands(redis: Any, commands: list[Command]) -> list[Any]:
     try:
         await connection.send_packed_command(b"".join(map(pack, commands)), check_health=False)
         replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as exc:
-                replies.append(exc)
+        # One deadline (the socket timeout) for all the replies, not a timer per reply.
+        async with asyncio.timeout(connection.socket_timeout):
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    replies.append(exc)
         return replies
+    except TimeoutError as exc:
+        await connection.disconnect()
+        raise RedisTimeoutError(f"no reply within {connection.socket_timeout} s") from exc
     except BaseException:
         await connection.disconnect()  # replies left unread would answer the next user
         raise

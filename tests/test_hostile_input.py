@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from multidict import MultiDictProxy
 from yarl import URL
@@ -732,11 +732,15 @@ def routable(token: str) -> bool:
 
 @fuzz(200)
 @given(ops=st.lists(MUTATION, max_size=3), cookie=st.none() | COOKIE_HEADER)
+@example(ops=[], cookie="; ".join(["uid=" + "0" * 3000] * 3))  # over the limit only as sent
 async def test_click_redirects_only_for_the_untouched_token(
     served: dict[str, Any], ops: list[tuple[str, int, str]], cookie: str | None
 ) -> None:
     client, original = served["client"], served["click"]
     token = mutate(original, ops)
+    # With cookies in its jar the client rewrites a Cookie header (one value per name), so
+    # the header checked against aiohttp's limits below would not be the one sent.
+    client.session.cookie_jar.clear()
     headers = {} if cookie is None else {"Cookie": cookie}
     response = await client.get(token_path("/c/", token), allow_redirects=False, headers=headers)
     what = f"GET /c/{quote(token, safe='')} (mutations {ops!r})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import pytest
 
@@ -120,3 +121,7 @@ def test_packed_commands_are_what_redis_py_sends() -> None:
 
     command = ("EVALSHA", "a" * 40, 2, "u:{x}:a", "ключ", 1700000000000, "", b'{"d":"\xc3\xa9"}')
     assert pack(command) == b"".join(Connection().pack_command(*command))
+    # What redis-py refuses to encode goes as its text.
+    assert pack(("HINCRBYFLOAT", "k", "f", Decimal("1.50"))) == pack(
+        ("HINCRBYFLOAT", "k", "f", "1.50")
+    )

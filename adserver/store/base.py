@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import hiredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -68,6 +69,8 @@ class Conversion:
 
 
 Command = tuple[bytes | str | int, ...]
+# hiredis' stub types the argument as a 1-tuple; it takes a tuple of any length.
+_pack_command = cast(Callable[[tuple[object, ...]], bytes], hiredis.pack_command)
 
 
 def stream_command(uid: str | None, document: bytes, maxlen: int) -> Command:
@@ -84,18 +87,12 @@ def append_to_stream(pipe: Any, uid: str | None, document: bytes, maxlen: int) -
 
 
 def pack(command: Command) -> bytes:
-    """A command in RESP, as redis-py would send it. Built as text and encoded once: Latin-1
-    maps each byte to one character, so lengths counted in characters are lengths in bytes."""
-    parts = [f"*{len(command)}\r\n"]
-    for arg in command:
-        if type(arg) is bytes:
-            text = arg.decode("latin-1")
-        else:
-            text = str(arg)
-            if not text.isascii():
-                text = text.encode().decode("latin-1")
-        parts.append(f"${len(text)}\r\n{text}\r\n")
-    return "".join(parts).encode("latin-1")
+    """A command in RESP, as redis-py would send it, packed by hiredis (C). Arguments other
+    than str, bytes, int and float (a Decimal, say) are sent as their text."""
+    try:
+        return _pack_command(command)
+    except TypeError:
+        return _pack_command(tuple(arg if isinstance(arg, bytes) else str(arg) for arg in command))
 
 
 async def send_commands(redis: Any, commands: list[Command]) -> list[Any]:

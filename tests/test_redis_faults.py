@@ -7,6 +7,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,17 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
+@contextmanager
+def revived_on(dead: EmbeddedRedis, tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """An empty Redis started on the address of one that was stopped."""
+    server = EmbeddedRedis(tmp_path / "redis2", persistent=False, port=dead.port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 async def poll(check: Any, deadline: float = 10.0) -> None:
     end = time.monotonic() + deadline
     while not await check():
@@ -68,9 +80,7 @@ async def test_events_sent_while_redis_is_down_are_replayed_in_order(
     ready = await client.get("/readyz")
     assert ready.status == 503 and (await ready.json())["buffered_events"] == 5
 
-    revived = EmbeddedRedis(tmp_path / "redis2", persistent=False, port=own_redis.port)
-    revived.start()  # an empty Redis on the same address
-    try:
+    with revived_on(own_redis, tmp_path) as revived:  # an empty Redis on the same address
 
         async def replayed() -> bool:
             return len(await stream_events(revived.url)) == 5
@@ -80,8 +90,6 @@ async def test_events_sent_while_redis_is_down_are_replayed_in_order(
         assert items == [f"down-{n}" for n in range(5)]
         metrics = await (await client.get("/metrics")).text()
         assert "kaeru_events_buffered_total 5.0" in metrics
-    finally:
-        revived.stop()
 
 
 async def test_a_full_buffer_drops_the_oldest_and_counts_them(
@@ -116,20 +124,19 @@ async def test_the_replayer_and_drain_at_once_write_each_buffered_event_once(
         return len(writer.buffer) == count
 
     await poll(buffered)
-    revived = EmbeddedRedis(tmp_path / "redis2", persistent=False, port=own_redis.port)
-    revived.start()
-    try:
-        replayer = asyncio.create_task(writer.run_replayer(interval=0.01))
-        await asyncio.sleep(0)  # the replayer's first batch is on its way
-        assert await writer.drain() == 0
-        assert not replayer.done()  # it did not crash either
-        replayer.cancel()
-        lengths = [await store.redis.xlen(keys.event_stream(s)) for s in range(keys.EVENT_SHARDS)]
-        assert sum(lengths) == count  # each event once on the stream
-        assert writer.replayed == count
-    finally:
-        await store.close()
-        revived.stop()
+    with revived_on(own_redis, tmp_path):
+        try:
+            replayer = asyncio.create_task(writer.run_replayer(interval=0.01))
+            await asyncio.sleep(0)  # the replayer's first batch is on its way
+            assert await writer.drain() == 0
+            assert not replayer.done()  # it did not crash either
+            replayer.cancel()
+            shards = range(keys.EVENT_SHARDS)
+            lengths = [await store.redis.xlen(keys.event_stream(s)) for s in shards]
+            assert sum(lengths) == count  # each event once on the stream
+            assert writer.replayed == count
+        finally:
+            await store.close()
 
 
 async def test_a_frozen_redis_costs_shops_and_partners_a_deadline_not_a_hang(
@@ -224,9 +231,8 @@ async def test_clicks_impressions_and_renders_during_an_outage_are_counted_when_
     assert 'kaeru_delivery_buffered_total{kind="click"} 1.0' in metrics
     assert 'kaeru_delivery_buffered_total{kind="shown"} 2.0' in metrics
 
-    revived = EmbeddedRedis(tmp_path / "redis2", persistent=False, port=own_redis.port)
-    revived.start()  # an empty Redis on the same address: only what was buffered lands there
-    try:
+    # An empty Redis on the same address: only what was buffered lands there.
+    with revived_on(own_redis, tmp_path) as revived:
 
         async def replayed() -> bool:
             return await _today(revived.url) == {"imp": 1, "render": 1, "click": 1}
@@ -240,8 +246,6 @@ async def test_clicks_impressions_and_renders_during_an_outage_are_counted_when_
         assert b"click" in touch  # a purchase now is attributed to this click
         metrics = await (await client.get("/metrics")).text()
         assert 'kaeru_clicks_total{outcome="counted"} 1.0' in metrics
-    finally:
-        revived.stop()
 
 
 async def test_a_frozen_redis_holds_up_neither_the_click_nor_the_render_beacon(

@@ -14,6 +14,7 @@ from adserver.event_writer import EventWriter
 from adserver.redis_url import is_cluster_url, parse_cluster_url
 from adserver.shopper import ShopperEvent
 from adserver.store import Placement, Store, StoreLimits, connect, keys
+from adserver.store.ledger import Shown
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -168,9 +169,9 @@ async def test_a_batch_of_impressions_counts_each_and_survives_a_lost_script_cac
 ) -> None:
     other = Placement("shop1", "c2", "news2", "related", "728x90")
     await store.redis.script_flush()  # what a Redis restart (or a failover) does
-    served = [(UID, PLACEMENT, ["sku-1"], NOON), (UID, PLACEMENT, ["sku-2"], NOON)]
-    served += [(None, PLACEMENT, ["sku-1"], NOON), (UID, other, ["sku-1"], NOON)]
-    await store.ledger.record_impressions(served)
+    served = [Shown(UID, PLACEMENT, ("sku-1",), NOON), Shown(UID, PLACEMENT, ("sku-2",), NOON)]
+    served += [Shown(None, PLACEMENT, ("sku-1",), NOON), Shown(UID, other, ("sku-1",), NOON)]
+    await store.ledger.record_shown(served)
     stats = (await store.ledger.daily_stats("shop1", ["20261119"]))["20261119"]
     assert stats[f"imp\t{PLACEMENT.key}"] == 3 and stats[f"imp\t{other.key}"] == 1
     assert await caps_at(store, NOON + 60) == {"c:c1": 2, "c:c2": 1, "i:sku-1": 2, "i:sku-2": 1}

@@ -32,6 +32,7 @@ from adserver.redis_url import parse_cluster_url
 from adserver.settings import Settings, SettingsError
 from adserver.shopper import ShopperEvent
 from adserver.store import Placement, RedisError, Store, connect, keys
+from adserver.store.ledger import Shown
 from tests.conftest import (
     BROWSER,
     OPERATOR_TOKEN,
@@ -157,7 +158,7 @@ async def test_scripts_on_pipelines_survive_an_empty_script_cache(
     )
     flush_scripts(redis_cluster)
     placement = Placement(SHOP, "c1", "news1", "recent", "300x250")
-    await cluster_store.ledger.record_impressions([(uid, placement, ["sku-1"], at) for uid in uids])
+    await cluster_store.ledger.record_shown([Shown(uid, placement, ("sku-1",), at) for uid in uids])
     flush_scripts(redis_cluster)
     for uid in uids:
         shopper = await cluster_store.load_shopper(uid)

@@ -29,7 +29,6 @@ from adserver.store.base import (
 )
 
 STATS_TTL_SECONDS = 400 * 86400
-Impression = tuple[str | None, Placement, Sequence[str], float]  # uid, where, products, when
 ORDER_MARKER_TTL_SECONDS = 400 * 86400
 CLICK_REPLAY_SECONDS = 600  # the same click link followed again within this counts once
 
@@ -71,16 +70,8 @@ class Ledger:
     ) -> None:
         """Count an ad served: report counts, campaign totals, and (for a known shopper) the
         frequency counters and the last impression, in one round trip."""
-        await self.record_impressions([(uid, placement, skus, time.time() if now is None else now)])
-
-    async def record_impressions(self, served: Iterable[Impression]) -> None:
-        await self.record_shown(
-            Shown(uid, placement, tuple(skus), at) for uid, placement, skus, at in served
-        )
-
-    async def record_render(self, placement: Placement, now: float | None = None) -> None:
         at = time.time() if now is None else now
-        await self.record_shown([Shown(None, placement, (), at, rendered=True)])
+        await self.record_shown([Shown(uid, placement, tuple(skus), at)])
 
     async def record_shown(self, shown: Iterable[Shown]) -> None:
         """Impressions and renders in one round trip (group commit): per shopper shown an ad
@@ -117,12 +108,6 @@ class Ledger:
             return
         replies = await send_with_scripts(self.redis, commands, {sha: scripts.COUNT_IMPRESSION})
         raise_first_error(replies)
-
-    async def record_clicks(self, clicks: Iterable[Click]) -> list[bool]:
-        """`record_click` for each; True where counted, False for a replay of the link."""
-        return [
-            await self.record_click(c.uid, c.placement, c.sku, c.at, c.token_id) for c in clicks
-        ]
 
     async def record_click(
         self,

@@ -10,6 +10,11 @@ import pytest
 from adserver.group_commit import GroupCommit
 
 
+async def submit(commit: GroupCommit[int], item: int) -> None:
+    """Queue `item` and wait for its batch (what a pixel request does, without a deadline)."""
+    await asyncio.shield(commit.enqueue(item).written)
+
+
 async def test_concurrent_writes_share_one_batch_and_each_waits_for_it() -> None:
     flushed: list[list[int]] = []
 
@@ -18,9 +23,9 @@ async def test_concurrent_writes_share_one_batch_and_each_waits_for_it() -> None
         flushed.append(list(items))
 
     commit = GroupCommit[int](flush)
-    await asyncio.gather(*(commit.submit(n) for n in range(10)))
+    await asyncio.gather(*(submit(commit, n) for n in range(10)))
     assert flushed == [list(range(10))]
-    await commit.submit(99)
+    await submit(commit, 99)
     assert flushed[-1] == [99]
 
 
@@ -31,22 +36,20 @@ async def test_batches_are_capped() -> None:
         sizes.append(len(items))
 
     commit = GroupCommit[int](flush, max_batch=4)
-    await asyncio.gather(*(commit.submit(n) for n in range(10)))
+    await asyncio.gather(*(submit(commit, n) for n in range(10)))
     assert sizes == [4, 4, 2]
 
 
-async def test_a_failed_batch_fails_its_waiters_and_reports_the_rest() -> None:
-    lost: list[int] = []
-
+async def test_a_failed_batch_fails_all_its_writers() -> None:
     async def flush(items: Sequence[int]) -> None:
         raise ConnectionError("redis down")
 
-    commit = GroupCommit[int](flush, on_error=lambda exc, n: lost.append(n))
-    commit.submit_nowait(1)
-    commit.submit_nowait(2)
+    commit = GroupCommit[int](flush)
+    batch = commit.enqueue(1)
+    commit.enqueue(2)
     with pytest.raises(ConnectionError):
-        await commit.submit(3)
-    assert lost == [2]
+        await submit(commit, 3)
+    assert batch.items == [1, 2, 3] and isinstance(batch.written.exception(), ConnectionError)
 
 
 async def test_drain_waits_for_queued_writes() -> None:
@@ -58,7 +61,7 @@ async def test_drain_waits_for_queued_writes() -> None:
 
     commit = GroupCommit[int](flush)
     for n in range(3):
-        commit.submit_nowait(n)
+        commit.enqueue(n)
     await commit.drain()
     assert done == [0, 1, 2]
 
@@ -90,8 +93,8 @@ async def test_a_lingering_flush_gathers_writes_that_arrive_over_a_few_ms() -> N
         flushed.append(list(items))
 
     commit = GroupCommit[int](flush, linger=0.05)
-    commit.submit_nowait(1)
+    commit.enqueue(1)
     await asyncio.sleep(0.01)  # a later loop tick, within the linger
-    commit.submit_nowait(2)
+    commit.enqueue(2)
     await commit.drain()
     assert flushed == [[1, 2]]

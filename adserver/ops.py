@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from adserver.context import CLICK_WRITER, EVENT_WRITER, METRICS, SHOWN_WRITER, STORE
+from adserver.context import METRICS, STORE, buffered_writers
 from adserver.responses import json_response
 
 
@@ -15,11 +15,8 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 async def readyz(request: web.Request) -> web.StreamResponse:
     app = request.app
-    buffered = {
-        "buffered_events": len(app[EVENT_WRITER].buffer),
-        "buffered_impressions": len(app[SHOWN_WRITER].buffer),  # and renders
-        "buffered_clicks": len(app[CLICK_WRITER].buffer),
-    }
+    # buffered_events, buffered_impressions (renders included), buffered_clicks
+    buffered = {f"buffered_{w.codec.name}": len(w.buffer) for w in buffered_writers(app)}
     if await app[STORE].ping():
         return json_response({"status": "ready", "redis": "ok", **buffered})
     return json_response({"status": "degraded", "redis": "unreachable", **buffered}, status=503)

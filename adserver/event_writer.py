@@ -31,6 +31,7 @@ import orjson
 from adserver.group_commit import Batch, GroupCommit
 from adserver.shopper import EVENT_KINDS, LineItem, ShopperEvent
 from adserver.store import RedisError
+from adserver.waiting import pause
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +206,8 @@ class BufferedWriter(Generic[E]):
     async def run_replayer(self, interval: float = 0.25) -> None:
         while True:
             while await self.replay_once():
-                pass
-            await asyncio.sleep(interval)
+                await pause(0)  # replays Redis took: stop here if asked to
+            await pause(interval)
 
     async def drain(self, retry_seconds: float = DRAIN_SECONDS) -> int:
         """On shutdown: finish the writes under way (a failed one lands in the buffer), then

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from adserver.catalog import FeedError, Product, parse_feed, parse_product
+from adserver.data_dir import prepare_data_dir
 from adserver.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from adserver.listen import ListenError, open_listeners
 from adserver.redis_url import redact
@@ -133,7 +135,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         "port": getattr(args, "port", None),
         "run_worker": False if getattr(args, "no_worker", False) else None,
     }
-    return Settings.from_env(overrides=overrides).with_secret_from_data_dir()
+    settings = Settings.from_env(overrides=overrides)
+    prepare_data_dir(settings.data_dir, "--data-dir" if args.data_dir else "KAERU_DATA_DIR")
+    return settings.with_secret_from_data_dir()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,10 +277,10 @@ def _demo_token(data_dir: Path) -> str:
     path = data_dir / DEMO_TOKEN_FILE
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(24)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(token + "\n")
     return token
 
 

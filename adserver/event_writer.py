@@ -228,10 +228,10 @@ class BufferedWriter(Generic[E]):
         and empty it; the next start replays the file. None when there was nothing to keep."""
         if not self.buffer:
             return None
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # shoppers' events: private
         path = directory / f"{self.codec.name}-{time.time_ns()}-{os.getpid()}.jsonl"
         partial = path.with_suffix(".partial")
-        with partial.open("wb") as out:
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             for entry in self.buffer:
                 out.write(orjson.dumps(self.codec.encode(entry)) + b"\n")
             out.flush()

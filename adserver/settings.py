@@ -143,7 +143,7 @@ class Settings:
             return self
         path = self.data_dir / SECRET_FILE
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # see data_dir.py
             _publish_new_secret(path, secrets.token_urlsafe(48))
         secret = path.read_text().strip().encode()
         if len(secret) < MIN_SECRET_LENGTH:

@@ -5,8 +5,9 @@ Redis could not take before an exit, so it is checked once at start-up, before a
 written there:
 - missing: created 0700;
 - owned by another user: refused (that user could read every file, or swap the key);
-- ours but open to others (earlier versions made it 0755 and its files 0644): tightened to
-  0700, its directories to 0700 and its files to 0600, with a warning naming what changed.
+- ours but open to others (earlier versions made it 0755 and its files 0644): tightened, the
+  directory to 0700 and Kaeru's own files and directories in it to 0600/0700 (group and other
+  bits off; anything else in it is left alone), with a warning naming what changed.
 Files Kaeru and its Redis create afterwards are 0600 whatever the umask (see
 `embedded_redis`, `event_writer.spill`, `settings.with_secret_from_data_dir`).
 """
@@ -23,8 +24,17 @@ from adserver.settings import SettingsError
 
 log = logging.getLogger(__name__)
 PRIVATE_DIR = 0o700
-PRIVATE_FILE = 0o600
 UMASK = 0o077  # for processes writing into the data dir (the embedded redis-server)
+# What Kaeru and its embedded Redis keep in the data dir (older Redis: a top-level AOF).
+OWN = (
+    "secret",
+    "demo-token",
+    "redis.log",
+    "appendonlydir",
+    "appendonly.aof",
+    "dump.rdb",
+    "unsent",
+)
 
 
 def prepare_data_dir(path: Path, name: str = "KAERU_DATA_DIR") -> None:
@@ -53,21 +63,18 @@ def prepare_data_dir(path: Path, name: str = "KAERU_DATA_DIR") -> None:
 
 
 def make_private(root: Path) -> list[str]:
-    """Take group and other permissions off `root` and everything in it (directories 0700,
-    files 0600; symbolic links and sockets are left alone). Returns what could not be changed."""
+    """Take group and other permissions off `root` and off Kaeru's own files in it (`OWN`,
+    recursively); other entries are left as they are, unreachable to others through `root`.
+    Owner bits are kept, symbolic links and sockets skipped. Returns what could not be changed."""
     problems: list[str] = []
     tightened: list[str] = []
-    for path in (root, *_tree(root)):
+    for path in (root, *_own_entries(root)):
         try:
             info = path.lstat()
-            if stat.S_ISDIR(info.st_mode):
-                wanted = PRIVATE_DIR
-            elif stat.S_ISREG(info.st_mode):
-                wanted = PRIVATE_FILE
-            else:
+            if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
                 continue
             if stat.S_IMODE(info.st_mode) & 0o077:
-                path.chmod(stat.S_IMODE(info.st_mode) & wanted)
+                path.chmod(stat.S_IMODE(info.st_mode) & ~0o077)
                 tightened.append(str(path.relative_to(root)))
         except OSError as exc:
             problems.append(f"{path}: {exc.strerror}")
@@ -80,11 +87,15 @@ def make_private(root: Path) -> list[str]:
     return problems
 
 
-def _tree(root: Path) -> list[Path]:
+def _own_entries(root: Path) -> list[Path]:
     found: list[Path] = []
-    for directory, subdirectories, files in os.walk(root):  # does not follow links
-        found.extend(Path(directory, entry) for entry in (*subdirectories, *files))
-    return found
+    for name in OWN:
+        top = root / name
+        found.append(top)
+        if top.is_dir() and not top.is_symlink():
+            for directory, subdirectories, files in os.walk(top):  # does not follow links
+                found.extend(Path(directory, entry) for entry in (*subdirectories, *files))
+    return [path for path in found if path.exists() or path.is_symlink()]
 
 
 def _user(uid: int) -> str:

@@ -145,3 +145,17 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(SettingsError, match="KAERU_DATA_DIR=.*: not a directory"):
         prepare_data_dir(tmp_path / "file")
+
+
+def test_tightening_touches_only_kaerus_own_files_and_keeps_owner_bits(tmp_path: Path) -> None:
+    """A data dir pointed at a directory holding other things: those are not rewritten (the
+    0700 directory already keeps others out of them)."""
+    (tmp_path / "tool.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "tool.sh").chmod(0o755)
+    (tmp_path / "secret").write_text("x" * 40)
+    (tmp_path / "secret").chmod(0o640)
+    tmp_path.chmod(0o755)
+    prepare_data_dir(tmp_path)
+    assert mode(tmp_path) == 0o700
+    assert mode(tmp_path / "tool.sh") == 0o755
+    assert mode(tmp_path / "secret") == 0o600

@@ -23,6 +23,7 @@ from tests.test_cli import get, kaeru_env, wait_ready
 from tests.test_restart_safety import FlakyRedis, view
 
 NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory away needs root")
 
 
 def mode(path: Path) -> int:
@@ -110,6 +111,7 @@ def test_a_new_data_dir_is_created_private(tmp_path: Path) -> None:
     assert mode(tmp_path / "new" / "kaeru") == 0o700
 
 
+@needs_root
 def test_a_data_dir_owned_by_another_user_is_refused_naming_the_variable(tmp_path: Path) -> None:
     """Another user could read (or swap) every file in it. Refused before anything is written
     there, with the reason: a real `kaeru catalog import` that would otherwise succeed."""
@@ -132,6 +134,7 @@ def test_a_data_dir_owned_by_another_user_is_refused_naming_the_variable(tmp_pat
     assert list(foreign.iterdir()) == []
 
 
+@needs_root
 def test_the_data_dir_flag_is_named_when_it_chose_the_directory(tmp_path: Path) -> None:
     os.chown(tmp_path, NOBODY, NOBODY)
     try:

@@ -114,6 +114,8 @@ def test_the_redis_service_script_starts_a_redis_that_requires_the_password(
     stand-in for the image's docker-entrypoint.sh adds a free port and a scratch dir)."""
     service = compose["services"]["redis"]
     assert service["command"][:2] == ["sh", "-c"]
+    if not Path(_redis_cli()).exists():
+        pytest.skip("no redis-cli beside redis-server")
     port = free_port()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

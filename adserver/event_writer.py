@@ -31,6 +31,7 @@ import orjson
 from adserver.group_commit import Batch, GroupCommit
 from adserver.shopper import EVENT_KINDS, LineItem, ShopperEvent
 from adserver.store import RedisError
+from adserver.waiting import pause
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +206,8 @@ class BufferedWriter(Generic[E]):
     async def run_replayer(self, interval: float = 0.25) -> None:
         while True:
             while await self.replay_once():
-                pass
-            await asyncio.sleep(interval)
+                await pause(0)  # replays Redis took: stop here if asked to
+            await pause(interval)
 
     async def drain(self, retry_seconds: float = DRAIN_SECONDS) -> int:
         """On shutdown: finish the writes under way (a failed one lands in the buffer), then
@@ -227,10 +228,10 @@ class BufferedWriter(Generic[E]):
         and empty it; the next start replays the file. None when there was nothing to keep."""
         if not self.buffer:
             return None
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # shoppers' events: private
         path = directory / f"{self.codec.name}-{time.time_ns()}-{os.getpid()}.jsonl"
         partial = path.with_suffix(".partial")
-        with partial.open("wb") as out:
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             for entry in self.buffer:
                 out.write(orjson.dumps(self.codec.encode(entry)) + b"\n")
             out.flush()

@@ -9,7 +9,6 @@ sees a new feed or campaign within about a second without a restart.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 from collections import defaultdict
@@ -19,6 +18,7 @@ from decimal import Decimal
 from adserver.campaigns import Campaign, default_campaign, parse_campaign, smoothed_ctr
 from adserver.catalog import Product
 from adserver.store import RedisError, Store
+from adserver.waiting import pause
 
 log = logging.getLogger(__name__)
 UPSELL_DEPTH = 5
@@ -87,7 +87,7 @@ class MarketCache:
                 await self.refresh()
             except (RedisError, OSError) as exc:
                 log.warning("market refresh failed, serving cached copy: %s", exc)
-            await asyncio.sleep(interval)
+            await pause(interval)
 
 
 def upsell_index(products: Mapping[str, Product]) -> dict[str, list[str]]:

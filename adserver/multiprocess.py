@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from types import FrameType
 
@@ -28,8 +29,14 @@ def _child(settings: Settings, index: int) -> None:
         level=logging.INFO, format=f"%(asctime)s %(levelname)s [{index}] %(name)s: %(message)s"
     )
     from adserver.app import create_app, run_server
+    from adserver.listen import ListenError, open_listeners
 
-    run_server(create_app(settings), settings, reuse_port=True)
+    try:
+        sockets = open_listeners(settings.host, settings.port, reuse_port=True)
+    except ListenError as exc:  # taken since the parent checked it
+        print(f"kaeru: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    run_server(create_app(settings), settings, reuse_port=True, sockets=sockets)
 
 
 def serve_processes(settings: Settings, workers: int) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -92,3 +92,26 @@ def _node(entry: str) -> tuple[str, int]:
     if not host or parts.username or parts.path:
         raise RedisUrlError(f"{entry!r} is not host:port")
     return host, DEFAULT_PORT if port is None else port
+
+
+def has_password(url: str) -> bool:
+    """Whether `url` carries a password (`user:password@`, or a `password=` option)."""
+    _, _, rest = url.partition("://")
+    userinfo, at, _ = rest.rpartition("@")
+    if at and ":" in userinfo:
+        return True
+    return "password" in parse_qs(urlsplit(url).query)
+
+
+def with_password(url: str, password: str) -> str:
+    """`url` with `password` added (REDIS_PASSWORD): in the user info of a redis:// or cluster
+    URL, as the `password=` option of a unix:// one. One place for the password only: a URL
+    that has one already is a RedisUrlError."""
+    if has_password(url):
+        raise RedisUrlError("REDIS_URL has a password of its own: set it in one place only")
+    scheme, _, rest = url.partition("://")
+    quoted = quote(password, safe="")
+    if scheme.lower() == "unix":
+        return f"{url}{'&' if '?' in rest else '?'}password={quoted}"
+    user, at, hosts = rest.rpartition("@")
+    return f"{scheme}://{user if at else ''}:{quoted}@{hosts}"

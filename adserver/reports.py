@@ -19,6 +19,7 @@ METRICS = {
     "revenue": "revenue",
 }
 MAX_DAYS = 400
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 COLUMNS = ("impressions", "clicks", "ctr", "conversions", "revenue", "rendered")
 
 
@@ -81,9 +82,18 @@ def _row(by: str, key: str, values: Mapping[str, Decimal]) -> dict[str, Any]:
 
 
 def to_csv(rows: list[dict[str, Any]], by: str) -> str:
+    """RFC 4180 CSV (CRLF, so a CR inside a cell is quoted too). The first column holds ids
+    others chose (a publisher id from any partner page, a campaign id): it is neutralised for
+    spreadsheets; the other columns are numbers Kaeru computed."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([by, *COLUMNS])
     for row in rows:
-        writer.writerow([row[by], *(row[c] for c in COLUMNS)])
+        writer.writerow([neutralise_cell(str(row[by])), *(row[c] for c in COLUMNS)])
     return out.getvalue()
+
+
+def neutralise_cell(text: str) -> str:
+    """OWASP CSV injection: a cell starting with `=`, `+`, `-`, `@`, tab or CR would be run as
+    a formula by a spreadsheet; a leading `'` makes it text (and is not shown)."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from adserver.redis_url import RedisUrlError, check_url
+from adserver.redis_url import RedisUrlError, check_url, with_password
 
 ADVERTISER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 MIN_TOKEN_LENGTH = 16
@@ -128,6 +128,7 @@ class Settings:
             elif key == "port":
                 value = reader.within("--port", int(str(value)), 8080, 1, 65535)
             values[key] = value
+        values["redis_url"] = reader.redis_password("REDIS_PASSWORD", values["redis_url"])
         if reader.problems:
             raise SettingsError(reader.problems)
         return cls(**values)  # type: ignore[arg-type]
@@ -143,7 +144,7 @@ class Settings:
             return self
         path = self.data_dir / SECRET_FILE
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # see data_dir.py
             _publish_new_secret(path, secrets.token_urlsafe(48))
         secret = path.read_text().strip().encode()
         if len(secret) < MIN_SECRET_LENGTH:
@@ -265,6 +266,18 @@ class _Reader:
             self.problems.append(f"{name}: {exc}")
             return None
         return url
+
+    def redis_password(self, name: str, url: object) -> str | None:
+        """REDIS_URL (or --redis-url) with the password kept apart in `name` (docker-compose's
+        env file gives the same one to Redis's requirepass); unused by the embedded Redis."""
+        password = self.env.get(name) or None  # taken as written: spaces may be part of it
+        if not isinstance(url, str) or password is None:
+            return url if isinstance(url, str) else None
+        try:
+            return with_password(url, password)
+        except RedisUrlError as exc:
+            self.problems.append(f"{name}: {exc}")
+            return url
 
     def secret(self, name: str) -> bytes:
         raw = self._raw(name)

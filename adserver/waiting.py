@@ -53,3 +53,15 @@ async def within(call: Coroutine[Any, Any, T], seconds: float) -> T:
     if not await settled_within(task, seconds):
         raise TimeoutError(f"no answer within {seconds * 1000:.0f} ms")
     return task.result()
+
+
+async def pause(seconds: float) -> None:
+    """`asyncio.sleep` for background loops, which also stops a loop whose cancellation a
+    library swallowed. On Python 3.11 `asyncio.wait_for` (redis-py sends every command through
+    it) returns the result and drops the cancellation when both land in the same tick (CPython
+    gh-86296, fixed in 3.12): a loop calling Redis then never stopped, and `kaeru serve` hung
+    in its clean-up. The task still counts the request (`Task.cancelling()`), so honour it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    await asyncio.sleep(seconds)

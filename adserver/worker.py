@@ -27,6 +27,7 @@ import time
 from adserver.cooccurrence import learn
 from adserver.store import RedisError, keys
 from adserver.store.learning import Batch, Journal, LearningStore
+from adserver.waiting import pause
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ class RelatedWorker:
                     await self.step(int(IDLE_SECONDS * 1000))
                 except (RedisError, OSError) as exc:
                     log.warning("related-items worker paused: %s", exc)
-                    await asyncio.sleep(RETRY_SECONDS)
+                    await pause(RETRY_SECONDS)
+                await pause(0)  # a cancellation swallowed on the way stops it here
         finally:
             self._stop = None
             with contextlib.suppress(RedisError, OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from html.parser import HTMLParser
 from typing import Any
@@ -159,14 +160,32 @@ async def test_forged_or_altered_click_token_redirects_nowhere(
     await view(stocked, "sku-1")
     click_path = urlsplit((await ad_products(stocked))[0]["click_url"]).path
     token = click_path.removeprefix("/c/")
-    payload, mac = token.split(".")
     forged = Signer(b"attacker-key-0123456789abcdef").sign(
         "click", ["shop1", "sku-1", "news1", "https://evil.example/", "recent"]
     )
-    for bad in (f"{payload}x.{mac}", f"{payload}.{mac[::-1]}", forged, "nonsense"):
+    flipped = token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
+    for bad in (f"{token}x", token[:-2], token[::-1], flipped, forged, "nonsense"):
         response = await stocked.get(f"/c/{bad}", allow_redirects=False)
         assert response.status == 400
         assert "Location" not in response.headers
+
+
+async def test_click_link_reveals_neither_the_product_nor_the_strategy(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """A partner page sees the links in the answer of /ad.json or in an OpenRTB bid: they
+    must not tell it what the shopper viewed or has in the cart."""
+    await view(stocked, "sku-2")
+    await stocked.get("/px", params={"a": SHOP, "e": "cart", "i": "sku-4"})
+    products = await ad_products(stocked)
+    assert (products[0]["id"], products[0]["strategy"]) == ("sku-4", "cart")
+    for product in products:
+        token = urlsplit(product["click_url"]).path.removeprefix("/c/")
+        sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        for needle in ("sku-", "cart", "recent", "shop1", "news1", "728x90"):
+            assert needle.encode() not in sealed and needle not in token, needle
+    response = await stocked.get(urlsplit(products[0]["click_url"]).path, allow_redirects=False)
+    assert response.headers["Location"] == "https://shop1.example/p/sku-4"
 
 
 async def test_expired_click_token_is_refused(stocked: TestClient[Any, Any]) -> None:

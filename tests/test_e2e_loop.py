@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 import time
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -77,14 +79,36 @@ async def test_iframe_ad_shows_viewed_product_title(stocked: TestClient[Any, Any
     assert "/c/" in html
 
 
-async def test_ad_js_writes_the_creative_into_the_page(stocked: TestClient[Any, Any]) -> None:
+async def test_ad_js_frames_kaeru_ad_and_leaves_the_creative_out_of_the_page(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """The script only inserts a cross-origin iframe on `/ad` with the same query: the partner
+    page never holds the creative (what the shopper viewed), and the ad is decided and counted
+    once, by `/ad`."""
     await view(stocked, "sku-4")
-    response = await stocked.get("/ad.js", params={"pub": "news1", "size": "300x250"})
+    query = {"pub": "news1", "size": "300x250", "slot": "side", "kw": 'a "</script>&b', "gdpr": "0"}
+    response = await stocked.get("/ad.js", params=query)
     assert response.status == 200
     assert response.content_type == "application/javascript"
     code = await response.text()
-    assert "Product sku-4" in code and "srcdoc" in code
-    assert "</" not in code  # the HTML is embedded as an escaped string literal
+    assert "sku-4" not in code and "srcdoc" not in code and "/c/" not in code
+    assert "</" not in code
+    src = json.loads(re.search(r"f\.src=(\"[^\"]*\")", code)[1])  # type: ignore[index]
+    framed_url = urlsplit(src)
+    assert framed_url[:3] == urlsplit(str(stocked.make_url("/ad")))[:3]  # Kaeru's own /ad
+    assert parse_qsl(framed_url.query) == list(query.items())
+    assert not {'"', "<", ">", " ", "'"} & set(src)
+    assert "f.width='300'" in code and "f.height='250'" in code
+    assert "allow-top-navigation-by-user-activation" in code
+    await counted(stocked)
+    today = day_of(time.time())
+    assert (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today] == {}
+
+    framed = await stocked.get(f"{framed_url.path}?{framed_url.query}")
+    assert "Product sku-4" in await framed.text()
+    await counted(stocked)
+    stats = (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today]
+    assert stats == {"imp\tdefault\tnews1\trecent\t300x250": 1}
 
 
 async def test_cart_items_come_before_viewed_items(stocked: TestClient[Any, Any]) -> None:

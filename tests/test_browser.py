@@ -276,8 +276,12 @@ def test_shopper_journey_view_ad_click_optout_and_back(context: BrowserContext, 
     assert ad_json(page)[0] in NOT_PERSONALISED
     assert "uid" not in cookies(context, base)
 
-    # Undo: tracked and personalised again.
+    # Undo, with the opt-out page's own button (the old ?undo=1 link only shows it):
+    # tracked and personalised again.
     page.goto(f"{base}/optout?undo=1")
+    assert cookies(context, base)["optout"]["value"] == "1"
+    page.get_by_role("button", name="Undo: allow personalised ads again").click()
+    page.wait_for_url(f"{base}/optout")
     assert page.locator("h1").inner_text() == "Personalised ads are allowed again"
     assert "optout" not in cookies(context, base)
     view(page, base, "sku-104")
@@ -432,3 +436,43 @@ def test_a_partner_on_another_site_cannot_read_the_ad_it_shows(
         link.click()
     page.wait_for_url(PRODUCT_PAGE)
     poll(lambda: clicks_counted(base), lambda n: n == before + 1, "the click counted")
+
+
+def test_another_site_cannot_undo_an_optout_only_the_optout_page_can(
+    context: BrowserContext, base: str, elsewhere: str
+) -> None:
+    page = context.new_page()
+    page.goto(f"{base}/optout")
+    assert cookies(context, base)["optout"]["value"] == "1"
+
+    # Another site's image, its top-level link, and its form posting to /optout.
+    done = "document.body.dataset.done = 1"
+    image = f'<img src="{base}/optout?undo=1" alt="" onload="{done}" onerror="{done}">'
+    page = foreign_page(context, elsewhere, "/image", image)
+    page.wait_for_selector("body[data-done]", state="attached")  # answered (not an image)
+    page = foreign_page(context, elsewhere, "/link", f'<a href="{base}/optout?undo=1">win</a>')
+    page.click("a")
+    page.wait_for_url(f"{base}/optout?undo=1")
+    assert cookies(context, base)["optout"]["value"] == "1"
+    form = (
+        f'<form method="post" action="{base}/optout"><input type="hidden" name="undo" value="1">'
+        '<button type="submit">win</button></form>'
+    )
+    page = foreign_page(context, elsewhere, "/form", form)
+    with page.expect_response(f"{base}/optout") as posted:
+        page.click("button")
+    assert posted.value.status == 403
+    assert page.locator("h1").inner_text() == "Nothing was changed"
+    # Framed, the opt-out page (and its button) does not even show.
+    framing = f'<iframe src="{base}/optout?undo=1" width="600" height="400"></iframe>'
+    page = foreign_page(context, elsewhere, "/frame", framing)
+    framed = page.frame(url=f"{base}/optout?undo=1")
+    assert framed is None or framed.locator("button").count() == 0
+    assert cookies(context, base)["optout"]["value"] == "1"
+
+    # Kaeru's own page: its button takes the opt-out back.
+    page.goto(f"{base}/optout?undo=1")
+    page.get_by_role("button", name="Undo: allow personalised ads again").click()
+    page.wait_for_url(f"{base}/optout")
+    assert page.locator("h1").inner_text() == "Personalised ads are allowed again"
+    assert "optout" not in cookies(context, base)

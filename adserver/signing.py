@@ -7,12 +7,15 @@ authentication. `key[purpose]` is derived from the secret with HKDF per purpose,
 minted for one endpoint is refused by another. AES-SIV stays safe if two random nonces ever
 collide (it would only show that two tokens hold the same fields), so the nonce can be short.
 Fields are packed compactly (`_pack`): a click link is shorter than the signed JSON it replaced.
+Tokens minted before (readable JSON with an HMAC) are still accepted until they expire.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ NONCE_BYTES = 8
 TAG_BYTES = 16  # AES-SIV's synthetic IV, which is also its authentication tag
 KEY_BYTES = 64  # AES-256-SIV
 MAX_TOKEN_LENGTH = 4096
+LEGACY_MAC_BYTES = 16
 FUTURE_SKEW_SECONDS = 300
 
 
@@ -41,8 +45,15 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _canonical_b64decode(text: str) -> bytes | None:
+    """The bytes, or None unless `text` is exactly how `_b64encode` spells them: a lax
+    decoder ignores stray characters and the unused low bits of the last one, which would
+    let the same token be spelled differently (and a replayed click count twice)."""
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return data if _b64encode(data) == text else None
 
 
 # -- packing: each field is a varint header `length_or_value << 2 | kind`, then its bytes -------
@@ -134,23 +145,43 @@ class Signer:
         """The sealed fields (issue time removed), or why the token is refused."""
         if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             return InvalidToken("malformed")
-        try:
-            data = _b64decode(token)
-        except (binascii.Error, ValueError):
-            return InvalidToken("malformed")
-        if _b64encode(data) != token or len(data) <= NONCE_BYTES + TAG_BYTES:
-            # Unused low bits of the last character: the same token spelled differently,
-            # which would count a replayed click twice.
-            return InvalidToken("malformed")
-        nonce, sealed = data[:NONCE_BYTES], data[NONCE_BYTES:]
-        try:
-            plain = self._cipher(purpose).decrypt(sealed, [nonce])
-        except InvalidTag:
-            return InvalidToken("bad_signature")
-        fields = _unpack(plain)
+        fields = self._open_legacy(purpose, token) if "." in token else self._open(purpose, token)
+        if isinstance(fields, InvalidToken):
+            return fields
         if not fields or not isinstance(fields[-1], int) or isinstance(fields[-1], bool):
             return InvalidToken("malformed")
         age = (time.time() if now is None else now) - fields[-1]
         if age > max_age_seconds or age < -FUTURE_SKEW_SECONDS:
             return InvalidToken("expired")
         return fields[:-1]
+
+    def _open(self, purpose: str, token: str) -> list[object] | InvalidToken:
+        data = _canonical_b64decode(token)
+        if data is None or len(data) <= NONCE_BYTES + TAG_BYTES:
+            return InvalidToken("malformed")
+        nonce, sealed = data[:NONCE_BYTES], data[NONCE_BYTES:]
+        try:
+            plain = self._cipher(purpose).decrypt(sealed, [nonce])
+        except InvalidTag:
+            return InvalidToken("bad_signature")
+        return _unpack(plain) or InvalidToken("malformed")
+
+    def _open_legacy(self, purpose: str, token: str) -> list[object] | InvalidToken:
+        """A token minted before tokens were encrypted, `base64url(JSON) "." base64url(
+        HMAC-SHA256(secret, purpose NUL JSON)[:16])`: links already out in creatives keep
+        working until they expire (KAERU_CLICK_TTL_DAYS after the upgrade); none is minted."""
+        if token.count(".") != 1:
+            return InvalidToken("malformed")
+        payload_text, mac_text = token.split(".")
+        payload, mac = _canonical_b64decode(payload_text), _canonical_b64decode(mac_text)
+        if payload is None or mac is None:
+            return InvalidToken("malformed")
+        message = purpose.encode() + b"\0" + payload
+        expected = hmac.new(self._secret, message, hashlib.sha256).digest()[:LEGACY_MAC_BYTES]
+        if not hmac.compare_digest(mac, expected):
+            return InvalidToken("bad_signature")
+        try:
+            fields = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return InvalidToken("malformed")
+        return fields if isinstance(fields, list) else InvalidToken("malformed")

@@ -13,10 +13,11 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adserver.context import SIGNER, STORE
+from adserver.context import SETTINGS, SIGNER, STORE
 from adserver.signing import Signer
 from adserver.store import day_of
 from tests.conftest import SHOP, counted, learn_all, product_row, put_catalog
+from tests.test_signing import legacy_token
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -210,6 +211,23 @@ async def test_click_link_reveals_neither_the_product_nor_the_strategy(
             assert needle.encode() not in sealed and needle not in token, needle
     response = await stocked.get(urlsplit(products[0]["click_url"]).path, allow_redirects=False)
     assert response.headers["Location"] == "https://shop1.example/p/sku-4"
+
+
+async def test_a_click_link_minted_before_the_upgrade_still_lands(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """Creatives already out there carry the old, readable links: they keep working (and
+    counting) until they expire."""
+    fields: list[object] = ["shop1", "default", "news1", "recent", "728x90", "sku-3"]
+    fields.append("https://shop1.example/p/sku-3")
+    token = legacy_token(stocked.app[SETTINGS].secret, "click", fields, int(time.time()))
+    response = await stocked.get(f"/c/{token}", allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == "https://shop1.example/p/sku-3"
+    await counted(stocked)
+    today = day_of(time.time())
+    stats = (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today]
+    assert stats == {"click\tdefault\tnews1\trecent\t728x90": 1}
 
 
 async def test_expired_click_token_is_refused(stocked: TestClient[Any, Any]) -> None:

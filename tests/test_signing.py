@@ -4,6 +4,10 @@ refused."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+
+import orjson
 
 from adserver.signing import InvalidToken, Signer
 
@@ -92,3 +96,38 @@ def test_a_token_respelled_in_its_unused_bits_is_refused() -> None:
     respelled = token[:-1] + ALPHABET[last ^ 1]  # the lowest bit of the last char is unused
     assert raw(respelled) == raw(token)
     assert SIGNER.verify("click", respelled, 60, now=1000) == InvalidToken("malformed")
+
+
+def legacy_token(secret: bytes, purpose: str, fields: list[object], issued: int) -> str:
+    """A link as Kaeru minted them before tokens were encrypted (still in live creatives)."""
+    payload = orjson.dumps([*fields, issued])
+    mac = hmac.new(secret, purpose.encode() + b"\0" + payload, hashlib.sha256).digest()[:16]
+    return f"{b64(payload)}.{b64(mac)}"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_a_link_minted_before_the_upgrade_works_until_it_expires() -> None:
+    token = legacy_token(b"k" * 32, "click", CLICK, 1000)
+    assert SIGNER.verify("click", token, 60, now=1030) == CLICK
+    assert SIGNER.verify("click", token, 60, now=1061) == InvalidToken("expired")
+    assert SIGNER.verify("render", token, 60, now=1030) == InvalidToken("bad_signature")
+    assert Signer(b"x" * 32).verify("click", token, 60, now=1030) == InvalidToken("bad_signature")
+
+
+def test_an_altered_or_respelled_old_link_is_refused() -> None:
+    token = legacy_token(b"k" * 32, "click", ["shop1", "sku-1"], 1000)
+    payload, mac = token.split(".")
+    other = legacy_token(b"k" * 32, "click", ["shop1", "sku-2"], 1000).split(".")[0]
+    assert SIGNER.verify("click", f"{other}.{mac}", 60, now=1000) == InvalidToken("bad_signature")
+    assert SIGNER.verify("click", f"{payload}.{mac[:-2]}AA", 60, now=1000) == InvalidToken(
+        "bad_signature"
+    )
+    respelled = mac[:-1] + ALPHABET[ALPHABET.index(mac[-1]) ^ 1]
+    assert SIGNER.verify("click", f"{payload}.{respelled}", 60, now=1000) == InvalidToken(
+        "malformed"
+    )
+    not_a_list = f"{b64(b'{}')}.{b64(b'x' * 16)}"
+    assert isinstance(SIGNER.verify("click", not_a_list, 60, now=1000), InvalidToken)

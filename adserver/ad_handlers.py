@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from dataclasses import replace
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 from aiohttp import web
@@ -53,12 +53,14 @@ from pixel.identity import (
 
 log = logging.getLogger(__name__)
 
+# The creative is never in the partner's page: the script inserts a cross-origin iframe on
+# Kaeru's `/ad` with the same query, which decides, counts and renders (once).
 AD_JS = (
     "(function(){{var s=document.currentScript,f=document.createElement('iframe');"
-    "f.width='{w}';f.height='{h}';f.title='Advertisement';f.setAttribute('scrolling','no');"
-    "f.style.border='0';f.setAttribute('sandbox','allow-popups "
+    "f.src={src};f.width='{w}';f.height='{h}';f.title='Advertisement';"
+    "f.setAttribute('scrolling','no');f.style.border='0';f.setAttribute('sandbox','allow-popups "
     "allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation');"
-    "f.srcdoc={html};if(s&&s.parentNode){{s.parentNode.insertBefore(f,s.nextSibling)}}"
+    "if(s&&s.parentNode){{s.parentNode.insertBefore(f,s.nextSibling)}}"
     "else{{document.body.appendChild(f)}}}})();"
 )
 
@@ -149,16 +151,14 @@ async def ad_html(request: web.Request) -> web.StreamResponse:
 
 
 async def ad_script(request: web.Request) -> web.StreamResponse:
+    """`/ad.js`: a script that frames `/ad` with the same query; it decides nothing."""
     slot = parse_ad_request(request.query, request.app[RENDERER].formats)
     if isinstance(slot, BadAdRequest):
         return _bad_request(request, slot)
-    served = await _serve(request, slot)
-    if served is None:
-        return javascript("/* kaeru: no fill */")
     creative = request.app[RENDERER].formats[slot.size]
-    html_literal = orjson.dumps(served.html).decode().replace("<", "\\u003c")
-    code = AD_JS.format(w=creative.width, h=creative.height, html=html_literal)
-    return _refresh_uid(request, javascript(code))
+    src = f"{base_url(request)}/ad?{urlencode(list(request.query.items()), quote_via=quote)}"
+    src_literal = orjson.dumps(src).decode().replace("<", "\\u003c")
+    return javascript(AD_JS.format(src=src_literal, w=creative.width, h=creative.height))
 
 
 async def ad_json(request: web.Request) -> web.StreamResponse:

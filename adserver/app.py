@@ -234,6 +234,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_post("/e", pixel_handlers.batch)
     app.router.add_get("/tag.js", pixel_handlers.tag_script)
     app.router.add_get("/optout", optout.optout)
+    app.router.add_post("/optout", optout.undo_optout)
     app.router.add_delete("/api/v1/users/{uid}", admin.forget_user)
     app.router.add_get("/ad", ad_handlers.ad_html)
     app.router.add_get("/ad.js", ad_handlers.ad_script)

@@ -1,7 +1,13 @@
-"""Signed, expiring tokens for URLs Kaeru puts into creatives (clicks, rendered beacons).
+"""Opaque, expiring tokens for URLs Kaeru puts into creatives (clicks, rendered beacons).
 
-A token is `base64url(payload) "." base64url(HMAC-SHA256(secret, purpose + payload))[:16 bytes]`.
-The purpose is part of the MAC, so a token minted for one endpoint is refused by another.
+A token is `base64url(nonce || AES-SIV(key[purpose], fields + [issued], ad=nonce))`: the
+fields are encrypted and authenticated, so whoever sees a link (a partner page, an exchange, a
+proxy log) learns nothing of the shopper's strategy or products, and any change to it fails the
+authentication. `key[purpose]` is derived from the secret with HKDF per purpose, so a token
+minted for one endpoint is refused by another. AES-SIV stays safe if two random nonces ever
+collide (it would only show that two tokens hold the same fields), so the nonce can be short.
+Fields are packed compactly (`_pack`): a click link is shorter than the signed JSON it replaced.
+Tokens minted before (readable JSON with an HMAC) are still accepted until they expire.
 """
 
 from __future__ import annotations
@@ -10,13 +16,22 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
 from dataclasses import dataclass
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-MAC_BYTES = 16
+NONCE_BYTES = 8
+TAG_BYTES = 16  # AES-SIV's synthetic IV, which is also its authentication tag
+KEY_BYTES = 64  # AES-256-SIV
 MAX_TOKEN_LENGTH = 4096
+LEGACY_MAC_BYTES = 16
+FUTURE_SKEW_SECONDS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +45,76 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _canonical_b64decode(text: str) -> bytes | None:
+    """The bytes, or None unless `text` is exactly how `_b64encode` spells them: a lax
+    decoder ignores stray characters and the unused low bits of the last one, which would
+    let the same token be spelled differently (and a replayed click count twice)."""
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return data if _b64encode(data) == text else None
+
+
+# -- packing: each field is a varint header `length_or_value << 2 | kind`, then its bytes -------
+_STR, _INT, _NEG, _JSON = range(4)
+_SMALL = [bytes((value,)) for value in range(0x80)]
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _pack(fields: list[object]) -> bytes:
+    out = bytearray()
+    for field in fields:
+        if type(field) is str:
+            data = field.encode()
+            out += _varint(len(data) << 2 | _STR) + data
+        elif isinstance(field, int) and not isinstance(field, bool):
+            out += _varint(field << 2 | _INT if field >= 0 else (-field - 1) << 2 | _NEG)
+        else:
+            data = orjson.dumps(field)
+            out += _varint(len(data) << 2 | _JSON) + data
+    return bytes(out)
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]  # IndexError when truncated
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if byte < 0x80:
+            return value, at
+
+
+def _unpack(data: bytes) -> list[object] | None:
+    fields: list[object] = []
+    at = 0
+    try:
+        while at < len(data):
+            header, at = _read_varint(data, at)
+            kind, size = header & 3, header >> 2
+            if kind == _INT:
+                fields.append(size)
+            elif kind == _NEG:
+                fields.append(-size - 1)
+            else:
+                chunk, at = data[at : at + size], at + size
+                if len(chunk) != size:
+                    return None
+                fields.append(chunk.decode() if kind == _STR else orjson.loads(chunk))
+    except (IndexError, UnicodeDecodeError, orjson.JSONDecodeError):
+        return None
+    return fields
 
 
 class Signer:
@@ -39,42 +122,66 @@ class Signer:
         if len(secret) < 16:
             raise ValueError("signing secret is too short")
         self._secret = secret
+        self._ciphers: dict[str, AESSIV] = {}
 
-    def _mac(self, purpose: str, payload: bytes) -> bytes:
-        return hmac.new(self._secret, purpose.encode() + b"\0" + payload, hashlib.sha256).digest()[
-            :MAC_BYTES
-        ]
+    def _cipher(self, purpose: str) -> AESSIV:
+        cipher = self._ciphers.get(purpose)
+        if cipher is None:
+            info = b"kaeru token v1\0" + purpose.encode()
+            key = HKDF(SHA256(), KEY_BYTES, salt=None, info=info).derive(self._secret)
+            cipher = self._ciphers[purpose] = AESSIV(key)
+        return cipher
 
     def sign(self, purpose: str, fields: list[object], now: float | None = None) -> str:
-        """Sign `fields` (JSON-serialisable) with the issue time appended."""
+        """Seal `fields` (strings, ints or anything JSON-serialisable) with the issue time."""
         issued = int(time.time() if now is None else now)
-        payload = orjson.dumps([*fields, issued])
-        return f"{_b64encode(payload)}.{_b64encode(self._mac(purpose, payload))}"
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._cipher(purpose).encrypt(_pack([*fields, issued]), [nonce])
+        return _b64encode(nonce + sealed)
 
     def verify(
         self, purpose: str, token: str, max_age_seconds: int, now: float | None = None
     ) -> list[object] | InvalidToken:
-        """The signed fields (issue time removed), or why the token is refused."""
-        if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
+        """The sealed fields (issue time removed), or why the token is refused."""
+        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            return InvalidToken("malformed")
+        fields = self._open_legacy(purpose, token) if "." in token else self._open(purpose, token)
+        if isinstance(fields, InvalidToken):
+            return fields
+        if not fields or not isinstance(fields[-1], int) or isinstance(fields[-1], bool):
+            return InvalidToken("malformed")
+        age = (time.time() if now is None else now) - fields[-1]
+        if age > max_age_seconds or age < -FUTURE_SKEW_SECONDS:
+            return InvalidToken("expired")
+        return fields[:-1]
+
+    def _open(self, purpose: str, token: str) -> list[object] | InvalidToken:
+        data = _canonical_b64decode(token)
+        if data is None or len(data) <= NONCE_BYTES + TAG_BYTES:
+            return InvalidToken("malformed")
+        nonce, sealed = data[:NONCE_BYTES], data[NONCE_BYTES:]
+        try:
+            plain = self._cipher(purpose).decrypt(sealed, [nonce])
+        except InvalidTag:
+            return InvalidToken("bad_signature")
+        return _unpack(plain) or InvalidToken("malformed")
+
+    def _open_legacy(self, purpose: str, token: str) -> list[object] | InvalidToken:
+        """A token minted before tokens were encrypted, `base64url(JSON) "." base64url(
+        HMAC-SHA256(secret, purpose NUL JSON)[:16])`: links already out in creatives keep
+        working until they expire (KAERU_CLICK_TTL_DAYS after the upgrade); none is minted."""
+        if token.count(".") != 1:
             return InvalidToken("malformed")
         payload_text, mac_text = token.split(".")
-        try:
-            payload, mac = _b64decode(payload_text), _b64decode(mac_text)
-        except (binascii.Error, ValueError):
+        payload, mac = _canonical_b64decode(payload_text), _canonical_b64decode(mac_text)
+        if payload is None or mac is None:
             return InvalidToken("malformed")
-        if _b64encode(payload) != payload_text or _b64encode(mac) != mac_text:
-            # Unused low bits of the last character: the same token spelled differently,
-            # which would count a replayed click twice.
-            return InvalidToken("malformed")
-        if not hmac.compare_digest(mac, self._mac(purpose, payload)):
+        message = purpose.encode() + b"\0" + payload
+        expected = hmac.new(self._secret, message, hashlib.sha256).digest()[:LEGACY_MAC_BYTES]
+        if not hmac.compare_digest(mac, expected):
             return InvalidToken("bad_signature")
         try:
             fields = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return InvalidToken("malformed")
-        if not isinstance(fields, list) or not fields or not isinstance(fields[-1], int):
-            return InvalidToken("malformed")
-        age = (time.time() if now is None else now) - fields[-1]
-        if age > max_age_seconds or age < -300:
-            return InvalidToken("expired")
-        return fields[:-1]
+        return fields if isinstance(fields, list) else InvalidToken("malformed")

@@ -1,5 +1,14 @@
-"""`GET /optout`: a shopper says no. Kaeru sets a 5-year `optout=1` cookie, forgets everything
-it knew about the browser's uid, and stops tracking it; `?undo=1` takes it back."""
+"""`/optout`: a shopper says no, and may take it back.
+
+`GET /optout` sets a 5-year `optout=1` cookie, forgets everything Kaeru knew about the
+browser's uid and stops tracking it. Any page may send a shopper there: it only protects them.
+Taking it back is another matter, so only the opt-out page's own button does it: a
+`POST /optout` the browser marks `Sec-Fetch-Site: same-origin` (or, from a browser that does
+not send Fetch metadata, whose `Origin` is Kaeru's own). Anything else (another site's form,
+image or script, a bare request) answers 403 and changes nothing, and `GET /optout?undo=1`
+(the old undo link) only shows the button. The pages refuse to be framed, so that no other
+site can lay the button under a shopper's click (clickjacking).
+"""
 
 from __future__ import annotations
 
@@ -10,25 +19,47 @@ from adserver.store import RedisError
 from pixel.identity import OPTOUT_COOKIE, UID_COOKIE, is_secure_context, read_uid
 
 OPTOUT_MAX_AGE_SECONDS = 5 * 365 * 86400
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>Kaeru: {title}</title>
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:3em auto;padding:0 1em}}
-a{{color:#0b5}}</style></head>
-<body><h1>{title}</h1><p>{text}</p><p><a href="{link}">{link_text}</a></p></body></html>"""
+a{{color:#0b5}}button{{font:inherit;padding:.3em 1em}}</style></head>
+<body><h1>{title}</h1><p>{text}</p>{action}</body></html>"""
+UNDO_BUTTON = (
+    '<form method="post" action="/optout"><input type="hidden" name="undo" value="1">'
+    '<button type="submit">Undo: allow personalised ads again</button></form>'
+)
+OPT_OUT_LINK = '<p><a href="/optout">Opt out</a></p>'
 OPTED_OUT = PAGE.format(
     title="You are opted out",
     text="This browser will not be tracked by Kaeru and will only see non-personalised ads. "
     "What Kaeru knew about it has been deleted. The choice is kept in a cookie for five "
     "years; clearing your cookies removes it.",
-    link="/optout?undo=1",
-    link_text="Undo: allow personalised ads again",
+    action=UNDO_BUTTON,
+)
+CONFIRM_UNDO = PAGE.format(
+    title="Allow personalised ads again?",
+    text="If this browser is opted out, the button below takes that back: Kaeru will track "
+    "it again and may show it personalised ads.",
+    action=UNDO_BUTTON + OPT_OUT_LINK,
 )
 OPTED_IN = PAGE.format(
     title="Personalised ads are allowed again",
     text="The opt-out cookie has been removed. You can opt out again at any time.",
-    link="/optout",
-    link_text="Opt out",
+    action=OPT_OUT_LINK,
+)
+REFUSED = PAGE.format(
+    title="Nothing was changed",
+    text="An opt-out can only be taken back with the button on Kaeru's own opt-out page, "
+    "not from another site.",
+    action='<p><a href="/optout?undo=1">Go to that page</a></p>',
 )
 
 
@@ -43,12 +74,24 @@ def _cookie_args(request: web.Request) -> dict[str, object]:
     }
 
 
+def _page(html: str, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=html, content_type="text/html", headers=PAGE_HEADERS)
+
+
+def cross_site_reason(fetch_site: str | None, origin: str | None, own_origin: str) -> str | None:
+    """Why a request may not come from Kaeru's own page, or None when it does. The browser's
+    `Sec-Fetch-Site` decides where it is sent; `Origin` stands in where it is not."""
+    if fetch_site is not None:
+        return None if fetch_site == "same-origin" else "cross_site"
+    if origin is None:
+        return "no_origin"
+    return None if origin.lower() == own_origin.lower() else "cross_site"
+
+
 async def optout(request: web.Request) -> web.StreamResponse:
-    headers = {"Cache-Control": "no-store"}
+    """`GET /optout`: opt out (from anywhere). `?undo=1` only offers the undo button."""
     if request.query.get("undo") == "1":
-        response = web.Response(text=OPTED_IN, content_type="text/html", headers=headers)
-        response.del_cookie(OPTOUT_COOKIE, **_cookie_args(request))  # type: ignore[arg-type]
-        return response
+        return _page(CONFIRM_UNDO)
     uid = read_uid(request.cookies)
     if uid is not None:
         try:
@@ -56,8 +99,23 @@ async def optout(request: web.Request) -> web.StreamResponse:
             await request.app[STORE].forget(uid, request.app[SETTINGS].advertisers)
         except (RedisError, OSError):
             request.app[METRICS].store_errors.labels("forget").inc()
-            return web.Response(status=503, text="Please try again in a moment.", headers=headers)
-    response = web.Response(text=OPTED_OUT, content_type="text/html", headers=headers)
+            return web.Response(
+                status=503, text="Please try again in a moment.", headers=PAGE_HEADERS
+            )
+    response = _page(OPTED_OUT)
     response.set_cookie(OPTOUT_COOKIE, "1", max_age=OPTOUT_MAX_AGE_SECONDS, **_cookie_args(request))  # type: ignore[arg-type]
     response.del_cookie(UID_COOKIE, **_cookie_args(request))  # type: ignore[arg-type]
+    return response
+
+
+async def undo_optout(request: web.Request) -> web.StreamResponse:
+    """`POST /optout`: the opt-out page's undo button, and nothing else, removes the cookie."""
+    own_origin = f"{request.scheme}://{request.host}"
+    headers = request.headers
+    reason = cross_site_reason(headers.get("Sec-Fetch-Site"), headers.get("Origin"), own_origin)
+    if reason is not None:
+        request.app[METRICS].bad_requests.labels("optout", reason).inc()
+        return _page(REFUSED, status=403)
+    response = _page(OPTED_IN)
+    response.del_cookie(OPTOUT_COOKIE, **_cookie_args(request))  # type: ignore[arg-type]
     return response

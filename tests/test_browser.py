@@ -7,17 +7,20 @@ when Chromium or the `playwright` package is missing.
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -50,7 +53,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PUBLISHER = "demo-news"
-PARTNER_SLOT = re.compile(r"/ad\?.*size=300x250")
+PARTNER_SLOT = re.compile(r"/ad\?.*size=300x250&slot=(?!inline)")
 PRODUCT_PAGE = re.compile(r"/demo/shop/p/(sku-\d+)$")
 CATALOG = Path(__file__).resolve().parent.parent / "adserver" / "demo" / "catalog.json"
 TITLES: dict[str, str] = {row["id"]: row["title"] for row in json.loads(CATALOG.read_text("utf-8"))}
@@ -115,8 +118,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def browser() -> Iterator[Browser]:
     """Headless Chromium announcing itself as a person's Chrome. Its own User-Agent says
     `HeadlessChrome`, which Kaeru (rightly) treats as a bot. The `--user-agent` switch, unlike
-    a context's `user_agent`, also covers requests from the sandboxed srcdoc iframe that
-    `/ad.js` inserts (its impression beacon would otherwise be counted as a bot's)."""
+    a context's `user_agent`, also covers requests from the sandboxed iframe that `/ad.js`
+    inserts (its impression beacon would otherwise be counted as a bot's)."""
     with sync_playwright() as playwright:
         probe = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         agent = str(probe.new_page().evaluate("navigator.userAgent"))
@@ -189,14 +192,13 @@ def wait_for_ad(
 
 def slot_titles(page: Page) -> dict[str, list[str]]:
     """Product titles per ad slot of the partner page: `/ad?…` iframes by size, and `inline`
-    for the iframe that `/ad.js` inserts (srcdoc)."""
+    for the `/ad?…&slot=inline` iframe that `/ad.js` inserts."""
     titles = {}
     for frame in page.frames:
         if urlsplit(frame.url).path == "/ad":
             size = re.search(r"size=(\d+x\d+)", frame.url)
-            titles[size[1] if size else frame.url] = frame.locator(".title").all_inner_texts()
-        elif frame.url == "about:srcdoc":
-            titles["inline"] = frame.locator(".title").all_inner_texts()
+            name = "inline" if "slot=inline" in frame.url else size[1] if size else frame.url
+            titles[name] = frame.locator(".title").all_inner_texts()
     return titles
 
 
@@ -274,8 +276,12 @@ def test_shopper_journey_view_ad_click_optout_and_back(context: BrowserContext, 
     assert ad_json(page)[0] in NOT_PERSONALISED
     assert "uid" not in cookies(context, base)
 
-    # Undo: tracked and personalised again.
+    # Undo, with the opt-out page's own button (the old ?undo=1 link only shows it):
+    # tracked and personalised again.
     page.goto(f"{base}/optout?undo=1")
+    assert cookies(context, base)["optout"]["value"] == "1"
+    page.get_by_role("button", name="Undo: allow personalised ads again").click()
+    page.wait_for_url(f"{base}/optout")
     assert page.locator("h1").inner_text() == "Personalised ads are allowed again"
     assert "optout" not in cookies(context, base)
     view(page, base, "sku-104")
@@ -303,10 +309,12 @@ def test_iframe_and_script_ad_tags_render_the_viewed_product(
         "every ad slot",
     )
 
-    # <script src="/ad.js?…">: inserts a sandboxed iframe whose srcdoc is the creative.
+    # <script src="/ad.js?…">: inserts a sandboxed iframe on Kaeru's /ad with the same query.
     inserted = page.locator(".ad-inline iframe")
     assert inserted.count() == 1
-    assert (inserted.get_attribute("srcdoc") or "").startswith("<!doctype html>")
+    src = inserted.get_attribute("src") or ""
+    assert src == f"{base}/ad?pub={PUBLISHER}&size=300x250&slot=inline", src
+    assert inserted.get_attribute("srcdoc") is None
     assert "allow-top-navigation-by-user-activation" in (inserted.get_attribute("sandbox") or "")
     box = inserted.bounding_box()
     assert box is not None and (box["width"], box["height"]) == (300, 250)
@@ -317,3 +325,154 @@ def test_iframe_and_script_ad_tags_render_the_viewed_product(
         creative.locator("a[href]").first.click()
     page.wait_for_url(PRODUCT_PAGE)
     assert page.url.endswith("/demo/shop/p/sku-111")
+
+
+# -- a partner on another site ------------------------------------------------------------------
+
+
+class Elsewhere(http.server.BaseHTTPRequestHandler):
+    """Another site than the demo's `localhost`: pages on 127.0.0.1 (loopback too, so that
+    Chromium's local-network protection lets its scripts reach the demo), set by the test."""
+
+    pages: ClassVar[dict[str, str]] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.pages.get(self.path, "not found").encode()
+        self.send_response(200 if self.path in self.pages else 404)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def elsewhere() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def foreign_page(context: BrowserContext, elsewhere: str, path: str, body: str) -> Page:
+    """A page of a partner on another site holding `body`, opened."""
+    Elsewhere.pages[path] = f"<!doctype html><title>Partner</title>{body}"
+    page = context.new_page()
+    page.goto(elsewhere + path)
+    return page
+
+
+def clicks_counted(base: str) -> float:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r'^kaeru_clicks_total\{outcome="counted"\} (\S+)$', text, re.M)
+    return float(found[1]) if found else 0.0
+
+
+def test_a_partner_on_another_site_cannot_read_the_ad_it_shows(
+    context: BrowserContext, base: str, elsewhere: str
+) -> None:
+    """`/ad.js` on another site: the creative (what the shopper viewed) stays in a
+    cross-origin iframe the partner's scripts cannot read, and it still renders and clicks."""
+    shop = context.new_page()
+    view(shop, base, "sku-108")
+    # The foreign frame is third-party: without its cookie (Chromium here blocks them) the ad
+    # is the shop's popular products; wait until there are some.
+    poll(
+        lambda: shop.evaluate(
+            "async (u) => (await fetch(u, {credentials: 'omit', cache: 'no-store'})).status",
+            f"/ad.json?pub={PUBLISHER}&size=300x250",
+        ),
+        lambda status: status == 200,
+        "a non-personalised ad to fill the slot",
+    )
+    query = f"pub={PUBLISHER}&size=300x250&slot=foreign"
+    slot = f'<div id="slot"><script src="{base}/ad.js?{query}"></script></div>'
+    page = foreign_page(context, elsewhere, "/article", slot)
+    inserted = page.locator("#slot iframe")
+    assert inserted.get_attribute("src") == f"{base}/ad?{query}"
+    creative = page.frame(url=re.compile(r"/ad\?.*slot=foreign"))
+    assert creative is not None, [f.url for f in page.frames]
+    poll(lambda: creative.locator(".title").count(), lambda n: n > 0, "the ad rendered")
+
+    # What the partner's own scripts can see of it: nothing.
+    seen = page.evaluate(
+        """async (src) => {
+            const f = document.querySelector('#slot iframe');
+            let doc = 'readable';
+            try { doc = f.contentDocument === null ? null : 'readable'; }
+            catch (e) { doc = 'threw'; }
+            let fetched = 'readable';
+            try { await (await fetch(src, {credentials: 'include'})).text(); }
+            catch (e) { fetched = 'blocked'; }
+            return {doc, srcdoc: f.srcdoc, page: document.documentElement.outerHTML, fetched};
+        }""",
+        f"{base}/ad?{query}",
+    )
+    assert seen["doc"] is None and seen["srcdoc"] == "" and seen["fetched"] == "blocked", seen
+    titles = creative.locator(".title").all_inner_texts()
+    assert not any(title in seen["page"] for title in titles), seen["page"]
+    assert "/c/" not in seen["page"]
+
+    # The click token in the creative tells nothing either (were it ever leaked).
+    link = creative.locator("a[href]").first
+    href = link.get_attribute("href") or ""
+    assert href.startswith(f"{base}/c/"), href
+    token = href.removeprefix(f"{base}/c/")
+    sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for needle in ("sku-", "popular", "recent", "cart", PUBLISHER):
+        assert needle.encode() not in sealed and needle not in token, needle
+
+    # The click still leaves through the redirect to the product page, and counts.
+    before = clicks_counted(base)
+    with page.expect_response(PRODUCT_PAGE):
+        link.click()
+    page.wait_for_url(PRODUCT_PAGE)
+    poll(lambda: clicks_counted(base), lambda n: n == before + 1, "the click counted")
+
+
+def test_another_site_cannot_undo_an_optout_only_the_optout_page_can(
+    context: BrowserContext, base: str, elsewhere: str
+) -> None:
+    page = context.new_page()
+    page.goto(f"{base}/optout")
+    assert cookies(context, base)["optout"]["value"] == "1"
+
+    # Another site's image, its top-level link, and its form posting to /optout.
+    done = "document.body.dataset.done = 1"
+    image = f'<img src="{base}/optout?undo=1" alt="" onload="{done}" onerror="{done}">'
+    page = foreign_page(context, elsewhere, "/image", image)
+    page.wait_for_selector("body[data-done]", state="attached")  # answered (not an image)
+    page = foreign_page(context, elsewhere, "/link", f'<a href="{base}/optout?undo=1">win</a>')
+    page.click("a")
+    page.wait_for_url(f"{base}/optout?undo=1")
+    assert cookies(context, base)["optout"]["value"] == "1"
+    form = (
+        f'<form method="post" action="{base}/optout"><input type="hidden" name="undo" value="1">'
+        '<button type="submit">win</button></form>'
+    )
+    page = foreign_page(context, elsewhere, "/form", form)
+    with page.expect_response(f"{base}/optout") as posted:
+        page.click("button")
+    assert posted.value.status == 403
+    assert page.locator("h1").inner_text() == "Nothing was changed"
+    # Framed, the opt-out page (and its button) does not even show.
+    framing = f'<iframe src="{base}/optout?undo=1" width="600" height="400"></iframe>'
+    page = foreign_page(context, elsewhere, "/frame", framing)
+    framed = page.frame(url=f"{base}/optout?undo=1")
+    assert framed is None or framed.locator("button").count() == 0
+    assert cookies(context, base)["optout"]["value"] == "1"
+
+    # Kaeru's own page: its button takes the opt-out back.
+    page.goto(f"{base}/optout?undo=1")
+    page.get_by_role("button", name="Undo: allow personalised ads again").click()
+    page.wait_for_url(f"{base}/optout")
+    assert page.locator("h1").inner_text() == "Personalised ads are allowed again"
+    assert "optout" not in cookies(context, base)

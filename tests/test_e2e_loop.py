@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import time
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adserver.context import SIGNER, STORE
+from adserver.context import SETTINGS, SIGNER, STORE
 from adserver.signing import Signer
 from adserver.store import day_of
 from tests.conftest import SHOP, counted, learn_all, product_row, put_catalog
+from tests.test_signing import legacy_token
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -76,14 +80,36 @@ async def test_iframe_ad_shows_viewed_product_title(stocked: TestClient[Any, Any
     assert "/c/" in html
 
 
-async def test_ad_js_writes_the_creative_into_the_page(stocked: TestClient[Any, Any]) -> None:
+async def test_ad_js_frames_kaeru_ad_and_leaves_the_creative_out_of_the_page(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """The script only inserts a cross-origin iframe on `/ad` with the same query: the partner
+    page never holds the creative (what the shopper viewed), and the ad is decided and counted
+    once, by `/ad`."""
     await view(stocked, "sku-4")
-    response = await stocked.get("/ad.js", params={"pub": "news1", "size": "300x250"})
+    query = {"pub": "news1", "size": "300x250", "slot": "side", "kw": 'a "</script>&b', "gdpr": "0"}
+    response = await stocked.get("/ad.js", params=query)
     assert response.status == 200
     assert response.content_type == "application/javascript"
     code = await response.text()
-    assert "Product sku-4" in code and "srcdoc" in code
-    assert "</" not in code  # the HTML is embedded as an escaped string literal
+    assert "sku-4" not in code and "srcdoc" not in code and "/c/" not in code
+    assert "</" not in code
+    src = json.loads(re.search(r"f\.src=(\"[^\"]*\")", code)[1])  # type: ignore[index]
+    framed_url = urlsplit(src)
+    assert framed_url[:3] == urlsplit(str(stocked.make_url("/ad")))[:3]  # Kaeru's own /ad
+    assert parse_qsl(framed_url.query) == list(query.items())
+    assert not {'"', "<", ">", " ", "'"} & set(src)
+    assert "f.width='300'" in code and "f.height='250'" in code
+    assert "allow-top-navigation-by-user-activation" in code
+    await counted(stocked)
+    today = day_of(time.time())
+    assert (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today] == {}
+
+    framed = await stocked.get(f"{framed_url.path}?{framed_url.query}")
+    assert "Product sku-4" in await framed.text()
+    await counted(stocked)
+    stats = (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today]
+    assert stats == {"imp\tdefault\tnews1\trecent\t300x250": 1}
 
 
 async def test_cart_items_come_before_viewed_items(stocked: TestClient[Any, Any]) -> None:
@@ -159,14 +185,49 @@ async def test_forged_or_altered_click_token_redirects_nowhere(
     await view(stocked, "sku-1")
     click_path = urlsplit((await ad_products(stocked))[0]["click_url"]).path
     token = click_path.removeprefix("/c/")
-    payload, mac = token.split(".")
     forged = Signer(b"attacker-key-0123456789abcdef").sign(
         "click", ["shop1", "sku-1", "news1", "https://evil.example/", "recent"]
     )
-    for bad in (f"{payload}x.{mac}", f"{payload}.{mac[::-1]}", forged, "nonsense"):
+    flipped = token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
+    for bad in (f"{token}x", token[:-2], token[::-1], flipped, forged, "nonsense"):
         response = await stocked.get(f"/c/{bad}", allow_redirects=False)
         assert response.status == 400
         assert "Location" not in response.headers
+
+
+async def test_click_link_reveals_neither_the_product_nor_the_strategy(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """A partner page sees the links in the answer of /ad.json or in an OpenRTB bid: they
+    must not tell it what the shopper viewed or has in the cart."""
+    await view(stocked, "sku-2")
+    await stocked.get("/px", params={"a": SHOP, "e": "cart", "i": "sku-4"})
+    products = await ad_products(stocked)
+    assert (products[0]["id"], products[0]["strategy"]) == ("sku-4", "cart")
+    for product in products:
+        token = urlsplit(product["click_url"]).path.removeprefix("/c/")
+        sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        for needle in ("sku-", "cart", "recent", "shop1", "news1", "728x90"):
+            assert needle.encode() not in sealed and needle not in token, needle
+    response = await stocked.get(urlsplit(products[0]["click_url"]).path, allow_redirects=False)
+    assert response.headers["Location"] == "https://shop1.example/p/sku-4"
+
+
+async def test_a_click_link_minted_before_the_upgrade_still_lands(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """Creatives already out there carry the old, readable links: they keep working (and
+    counting) until they expire."""
+    fields: list[object] = ["shop1", "default", "news1", "recent", "728x90", "sku-3"]
+    fields.append("https://shop1.example/p/sku-3")
+    token = legacy_token(stocked.app[SETTINGS].secret, "click", fields, int(time.time()))
+    response = await stocked.get(f"/c/{token}", allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == "https://shop1.example/p/sku-3"
+    await counted(stocked)
+    today = day_of(time.time())
+    stats = (await stocked.app[STORE].ledger.daily_stats(SHOP, [today]))[today]
+    assert stats == {"click\tdefault\tnews1\trecent\t728x90": 1}
 
 
 async def test_expired_click_token_is_refused(stocked: TestClient[Any, Any]) -> None:

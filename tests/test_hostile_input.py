@@ -657,6 +657,7 @@ async def test_ad_requests_never_fail_and_unknown_sizes_get_400(
         assert "script" not in response.headers["Content-Security-Policy"]
     else:
         assert response.status == 200 and response.content_type == "application/javascript"
+        assert "</" not in text and "/c/" not in text, what  # frames /ad; holds no creative
 
 
 # -- /c/TOKEN and /i/TOKEN --------------------------------------------------------------------

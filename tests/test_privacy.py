@@ -11,6 +11,7 @@ from adserver.context import STORE
 from tests.conftest import OPERATOR_TOKEN, SHOP, SHOP_TOKEN, counted, stream_events
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
 
 
 async def visit(client: TestClient[Any, Any], sku: str = "sku-1", **headers: str) -> Any:
@@ -50,10 +51,85 @@ async def test_optout_forgets_the_profile_and_stops_tracking(
     assert len(await stream_events(redis_url)) == events_before  # nothing stored
     assert await ad_strategy(stocked) in ("popular", None)  # never personalised
 
-    undo = await stocked.get("/optout", params={"undo": "1"})
-    assert "allowed again" in await undo.text()
+    undo = await stocked.post("/optout", data={"undo": "1"}, headers=SAME_ORIGIN)
+    assert undo.status == 200 and "allowed again" in await undo.text()
     await visit(stocked, "sku-3")
     assert await ad_strategy(stocked) == "recent"
+
+
+def own_origin(client: TestClient[Any, Any]) -> str:
+    return str(client.make_url("/")).rstrip("/")
+
+
+def optout_cookie(client: TestClient[Any, Any]) -> str | None:
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/")).get("optout")
+    return cookie.value if cookie else None
+
+
+async def test_no_cross_site_request_can_undo_an_optout(
+    stocked: TestClient[Any, Any], redis_url: str
+) -> None:
+    """Opting out is harmless to trigger from anywhere; taking it back is not: an
+    `<img src=…/optout?undo=1>` or a form on another site must change nothing."""
+    await stocked.get("/optout")
+    assert optout_cookie(stocked) == "1"
+    link = await stocked.get("/optout", params={"undo": "1"}, headers={"Sec-Fetch-Site": "none"})
+    assert link.status == 200 and "optout" not in link.cookies
+    assert '<form method="post" action="/optout">' in await link.text()
+    image = await stocked.get(
+        "/optout", params={"undo": "1"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert image.status == 200 and "optout" not in image.cookies
+    forged = [
+        {"Sec-Fetch-Site": "cross-site", "Origin": "https://partner.example"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "https://evil.127.0.0.1.example"},
+        {"Sec-Fetch-Site": "none"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": own_origin(stocked)},  # the browser's word wins
+        {"Origin": "https://partner.example"},
+        {"Origin": "null"},  # a sandboxed frame or a redirect
+        {"Origin": own_origin(stocked) + ".evil.example"},
+        {"Referer": own_origin(stocked) + "/optout"},  # no Origin: not proof enough
+        {},
+    ]
+    for headers in forged:
+        response = await stocked.post("/optout", data={"undo": "1"}, headers=headers)
+        assert response.status == 403, headers
+        assert "optout" not in response.cookies, headers
+    assert optout_cookie(stocked) == "1"
+    events_before = len(await stream_events(redis_url))
+    await visit(stocked, "sku-2")
+    assert len(await stream_events(redis_url)) == events_before  # still not tracked
+    metrics = await (await stocked.get("/metrics")).text()
+    assert 'kaeru_bad_requests_total{reason="cross_site",route="optout"} 7.0' in metrics
+    assert 'kaeru_bad_requests_total{reason="no_origin",route="optout"} 2.0' in metrics
+
+
+async def test_the_optout_page_undoes_it_with_a_same_origin_post(
+    stocked: TestClient[Any, Any],
+) -> None:
+    page = await stocked.get("/optout")
+    html = await page.text()
+    assert '<form method="post" action="/optout">' in html and "Undo" in html
+    # A browser without Sec-Fetch-* still sends Origin with a form POST.
+    undo = await stocked.post(
+        "/optout", data={"undo": "1"}, headers={"Origin": own_origin(stocked)}
+    )
+    assert undo.status == 200 and "allowed again" in await undo.text()
+    assert undo.cookies["optout"].value == "" and optout_cookie(stocked) is None
+    await visit(stocked, "sku-3")
+    assert await ad_strategy(stocked) == "recent"
+
+
+async def test_optout_pages_cannot_be_framed(client: TestClient[Any, Any]) -> None:
+    """A page framing the undo button (clickjacking) would post from Kaeru's own origin."""
+    for response in (
+        await client.get("/optout"),
+        await client.get("/optout", params={"undo": "1"}),
+        await client.post("/optout", headers=SAME_ORIGIN),
+    ):
+        assert response.status == 200
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Frame-Options"] == "DENY"
 
 
 async def test_global_privacy_control_and_do_not_track_mean_no_storage(

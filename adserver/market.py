@@ -43,9 +43,9 @@ class MarketCache:
         return self._products.get(advertiser, {})
 
     def known_catalog(self, advertiser: str) -> Mapping[str, Product] | None:
-        """The catalog, or None while this process has not read it yet (Redis away at
-        start-up): then what the shop sells cannot be known."""
-        return self._products.get(advertiser) if advertiser in self._versions else None
+        """The catalog, or None while there is none to check against: this process has not
+        read it yet (Redis away at start-up), or the advertiser never loaded a feed."""
+        return self._products.get(advertiser) if self._versions.get(advertiser) else None
 
     def popular(self, advertiser: str) -> Sequence[str]:
         return self._popular.get(advertiser, ())

@@ -11,8 +11,10 @@ neighbour lists of its own. The catalog is the one each server process already h
   dropped);
 - purchases are kept whole: the order counts (its value is checked elsewhere) and what was
   bought is only ever hidden from the shopper's ads; the learner skips the unknown items;
-- a catalog this process could not read yet (Redis away at start-up) cannot be checked: the
-  event is kept whole and the learner, which reads the catalogs itself, skips what is not sold.
+- with no catalog to check against (this process could not read it yet, Redis away at
+  start-up; or the advertiser never loaded a feed) the event is kept whole: per shopper the
+  profile is capped and expires, and the learner, which reads the catalogs itself, learns
+  nothing that is not sold (so nothing at all before a first feed).
 """
 
 from __future__ import annotations

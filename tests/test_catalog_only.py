@@ -239,3 +239,16 @@ async def test_events_from_the_advertisers_own_pages_are_stored(
 
     assert await stored_views(guarded) == 2
     assert metric(guarded, "kaeru_tracking_rejects_total", reason="foreign_origin") == 0
+
+
+async def test_a_shop_without_a_feed_keeps_views_but_learns_nothing(
+    client: TestClient[Any, Any],
+) -> None:
+    """No catalog to check against: the profile (capped, expiring) keeps what the tag sends,
+    so the shop's first feed can retarget at once; nothing is learnt before that feed."""
+    response = await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-9"})
+    uid = response.cookies["uid"].value
+    await learn_all(client)
+
+    assert (await client.app[STORE].load_shopper(uid)).histories[0].viewed == ("sku-9",)
+    assert await popularity(client) == {}

@@ -11,27 +11,12 @@ from aiohttp.test_utils import TestClient
 
 from adserver.responses import TRANSPARENT_GIF
 from adserver.store import keys
-from tests.conftest import SHOP, product_row, put_catalog, stream_events
+from tests.conftest import SHOP, stream_events
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
 CASE_FILES = sorted((Path(__file__).parent / "cases" / "pixel").glob("*.json"))
 CASES = [json.loads(path.read_text()) for path in CASE_FILES]
-
-
-# Only products in the shop's catalog are stored (issue 11, §2): the shop sells what these
-# tests track.
-SOLD = ("sku-1", "sku-2", "sku-3", "ok", "sku-éß-日本")
-
-
-@pytest.fixture
-async def client(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
-    rows = [
-        product_row(sku, link=f"https://shop1.example/p/{n}", image_link="https://shop1.example/i")
-        for n, sku in enumerate(SOLD)
-    ]
-    await put_catalog(client, rows)
-    return client
 
 
 def metric(client: TestClient[Any, Any], name: str, **labels: str) -> float:

@@ -53,7 +53,7 @@ def test_a_catalog_not_read_yet_cannot_be_checked() -> None:
     assert screen([event], catalog_of).kept == [event]
 
 
-def test_an_advertiser_without_a_feed_sells_nothing() -> None:
+def test_an_empty_catalog_sells_nothing() -> None:
     screened = screen([ShopperEvent("shop3", "view", ("x",))], lambda advertiser: set())
     assert screened.kept == [] and len(screened.waiting) == 1
 

@@ -252,3 +252,20 @@ async def test_a_shop_without_a_feed_keeps_views_but_learns_nothing(
 
     assert (await client.app[STORE].load_shopper(uid)).histories[0].viewed == ("sku-9",)
     assert await popularity(client) == {}
+
+
+async def test_a_forgotten_shopper_stops_waiting_for_the_feed(
+    stocked: TestClient[Any, Any],
+) -> None:
+    from tests.conftest import OPERATOR_TOKEN
+
+    response = await stocked.get("/px", params={"a": SHOP, "e": "view", "i": "sku-new"})
+    uid = response.cookies["uid"].value
+    forgotten = await stocked.delete(
+        f"/api/v1/users/{uid}", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    )
+    assert forgotten.status == 200
+    await put_catalog(stocked, [product_row(f"sku-{n}") for n in (*range(1, 7), "new")])
+    await counted(stocked)
+
+    assert not (await stocked.app[STORE].load_shopper(uid)).known

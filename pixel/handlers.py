@@ -59,6 +59,8 @@ def _sold_only(
     carts of products not fed yet wait for a feed (adserver.feed_grace). Also: whether any
     wait."""
     screened = screen(events, app[MARKET].known_catalog)
+    if not screened.waiting and not screened.dropped:
+        return screened.kept, False  # the usual case: every item is sold
     unknown = app[METRICS].unknown_items
     waiting = [(uid, event, now) for event in screened.waiting]
     unknown.labels("waiting").inc(sum(len(event.items) for event in screened.waiting))

@@ -47,8 +47,11 @@ def screen(
         if catalog is None or event.kind not in SCREENED_KINDS:
             kept.append(event)
             continue
-        known = tuple(sku for sku in event.items if sku in catalog)
         unknown = tuple(sku for sku in event.items if sku not in catalog)
+        if not unknown:
+            kept.append(event)
+            continue
+        known = tuple(sku for sku in event.items if sku in catalog)
         if known:
             kept.append(replace(event, items=known))
         if unknown and event.kind in WAITING_KINDS:

@@ -172,3 +172,12 @@ def test_no_domains_configured_accepts_every_page() -> None:
 
 def test_domains_written_with_a_leading_dot() -> None:
     assert from_own_pages("https://www.shop.example", None, (".shop.example",))
+
+
+def test_feed_grace_setting_is_read_and_checked() -> None:
+    from adserver.settings import Settings, SettingsError
+
+    assert Settings.from_env({}).feed_grace_seconds == 300
+    assert Settings.from_env({"KAERU_FEED_GRACE_SECONDS": "0"}).feed_grace_seconds == 0
+    with pytest.raises(SettingsError, match="KAERU_FEED_GRACE_SECONDS"):
+        Settings.from_env({"KAERU_FEED_GRACE_SECONDS": "7200"})

@@ -17,6 +17,7 @@ from adserver import ad_handlers, admin, admin_campaigns, admin_reports, ops
 from adserver.context import (
     CLICK_WRITER,
     EVENT_WRITER,
+    FEED_GRACE,
     GEO,
     MARKET,
     METRICS,
@@ -32,6 +33,7 @@ from adserver.context import (
 from adserver.cooccurrence import LearningConfig
 from adserver.delivery_counts import CLICKS, SHOWN
 from adserver.event_writer import BufferedWriter, EventWriter
+from adserver.feed_grace import FeedGrace, releaser
 from adserver.geo import GeoLocator
 from adserver.listen import open_listeners
 from adserver.market import MarketCache
@@ -89,6 +91,16 @@ def create_app(settings: Settings) -> web.Application:
         capacity=settings.buffer_events,
         on_overflow=metrics.events_dropped.inc,
     )
+    app[FEED_GRACE] = FeedGrace(settings.feed_grace_seconds)
+    unknown = metrics.unknown_items
+    app[MARKET].on_catalog.append(
+        releaser(
+            app[FEED_GRACE],
+            app[EVENT_WRITER].write_later,
+            unknown.labels("counted").inc,
+            unknown.labels("dropped").inc,
+        )
+    )
     app[SHOWN_WRITER] = BufferedWriter(
         store.ledger.record_shown,
         codec=SHOWN,
@@ -111,7 +123,9 @@ def create_app(settings: Settings) -> web.Application:
     app[NEIGHBOURS] = NeighbourCache(LearningStore(store.redis, config), RankingConfig())
     # The worker blocks on the stream: it gets its own connections, away from the hot paths.
     worker_redis = connect(settings.redis_url, timeout=WORKER_SOCKET_TIMEOUT)
-    app[WORKER] = RelatedWorker(LearningStore(worker_redis, config))
+    app[WORKER] = RelatedWorker(
+        LearningStore(worker_redis, config), on_unsold=unknown.labels("not_learnt").inc
+    )
     app.cleanup_ctx.append(_redis_lifecycle)
     _add_routes(app)
     return app

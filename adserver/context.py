@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from adserver.event_writer import BufferedWriter, EventWriter
+from adserver.feed_grace import FeedGrace
 from adserver.geo import GeoLocator
 from adserver.market import MarketCache
 from adserver.metrics import Metrics
@@ -28,6 +29,7 @@ SIGNER = web.AppKey("signer", Signer)
 NEIGHBOURS = web.AppKey("neighbours", NeighbourCache)
 WORKER = web.AppKey("worker", RelatedWorker)
 EVENT_WRITER = web.AppKey("event_writer", EventWriter)
+FEED_GRACE = web.AppKey("feed_grace", FeedGrace)  # events of products not fed yet
 SHOWN_WRITER = web.AppKey("shown_writer", BufferedWriter[Shown])  # impressions and renders
 CLICK_WRITER = web.AppKey("click_writer", BufferedWriter[Click])
 
@@ -42,6 +44,7 @@ async def forget_buffered(app: web.Application, uid: str) -> None:
     """Before a shopper's keys are deleted: write what this process has queued for them
     (impressions are counted after their answer) and drop what it keeps for a replay, or
     either would recreate their keys after the deletion."""
+    app[FEED_GRACE].discard(uid)
     for writer in buffered_writers(app):
         await writer.flush()
         await writer.discard(uid)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 DECAY_EPOCH_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 CREDIT_SCALE = 65535  # what a shopper credited to a pair is remembered in 1/65535ths
@@ -40,6 +40,7 @@ class LearningConfig:
     max_events_per_shopper: int = 500  # per `memory_seconds`; 0: unbounded
     memory_seconds: int = 86400  # how long the learner remembers a shopper's window and credit
     cap: int = 200  # neighbours kept per product (trimmed when a list doubles); 0: unbounded
+    popular_cap: int = 100_000  # products kept in an advertiser's popularity (same trimming)
 
 
 # Association rules as in session-rec: every pair of views within a session, counted once per
@@ -91,6 +92,20 @@ class Lessons:
     popular: dict[str, dict[str, float]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(float))
     )
+
+
+def sold_only(
+    events: Iterable[StreamEvent], sells: Callable[[str, str], bool]
+) -> tuple[list[StreamEvent], int]:
+    """The events with only the items their advertiser sells, and how many items were left
+    out: a product that is not in the catalog teaches nothing (popularity, neighbours)."""
+    kept: list[StreamEvent] = []
+    unsold = 0
+    for event in events:
+        items = tuple(item for item in event.items if sells(event.advertiser, item))
+        unsold += len(event.items) - len(items)
+        kept.append(event if len(items) == len(event.items) else replace(event, items=items))
+    return kept, unsold
 
 
 def decay_factor(ts_ms: int, half_life_days: float) -> float:

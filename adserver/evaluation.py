@@ -110,18 +110,7 @@ class EvalMarket:
     campaign: the market the ad decision sees during an evaluation."""
 
     def __init__(self, items: Sequence[str], popular: Sequence[str]) -> None:
-        self.products = {
-            sku: Product(
-                sku,
-                sku,
-                "https://eval.invalid/",
-                "https://eval.invalid/i",
-                Decimal(1),
-                "EUR",
-                price_text="1",
-            )
-            for sku in items
-        }
+        self.products = {sku: eval_product(sku) for sku in items}
         self.most_viewed = list(popular)
         self.campaign = default_campaign(ADVERTISER)
 
@@ -139,6 +128,18 @@ class EvalMarket:
 
     def ctr(self, advertiser: str, campaign: str) -> float:
         return 0.0
+
+
+def eval_product(sku: str) -> Product:
+    return Product(
+        sku,
+        sku,
+        "https://eval.invalid/",
+        "https://eval.invalid/i",
+        Decimal(1),
+        "EUR",
+        price_text="1",
+    )
 
 
 def shopper_id(prefix: str, number: int) -> str:
@@ -191,6 +192,11 @@ class Replay:
 
     async def train(self, sessions: Sequence[Session]) -> dict[str, float]:
         total = sum(len(s) for s in sessions)
+        # Kaeru learns only the products an advertiser sells: the data set's items are its
+        # catalog (so the model learnt is exactly what it was before that rule).
+        items = sorted({item for session in sessions for item, _ in session})
+        if items:
+            await self.store.replace_catalog(ADVERTISER, map(eval_product, items))
         started = time.monotonic()
         batch: list[tuple[str, ShopperEvent, float]] = []
         done = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Decimal
 
 from adserver.campaigns import Campaign, default_campaign, parse_campaign, smoothed_ctr
@@ -36,9 +36,16 @@ class MarketCache:
         self._popular: dict[str, Sequence[str]] = {}
         self._campaigns: dict[str, list[Campaign]] = {}
         self._totals: dict[str, dict[str, int]] = {}
+        # Called with each catalog loaded (a feed landed): see adserver.feed_grace.
+        self.on_catalog: list[Callable[[str, Mapping[str, Product]], None]] = []
 
     def catalog(self, advertiser: str) -> Mapping[str, Product]:
         return self._products.get(advertiser, {})
+
+    def known_catalog(self, advertiser: str) -> Mapping[str, Product] | None:
+        """The catalog, or None while there is none to check against: this process has not
+        read it yet (Redis away at start-up), or the advertiser never loaded a feed."""
+        return self._products.get(advertiser) if self._versions.get(advertiser) else None
 
     def popular(self, advertiser: str) -> Sequence[str]:
         return self._popular.get(advertiser, ())
@@ -64,10 +71,15 @@ class MarketCache:
                 self._products[advertiser] = products
                 self._upsell[advertiser] = upsell_index(products)
                 self._versions[advertiser] = version
+                for listener in self.on_catalog:
+                    listener(advertiser, products)
             if self._campaign_versions.get(advertiser) != campaign_versions[advertiser]:
                 self._campaigns[advertiser] = await self._load_campaigns(advertiser)
                 self._campaign_versions[advertiser] = campaign_versions[advertiser]
-        self._popular = dict(snapshot.popular)
+        self._popular = {  # only what is sold now (a feed may have dropped a popular product)
+            a: [sku for sku in skus if sku in self._products.get(a, {})]
+            for a, skus in snapshot.popular.items()
+        }
         self._totals = await self.store.ledger.campaign_totals(self.advertisers)
 
     async def _load_campaigns(self, advertiser: str) -> list[Campaign]:

@@ -57,6 +57,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.unknown_items = Counter(
+            "kaeru_unknown_items",
+            "Product ids not in the advertiser's catalog: waiting for a feed, counted after all "
+            "(a feed brought them in time), dropped, or skipped by the learner (not_learnt)",
+            ["outcome"],
+            registry=r,
+        )
         self.bad_requests = Counter(
             "kaeru_bad_requests",
             "Requests answered 4xx for bad input",

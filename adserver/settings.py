@@ -60,6 +60,7 @@ class Settings:
     buffer_events: int = 100_000  # events kept in memory while Redis is down
     tcf_vendor_id: int | None = None  # IAB TCF vendor id: then vendor consent is required too
     advertiser_domains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    feed_grace_seconds: int = 300  # how long a view of a product no feed has brought waits
     geoip_db: Path | None = None
     trusted_proxies: tuple[str, ...] = ()
     click_window_days: int = 30
@@ -113,6 +114,7 @@ class Settings:
             "redis_deadline_ms": reader.integer("KAERU_REDIS_DEADLINE_MS", 40, 1, 10_000),
             "buffer_events": reader.integer("KAERU_BUFFER_EVENTS", 100_000, 0, 10**8),
             "advertiser_domains": reader.domains("KAERU_ADVERTISER_DOMAINS"),
+            "feed_grace_seconds": reader.integer("KAERU_FEED_GRACE_SECONDS", 300, 0, 3600),
             "geoip_db": reader.existing_file("KAERU_GEOIP_DB"),
             "trusted_proxies": reader.networks("KAERU_TRUSTED_PROXIES"),
             "click_window_days": reader.integer("KAERU_CLICK_WINDOW_DAYS", 30, 1, 400),

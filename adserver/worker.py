@@ -1,6 +1,7 @@
 """The related-items worker: reads shopper events from the sharded event stream through a
 consumer group and turns them into neighbour lists and decayed popularity (see
-adserver.cooccurrence).
+adserver.cooccurrence), of the products in the advertisers' catalogs only (`Assortment`: items
+that reached the stream while a catalog could not be checked teach nothing).
 
 Runs as `kaeru worker` (as many at once as wanted, on any hosts), or inside every process of
 `kaeru serve` / `kaeru demo` unless disabled. One shopper's events all go to one shard, and a
@@ -23,9 +24,11 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Callable
 
-from adserver.cooccurrence import learn
+from adserver.cooccurrence import learn, sold_only
 from adserver.store import RedisError, keys
+from adserver.store.assortment import Assortment
 from adserver.store.learning import Batch, Journal, LearningStore
 from adserver.waiting import pause
 
@@ -49,8 +52,13 @@ class RelatedWorker:
         consumer: str | None = None,
         batch_size: int = BATCH_SIZE,
         lease_seconds: float = LEASE_SECONDS,
+        assortment: Assortment | None = None,
+        on_unsold: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.learning = learning
+        # Only products in the advertiser's catalog are learnt (popularity, neighbours).
+        self.assortment = assortment or Assortment(learning.redis)
+        self._on_unsold = on_unsold
         self.consumer = consumer or default_consumer_name()
         # Unique per running worker: two workers started with the same name never share a lease.
         self.token = f"{self.consumer}:{os.getpid()}:{secrets.token_hex(6)}"
@@ -147,9 +155,14 @@ class RelatedWorker:
     async def prepare(self, shard: int, entries: Batch) -> Journal | None:
         """Learn a batch read from `shard` and write its journal; None if the shard's lease
         was lost meanwhile (its next holder learns the batch)."""
-        events = [event for _, event in entries if event is not None]
+        await self.assortment.refresh()
+        events, unsold = sold_only(
+            (event for _, event in entries if event is not None), self.assortment.sells
+        )
+        if unsold:
+            self._on_unsold(unsold)
         states = await self.learning.load_states(
-            {(e.uid, e.advertiser) for e in events if e.kind in ("view", "purchase")}
+            {(e.uid, e.advertiser) for e in events if e.kind in ("view", "purchase") and e.items}
         )
         lessons = learn(events, states, self.learning.config)
         journal = self.learning.journal(

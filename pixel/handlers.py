@@ -14,7 +14,7 @@ from importlib import resources
 from aiohttp import web
 
 from adserver.bodies import read_body
-from adserver.context import EVENT_WRITER, METRICS, SETTINGS
+from adserver.context import EVENT_WRITER, FEED_GRACE, MARKET, METRICS, SETTINGS
 from adserver.responses import gif, javascript, json_error
 from adserver.shopper import ShopperEvent
 from pixel.events import MAX_BATCH_BYTES, Reject, parse_batch, parse_pixel_query
@@ -27,6 +27,8 @@ from pixel.identity import (
     read_uid,
     set_uid_cookie,
 )
+from pixel.provenance import from_own_pages
+from pixel.screening import screen
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,37 @@ async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> str | 
     app = request.app
     uid = read_uid(request.cookies) or new_uid()
     now = time.time()
+    events, waiting = _sold_only(app, uid, events, now)
+    if not events:
+        return uid if waiting else None
     if not await app[EVENT_WRITER].write([(uid, event, now) for event in events]):
         app[METRICS].events_buffered.inc(len(events))  # replayed when Redis answers again
         return uid
     for event in events:
         app[METRICS].events_stored.labels(event.kind).inc()
     return uid
+
+
+def _sold_only(
+    app: web.Application, uid: str, events: Sequence[ShopperEvent], now: float
+) -> tuple[list[ShopperEvent], bool]:
+    """The events with only the products their shop sells (see pixel.screening); views and
+    carts of products not fed yet wait for a feed (adserver.feed_grace). Also: whether any
+    wait."""
+    screened = screen(events, app[MARKET].known_catalog)
+    if not screened.waiting and not screened.dropped:
+        return screened.kept, False  # the usual case: every item is sold
+    unknown = app[METRICS].unknown_items
+    waiting = [(uid, event, now) for event in screened.waiting]
+    unknown.labels("waiting").inc(sum(len(event.items) for event in screened.waiting))
+    unknown.labels("dropped").inc(screened.dropped + app[FEED_GRACE].park(waiting))
+    return screened.kept, bool(waiting)
+
+
+def _on_own_pages(request: web.Request, advertiser: str) -> bool:
+    """From the advertiser's own pages, as far as can be known (KAERU_ADVERTISER_DOMAINS)."""
+    domains = request.app[SETTINGS].advertiser_domains.get(advertiser, ())
+    return from_own_pages(request.headers.get("Origin"), request.headers.get("Referer"), domains)
 
 
 def _with_uid(request: web.Request, response: web.StreamResponse, uid: str | None) -> None:
@@ -70,6 +97,9 @@ async def pixel(request: web.Request) -> web.StreamResponse:
     if isinstance(event, Reject):
         metrics.tracking_rejects.labels(event.reason).inc()
         return response
+    if not _on_own_pages(request, event.advertiser):
+        metrics.tracking_rejects.labels("foreign_origin").inc()
+        return response
     _with_uid(request, response, await _store(request, [event]))
     return response
 
@@ -94,6 +124,12 @@ async def batch(request: web.Request) -> web.StreamResponse:
         metrics.tracking_rejects.labels(reason).inc()
     if not events:
         return json_error(400, "no valid event in batch", rejects=rejects)
+    own = [e for e in events if _on_own_pages(request, e.advertiser)]
+    if len(own) < len(events):
+        metrics.tracking_rejects.labels("foreign_origin").inc(len(events) - len(own))
+        if not own:
+            return json_error(403, "events from a page not on the advertiser's domains")
+        events = own
     response = web.Response(status=204)
     _with_uid(request, response, await _store(request, events))
     return response

@@ -4,7 +4,7 @@ their Redis tests a second time on a private Redis Cluster (`--redis-cluster`: e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +206,26 @@ def no_embedded_redis_left_behind(request: pytest.FixtureRequest) -> Iterator[No
             pass  # already gone, or gone while answering
         finally:
             client.close()
+
+
+async def sell(store: Any, advertiser: str, skus: Iterable[str]) -> None:
+    """Give `advertiser` a catalog of these products, straight into Redis (`store`: a
+    `Store`): only products an advertiser sells are learnt and stored (issue 11, §2)."""
+    from decimal import Decimal
+
+    from adserver.catalog import Product
+
+    await store.replace_catalog(
+        advertiser,
+        [
+            Product(
+                sku,
+                sku,
+                f"https://{advertiser}.example/p",
+                "https://x.example/i",
+                Decimal(1),
+                "EUR",
+            )
+            for sku in skus
+        ],
+    )

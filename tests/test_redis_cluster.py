@@ -213,6 +213,9 @@ async def test_catalog_campaigns_and_forgetting_work_across_nodes(cluster_store:
 # -- failover under load --------------------------------------------------------------------
 
 
+PRODUCTS = 5000  # distinct (shopper, product) views for 15,000 requests (lcm of 24, 5000)
+
+
 @pytest.fixture
 def failover_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
     """3 masters with a replica each, failing a master over within about 2 seconds."""
@@ -242,7 +245,8 @@ async def test_service_keeps_answering_while_a_master_fails_over(
         cookie_jar=aiohttp.DummyCookieJar(),  # each request names its shopper itself
         headers=BROWSER,
     )
-    await put_catalog(client, [product_row(f"sku-{n}") for n in range(1, 7)])
+    # Only products in the catalog are stored: the shop sells every product viewed below.
+    await put_catalog(client, [product_row(f"sku-{n}") for n in range(PRODUCTS)])
     uids = [f"{n:022d}" for n in range(24)]
     sent: dict[str, set[str]] = {uid: set() for uid in uids}
     statuses: list[tuple[str, int]] = []
@@ -251,7 +255,7 @@ async def test_service_keeps_answering_while_a_master_fails_over(
     async def traffic() -> None:
         n = 0
         while not stop.is_set():
-            uid, sku = uids[n % len(uids)], f"sku-{n}"
+            uid, sku = uids[n % len(uids)], f"sku-{n % PRODUCTS}"
             cookie = {"Cookie": f"uid={uid}"}
             pixel = await client.get(
                 "/px", params={"a": SHOP, "e": "view", "i": sku}, headers=cookie
@@ -423,8 +427,8 @@ def test_cli_imports_a_catalog_and_serves_with_workers_on_a_cluster(
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert orjson.loads(response.read())["count"] == 1
-        for n in range(10):  # spread over both processes by the kernel
-            assert get(f"{base}/px?a={SHOP}&e=view&i=sku-{n}")[0] == 200
+        for _ in range(10):  # spread over both processes by the kernel
+            assert get(f"{base}/px?a={SHOP}&e=view&i=sku-1")[0] == 200  # the one sold
         assert get(f"{base}/ad.json?pub=news1&size=300x250")[0] in (200, 204)
         metrics = get(base + "/metrics")[1].decode()
         assert 'kaeru_events_stored_total{event="view"} 10.0' in metrics

@@ -15,7 +15,7 @@ from adserver.shopper import ShopperEvent
 from adserver.store import Store, connect, keys
 from adserver.store.learning import LearningStore
 from adserver.worker import RelatedWorker
-from tests.conftest import SHOP, learn_all
+from tests.conftest import SHOP, learn_all, sell
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -25,6 +25,7 @@ CONFIG = LearningConfig(half_life_days=0)
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[Store]:
     store = Store(connect(redis_url))
+    await sell(store, SHOP, [*"abcd", *(f"sku-{n}" for n in range(1, 51))])  # what is learnt
     yield store
     await store.close()
 

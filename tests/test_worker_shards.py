@@ -26,7 +26,7 @@ from adserver.store import Store, connect, keys
 from adserver.store.base import text
 from adserver.store.learning import LearningStore
 from adserver.worker import RelatedWorker
-from tests.conftest import OTHER_SHOP, SHOP
+from tests.conftest import OTHER_SHOP, SHOP, sell
 
 CONFIG = LearningConfig()  # what `kaeru worker` learns with (forward decay included)
 SHORT_LEASE = 0.4  # seconds: a "crashed" worker's shards are free again soon
@@ -44,6 +44,9 @@ async def stores(redis_url: str, redis_server: EmbeddedRedis) -> AsyncIterator[t
     base, _, _ = redis_server.url.rpartition("/")
     tested, reference = Store(connect(redis_url)), Store(connect(f"{base}/1"))
     await reference.redis.flushdb()
+    for store in (tested, reference):  # only products a shop sells are learnt
+        for shop in (SHOP, OTHER_SHOP):
+            await sell(store, shop, [f"p{n}" for n in range(1, 16)])
     yield tested, reference
     await tested.close()
     await reference.close()

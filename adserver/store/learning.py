@@ -296,7 +296,7 @@ class LearningStore:
             for (advertiser, item), neighbours in lists.items():
                 add(advertiser, key_of(advertiser, item), self.config.cap, neighbours)
         for advertiser, counts in lessons.popular.items():
-            add(advertiser, keys.popular(advertiser), 0, counts)
+            add(advertiser, keys.popular(advertiser), self.config.popular_cap, counts)
         return Journal(shard, tuple(entry_ids), updates, dict(states))
 
     async def write_journal(self, journal: Journal, token: str, ttl_ms: int) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from adserver import ad_handlers, admin, admin_campaigns, admin_reports, ops
 from adserver.context import (
@@ -30,6 +31,9 @@ from adserver.context import (
 )
 from adserver.cooccurrence import LearningConfig
 from adserver.delivery_counts import CLICKS, SHOWN
+from adserver.edge import edge_handler_args
+from adserver.edge.forwarding import TrustedProxies
+from adserver.edge.middleware import believe_trusted_proxies
 from adserver.event_writer import BufferedWriter, EventWriter
 from adserver.geo import GeoLocator
 from adserver.market import MarketCache
@@ -62,7 +66,12 @@ def create_app(settings: Settings) -> web.Application:
         raise ValueError(
             "create_app needs settings.secret (see Settings.with_secret_from_data_dir)"
         )
-    app = web.Application(middlewares=[observe], client_max_size=settings.feed_max_bytes)
+    metrics = Metrics()
+    app = web.Application(
+        middlewares=_middlewares(settings),
+        client_max_size=settings.feed_max_bytes,
+        handler_args=edge_handler_args(metrics),
+    )
     store = Store(
         connect(settings.redis_url),
         StoreLimits(
@@ -75,12 +84,11 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[STORE] = store
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
     app[RENDERER] = CreativeRenderer()
     app[MARKET] = MarketCache(store, list(settings.advertisers), app[RENDERER].sizes())
-    app[GEO] = GeoLocator(settings.geoip_db, settings.trusted_proxies)
+    app[GEO] = GeoLocator(settings.geoip_db)
     app[SIGNER] = Signer(settings.secret)
-    metrics = app[METRICS]
     app[EVENT_WRITER] = EventWriter(
         store.record_many,
         deadline=settings.redis_deadline_ms / 1000,
@@ -113,6 +121,13 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_lifecycle)
     _add_routes(app)
     return app
+
+
+def _middlewares(settings: Settings) -> list[Middleware]:
+    """Errors are caught outermost; then, behind trusted proxies, every handler sees the
+    client's own scheme, host and address (adserver.edge)."""
+    proxies = TrustedProxies(settings.trusted_proxies)
+    return [observe, believe_trusted_proxies(proxies)] if proxies else [observe]
 
 
 def _click_recorder(

@@ -31,9 +31,9 @@ from adserver.context import (
 )
 from adserver.cooccurrence import LearningConfig
 from adserver.delivery_counts import CLICKS, SHOWN
-from adserver.edge import edge_handler_args
+from adserver.edge import LONG_TARGET_ROUTES, MAX_TARGET, edge_handler_args
 from adserver.edge.forwarding import TrustedProxies
-from adserver.edge.middleware import believe_trusted_proxies
+from adserver.edge.middleware import believe_trusted_proxies, limit_targets
 from adserver.event_writer import BufferedWriter, EventWriter
 from adserver.geo import GeoLocator
 from adserver.market import MarketCache
@@ -127,7 +127,8 @@ def _middlewares(settings: Settings) -> list[Middleware]:
     """Errors are caught outermost; then, behind trusted proxies, every handler sees the
     client's own scheme, host and address (adserver.edge)."""
     proxies = TrustedProxies(settings.trusted_proxies)
-    return [observe, believe_trusted_proxies(proxies)] if proxies else [observe]
+    edge = [observe, limit_targets(MAX_TARGET, LONG_TARGET_ROUTES)]
+    return [*edge, believe_trusted_proxies(proxies)] if proxies else edge
 
 
 def _click_recorder(

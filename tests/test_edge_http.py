@@ -124,3 +124,12 @@ async def test_a_bad_ad_request_gives_the_iframe_an_empty_document(
 async def test_ad_json_keeps_its_json_400(client: TestClient[Any, Any]) -> None:
     response = await client.get("/ad.json", params={"pub": "news1", "size": "300x25"})
     assert response.status == 400 and "sizes" in await response.json()
+
+
+@pytest.mark.parametrize("target", ["/ad.json?pub=news1&size=300x250&x=", "/nowhere?x="])
+async def test_other_routes_still_refuse_a_target_over_8_kb(
+    client: TestClient[Any, Any], target: str
+) -> None:
+    response = await client.get(target + "x" * 9_000)
+    assert response.status == 414
+    assert await metric(client, "kaeru_malformed_requests_total", reason="target_too_long") == 1

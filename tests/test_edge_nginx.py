@@ -254,3 +254,33 @@ def test_unparseable_requests_are_refused_quietly_and_counted(proxy: Proxy) -> N
     assert 'kaeru_malformed_requests_total{reason="bad_target"} 2.0' in text
     log = proxy.log.read_text(errors="replace")
     assert "Traceback" not in log and "Error handling request" not in log, log
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_chromium_over_https_keeps_secure_cross_site_cookies(proxy: Proxy) -> None:
+    """The same through a real browser: Chromium resolves kaeru.test to the proxy and stores
+    the cookies as a partner's iframe would need them."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+    args.append(f"--host-resolver-rules=MAP {PUBLIC_NAME} 127.0.0.1")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            context = browser.new_context(
+                ignore_https_errors=True, user_agent=BROWSER["User-Agent"]
+            )
+            page = context.new_page()
+            assert page.goto(f"{proxy.origin}/px?a=shop1&e=view&i=sku-2").ok
+            before = {c["name"]: c for c in context.cookies(proxy.origin)}
+            page.goto(f"{proxy.origin}/optout")
+            after = {c["name"]: c for c in context.cookies(proxy.origin)}
+        finally:
+            browser.close()
+    uid = before["uid"]
+    assert uid["secure"] and uid["sameSite"] == "None" and uid["httpOnly"]
+    assert after["optout"]["secure"] and after["optout"]["sameSite"] == "None"
+    assert "uid" not in after  # the opt-out deleted it, with the attributes it was set with

@@ -13,6 +13,8 @@ from adserver.metrics import Metrics
 # URLs, and the pixel must answer its GIF to those (pixel: query_too_long), so the line limit
 # is raised to this; beyond it aiohttp answers 400 itself (counted: line_too_long).
 MAX_REQUEST_LINE = 64 * 1024
+MAX_TARGET = 8190  # ... what every route but the pixel still refuses (with a 414)
+LONG_TARGET_ROUTES = frozenset(("/px",))
 
 
 def edge_handler_args(metrics: Metrics) -> dict[str, Any]:

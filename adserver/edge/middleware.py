@@ -6,8 +6,9 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from adserver.context import SETTINGS
+from adserver.context import METRICS, SETTINGS
 from adserver.edge.forwarding import ForwardedHeaders, TrustedProxies
+from adserver.middleware import route_name
 
 
 def forwarded_headers(request: web.Request) -> ForwardedHeaders:
@@ -34,6 +35,20 @@ def believe_trusted_proxies(proxies: TrustedProxies) -> Middleware:
         return await handler(request.clone(**view.overrides()))  # type: ignore[arg-type]
 
     return believe
+
+
+def limit_targets(longest: int, long_ok: frozenset[str]) -> Middleware:
+    """aiohttp's line limit is raised for the pixel's sake (adserver.edge.MAX_REQUEST_LINE);
+    every other route refuses a target over `longest` bytes as aiohttp did (414, counted)."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if len(request.raw_path) > longest and route_name(request) not in long_ok:
+            request.app[METRICS].malformed_requests.labels("target_too_long").inc()
+            return web.Response(status=414, text="request target too long")
+        return await handler(request)
+
+    return limit
 
 
 def public_base_url(request: web.Request) -> str:

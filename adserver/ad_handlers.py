@@ -36,6 +36,7 @@ from adserver.delivery import (
     placement_from_token,
     placement_of,
 )
+from adserver.edge.middleware import public_base_url
 from adserver.responses import creative_html, gif, javascript, json_error, json_response
 from adserver.shopper import Shopper
 from adserver.signing import InvalidToken
@@ -65,8 +66,13 @@ AD_JS = (
 )
 
 
+# What an iframe shows for a bad request: nothing (JSON would be printed inside the partner's
+# page). Not empty: some browsers show their own error page for an empty 4xx document.
+EMPTY_DOCUMENT = "<!doctype html><html><head><title></title></head><body></body></html>"
+
+
 def base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    return public_base_url(request)
 
 
 def _bad_request(request: web.Request, bad: BadAdRequest) -> web.Response:
@@ -74,12 +80,15 @@ def _bad_request(request: web.Request, bad: BadAdRequest) -> web.Response:
     return json_error(400, bad.message, **bad.details)
 
 
+def _bad_frame_request(request: web.Request, bad: BadAdRequest) -> web.Response:
+    request.app[METRICS].bad_requests.labels("ad", bad.reason).inc()
+    return creative_html(EMPTY_DOCUMENT, status=400)
+
+
 def _locate(request: web.Request, slot: Slot) -> Slot:
-    """The slot with the shopper's country (the IP is looked up, never kept)."""
-    geo = request.app[GEO]
-    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
-    ip = geo.client_ip(request.remote, forwarded or None)
-    return replace(slot, country=geo.country(ip))
+    """The slot with the shopper's country (the IP is looked up, never kept). Behind trusted
+    proxies `request.remote` is already the client's address (adserver.edge)."""
+    return replace(slot, country=request.app[GEO].country(request.remote))
 
 
 async def _serve(
@@ -144,7 +153,7 @@ def _refresh_uid(request: web.Request, response: web.StreamResponse) -> web.Stre
 async def ad_html(request: web.Request) -> web.StreamResponse:
     slot = parse_ad_request(request.query, request.app[RENDERER].formats)
     if isinstance(slot, BadAdRequest):
-        return _bad_request(request, slot)
+        return _bad_frame_request(request, slot)
     served = await _serve(request, slot)
     html = served.html if served else request.app[RENDERER].no_fill(slot.size)
     return _refresh_uid(request, creative_html(html))

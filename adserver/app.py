@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from adserver import ad_handlers, admin, admin_campaigns, admin_reports, ops
 from adserver.context import (
@@ -32,6 +33,9 @@ from adserver.context import (
 )
 from adserver.cooccurrence import LearningConfig
 from adserver.delivery_counts import CLICKS, SHOWN
+from adserver.edge import LONG_TARGET_ROUTES, MAX_TARGET, edge_handler_args
+from adserver.edge.forwarding import TrustedProxies
+from adserver.edge.middleware import believe_trusted_proxies, limit_targets
 from adserver.event_writer import BufferedWriter, EventWriter
 from adserver.feed_grace import FeedGrace, releaser
 from adserver.geo import GeoLocator
@@ -66,7 +70,12 @@ def create_app(settings: Settings) -> web.Application:
         raise ValueError(
             "create_app needs settings.secret (see Settings.with_secret_from_data_dir)"
         )
-    app = web.Application(middlewares=[observe], client_max_size=settings.feed_max_bytes)
+    metrics = Metrics()
+    app = web.Application(
+        middlewares=_middlewares(settings),
+        client_max_size=settings.feed_max_bytes,
+        handler_args=edge_handler_args(metrics),
+    )
     store = Store(
         connect(settings.redis_url),
         StoreLimits(
@@ -79,12 +88,11 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[STORE] = store
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
     app[RENDERER] = CreativeRenderer()
     app[MARKET] = MarketCache(store, list(settings.advertisers), app[RENDERER].sizes())
-    app[GEO] = GeoLocator(settings.geoip_db, settings.trusted_proxies)
+    app[GEO] = GeoLocator(settings.geoip_db)
     app[SIGNER] = Signer(settings.secret)
-    metrics = app[METRICS]
     app[EVENT_WRITER] = EventWriter(
         store.record_many,
         deadline=settings.redis_deadline_ms / 1000,
@@ -129,6 +137,14 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_lifecycle)
     _add_routes(app)
     return app
+
+
+def _middlewares(settings: Settings) -> list[Middleware]:
+    """Errors are caught outermost; then, behind trusted proxies, every handler sees the
+    client's own scheme, host and address (adserver.edge)."""
+    proxies = TrustedProxies(settings.trusted_proxies)
+    edge = [observe, limit_targets(MAX_TARGET, LONG_TARGET_ROUTES)]
+    return [*edge, believe_trusted_proxies(proxies)] if proxies else edge
 
 
 def _click_recorder(

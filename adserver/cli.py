@@ -227,6 +227,8 @@ def serve(settings: Settings, workers: int = 1) -> int:
 
 
 def public_base_url(settings: Settings) -> str:
+    if settings.public_url:
+        return settings.public_url
     host = settings.host
     if host in ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost"):
         host = "localhost"

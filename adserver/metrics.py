@@ -95,6 +95,13 @@ class Metrics:
         self.feed_rows = Counter(
             "kaeru_feed_rows", "Catalog feed rows by outcome", ["outcome"], registry=r
         )
+        self.malformed_requests = Counter(
+            "kaeru_malformed_requests",
+            "Requests aiohttp could not parse (raw bytes in the target, a request line over "
+            "its limit, broken headers), answered 400 before any route; logged without address",
+            ["reason"],
+            registry=r,
+        )
         self.store_errors = Counter(
             "kaeru_store_errors", "Redis operations that failed", ["operation"], registry=r
         )

@@ -32,9 +32,9 @@ def json_error(status: int, message: str, **details: Any) -> web.Response:
     return json_response({"error": message, **details}, status=status)
 
 
-def creative_html(html: str) -> web.Response:
+def creative_html(html: str, status: int = 200) -> web.Response:
     headers = {**NO_STORE, "Content-Security-Policy": CREATIVE_CSP}
-    return web.Response(text=html, content_type="text/html", headers=headers)
+    return web.Response(text=html, status=status, content_type="text/html", headers=headers)
 
 
 def javascript(code: str, *, cache_seconds: int = 0) -> web.Response:

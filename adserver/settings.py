@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from adserver.redis_url import RedisUrlError, check_url, with_password
 
@@ -63,6 +64,7 @@ class Settings:
     feed_grace_seconds: int = 300  # how long a view of a product no feed has brought waits
     geoip_db: Path | None = None
     trusted_proxies: tuple[str, ...] = ()
+    public_url: str | None = None  # origin browsers reach Kaeru at, for absolute links
     click_window_days: int = 30
     view_window_days: int = 1
     host: str = "127.0.0.1"
@@ -117,6 +119,7 @@ class Settings:
             "feed_grace_seconds": reader.integer("KAERU_FEED_GRACE_SECONDS", 300, 0, 3600),
             "geoip_db": reader.existing_file("KAERU_GEOIP_DB"),
             "trusted_proxies": reader.networks("KAERU_TRUSTED_PROXIES"),
+            "public_url": reader.public_url("KAERU_PUBLIC_URL"),
             "click_window_days": reader.integer("KAERU_CLICK_WINDOW_DAYS", 30, 1, 400),
             "view_window_days": reader.integer("KAERU_VIEW_WINDOW_DAYS", 1, 0, 400),
             "host": env.get("KAERU_HOST") or "127.0.0.1",
@@ -169,6 +172,14 @@ def _publish_new_secret(path: Path, secret_text: str) -> None:
             pass  # another process published its key first: everyone uses that one
     finally:
         draft.unlink(missing_ok=True)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _token_bytes(token: str) -> bytes:
@@ -252,6 +263,35 @@ class _Reader:
                 self.problems.append(f"{name}: {entry!r} is not an IP address or network")
                 return ()
         return entries
+
+    def public_url(self, name: str) -> str | None:
+        """`https://ads.example.com`: an http(s) origin, no path, query or credentials."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        try:
+            url = urlsplit(raw)
+            port = url.port
+        except ValueError:
+            url, port = None, None
+        host = url.hostname if url is not None else None
+        if (
+            url is None
+            or url.scheme.lower() not in ("http", "https")
+            or not host
+            or not (HOSTNAME.match(host) or _is_ip(host))
+            or url.username is not None
+            or url.path not in ("", "/")
+            or url.query
+            or url.fragment
+        ):
+            self.problems.append(
+                f"{name}={raw!r}: not an http(s) origin like https://ads.example.com "
+                "(no path, query or user)"
+            )
+            return None
+        netloc = f"[{host}]" if ":" in host else host
+        return f"{url.scheme.lower()}://{netloc}" + (f":{port}" if port is not None else "")
 
     def optional_integer(self, name: str, low: int, high: int) -> int | None:
         return self.integer(name, 0, low, high) or None if self._raw(name) else None

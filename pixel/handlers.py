@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 TAG_JS = resources.files("pixel").joinpath("static/tag.js").read_text(encoding="utf-8")
 TAG_CACHE_SECONDS = 3600
+# No valid pixel comes near this (aiohttp's former request-line limit); longer ones get the GIF
+# and are stored nowhere (the line limit itself is adserver.edge.MAX_REQUEST_LINE).
+MAX_PIXEL_TARGET = 8190
 
 
 async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> str | None:
@@ -87,6 +90,9 @@ def _with_uid(request: web.Request, response: web.StreamResponse, uid: str | Non
 async def pixel(request: web.Request) -> web.StreamResponse:
     response = gif()
     metrics = request.app[METRICS]
+    if len(request.raw_path) > MAX_PIXEL_TARGET:
+        metrics.tracking_rejects.labels("query_too_long").inc()
+        return response
     if opted_out(request) or is_bot(request):
         metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()
         return response

@@ -64,10 +64,14 @@ def consented(request: web.Request, gdpr: str | None, tc_string: str | None) -> 
 
 
 def is_secure_context(request: web.Request) -> bool:
-    """HTTPS, or loopback (which browsers treat as secure, so `Secure` cookies work there)."""
+    """HTTPS as the client sees it (the connection, a trusted proxy's forwarded scheme, or an
+    https KAERU_PUBLIC_URL), or loopback (which browsers treat as secure, so `Secure` cookies
+    work there)."""
+    if request.secure or (request.app[SETTINGS].public_url or "").startswith("https:"):
+        return True
     host = request.host  # raw header: request.url would choke on a hostile, non-IDNA Host
     name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
-    return request.secure or name.lower() in LOOPBACK_HOSTS
+    return name.lower() in LOOPBACK_HOSTS
 
 
 @functools.lru_cache(maxsize=64)

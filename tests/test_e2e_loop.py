@@ -165,12 +165,16 @@ async def test_nothing_to_show_is_a_no_fill(client: TestClient[Any, Any]) -> Non
 async def test_unknown_size_is_refused_with_the_supported_list(
     client: TestClient[Any, Any],
 ) -> None:
-    for path in ("/ad", "/ad.js", "/ad.json"):
+    for path in ("/ad.js", "/ad.json"):
         response = await client.get(path, params={"pub": "news1", "size": "1x1"})
         assert response.status == 400
         body = await response.json()
         assert "300x250" in body["sizes"] and "728x90" in body["sizes"]
         assert "1x1" in body["error"]
+    # /ad is shown inside the partner's iframe: an empty document there, not JSON (issue 11)
+    frame = await client.get("/ad", params={"pub": "news1", "size": "1x1"})
+    assert frame.status == 400 and frame.content_type == "text/html"
+    assert "1x1" not in await frame.text()
 
 
 async def test_missing_publisher_is_refused(client: TestClient[Any, Any]) -> None:

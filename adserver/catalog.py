@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+import idna
 import orjson
 from babel.numbers import format_currency, is_currency
 
@@ -24,6 +26,9 @@ MAX_TITLE = 300
 MAX_TEXT = 200
 MAX_URL = 2048
 MAX_ROWS = 200_000
+UNSAFE_URL = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters, backslashes
+URL_SAFE = "/%:@!$&'()*+,;=-._~"  # kept as they are in a path; the rest is percent-encoded
+HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 AVAILABILITY = {
     "in_stock": "in_stock",
     "in stock": "in_stock",
@@ -202,11 +207,51 @@ def _text(row: dict[str, Any], name: str, limit: int) -> str:
 
 
 def _url(row: dict[str, Any], name: str) -> str | None:
-    value = _text(row, name, MAX_URL + 1)
-    parts = urlsplit(value)
-    if len(value) > MAX_URL or parts.scheme not in ("http", "https") or not parts.hostname:
+    return clean_url(_text(row, name, MAX_URL + 1))
+
+
+def clean_url(value: str) -> str | None:
+    """`value` as a safe absolute http(s) URL (host in IDNA, the rest percent-encoded, so it
+    can go into a Location header as is), or None when a real URL parser refuses it or it
+    could mean two things: a backslash, a control character, credentials, a bad port."""
+    if len(value) > MAX_URL or UNSAFE_URL.search(value):
         return None
-    return value
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:  # "http://[::1/x", a port of 99999 or "abc"
+        return None
+    host = _host(parts.hostname or "")
+    if parts.scheme not in ("http", "https") or host is None or "@" in parts.netloc:
+        return None
+    authority = host if port is None else f"{host}:{port}"
+    url = f"{parts.scheme}://{authority}{quote(parts.path, safe=URL_SAFE)}"
+    if parts.query:
+        url += "?" + quote(parts.query, safe=URL_SAFE + "?")
+    if parts.fragment:
+        url += "#" + quote(parts.fragment, safe=URL_SAFE + "?#")
+    return url if len(url) <= MAX_URL else None
+
+
+def _host(host: str) -> str | None:
+    """The host in ASCII (IDNA 2008 for international names, which refuses invisible code
+    points such as soft hyphens or line separators), or None."""
+    if host.startswith("[") or ":" in host:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        pass
+    labels = host.lower().rstrip(".").split(".")
+    try:
+        ascii_labels = [
+            label if label.isascii() else idna.encode(label).decode("ascii") for label in labels
+        ]
+    except idna.IDNAError:
+        return None
+    if not all(HOST_LABEL.match(label) for label in ascii_labels):
+        return None
+    return ".".join(ascii_labels)
 
 
 def on_domains(url: str, domains: Sequence[str]) -> bool:

@@ -4,19 +4,39 @@ per advertiser are capped."""
 
 from __future__ import annotations
 
+import io
+import signal
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adserver.catalog import Product
+from adserver.app import create_app
+from adserver.catalog import FeedError, FeedValidator, Product, parse_feed
 from adserver.context import MARKET, STORE
-from tests.conftest import SHOP, SHOP_TOKEN, product_row
+from adserver.embedded_redis import EmbeddedRedis
+from adserver.feed_reader import MAX_RECORD
+from adserver.settings import Settings
+from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, product_row, put_catalog
 
 PRODUCTS = f"/api/v1/advertisers/{SHOP}/products"
 AUTH = {"Authorization": f"Bearer {SHOP_TOKEN}"}
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, to freeze (SIGSTOP) without harming the others."""
+    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
 
 BAD_LINKS = [
     "http://[::1/x",  # unclosed IPv6 literal: urlsplit raises
@@ -70,3 +90,124 @@ async def test_click_on_a_link_stored_before_validation_never_answers_5xx(
     click_url = (await response.json())["products"][0]["click_url"]
     click = await client.get(urlsplit(click_url).path, allow_redirects=False)
     assert click.status == 400, await click.text()
+
+
+# -- feeds: bounded memory, bounded rows --------------------------------------------------------
+
+
+async def _client_with(aiohttp_client: Any, settings: Settings, **changes: Any) -> Any:
+    return await aiohttp_client(create_app(replace(settings, **changes)), headers=BROWSER)
+
+
+async def test_feed_with_more_rows_than_kaeru_max_products_is_refused_catalog_unchanged(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    client = await _client_with(aiohttp_client, settings, max_products=5)
+    await put_catalog(client, [product_row(f"old-{n}") for n in range(5)])
+    response = await client.put(
+        PRODUCTS, json=[product_row(f"new-{n}") for n in range(6)], headers=AUTH
+    )
+    assert response.status == 413
+    assert "KAERU_MAX_PRODUCTS" in (await response.json())["error"]
+    await client.app[MARKET].refresh()
+    assert sorted(client.app[MARKET].catalog(SHOP)) == [f"old-{n}" for n in range(5)]
+
+
+async def test_a_feed_of_empty_objects_is_read_in_bounded_memory(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """`[{},{},…]`: every row is rejected with a reason, the answer lists the first 1,000, and
+    the server never holds the feed or its rows (today: orjson built every row at once)."""
+    client = await _client_with(aiohttp_client, settings, max_products=10_000_000)
+    rows = 700_000  # 2 MB
+    body = b"[" + b",".join([b"{}"] * rows) + b"]"
+    tracemalloc.start()
+    try:
+        response = await client.put(
+            PRODUCTS, data=io.BytesIO(body), headers={**AUTH, "Content-Type": "application/json"}
+        )
+        summary = await response.json()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status == 422
+    assert (summary["accepted"], summary["rejected"]) == (0, rows)
+    assert len(summary["rejections"]) == 1000
+    assert summary["rejections"][0]["reason"].startswith("id missing")
+    # The body itself (2 MB, sent by the test's client) is in the count.
+    assert peak < len(body) + 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+async def test_a_feed_the_store_cannot_take_answers_503_and_changes_nothing(
+    aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis
+) -> None:
+    client = await _client_with(aiohttp_client, settings, redis_url=own_redis.url)
+    await put_catalog(client, [product_row("old")])
+    assert own_redis.process is not None
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        response = await client.put(PRODUCTS, json=[product_row("new")], headers=AUTH)
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+    assert response.status == 503, await response.text()
+    assert "Retry-After" in response.headers
+    await client.app[MARKET].refresh()
+    assert list(client.app[MARKET].catalog(SHOP)) == ["old"]
+
+
+CSV_FEED = (
+    "\ufeffid;title;link;image_link;price;currency\r\n"
+    'a;"TV 55 inch\r\nwith a second line";https://shop1.example/p/a;'
+    "https://shop1.example/i/a;19.90;EUR\r\n"
+    '\r\nb;5" tall;https://shop1.example/p/b;https://shop1.example/i/b;3;EUR\r'
+    "c;;https://shop1.example/p/c;https://shop1.example/i/c;3;EUR"
+)
+NDJSON_FEED = (
+    '{"id": "a", "title": "A\u2028B", "link": "https://shop1.example/p/a",'
+    ' "image_link": "https://shop1.example/i/a", "price": 19.9, "currency": "EUR"}\r\n'
+    "\n{broken\n"
+    '{"id": "b", "title": "B", "link": "https://shop1.example/p/b", "image_link": '
+    '"https://shop1.example/i/b", "price": "3 EUR", "extra": {"nested": [1, 2]}}'
+)
+JSON_FEED = (
+    '[{"id": "a", "title": "A", "link": "https://shop1.example/p/a", "image_link":'
+    ' "https://shop1.example/i/a", "price": 19.9, "currency": "EUR", "x": [{"y": 1}]},'
+    ' 7, [1, {"id": "z"}], {"id": {"x": 1}}, {"title": "no id"},'
+    ' {"id": "b", "title": "B", "link": "https://shop1.example/p/b", "image_link":'
+    ' "https://shop1.example/i/b", "price": "3 EUR", "sale_price": [1]}]'
+)
+
+
+@pytest.mark.parametrize("feed", [CSV_FEED, NDJSON_FEED, JSON_FEED], ids=["csv", "ndjson", "json"])
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+def test_a_feed_read_in_pieces_reads_as_the_whole(feed: str, piece: int) -> None:
+    body = feed.encode()
+    whole = FeedValidator()
+    expected = whole.feed(body) + whole.close()
+    pieces = FeedValidator()
+    got = [p for i in range(0, len(body), piece) for p in pieces.feed(body[i : i + piece])]
+    got += pieces.close()
+    assert got == expected
+    assert pieces.tally == whole.tally
+    assert [p.id for p in got] == (["a"] if feed is JSON_FEED else ["a", "b"])
+
+
+def test_csv_quoted_fields_over_lines_and_stray_quotes_read_as_the_csv_module_does() -> None:
+    result = parse_feed(CSV_FEED.encode())
+    titles = {p.id: p.title for p in result.accepted}
+    assert titles == {"a": "TV 55 inch\nwith a second line", "b": '5" tall'}
+    assert [(r.row, r.id, r.reason) for r in result.rejected] == [(3, "c", "title missing")]
+
+
+def test_json_rows_that_are_not_objects_are_rejected_with_their_row_number() -> None:
+    result = parse_feed(JSON_FEED.encode())
+    assert [p.id for p in result.accepted] == ["a"]
+    reasons = [(r.row, r.reason.split(" (")[0]) for r in result.rejected]
+    assert reasons[:2] == [(2, "row is not an object"), (3, "row is not an object")]
+    assert reasons[2][0] == 4 and reasons[2][1].startswith("id missing")
+    assert reasons[4] == (6, "sale_price is not a number like 19.99 or '19.99 EUR'")
+
+
+def test_a_line_longer_than_the_record_limit_refuses_the_feed() -> None:
+    with pytest.raises(FeedError, match="longer than"):
+        parse_feed(b'{"id": "' + b"x" * (MAX_RECORD + 10) + b'"}\n{}', "application/x-ndjson")

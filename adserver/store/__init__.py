@@ -32,6 +32,7 @@ from adserver.store.base import (
 )
 from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
+from adserver.store.catalog_store import CatalogUpload
 from adserver.store.cluster import RedisCluster, connect_cluster
 from adserver.store.ledger import Ledger
 
@@ -214,24 +215,25 @@ class Store:
 
     # -- catalog --------------------------------------------------------------------------
 
+    def catalog_upload(self, advertiser: str) -> CatalogUpload:
+        """A new catalog to be filled as its feed is read, then committed (or discarded)."""
+        return CatalogUpload(self.redis, advertiser)
+
     async def replace_catalog(self, advertiser: str, products: Iterable[Product]) -> int:
         """Atomically swap in a new catalog (built aside, then RENAMEd); returns its version."""
-        staging = keys.catalog_staging(advertiser)
-        await self.redis.delete(staging)
-        batch: dict[str, bytes] = {}
+        upload = self.catalog_upload(advertiser)
+        batch: list[Product] = []
         for product in products:
-            batch[product.id] = product.to_json()
+            batch.append(product)
             if len(batch) >= 1000:
-                await self.redis.hset(staging, mapping=batch)  # type: ignore[arg-type]
-                batch = {}
-        if batch:
-            await self.redis.hset(staging, mapping=batch)  # type: ignore[arg-type]
-        _, version = await write_in_order(
-            self.redis,
-            ("RENAME", staging, keys.catalog(advertiser)),
-            ("HINCRBY", keys.CATALOG_VERSIONS, advertiser, 1),
-        )
-        return int(version)
+                await upload.add(batch)
+                batch = []
+        await upload.add(batch)
+        if not upload.products:  # RENAME needs a key: an empty catalog is an empty hash
+            await write_in_order(self.redis, ("DEL", keys.catalog(advertiser)))
+            version = await self.redis.hincrby(keys.CATALOG_VERSIONS, advertiser, 1)
+            return int(version)
+        return await upload.commit()
 
     async def load_catalog(self, advertiser: str) -> dict[str, Product]:
         raw = await self.redis.hgetall(keys.catalog(advertiser))

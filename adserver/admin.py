@@ -87,7 +87,7 @@ async def put_products(request: web.Request) -> web.StreamResponse:
     except FeedError as exc:
         return json_error(400, f"unreadable feed: {exc}")
     except (RedisError, OSError, TimeoutError) as exc:
-        return _store_unavailable(request, exc)
+        return store_unavailable(request, exc)
     metrics = app[METRICS]
     metrics.feed_rows.labels("accepted").inc(validator.tally.accepted)
     metrics.feed_rows.labels("rejected").inc(validator.tally.rejected)
@@ -98,7 +98,7 @@ async def put_products(request: web.Request) -> web.StreamResponse:
     return json_response({**summary, "version": version})
 
 
-def _store_unavailable(request: web.Request, exc: BaseException) -> web.Response:
+def store_unavailable(request: web.Request, exc: BaseException) -> web.Response:
     """Redis did not take the change (down, or timing out): nothing was changed, try again."""
     log.warning("%s %s: storage unavailable: %r", request.method, request.path, exc)
     response = json_error(503, "storage unavailable, nothing was changed; try again shortly")

@@ -211,3 +211,43 @@ def test_json_rows_that_are_not_objects_are_rejected_with_their_row_number() -> 
 def test_a_line_longer_than_the_record_limit_refuses_the_feed() -> None:
     with pytest.raises(FeedError, match="longer than"):
         parse_feed(b'{"id": "' + b"x" * (MAX_RECORD + 10) + b'"}\n{}', "application/x-ndjson")
+
+
+# -- campaigns: a cap per advertiser, no 5xx when Redis times out ------------------------------
+
+CAMPAIGNS = f"/api/v1/advertisers/{SHOP}/campaigns"
+CAMPAIGN = {"name": "Viewers", "bid": {"type": "cpm", "amount": "2.50"}}
+
+
+async def test_campaigns_past_kaeru_max_campaigns_are_refused_with_409(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    client = await _client_with(aiohttp_client, settings, max_campaigns=3)
+    for n in range(3):
+        response = await client.put(f"{CAMPAIGNS}/c{n}", json=CAMPAIGN, headers=AUTH)
+        assert response.status == 200, await response.text()
+    refused = await client.put(f"{CAMPAIGNS}/c3", json=CAMPAIGN, headers=AUTH)
+    assert refused.status == 409
+    assert "KAERU_MAX_CAMPAIGNS" in (await refused.json())["error"]
+    changed = await client.put(f"{CAMPAIGNS}/c0", json={**CAMPAIGN, "name": "New"}, headers=AUTH)
+    assert changed.status == 200  # changing one at the cap is fine
+    assert (await client.delete(f"{CAMPAIGNS}/c1", headers=AUTH)).status == 204
+    assert (await client.put(f"{CAMPAIGNS}/c3", json=CAMPAIGN, headers=AUTH)).status == 200
+    listed = await (await client.get(CAMPAIGNS, headers=AUTH)).json()
+    assert [c["id"] for c in listed["campaigns"]] == ["c0", "c2", "c3"]
+
+
+async def test_a_campaign_put_redis_does_not_answer_is_a_503_not_a_500(
+    aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis
+) -> None:
+    client = await _client_with(aiohttp_client, settings, redis_url=own_redis.url)
+    assert own_redis.process is not None
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        response = await client.put(f"{CAMPAIGNS}/c1", json=CAMPAIGN, headers=AUTH)
+        deleted = await client.delete(f"{CAMPAIGNS}/c1", headers=AUTH)
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+    assert response.status == 503, await response.text()
+    assert "Retry-After" in response.headers
+    assert deleted.status == 503

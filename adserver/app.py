@@ -77,7 +77,9 @@ def create_app(settings: Settings) -> web.Application:
     app[STORE] = store
     app[METRICS] = Metrics()
     app[RENDERER] = CreativeRenderer()
-    app[MARKET] = MarketCache(store, list(settings.advertisers), app[RENDERER].sizes())
+    app[MARKET] = MarketCache(
+        store, list(settings.advertisers), app[RENDERER].sizes(), settings.max_campaigns
+    )
     app[GEO] = GeoLocator(settings.geoip_db, settings.trusted_proxies)
     app[SIGNER] = Signer(settings.secret)
     metrics = app[METRICS]

@@ -16,8 +16,15 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 
-from adserver.campaigns import Campaign, default_campaign, parse_campaign, smoothed_ctr
+from adserver.campaigns import (
+    Campaign,
+    default_campaign,
+    expected_value,
+    parse_campaign,
+    smoothed_ctr,
+)
 from adserver.catalog import Product
+from adserver.decision import rank_for_newcomers
 from adserver.store import RedisError, Store
 
 log = logging.getLogger(__name__)
@@ -25,10 +32,18 @@ UPSELL_DEPTH = 5
 
 
 class MarketCache:
-    def __init__(self, store: Store, advertisers: Sequence[str], sizes: Collection[str]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        advertisers: Sequence[str],
+        sizes: Collection[str],
+        max_campaigns: int = 10_000,
+    ) -> None:
         self.store = store
         self.advertisers = list(advertisers)
         self.sizes = sizes
+        self.max_campaigns = max_campaigns
+        self._newcomers: dict[tuple[str, str], Sequence[Campaign]] = {}
         self._versions: dict[str, int] = {}
         self._campaign_versions: dict[str, int] = {}
         self._products: dict[str, Mapping[str, Product]] = {}
@@ -54,6 +69,19 @@ class MarketCache:
         totals = self._totals.get(advertiser, {})
         return smoothed_ctr(totals.get(f"click:{campaign}", 0), totals.get(f"imp:{campaign}", 0))
 
+    def newcomer_campaigns(self, advertiser: str, size: str) -> Sequence[Campaign]:
+        """Ranked once per change of the advertiser's campaigns or delivery totals (which move
+        CPC campaigns' expected values), then read by every decision."""
+        ranked = self._newcomers.get((advertiser, size))
+        if ranked is None:
+
+            def value(campaign: Campaign) -> float:
+                return expected_value(campaign, self.ctr(advertiser, campaign.id))
+
+            ranked = rank_for_newcomers(self.campaigns(advertiser), value, size)
+            self._newcomers[(advertiser, size)] = ranked
+        return ranked
+
     async def refresh(self) -> None:
         snapshot = await self.store.catalog_snapshot(self.advertisers)
         campaign_versions = await self.store.campaigns.versions(self.advertisers)
@@ -67,8 +95,17 @@ class MarketCache:
             if self._campaign_versions.get(advertiser) != campaign_versions[advertiser]:
                 self._campaigns[advertiser] = await self._load_campaigns(advertiser)
                 self._campaign_versions[advertiser] = campaign_versions[advertiser]
+                self._forget_ranking(advertiser)
         self._popular = dict(snapshot.popular)
-        self._totals = await self.store.ledger.campaign_totals(self.advertisers)
+        totals = await self.store.ledger.campaign_totals(self.advertisers)
+        for advertiser in self.advertisers:
+            if totals.get(advertiser) != self._totals.get(advertiser):
+                self._forget_ranking(advertiser)
+        self._totals = totals
+
+    def _forget_ranking(self, advertiser: str) -> None:
+        for key in [k for k in self._newcomers if k[0] == advertiser]:
+            del self._newcomers[key]
 
     async def _load_campaigns(self, advertiser: str) -> list[Campaign]:
         campaigns = []
@@ -78,7 +115,12 @@ class MarketCache:
                 log.warning("campaign %s/%s skipped: %s", advertiser, campaign_id, parsed)
             else:
                 campaigns.append(parsed)
-        return campaigns
+        if len(campaigns) > self.max_campaigns:  # stored before KAERU_MAX_CAMPAIGNS was set
+            log.warning(
+                "%s has %d campaigns, serving the first %d (KAERU_MAX_CAMPAIGNS)",
+                *(advertiser, len(campaigns), self.max_campaigns),
+            )
+        return campaigns[: self.max_campaigns]
 
     async def run(self, interval: float) -> None:
         """Refresh forever; a failed refresh keeps serving the last good copy."""

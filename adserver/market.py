@@ -24,7 +24,7 @@ from adserver.campaigns import (
     smoothed_ctr,
 )
 from adserver.catalog import Product
-from adserver.decision import rank_for_newcomers
+from adserver.decision import may_serve_newcomers, rank_for_newcomers
 from adserver.store import RedisError, Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class MarketCache:
         self.sizes = sizes
         self.max_campaigns = max_campaigns
         self._newcomers: dict[tuple[str, str], Sequence[Campaign]] = {}
+        self._newcomer_pool: dict[str, list[Campaign]] = {}
         self._versions: dict[str, int] = {}
         self._campaign_versions: dict[str, int] = {}
         self._products: dict[str, Mapping[str, Product]] = {}
@@ -78,7 +79,11 @@ class MarketCache:
             def value(campaign: Campaign) -> float:
                 return expected_value(campaign, self.ctr(advertiser, campaign.id))
 
-            ranked = rank_for_newcomers(self.campaigns(advertiser), value, size)
+            pool = self._newcomer_pool.get(advertiser)
+            if pool is None:  # campaigns change far less often than totals: kept apart
+                pool = [c for c in self.campaigns(advertiser) if may_serve_newcomers(c)]
+                self._newcomer_pool[advertiser] = pool
+            ranked = rank_for_newcomers(pool, value, size)
             self._newcomers[(advertiser, size)] = ranked
         return ranked
 
@@ -95,6 +100,7 @@ class MarketCache:
             if self._campaign_versions.get(advertiser) != campaign_versions[advertiser]:
                 self._campaigns[advertiser] = await self._load_campaigns(advertiser)
                 self._campaign_versions[advertiser] = campaign_versions[advertiser]
+                self._newcomer_pool.pop(advertiser, None)
                 self._forget_ranking(advertiser)
         self._popular = dict(snapshot.popular)
         totals = await self.store.ledger.campaign_totals(self.advertisers)

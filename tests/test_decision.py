@@ -13,7 +13,13 @@ import pytest
 
 from adserver.campaigns import Campaign, default_campaign, expected_value, parse_campaign
 from adserver.catalog import Product, parse_product
-from adserver.decision import Explanation, Slot, decide, rank_for_newcomers
+from adserver.decision import (
+    Explanation,
+    Slot,
+    decide,
+    may_serve_newcomers,
+    rank_for_newcomers,
+)
 from adserver.market import upsell_index
 from adserver.related import Suggestions
 from adserver.shopper import AdvertiserHistory, Shopper
@@ -61,7 +67,8 @@ class FakeMarket:
     def newcomer_campaigns(self, advertiser: str, size: str) -> Sequence[Campaign]:
         ctr = functools.partial(self.ctr, advertiser)
         value = lambda c: expected_value(c, ctr(c.id))  # noqa: E731
-        return rank_for_newcomers(self.campaigns(advertiser), value, size)
+        pool = [c for c in self.campaigns(advertiser) if may_serve_newcomers(c)]
+        return rank_for_newcomers(pool, value, size)
 
 
 def shop(*skus: str, popular: Sequence[str] = (), out_of_stock: Sequence[str] = ()) -> FakeMarket:

@@ -22,6 +22,7 @@ from adserver.catalog import FeedError, FeedValidator, Product, parse_feed
 from adserver.context import MARKET, STORE
 from adserver.embedded_redis import EmbeddedRedis
 from adserver.feed_reader import MAX_RECORD
+from adserver.market import upsell_index
 from adserver.settings import Settings
 from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, product_row, put_catalog
 
@@ -251,3 +252,24 @@ async def test_a_campaign_put_redis_does_not_answer_is_a_503_not_a_500(
     assert response.status == 503, await response.text()
     assert "Retry-After" in response.headers
     assert deleted.status == 503
+
+
+async def test_a_catalog_larger_than_a_page_is_served_whole_with_its_upsell_index(
+    client: TestClient[Any, Any],
+) -> None:
+    """The market cache reads a catalog in pages and builds the upsell index in steps."""
+    rows = [
+        product_row(f"sku-{n}", price=f"{n % 97}.50", category=f"c{n % 3}") for n in range(2500)
+    ]
+    await put_catalog(client, rows)
+    market = client.app[MARKET]
+    catalog = market.catalog(SHOP)
+    assert len(catalog) == 2500
+    ranked = sorted(catalog.values(), key=lambda p: (p.price, p.id))
+    expected = {
+        p.id: better
+        for p in catalog.values()
+        if (better := [q.id for q in ranked if q.category == p.category and q.price > p.price][:5])
+    }
+    got = {sku: list(market.upsell(SHOP, sku)) for sku in catalog if market.upsell(SHOP, sku)}
+    assert got == expected == upsell_index(catalog)

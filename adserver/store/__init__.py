@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
@@ -238,6 +238,23 @@ class Store:
     async def load_catalog(self, advertiser: str) -> dict[str, Product]:
         raw = await self.redis.hgetall(keys.catalog(advertiser))
         return {_text(sku): Product.from_json(doc) for sku, doc in raw.items()}
+
+    async def catalog_pages(
+        self, advertiser: str, count: int = 200
+    ) -> AsyncIterator[list[tuple[str, bytes | str]]]:
+        """The catalog's (sku, product JSON) pairs, about `count` at a time (HSCAN: a large
+        catalog never comes back as one reply that takes seconds to decode). A catalog
+        replaced meanwhile may give a mix: compare `catalog_version` before and after."""
+        cursor = 0
+        while True:
+            reply: Any = await self.redis.hscan(keys.catalog(advertiser), cursor, count=count)
+            cursor, page = int(reply[0]), reply[1]
+            yield [(_text(sku), doc) for sku, doc in page.items()]
+            if not cursor:
+                return
+
+    async def catalog_version(self, advertiser: str) -> int:
+        return int(await self.redis.hget(keys.CATALOG_VERSIONS, advertiser) or 0)
 
     async def catalog_snapshot(self, advertisers: Sequence[str]) -> CatalogSnapshot:
         """Catalog versions and top popular items of every advertiser, in one round trip."""

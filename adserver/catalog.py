@@ -28,6 +28,7 @@ MAX_TITLE = 300
 MAX_TEXT = 200
 MAX_URL = 2048
 MAX_ROWS = 200_000
+MAX_SHOWN_ID = 100  # characters of a rejected row's id in the answer (an id is at most 64)
 UNSAFE_URL = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters, backslashes
 URL_SAFE = "/%:@!$&'()*+,;=-._~"  # kept as they are in a path; the rest is percent-encoded
 HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
@@ -179,8 +180,8 @@ class FeedValidator:
                 accepted.append(product)
             else:
                 row_id = row.get("id") if isinstance(row, dict) else None
-                row_id = str(row_id) if row_id is not None else None
-                self.tally.reject(RejectedRow(self._number, row_id, product))
+                shown = str(row_id)[:MAX_SHOWN_ID] if row_id is not None else None
+                self.tally.reject(RejectedRow(self._number, shown, product))
         return accepted
 
     def _product(self, row: object) -> Product | str:

@@ -3,7 +3,9 @@
 1. Feeds: peak RSS of the server (VmHWM) while a `[{},{},…]` feed of --feed-mb MB is PUT,
    one alone and two at once (a fresh server each), and the worst `/px` latency of a pixel
    request sent every 10 ms meanwhile.
-2. Campaigns: `/ad.json` p50/p99 for a shopper of shop2 while shop1 has no campaign, then
+2. A real catalog (--products rows): the PUT, loading it into the server's memory, and the
+   worst `/px` latency meanwhile.
+3. Campaigns: `/ad.json` p50/p99 for a shopper of shop2 while shop1 has no campaign, then
    after shop1 tried to create --campaigns campaigns (those past KAERU_MAX_CAMPAIGNS are
    refused), and how the campaign PUTs were answered.
 
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from adserver.embedded_redis import free_port
 
@@ -180,6 +183,33 @@ async def feed_run(code: Path, env: Mapping[str, str], feed_mb: int, feeds: int)
     }
 
 
+async def catalog_run(code: Path, env: Mapping[str, str], products: int) -> dict[str, Any]:
+    """A real catalog of `products` rows: the PUT (which loads it into this process's market
+    cache before answering) and the worst pixel latency meanwhile."""
+    body = orjson.dumps(
+        [{**product("shop1", n), "category": f"c{n % 50}"} for n in range(products)]
+    )
+    with kaeru(code, env) as (service, base):
+        async with aiohttp.ClientSession(headers=BROWSER) as session:
+            await wait_ready(session, base, service)
+            done = asyncio.Event()
+            pixel = asyncio.ensure_future(pixel_while(session, base, done))
+            ((status, seconds),) = await asyncio.gather(put_feed(session, base, body))
+            await asyncio.sleep(3.0)  # the background refresh loads it too, if not yet
+            done.set()
+            latencies = await pixel
+            peak = vm(service.process.pid, "VmHWM")
+    return {
+        "products": products,
+        "answer": status,
+        "seconds": seconds,
+        "peak_rss_mib": peak / 2**20,
+        "pixels": len(latencies),
+        "pixel_max_ms": max(latencies) * 1000,
+        "pixel_p99_ms": sorted(latencies)[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
 async def ad_latencies(session: aiohttp.ClientSession, base: str, uid: str, n: int) -> list[float]:
     latencies = []
     for _ in range(n):
@@ -256,14 +286,17 @@ def main() -> int:
     parser.add_argument("--campaigns", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
-    parser.add_argument("--only", choices=["feeds", "campaigns"])
+    parser.add_argument("--products", type=int, default=200_000, help="rows of the real catalog")
+    parser.add_argument("--only", choices=["feeds", "catalog", "campaigns"])
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     print(f"code: {args.code}  env: {env}", flush=True)
-    if args.only != "campaigns":
+    if args.only in (None, "feeds"):
         for feeds in (1, 2):
             print(asyncio.run(feed_run(args.code, env, args.feed_mb, feeds)), flush=True)
-    if args.only != "feeds":
+    if args.only in (None, "catalog"):
+        print(asyncio.run(catalog_run(args.code, env, args.products)), flush=True)
+    if args.only in (None, "campaigns"):
         print(asyncio.run(campaign_run(args.code, env, args.campaigns, args.requests)), flush=True)
     return 0
 

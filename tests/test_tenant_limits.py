@@ -23,7 +23,7 @@ from adserver.context import MARKET, STORE
 from adserver.embedded_redis import EmbeddedRedis
 from adserver.feed_reader import MAX_RECORD
 from adserver.market import upsell_index
-from adserver.settings import Settings
+from adserver.settings import Settings, SettingsError
 from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, product_row, put_catalog
 
 PRODUCTS = f"/api/v1/advertisers/{SHOP}/products"
@@ -273,3 +273,16 @@ async def test_a_catalog_larger_than_a_page_is_served_whole_with_its_upsell_inde
     }
     got = {sku: list(market.upsell(SHOP, sku)) for sku in catalog if market.upsell(SHOP, sku)}
     assert got == expected == upsell_index(catalog)
+
+
+def test_the_caps_are_read_from_the_environment_and_checked() -> None:
+    settings = Settings.from_env({"KAERU_MAX_PRODUCTS": "5000", "KAERU_MAX_CAMPAIGNS": "7"})
+    assert (settings.max_products, settings.max_campaigns) == (5000, 7)
+    assert (Settings.from_env({}).max_products, Settings.from_env({}).max_campaigns) == (
+        200_000,
+        100,
+    )
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"KAERU_MAX_PRODUCTS": "lots", "KAERU_MAX_CAMPAIGNS": "0"})
+    problems = "\n".join(raised.value.problems)
+    assert "KAERU_MAX_PRODUCTS" in problems and "KAERU_MAX_CAMPAIGNS" in problems

@@ -81,10 +81,13 @@ async def put_products(request: web.Request) -> web.StreamResponse:
         pieces = body_pieces(request, limit)
         version = await import_feed(pieces, validator, app[STORE].catalog_upload(advertiser))
     except BodyTooLarge:
+        app[METRICS].bad_requests.labels("products", "too_large").inc()
         return json_error(413, f"a feed is at most {limit // 2**20} MB (KAERU_FEED_MAX_MB)")
     except FeedTooLong as exc:
+        app[METRICS].bad_requests.labels("products", "too_many_rows").inc()
         return json_error(413, f"a feed has at most {exc.max_rows} rows (KAERU_MAX_PRODUCTS)")
     except FeedError as exc:
+        app[METRICS].bad_requests.labels("products", "unreadable").inc()
         return json_error(400, f"unreadable feed: {exc}")
     except (RedisError, OSError, TimeoutError) as exc:
         return store_unavailable(request, exc)
@@ -101,6 +104,7 @@ async def put_products(request: web.Request) -> web.StreamResponse:
 def store_unavailable(request: web.Request, exc: BaseException) -> web.Response:
     """Redis did not take the change (down, or timing out): nothing was changed, try again."""
     log.warning("%s %s: storage unavailable: %r", request.method, request.path, exc)
+    request.app[METRICS].store_errors.labels(f"admin_{request.method.lower()}").inc()
     response = json_error(503, "storage unavailable, nothing was changed; try again shortly")
     response.headers["Retry-After"] = "5"
     return response

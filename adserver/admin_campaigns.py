@@ -8,7 +8,7 @@ from aiohttp import web
 from adserver.admin import authorize_advertiser, refresh_quietly, store_unavailable
 from adserver.bodies import read_body
 from adserver.campaigns import CAMPAIGN_ID, parse_campaign
-from adserver.context import MARKET, RENDERER, SETTINGS, STORE
+from adserver.context import MARKET, METRICS, RENDERER, SETTINGS, STORE
 from adserver.responses import json_error, json_response
 from adserver.store import RedisError
 
@@ -43,6 +43,7 @@ async def put_campaign(request: web.Request) -> web.StreamResponse:
     except (RedisError, OSError, TimeoutError) as exc:
         return store_unavailable(request, exc)
     if stored is None:
+        request.app[METRICS].bad_requests.labels("campaigns", "max_campaigns").inc()
         return json_error(
             409,
             f"{advertiser} already has {limit} campaigns, the most one advertiser may have "

@@ -230,6 +230,8 @@ async def test_campaigns_past_kaeru_max_campaigns_are_refused_with_409(
     refused = await client.put(f"{CAMPAIGNS}/c3", json=CAMPAIGN, headers=AUTH)
     assert refused.status == 409
     assert "KAERU_MAX_CAMPAIGNS" in (await refused.json())["error"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'kaeru_bad_requests_total{reason="max_campaigns",route="campaigns"} 1.0' in metrics
     changed = await client.put(f"{CAMPAIGNS}/c0", json={**CAMPAIGN, "name": "New"}, headers=AUTH)
     assert changed.status == 200  # changing one at the cap is fine
     assert (await client.delete(f"{CAMPAIGNS}/c1", headers=AUTH)).status == 204

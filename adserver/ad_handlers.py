@@ -8,13 +8,14 @@ import logging
 import random
 import time
 from dataclasses import replace
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import orjson
 from aiohttp import web
 
 from adserver.ad_request import BadAdRequest, parse_ad_request
 from adserver.admin import bearer_token
+from adserver.catalog import clean_url
 from adserver.context import (
     CLICK_WRITER,
     GEO,
@@ -201,8 +202,11 @@ async def click(request: web.Request) -> web.StreamResponse:
         reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
         metrics.click_rejects.labels(reason).inc()
         return json_error(400, "invalid or expired click link")
-    placement, (sku, landing) = parsed
-    if urlsplit(landing).scheme not in ("http", "https"):
+    placement, (sku, stored_landing) = parsed
+    # Checked again here: a catalog stored by an older Kaeru may hold a link no browser can
+    # be sent to (a bad port, a soft hyphen in the host...): a 400, never a 500.
+    landing = clean_url(stored_landing)
+    if landing is None:
         metrics.click_rejects.labels("bad_landing").inc()
         return json_error(400, "invalid or expired click link")
     if is_bot(request):

@@ -5,16 +5,20 @@ An advertiser's token reaches only that advertiser's resources; the operator's r
 
 from __future__ import annotations
 
-import asyncio
+import logging
 
 from aiohttp import web
 
-from adserver.bodies import read_body
-from adserver.catalog import FeedError, parse_feed
+from adserver.bodies import BodyTooLarge, body_pieces
+from adserver.catalog import FeedError, FeedTooLong, FeedValidator
 from adserver.context import MARKET, METRICS, SETTINGS, STORE, forget_buffered
+from adserver.feed_import import import_feed
+from adserver.market import MarketCache
 from adserver.responses import json_error, json_response
+from adserver.store import RedisError
 from pixel.identity import UID_PATTERN
 
+log = logging.getLogger(__name__)
 FEED_PREVIEW = 1000
 
 
@@ -66,27 +70,53 @@ async def forget_user(request: web.Request) -> web.StreamResponse:
 
 
 async def put_products(request: web.Request) -> web.StreamResponse:
-    """Replace the advertiser's catalog with a feed (NDJSON, JSON array or CSV)."""
+    """Replace the advertiser's catalog with a feed (NDJSON, JSON array or CSV), read and
+    validated as it arrives (see feed_import)."""
     advertiser = authorize_advertiser(request)
-    app = request.app
-    limit = request.app[SETTINGS].feed_max_bytes
-    body = await read_body(request, limit)
-    if len(body) > limit:
-        return json_error(413, f"a feed is at most {limit // 2**20} MB (KAERU_FEED_MAX_MB)")
+    app, settings = request.app, request.app[SETTINGS]
+    domains = settings.advertiser_domains.get(advertiser, ())
+    validator = FeedValidator(request.content_type, domains, settings.max_products, FEED_PREVIEW)
+    limit = settings.feed_max_bytes
     try:
-        domains = request.app[SETTINGS].advertiser_domains.get(advertiser, ())
-        result = await asyncio.to_thread(parse_feed, body, request.content_type, domains)
+        pieces = body_pieces(request, limit)
+        version = await import_feed(pieces, validator, app[STORE].catalog_upload(advertiser))
+    except BodyTooLarge:
+        app[METRICS].bad_requests.labels("products", "too_large").inc()
+        return json_error(413, f"a feed is at most {limit // 2**20} MB (KAERU_FEED_MAX_MB)")
+    except FeedTooLong as exc:
+        app[METRICS].bad_requests.labels("products", "too_many_rows").inc()
+        return json_error(413, f"a feed has at most {exc.max_rows} rows (KAERU_MAX_PRODUCTS)")
     except FeedError as exc:
+        app[METRICS].bad_requests.labels("products", "unreadable").inc()
         return json_error(400, f"unreadable feed: {exc}")
+    except (RedisError, OSError, TimeoutError) as exc:
+        return store_unavailable(request, exc)
     metrics = app[METRICS]
-    metrics.feed_rows.labels("accepted").inc(len(result.accepted))
-    metrics.feed_rows.labels("rejected").inc(len(result.rejected))
-    summary = result.summary(FEED_PREVIEW)
-    if not result.accepted:
+    metrics.feed_rows.labels("accepted").inc(validator.tally.accepted)
+    metrics.feed_rows.labels("rejected").inc(validator.tally.rejected)
+    summary = validator.tally.summary(FEED_PREVIEW)
+    if version is None:
         return json_response({**summary, "error": "no valid product; catalog unchanged"}, 422)
-    version = await app[STORE].replace_catalog(advertiser, result.accepted)
-    await app[MARKET].refresh()
+    await refresh_quietly(request.app[MARKET])
     return json_response({**summary, "version": version})
+
+
+def store_unavailable(request: web.Request, exc: BaseException) -> web.Response:
+    """Redis did not take the change (down, or timing out): nothing was changed, try again."""
+    log.warning("%s %s: storage unavailable: %r", request.method, request.path, exc)
+    request.app[METRICS].store_errors.labels(f"admin_{request.method.lower()}").inc()
+    response = json_error(503, "storage unavailable, nothing was changed; try again shortly")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def refresh_quietly(market: MarketCache) -> None:
+    """Show a change stored a moment ago in this process now; if Redis does not answer, the
+    background refresh shows it within a second or so."""
+    try:
+        await market.refresh()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("market refresh after a change failed: %r", exc)
 
 
 async def get_products(request: web.Request) -> web.StreamResponse:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from adserver.admin import authorize_advertiser
+from adserver.admin import authorize_advertiser, refresh_quietly, store_unavailable
 from adserver.bodies import read_body
 from adserver.campaigns import CAMPAIGN_ID, parse_campaign
-from adserver.context import MARKET, RENDERER, STORE
+from adserver.context import MARKET, METRICS, RENDERER, SETTINGS, STORE
 from adserver.responses import json_error, json_response
+from adserver.store import RedisError
 
 MAX_CAMPAIGN_BYTES = 256 * 1024
 
@@ -34,8 +35,22 @@ async def put_campaign(request: web.Request) -> web.StreamResponse:
     parsed = parse_campaign(advertiser, campaign_id, document, request.app[RENDERER].sizes())
     if isinstance(parsed, list):
         return json_error(422, "invalid campaign", problems=parsed)
-    await request.app[STORE].campaigns.put(advertiser, campaign_id, parsed.to_json())
-    await request.app[MARKET].refresh()
+    limit = request.app[SETTINGS].max_campaigns
+    try:
+        stored = await request.app[STORE].campaigns.put(
+            advertiser, campaign_id, parsed.to_json(), limit
+        )
+    except (RedisError, OSError, TimeoutError) as exc:
+        return store_unavailable(request, exc)
+    if stored is None:
+        request.app[METRICS].bad_requests.labels("campaigns", "max_campaigns").inc()
+        return json_error(
+            409,
+            f"{advertiser} already has {limit} campaigns, the most one advertiser may have "
+            "(KAERU_MAX_CAMPAIGNS): delete one or change an existing one",
+            limit=limit,
+        )
+    await refresh_quietly(request.app[MARKET])
     return json_response({"id": campaign_id, **parsed.to_json()})
 
 
@@ -58,7 +73,11 @@ async def list_campaigns(request: web.Request) -> web.StreamResponse:
 async def delete_campaign(request: web.Request) -> web.StreamResponse:
     advertiser = authorize_advertiser(request)
     campaign_id = _campaign_id(request)
-    if not await request.app[STORE].campaigns.delete(advertiser, campaign_id):
+    try:
+        deleted = await request.app[STORE].campaigns.delete(advertiser, campaign_id)
+    except (RedisError, OSError, TimeoutError) as exc:
+        return store_unavailable(request, exc)
+    if not deleted:
         return json_error(404, f"no campaign {campaign_id!r}")
-    await request.app[MARKET].refresh()
+    await refresh_quietly(request.app[MARKET])
     return web.Response(status=204)

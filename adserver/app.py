@@ -90,7 +90,9 @@ def create_app(settings: Settings) -> web.Application:
     app[STORE] = store
     app[METRICS] = metrics
     app[RENDERER] = CreativeRenderer()
-    app[MARKET] = MarketCache(store, list(settings.advertisers), app[RENDERER].sizes())
+    app[MARKET] = MarketCache(
+        store, list(settings.advertisers), app[RENDERER].sizes(), settings.max_campaigns
+    )
     app[GEO] = GeoLocator(settings.geoip_db)
     app[SIGNER] = Signer(settings.secret)
     app[EVENT_WRITER] = EventWriter(

@@ -3,6 +3,8 @@ or brotli it did not send) is a 400, never a 500."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import orjson
 from aiohttp import web
 
@@ -27,3 +29,27 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             text=orjson.dumps({"error": "the request body could not be read"}).decode(),
             content_type="application/json",
         ) from None
+
+
+class BodyTooLarge(Exception):
+    """The request body is longer than the route accepts."""
+
+
+async def body_pieces(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The body as it arrives, in pieces of at most CHUNK bytes; raises BodyTooLarge past
+    `limit` bytes (nothing beyond it is read) and a 400 when it cannot be decoded."""
+    size = 0
+    while True:
+        try:
+            chunk = await request.content.read(CHUNK)
+        except Exception:  # decompression errors, as in read_body
+            raise web.HTTPBadRequest(
+                text=orjson.dumps({"error": "the request body could not be read"}).decode(),
+                content_type="application/json",
+            ) from None
+        if not chunk:
+            return
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        yield chunk

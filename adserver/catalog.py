@@ -6,24 +6,32 @@ were rejected, so a shop can fix its export without guessing.
 
 from __future__ import annotations
 
-import csv
-import io
+import ipaddress
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+import idna
 import orjson
 from babel.numbers import format_currency, is_currency
 
+from adserver.feed_reader import BOM, RowSource, row_source
+from adserver.feed_reader import FeedError as FeedError  # re-exported: catalog's own error
+from adserver.feed_reader import UnreadableRow as UnreadableRow
+from adserver.feed_reader import detect_format as detect_format
 from adserver.shopper import is_valid_sku
 
 MAX_TITLE = 300
 MAX_TEXT = 200
 MAX_URL = 2048
 MAX_ROWS = 200_000
+MAX_SHOWN_ID = 100  # characters of a rejected row's id in the answer (an id is at most 64)
+UNSAFE_URL = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters, backslashes
+URL_SAFE = "/%:@!$&'()*+,;=-._~"  # kept as they are in a path; the rest is percent-encoded
+HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 AVAILABILITY = {
     "in_stock": "in_stock",
     "in stock": "in_stock",
@@ -35,10 +43,6 @@ AVAILABILITY = {
 SELLABLE = frozenset(("in_stock", "preorder", "backorder"))
 PRICE = re.compile(r"^\s*(\d{1,9}(?:\.\d{1,4})?)\s*([A-Za-z]{3})?\s*\Z")
 PRICE_LOCALE = "en_US"
-
-
-class FeedError(ValueError):
-    """The feed as a whole cannot be read (not a row problem)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +92,107 @@ def format_price(amount: Decimal, currency: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class UnreadableRow:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class RejectedRow:
     row: int
     id: str | None
     reason: str
+
+
+@dataclass(slots=True)
+class FeedTally:
+    """How many rows were accepted and rejected, with the first `max_reasons` rejections."""
+
+    max_reasons: int = 1000
+    accepted: int = 0
+    rejected: int = 0
+    rejections: list[RejectedRow] = field(default_factory=list)
+
+    def reject(self, row: RejectedRow) -> None:
+        self.rejected += 1
+        if len(self.rejections) < self.max_reasons:
+            self.rejections.append(row)
+
+    def summary(self, max_reasons: int = 1000) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "rejections": [asdict(r) for r in self.rejections[:max_reasons]],
+        }
+
+
+class FeedTooLong(FeedError):
+    """More rows than one feed may have."""
+
+    def __init__(self, max_rows: int) -> None:
+        super().__init__(f"feed has more than {max_rows} rows")
+        self.max_rows = max_rows
+
+
+class FeedValidator:
+    """Bytes of a feed in (pieces of any size), its valid products out as rows complete.
+    Memory: the ids seen (for duplicates) and the first rejections, whatever the feed."""
+
+    def __init__(
+        self,
+        content_type: str = "",
+        domains: Sequence[str] = (),
+        max_rows: int = MAX_ROWS,
+        max_reasons: int = 1000,
+    ) -> None:
+        self.tally = FeedTally(max_reasons)
+        self._content_type = content_type
+        self._domains = domains
+        self._max_rows = max_rows
+        self._head = b""
+        self._source: RowSource | None = None
+        self._seen: set[str] = set()
+        self._number = 0
+
+    def feed(self, data: bytes) -> list[Product]:
+        if self._source is None:
+            self._head += data
+            if len(self._head) < len(BOM) and BOM.startswith(self._head):
+                return []  # maybe the start of a byte order mark
+            head = self._head.removeprefix(BOM).lstrip()
+            if not head:
+                self._head = self._head[:64]  # blank so far: nothing to keep but a BOM
+                return []
+            self._source = row_source(head[:1], self._content_type)
+            data, self._head = self._head.removeprefix(BOM), b""
+        return self._validate(self._source.feed(data))
+
+    def close(self) -> list[Product]:
+        if self._source is None:
+            self._source = row_source(b"", self._content_type)
+            self._source.feed(self._head.removeprefix(BOM))
+        return self._validate(self._source.close())
+
+    def _validate(self, rows: list[object]) -> list[Product]:
+        accepted: list[Product] = []
+        for row in rows:
+            self._number += 1
+            if self._number > self._max_rows:
+                raise FeedTooLong(self._max_rows)
+            product = self._product(row)
+            if isinstance(product, Product):
+                self._seen.add(product.id)
+                self.tally.accepted += 1
+                accepted.append(product)
+            else:
+                row_id = row.get("id") if isinstance(row, dict) else None
+                shown = str(row_id)[:MAX_SHOWN_ID] if row_id is not None else None
+                self.tally.reject(RejectedRow(self._number, shown, product))
+        return accepted
+
+    def _product(self, row: object) -> Product | str:
+        if isinstance(row, UnreadableRow):
+            return row.reason
+        if not isinstance(row, dict):
+            return "row is not an object"
+        product = parse_product(row, self._domains)
+        if isinstance(product, Product) and product.id in self._seen:
+            return f"duplicate id {product.id!r}"
+        return product
 
 
 @dataclass(slots=True)
@@ -112,86 +208,14 @@ class FeedResult:
         }
 
 
-def detect_format(body: bytes, content_type: str = "") -> str:
-    """'json', 'ndjson' or 'csv', from the content type, else from the first character."""
-    content_type = content_type.lower()
-    if "ndjson" in content_type or "jsonlines" in content_type:
-        return "ndjson"
-    if "csv" in content_type:
-        return "csv"
-    head = body.lstrip()[:1]
-    if head == b"[":
-        return "json"
-    if head == b"{":
-        return "ndjson"
-    return "csv"
-
-
 def parse_feed(body: bytes, content_type: str = "", domains: Sequence[str] = ()) -> FeedResult:
-    """Validate every row of a feed; raises FeedError only when the feed is unreadable.
-    With `domains`, links and images must be on one of them (or a subdomain)."""
-    result = FeedResult()
-    seen: set[str] = set()
-    for number, row in enumerate(_rows(body, detect_format(body, content_type)), start=1):
-        if number > MAX_ROWS:
-            raise FeedError(f"feed has more than {MAX_ROWS} rows")
-        if isinstance(row, UnreadableRow):
-            product: Product | str = row.reason
-        elif isinstance(row, dict):
-            product = parse_product(row, domains)
-        else:
-            product = "row is not an object"
-        row_id = row.get("id") if isinstance(row, dict) else None
-        row_id = str(row_id) if row_id is not None else None
-        if isinstance(product, Product) and product.id in seen:
-            product = f"duplicate id {product.id!r}"
-        if isinstance(product, Product):
-            seen.add(product.id)
-            result.accepted.append(product)
-        else:
-            result.rejected.append(RejectedRow(number, row_id, product))
-    return result
-
-
-def _rows(body: bytes, kind: str) -> Iterator[object]:
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise FeedError(f"feed is not UTF-8 (byte {exc.start})") from None
-    if kind == "json":
-        try:
-            document = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise FeedError(f"invalid JSON: {exc}") from None
-        if not isinstance(document, list):
-            raise FeedError("a JSON feed must be an array of products")
-        yield from document
-    elif kind == "ndjson":
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    yield UnreadableRow(f"line {line_number} is not valid JSON")
-    else:
-        yield from _csv_rows(text)
-
-
-def _csv_rows(text: str) -> Iterator[object]:
-    sample = text[:4096]
-    try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, ",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    # newline=None: CR-only line endings (old Mac exports) read as lines, not as a csv.Error.
-    reader = csv.DictReader(io.StringIO(text, newline=None), dialect=dialect)
-    try:
-        if not reader.fieldnames or "id" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise FeedError("CSV feed needs a header row with at least an 'id' column")
-        for row in reader:
-            yield {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
-    except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (128 KB)
-        raise FeedError(f"unreadable CSV at line {reader.line_num}: {exc}") from None
+    """Validate every row of a feed held whole in memory (tests, small files); raises
+    FeedError only when the feed is unreadable. With `domains`, links and images must be on
+    one of them (or a subdomain). Feeds that arrive over the network go through
+    FeedValidator piece by piece instead."""
+    validator = FeedValidator(content_type, domains, MAX_ROWS, MAX_ROWS)
+    accepted = validator.feed(body) + validator.close()
+    return FeedResult(accepted, validator.tally.rejections)
 
 
 def _text(row: dict[str, Any], name: str, limit: int) -> str:
@@ -202,11 +226,51 @@ def _text(row: dict[str, Any], name: str, limit: int) -> str:
 
 
 def _url(row: dict[str, Any], name: str) -> str | None:
-    value = _text(row, name, MAX_URL + 1)
-    parts = urlsplit(value)
-    if len(value) > MAX_URL or parts.scheme not in ("http", "https") or not parts.hostname:
+    return clean_url(_text(row, name, MAX_URL + 1))
+
+
+def clean_url(value: str) -> str | None:
+    """`value` as a safe absolute http(s) URL (host in IDNA, the rest percent-encoded, so it
+    can go into a Location header as is), or None when a real URL parser refuses it or it
+    could mean two things: a backslash, a control character, credentials, a bad port."""
+    if len(value) > MAX_URL or UNSAFE_URL.search(value):
         return None
-    return value
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:  # "http://[::1/x", a port of 99999 or "abc"
+        return None
+    host = _host(parts.hostname or "")
+    if parts.scheme not in ("http", "https") or host is None or "@" in parts.netloc:
+        return None
+    authority = host if port is None else f"{host}:{port}"
+    url = f"{parts.scheme}://{authority}{quote(parts.path, safe=URL_SAFE)}"
+    if parts.query:
+        url += "?" + quote(parts.query, safe=URL_SAFE + "?")
+    if parts.fragment:
+        url += "#" + quote(parts.fragment, safe=URL_SAFE + "?#")
+    return url if len(url) <= MAX_URL else None
+
+
+def _host(host: str) -> str | None:
+    """The host in ASCII (IDNA 2008 for international names, which refuses invisible code
+    points such as soft hyphens or line separators), or None."""
+    if host.startswith("[") or ":" in host:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        pass
+    labels = host.lower().rstrip(".").split(".")
+    try:
+        ascii_labels = [
+            label if label.isascii() else idna.encode(label).decode("ascii") for label in labels
+        ]
+    except idna.IDNAError:
+        return None
+    if not all(HOST_LABEL.match(label) for label in ascii_labels):
+        return None
+    return ".".join(ascii_labels)
 
 
 def on_domains(url: str, domains: Sequence[str]) -> bool:

@@ -13,15 +13,24 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import web
 
-from adserver.catalog import FeedError, Product, parse_feed, parse_product
+from adserver.catalog import (
+    FeedError,
+    FeedTally,
+    FeedTooLong,
+    FeedValidator,
+    Product,
+    parse_product,
+)
 from adserver.data_dir import prepare_data_dir
 from adserver.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from adserver.feed_import import import_feed
 from adserver.listen import ListenError, open_listeners
 from adserver.redis_url import redact
 from adserver.settings import ADVERTISER_ID, Settings, SettingsError
@@ -30,6 +39,7 @@ from adserver.store import RedisError, Store, StoreLimits, connect
 log = logging.getLogger("kaeru")
 
 DEMO_TOKEN_FILE = "demo-token"
+FILE_CHUNK = 256 * 1024
 FEED_TYPES = {
     ".csv": "text/csv",
     ".json": "application/json",
@@ -293,45 +303,61 @@ def import_catalog(settings: Settings, file: Path, advertiser: str, kind: str | 
     if settings.advertisers and advertiser not in settings.advertisers:
         log.warning("%s is not in KAERU_ADVERTISERS: the server will not serve it", advertiser)
     try:
-        body = file.read_bytes()
+        handle = file.open("rb")
+        size = file.stat().st_size
     except OSError as exc:
         print(f"kaeru: cannot read {file}: {exc.strerror}", file=sys.stderr)
         return 2
     content_type = FEED_TYPES.get(f".{kind}" if kind else file.suffix.lower(), "")
-    print(f"parsing {file} ({len(body) / 1e6:.1f} MB)...", file=sys.stderr, flush=True)
-    try:
-        result = parse_feed(body, content_type, settings.advertiser_domains.get(advertiser, ()))
-    except FeedError as exc:
-        print(f"kaeru: unreadable feed: {exc}", file=sys.stderr)
-        return 1
-    for rejected in result.rejected[:20]:
-        print(f"  row {rejected.row} (id {rejected.id!r}): {rejected.reason}", file=sys.stderr)
-    if len(result.rejected) > 20:
-        print(f"  ... and {len(result.rejected) - 20} more rejected rows", file=sys.stderr)
-    if not result.accepted:
-        print("kaeru: no valid product in the feed; catalog unchanged", file=sys.stderr)
-        return 1
+    domains = settings.advertiser_domains.get(advertiser, ())
+    validator = FeedValidator(content_type, domains, settings.max_products)
+    print(f"parsing {file} ({size / 1e6:.1f} MB)...", file=sys.stderr, flush=True)
 
     def run(settings: Settings) -> int:
         assert settings.redis_url is not None
-        version = asyncio.run(_store_catalog(settings.redis_url, advertiser, result.accepted))
-        print(
-            f"{advertiser}: {len(result.accepted)} products accepted, "
-            f"{len(result.rejected)} rejected; catalog version {version}"
-        )
-        return 0
+        try:
+            version = asyncio.run(_import_file(settings.redis_url, advertiser, handle, validator))
+        except FeedError as exc:
+            limit = " (KAERU_MAX_PRODUCTS)" if isinstance(exc, FeedTooLong) else ""
+            print(f"kaeru: unreadable feed: {exc}{limit}", file=sys.stderr)
+            return 1
+        return _report_import(advertiser, validator.tally, version)
 
     try:
-        return _with_redis(settings, run)
+        with handle:
+            return _with_redis(settings, run)
     except (RedisError, OSError) as exc:
         print(f"kaeru: cannot store the catalog: {exc}", file=sys.stderr)
         return 1
 
 
-async def _store_catalog(redis_url: str, advertiser: str, products: list[Product]) -> int:
+def _report_import(advertiser: str, tally: FeedTally, version: int | None) -> int:
+    for rejected in tally.rejections[:20]:
+        print(f"  row {rejected.row} (id {rejected.id!r}): {rejected.reason}", file=sys.stderr)
+    if tally.rejected > 20:
+        print(f"  ... and {tally.rejected - 20} more rejected rows", file=sys.stderr)
+    if version is None:
+        print("kaeru: no valid product in the feed; catalog unchanged", file=sys.stderr)
+        return 1
+    print(
+        f"{advertiser}: {tally.accepted} products accepted, "
+        f"{tally.rejected} rejected; catalog version {version}"
+    )
+    return 0
+
+
+async def _import_file(
+    redis_url: str, advertiser: str, handle: BinaryIO, validator: FeedValidator
+) -> int | None:
+    """The file read and stored as the server reads a feed (see feed_import)."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        while chunk := handle.read(FILE_CHUNK):
+            yield chunk
+
     store = Store(connect(redis_url), StoreLimits())
     try:
-        return await store.replace_catalog(advertiser, products)
+        return await import_feed(pieces(), validator, store.catalog_upload(advertiser))
     finally:
         await store.close()
 

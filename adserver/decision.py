@@ -38,6 +38,9 @@ class Market(Protocol):
     def upsell(self, advertiser: str, sku: str) -> Sequence[str]: ...
     def campaigns(self, advertiser: str) -> Sequence[Campaign]: ...
     def ctr(self, advertiser: str, campaign: str) -> float: ...
+    def newcomer_campaigns(self, advertiser: str, size: str) -> Sequence[Campaign]:
+        """`rank_for_newcomers` of the advertiser's campaigns (kept between refreshes)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,30 @@ def facts_of(history: AdvertiserHistory | None) -> ShopperFacts:
     )
 
 
+def may_serve_newcomers(campaign: Campaign) -> bool:
+    """Whether the campaign can ever fill a slot for a shopper with no history at its shop:
+    it is active, wants such a shopper, and falls back on popular products (the only
+    strategy that gives products without a history)."""
+    return (
+        campaign.status == "active"
+        and "popular" in campaign.what.strategies
+        and targets(campaign, facts_of(None), 0.0)[0]
+    )
+
+
+def rank_for_newcomers(
+    campaigns: Iterable[Campaign], value: Callable[[Campaign], float], size: str
+) -> tuple[Campaign, ...]:
+    """The campaigns that may serve a shopper new to their shop in `size`, the highest
+    expected value first (ties in the given order, as `decide` breaks them)."""
+    fitting = [
+        c
+        for c in campaigns
+        if may_serve_newcomers(c) and (not c.where.sizes or size in c.where.sizes)
+    ]
+    return tuple(sorted(fitting, key=value, reverse=True))  # sorted() is stable in reverse too
+
+
 def decide(
     shopper: Shopper,
     market: Market,
@@ -102,15 +129,28 @@ def decide(
     explanation: Explanation | None = None,
 ) -> Decision | None:
     """The winning ad for `slot`, or None for no fill. `advertisers` is the tie-break order
-    after the shopper's own shops (shuffled by the caller for fairness)."""
+    after the shopper's own shops (shuffled by the caller for fairness).
+
+    A shop the shopper never visited costs one look at its best campaign for newcomers
+    (`newcomer_campaigns`), whatever the number of its campaigns; with an `explanation`
+    (debug) every campaign is checked and noted instead, to the same decision."""
     histories = {h.advertiser: h for h in shopper.histories}
+    suggestions = suggestions or {}
     order = list(dict.fromkeys([*histories, *advertisers]))
     best: tuple[tuple[float, int], Decision] | None = None
     for rank, advertiser in enumerate(order):
         history = histories.get(advertiser)
-        suggested = (suggestions or {}).get(advertiser, Suggestions())
+        suggested = suggestions.get(advertiser)
+        if history is None and suggested is None and explanation is None:
+            to_beat = None if best is None else best[0][0]
+            found = _newcomer_decision(advertiser, market, slot, now, to_beat)
+            if found is not None:
+                best = ((found.expected_value, -rank), found)
+            continue
         for campaign in market.campaigns(advertiser):
-            decision, note = _consider(campaign, history, suggested, market, slot, now)
+            decision, note = _consider(
+                campaign, history, suggested or Suggestions(), market, slot, now
+            )
             if explanation is not None:
                 explanation.campaigns.append(note)
             if decision is not None:
@@ -126,6 +166,24 @@ def decide(
             "expected_value": best[1].expected_value,
         }
     return best[1]
+
+
+def _newcomer_decision(
+    advertiser: str, market: Market, slot: Slot, now: float, to_beat: float | None
+) -> Decision | None:
+    """The advertiser's best ad for a shopper new to it that beats `to_beat` (a shop later in
+    the order must be strictly better), or None. Every such campaign shows the same popular
+    products, so the first one that runs now and fits the slot is the advertiser's best."""
+    for campaign in market.newcomer_campaigns(advertiser, slot.size):
+        value = expected_value(campaign, market.ctr(advertiser, campaign.id))
+        if to_beat is not None and value <= to_beat:
+            return None  # ranked: no later campaign of this shop can win either
+        if not runs_at(campaign, now)[0]:
+            continue
+        if not fits_slot(campaign, slot.size, slot.publisher, slot.country)[0]:
+            continue
+        return _consider(campaign, None, Suggestions(), market, slot, now)[0]
+    return None
 
 
 def _consider(

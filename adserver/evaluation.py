@@ -126,6 +126,9 @@ class EvalMarket:
     def campaigns(self, advertiser: str) -> Sequence[Campaign]:
         return [self.campaign]
 
+    def newcomer_campaigns(self, advertiser: str, size: str) -> Sequence[Campaign]:
+        return [self.campaign]  # the default campaign serves anyone in any size
+
     def ctr(self, advertiser: str, campaign: str) -> float:
         return 0.0
 

@@ -53,6 +53,8 @@ class Settings:
     click_ttl_days: int = 30
     stream_maxlen: int = 1_000_000
     feed_max_bytes: int = 64 * 1024 * 1024
+    max_products: int = 200_000  # rows in one feed, so products in one catalog
+    max_campaigns: int = 100  # campaigns per advertiser
     cache_refresh_seconds: float = 1.0
     run_worker: bool = True  # learn related items inside the server process
     honor_dnt: bool = True  # DNT: 1 counts as an opt-out for that request
@@ -109,6 +111,8 @@ class Settings:
             "click_ttl_days": reader.integer("KAERU_CLICK_TTL_DAYS", 30, 1, 400),
             "stream_maxlen": reader.integer("KAERU_STREAM_MAXLEN", 1_000_000, 1000, 10**9),
             "feed_max_bytes": reader.integer("KAERU_FEED_MAX_MB", 64, 1, 4096) * 1024 * 1024,
+            "max_products": reader.integer("KAERU_MAX_PRODUCTS", 200_000, 1, 50_000_000),
+            "max_campaigns": reader.integer("KAERU_MAX_CAMPAIGNS", 100, 1, 10_000),
             "run_worker": reader.boolean("KAERU_WORKER", True),
             "honor_dnt": reader.boolean("KAERU_HONOR_DNT", True),
             "filter_bots": reader.boolean("KAERU_FILTER_BOTS", True),

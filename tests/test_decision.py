@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from adserver.campaigns import Campaign, default_campaign, parse_campaign
+import pytest
+
+from adserver.campaigns import Campaign, default_campaign, expected_value, parse_campaign
 from adserver.catalog import Product, parse_product
-from adserver.decision import Explanation, Slot, decide
+from adserver.decision import (
+    Explanation,
+    Slot,
+    decide,
+    may_serve_newcomers,
+    rank_for_newcomers,
+)
 from adserver.market import upsell_index
 from adserver.related import Suggestions
 from adserver.shopper import AdvertiserHistory, Shopper
@@ -53,6 +63,12 @@ class FakeMarket:
 
     def ctr(self, advertiser: str, campaign: str) -> float:
         return self.ctrs.get(campaign, 0.005)
+
+    def newcomer_campaigns(self, advertiser: str, size: str) -> Sequence[Campaign]:
+        ctr = functools.partial(self.ctr, advertiser)
+        value = lambda c: expected_value(c, ctr(c.id))  # noqa: E731
+        pool = [c for c in self.campaigns(advertiser) if may_serve_newcomers(c)]
+        return rank_for_newcomers(pool, value, size)
 
 
 def shop(*skus: str, popular: Sequence[str] = (), out_of_stock: Sequence[str] = ()) -> FakeMarket:
@@ -273,3 +289,68 @@ def test_a_ranking_is_only_computed_when_the_slot_needs_it() -> None:
         {"shop1": Suggestions(related=ranking)},
     )
     assert picks(wider)[-1] == ("c", "related") and asked == ["related"]
+
+
+# -- other shops' campaigns: ranked once, not checked one by one on every decision -----------
+
+
+def random_campaign(rng: random.Random, advertiser: str, n: int) -> Campaign:
+    body: dict[str, Any] = {
+        "status": rng.choice(["active", "active", "paused"]),
+        "bid": {"type": rng.choice(["cpm", "cpc"]), "amount": rng.choice(["1", "2", "0.5"])},
+        "what": {"strategies": rng.choice([["popular"], ["recent", "popular"], ["cart"]])},
+    }
+    if rng.random() < 0.3:
+        body["who"] = {"include": [rng.choice(["viewers", "past_buyers"])]}
+    if rng.random() < 0.3:
+        body["where"] = {"sizes": [rng.choice(SIZES)]}
+    if rng.random() < 0.3:
+        body["where"] = {"publishers": {"allow": [rng.choice(["pub", "other"])]}}
+    if rng.random() < 0.2:
+        body["when"] = {"hours": [rng.randrange(24), rng.randrange(1, 25)]}
+    if body.get("when", {}).get("hours", [0, 1])[0] == body.get("when", {}).get("hours", [0, 1])[1]:
+        body.pop("when")
+    return campaign(advertiser, f"c{n:03d}", **body)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_deciding_with_the_newcomer_ranking_gives_the_same_ad_as_checking_every_campaign(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    shops = ["shop1", "shop2", "shop3"]
+    market = FakeMarket(
+        {s: {sku: product(sku) for sku in ("a", "b", "c")} for s in shops},
+        {s: rng.sample(["a", "b", "c", "zz"], rng.randrange(0, 4)) for s in shops},
+        {s: [random_campaign(rng, s, n) for n in range(rng.randrange(0, 8))] for s in shops},
+        {f"c{n:03d}": rng.choice([0.001, 0.005, 0.01]) for n in range(8)},
+    )
+    who = rng.choice([Shopper(None), shopper(history(viewed=("a",)))])
+    slot = Slot(rng.choice(["pub", "other"]), rng.choice(SIZES), rng.randrange(1, 4))
+    at = NOW + rng.randrange(86400)
+    fast = decide(who, market, slot, shops, at)
+    checked = decide(who, market, slot, shops, at, None, Explanation())
+    assert fast == checked
+
+
+@dataclass
+class CountingMarket(FakeMarket):
+    looked_at: list[str] = field(default_factory=list)
+
+    def catalog(self, advertiser: str) -> Mapping[str, Product]:
+        self.looked_at.append(advertiser)
+        return super().catalog(advertiser)
+
+
+def test_a_shop_with_many_campaigns_costs_other_shops_shoppers_one_look() -> None:
+    """shop2's shopper sees one of shop1's 100 campaigns considered, not every one."""
+    market = CountingMarket(
+        {"shop1": {"a": product("a")}, "shop2": {"b": product("b")}},
+        {"shop1": ["a"], "shop2": ["b"]},
+        {"shop1": [campaign("shop1", f"c{n:03d}") for n in range(100)]},
+    )
+    decision = decide(
+        shopper(history("shop2", viewed=("b",))), market, SLOT3, ["shop1", "shop2"], NOW
+    )
+    assert decision is not None
+    assert market.looked_at.count("shop1") <= 1

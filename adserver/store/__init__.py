@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
@@ -32,6 +32,7 @@ from adserver.store.base import (
 )
 from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
+from adserver.store.catalog_store import CatalogUpload
 from adserver.store.cluster import RedisCluster, connect_cluster
 from adserver.store.ledger import Ledger
 
@@ -214,28 +215,46 @@ class Store:
 
     # -- catalog --------------------------------------------------------------------------
 
+    def catalog_upload(self, advertiser: str) -> CatalogUpload:
+        """A new catalog to be filled as its feed is read, then committed (or discarded)."""
+        return CatalogUpload(self.redis, advertiser)
+
     async def replace_catalog(self, advertiser: str, products: Iterable[Product]) -> int:
         """Atomically swap in a new catalog (built aside, then RENAMEd); returns its version."""
-        staging = keys.catalog_staging(advertiser)
-        await self.redis.delete(staging)
-        batch: dict[str, bytes] = {}
+        upload = self.catalog_upload(advertiser)
+        batch: list[Product] = []
         for product in products:
-            batch[product.id] = product.to_json()
+            batch.append(product)
             if len(batch) >= 1000:
-                await self.redis.hset(staging, mapping=batch)  # type: ignore[arg-type]
-                batch = {}
-        if batch:
-            await self.redis.hset(staging, mapping=batch)  # type: ignore[arg-type]
-        _, version = await write_in_order(
-            self.redis,
-            ("RENAME", staging, keys.catalog(advertiser)),
-            ("HINCRBY", keys.CATALOG_VERSIONS, advertiser, 1),
-        )
-        return int(version)
+                await upload.add(batch)
+                batch = []
+        await upload.add(batch)
+        if not upload.products:  # RENAME needs a key: an empty catalog is an empty hash
+            await write_in_order(self.redis, ("DEL", keys.catalog(advertiser)))
+            version = await self.redis.hincrby(keys.CATALOG_VERSIONS, advertiser, 1)
+            return int(version)
+        return await upload.commit()
 
     async def load_catalog(self, advertiser: str) -> dict[str, Product]:
         raw = await self.redis.hgetall(keys.catalog(advertiser))
         return {_text(sku): Product.from_json(doc) for sku, doc in raw.items()}
+
+    async def catalog_pages(
+        self, advertiser: str, count: int = 200
+    ) -> AsyncIterator[list[tuple[str, bytes | str]]]:
+        """The catalog's (sku, product JSON) pairs, about `count` at a time (HSCAN: a large
+        catalog never comes back as one reply that takes seconds to decode). A catalog
+        replaced meanwhile may give a mix: compare `catalog_version` before and after."""
+        cursor = 0
+        while True:
+            reply: Any = await self.redis.hscan(keys.catalog(advertiser), cursor, count=count)
+            cursor, page = int(reply[0]), reply[1]
+            yield [(_text(sku), doc) for sku, doc in page.items()]
+            if not cursor:
+                return
+
+    async def catalog_version(self, advertiser: str) -> int:
+        return int(await self.redis.hget(keys.CATALOG_VERSIONS, advertiser) or 0)
 
     async def catalog_snapshot(self, advertisers: Sequence[str]) -> CatalogSnapshot:
         """Catalog versions and top popular items of every advertiser, in one round trip."""

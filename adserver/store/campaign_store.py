@@ -9,21 +9,30 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from adserver.store import keys
+from adserver.store import keys, scripts
 from adserver.store.base import text, write_in_order
 
 
 class CampaignStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._put = redis.register_script(scripts.PUT_CAMPAIGN)
 
-    async def put(self, advertiser: str, campaign_id: str, document: dict[str, Any]) -> int:
-        _, version = await write_in_order(
-            self.redis,
-            ("HSET", keys.campaigns(advertiser), campaign_id, orjson.dumps(document)),
-            ("HINCRBY", keys.CAMPAIGN_VERSIONS, advertiser, 1),
-        )
+    async def put(
+        self, advertiser: str, campaign_id: str, document: dict[str, Any], limit: int = 0
+    ) -> int | None:
+        """Store the campaign and announce it; its new version, or None (nothing stored) when
+        it would be a new campaign past `limit` (0: no limit). The cap is checked and the
+        campaign written in one script, so two PUTs at once cannot both squeeze in."""
+        data = orjson.dumps(document)
+        stored = await self._put([keys.campaigns(advertiser)], [campaign_id, data, limit or 2**62])
+        if not int(stored):
+            return None
+        version = await self.redis.hincrby(keys.CAMPAIGN_VERSIONS, advertiser, 1)
         return int(version)
+
+    async def count(self, advertiser: str) -> int:
+        return int(await self.redis.hlen(keys.campaigns(advertiser)))
 
     async def delete(self, advertiser: str, campaign_id: str) -> bool:
         removed, _ = await write_in_order(

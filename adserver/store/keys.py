@@ -195,11 +195,12 @@ def catalog(advertiser: str) -> str:
     return f"cat:{advertiser}"
 
 
-def catalog_staging(advertiser: str) -> str:
-    """Where a new catalog is built before its RENAME over `catalog`: the hash tag is the
-    whole catalog key name, which puts it in the catalog's slot on a cluster (RENAME needs
-    one slot) while the catalog keeps its name."""
-    return f"{{{catalog(advertiser)}}}:new"
+def catalog_staging(advertiser: str, upload: str = "") -> str:
+    """Where a new catalog is built before its RENAME over `catalog` (one per upload, so two
+    feeds arriving at once never mix): the hash tag is the whole catalog key name, which
+    puts it in the catalog's slot on a cluster (RENAME needs one slot) while the catalog
+    keeps its name."""
+    return f"{{{catalog(advertiser)}}}:new" + (f":{upload}" if upload else "")
 
 
 CATALOG_VERSIONS = "catver"  # hash advertiser -> version, bumped on every feed import

@@ -249,3 +249,14 @@ return {
   redis.call('GET', KEYS[4]),
 }
 """
+
+# Store one campaign unless that would make more than ARGV[3] (a new id past the cap).
+# KEYS[1] the advertiser's campaigns hash; ARGV: id, JSON, cap. Returns 1, or 0 when full.
+PUT_CAMPAIGN = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+   and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""

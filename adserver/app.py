@@ -82,10 +82,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SIGNER] = Signer(settings.secret)
     metrics = app[METRICS]
     app[EVENT_WRITER] = EventWriter(
-        store.record_many,
+        lambda entries: store.record_many(entries, entries.spans),  # applied once per write
         deadline=settings.redis_deadline_ms / 1000,
         capacity=settings.buffer_events,
-        on_overflow=metrics.events_dropped.inc,
     )
     app[SHOWN_WRITER] = BufferedWriter(
         store.ledger.record_shown,
@@ -94,7 +93,7 @@ def create_app(settings: Settings) -> web.Application:
         # spares a round trip per ad when traffic is light.
         linger=IMPRESSION_LINGER_SECONDS,
         capacity=settings.buffer_events,
-        on_overflow=metrics.delivery_dropped.labels("shown").inc,
+        on_shed=metrics.delivery_shed.labels("shown").inc,
         on_keep=metrics.delivery_buffered.labels("shown").inc,
     )
     app[CLICK_WRITER] = BufferedWriter(
@@ -102,7 +101,7 @@ def create_app(settings: Settings) -> web.Application:
         codec=CLICKS,
         deadline=settings.redis_deadline_ms / 1000,
         capacity=settings.buffer_events,
-        on_overflow=metrics.delivery_dropped.labels("click").inc,
+        on_shed=metrics.delivery_shed.labels("click").inc,
         on_keep=metrics.delivery_buffered.labels("click").inc,
     )
     config = LearningConfig()

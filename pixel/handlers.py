@@ -15,7 +15,8 @@ from aiohttp import web
 
 from adserver.bodies import read_body
 from adserver.context import EVENT_WRITER, METRICS, SETTINGS
-from adserver.responses import gif, javascript, json_error
+from adserver.event_writer import RETRY_AFTER_SECONDS, Outcome
+from adserver.responses import gif, javascript, json_error, unavailable
 from adserver.shopper import ShopperEvent
 from pixel.events import MAX_BATCH_BYTES, Reject, parse_batch, parse_pixel_query
 from pixel.identity import (
@@ -34,17 +35,23 @@ TAG_JS = resources.files("pixel").joinpath("static/tag.js").read_text(encoding="
 TAG_CACHE_SECONDS = 3600
 
 
-async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> str | None:
-    """Record one shopper's events; returns the uid to (re)issue, or None if nothing stored."""
+async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> tuple[str, bool]:
+    """Record one shopper's events; returns the uid to (re)issue and whether the events were
+    accepted (False: the buffer is full, they were shed and counted, nothing is stored)."""
     app = request.app
     uid = read_uid(request.cookies) or new_uid()
     now = time.time()
-    if not await app[EVENT_WRITER].write([(uid, event, now) for event in events]):
+    outcome = await app[EVENT_WRITER].write([(uid, event, now) for event in events])
+    if outcome is Outcome.SHED:
+        endpoint = "px" if request.method == "GET" else "e"
+        app[METRICS].events_shed.labels(endpoint).inc(len(events))
+        return uid, False
+    if outcome is Outcome.KEPT:
         app[METRICS].events_buffered.inc(len(events))  # replayed when Redis answers again
-        return uid
+        return uid, True
     for event in events:
         app[METRICS].events_stored.labels(event.kind).inc()
-    return uid
+    return uid, True
 
 
 def _with_uid(request: web.Request, response: web.StreamResponse, uid: str | None) -> None:
@@ -70,7 +77,8 @@ async def pixel(request: web.Request) -> web.StreamResponse:
     if isinstance(event, Reject):
         metrics.tracking_rejects.labels(event.reason).inc()
         return response
-    _with_uid(request, response, await _store(request, [event]))
+    uid, _ = await _store(request, [event])  # shed or not, the GIF (counted in _store)
+    _with_uid(request, response, uid)
     return response
 
 
@@ -94,8 +102,11 @@ async def batch(request: web.Request) -> web.StreamResponse:
         metrics.tracking_rejects.labels(reason).inc()
     if not events:
         return json_error(400, "no valid event in batch", rejects=rejects)
+    uid, accepted = await _store(request, events)
+    if not accepted:  # the tag keeps the batch and sends it again after Retry-After
+        return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
     response = web.Response(status=204)
-    _with_uid(request, response, await _store(request, events))
+    _with_uid(request, response, uid)
     return response
 
 

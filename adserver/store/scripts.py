@@ -56,6 +56,25 @@ end
 return {1}
 """
 
+# Append one write's events of one shard to the shard's stream, once. KEYS: stream, marks (one
+# slot). ARGV: write id ('' for no mark), now_ms, mark ttl_seconds, shard maxlen, n, n write ids
+# whose marks are no longer needed (the writer saw them acknowledged), then the event documents.
+# Returns 1 when appended, 0 when this write's mark was there (it was applied before).
+APPEND_EVENTS = """
+local n = tonumber(ARGV[5])
+for i = 6, 5 + n, 1000 do
+  redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 999, 5 + n)))
+end
+if ARGV[1] ~= '' then
+  if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+for i = 6 + n, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[i])
+end
+return 1
+"""
+
 # KEYS: advertisers (of one user). The per-advertiser keys are derived from ARGV[1], the
 # user's key prefix, which carries the same hash tag, so they live in the same slot.
 # ARGV: user prefix, cutoff_ms (lookback), max advertisers, today (YYYYMMDD)

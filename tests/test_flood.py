@@ -1,0 +1,252 @@
+"""A flood of events: what Kaeru acknowledges is never lost nor applied twice, a full buffer
+sheds new work visibly (`/e` 503 + Retry-After, `/px` its GIF and a count), a backlog does not
+hold up live shoppers, buffered entries cost what the README says, admin routes answer 503 (not
+500) when Redis fails them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import string
+import time
+import tracemalloc
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+import redis
+
+from adserver.app import create_app
+from adserver.embedded_redis import EmbeddedCluster, EmbeddedRedis
+from adserver.event_writer import Entry, EventWriter
+from adserver.settings import Settings
+from adserver.shopper import ShopperEvent
+from adserver.store import Store, connect, keys
+from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, stream_events
+from tests.test_redis_faults import own_redis, poll, revived_on
+
+if TYPE_CHECKING:
+    from adserver.event_writer import Marked
+
+pytestmark = pytest.mark.cluster
+__all__ = ["own_redis"]  # a fixture, used by name
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BYTES_PER_ENTRY = 500  # the README's sizing: "at most about 500 bytes per entry"
+
+
+def views(uid: str, count: int, at: float = 1_000_000.0) -> list[Entry]:
+    return [(uid, ShopperEvent(SHOP, "view", (f"sku-{n}",)), at + n) for n in range(count)]
+
+
+def tag_batch(skus: Sequence[str], event: str = "view") -> bytes:
+    if event == "list":
+        return orjson.dumps({"events": [{"advertiser": SHOP, "event": "list", "items": skus}]})
+    return orjson.dumps(
+        {"events": [{"advertiser": SHOP, "event": "view", "item": s} for s in skus]}
+    )
+
+
+async def test_a_full_buffer_sheds_new_events_and_keeps_every_accepted_one(
+    aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    app = create_app(replace(settings, redis_url=own_redis.url, buffer_events=3))
+    client = await aiohttp_client(app, headers=BROWSER)
+    own_redis.stop()
+    for n in range(5):
+        pixel = await client.get("/px", params={"a": SHOP, "e": "view", "i": f"sku-{n}"})
+        assert pixel.status == 200 and pixel.content_type == "image/gif"  # shed or not
+    batch = await client.post("/e", data=tag_batch(["sku-x"]))
+    assert batch.status == 503
+    assert int(batch.headers["Retry-After"]) >= 1
+    metrics = await (await client.get("/metrics")).text()
+    assert 'kaeru_events_shed_total{endpoint="px"} 2.0' in metrics
+    assert 'kaeru_events_shed_total{endpoint="e"} 1.0' in metrics
+    assert (await (await client.get("/readyz")).json())["buffered_events"] == 3
+
+    with revived_on(own_redis, tmp_path) as revived:
+
+        async def replayed() -> bool:
+            return len(await stream_events(revived.url)) >= 3
+
+        await poll(replayed)
+        await app[_writer_key()].drain()
+        items = sorted(e["items"][0] for e in await stream_events(revived.url))
+        assert items == ["sku-0", "sku-1", "sku-2"]  # the accepted ones, none evicted
+
+
+def _writer_key() -> Any:
+    from adserver.context import EVENT_WRITER
+
+    return EVENT_WRITER
+
+
+BUSY = """
+local t0 = redis.call('TIME')
+repeat
+  local t = redis.call('TIME')
+until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > tonumber(ARGV[1])
+return 1
+"""
+
+
+def masters(request: pytest.FixtureRequest, redis_backend: str, redis_url: str) -> list[str]:
+    """The URL of each master (one for a single Redis)."""
+    if redis_backend != "cluster":
+        return [redis_url]
+    cluster: EmbeddedCluster = request.getfixturevalue("redis_cluster")
+    return [node.url for node in cluster.primaries()]
+
+
+async def busy(urls: list[str], seconds: float) -> asyncio.Task[list[Any]]:
+    """Keep every master busy (a Lua loop) for `seconds`; returns once they all are: commands
+    sent meanwhile wait, and are applied after it, whether their sender still waits or not."""
+
+    def run(url: str) -> Any:
+        with closing(redis.Redis.from_url(url, socket_timeout=10)) as client:
+            return client.eval(BUSY, 0, int(seconds * 1_000_000))
+
+    def answers(url: str) -> bool:
+        with closing(redis.Redis.from_url(url, socket_timeout=0.02)) as client:
+            try:
+                return bool(client.ping())
+            except redis.TimeoutError:
+                return False
+
+    task = asyncio.gather(*(asyncio.to_thread(run, url) for url in urls))
+    end = time.monotonic() + 5
+    while any([await asyncio.to_thread(answers, url) for url in urls]):
+        assert time.monotonic() < end, "Redis never got busy"
+    return asyncio.ensure_future(task)
+
+
+async def test_a_replayed_write_that_redis_had_applied_is_not_applied_again(
+    request: pytest.FixtureRequest, redis_backend: str, redis_url: str
+) -> None:
+    """Redis applies a write after its sender gave up waiting (a busy Redis: the answer comes
+    past the socket timeout); the writer keeps the write and replays it, again and again while
+    Redis is busy: every event is on the stream once, the profile as if written once."""
+    writing = Store(connect(redis_url, timeout=0.1))
+    store = Store(connect(redis_url))
+    writer = EventWriter(lambda entries: writing.record_many(entries, entries.spans), deadline=1)
+    try:
+        entries = views("a" * 22, 40) + views("b" * 22, 40)
+        blocked = await busy(masters(request, redis_backend, redis_url), 0.5)
+        assert not await writer.write(entries)  # no answer in time: kept
+        assert len(writer.buffer) == 80
+        assert await writer.drain(retry_seconds=5) == 0
+        await blocked
+        stream = await store.read_events(1000)
+        assert len(stream) == 80
+        assert sorted(e["items"][0] for e in stream if e["uid"] == "a" * 22) == sorted(
+            f"sku-{n}" for n in range(40)
+        )
+        shopper = await store.load_shopper("a" * 22, now=1_000_100.0)
+        assert len(shopper.histories[0].viewed) == 40
+    finally:
+        await writing.close()
+        await store.close()
+
+
+async def test_a_live_shopper_is_not_queued_behind_a_backlog(redis_url: str) -> None:
+    """Entries of one shopper wait for a replay; another shopper's write goes to Redis at once
+    (and the waiting shopper's next one stays behind their own, in order)."""
+    store = Store(connect(redis_url))
+    try:
+        writer = EventWriter(lambda entries: store.record_many(entries, entries.spans))
+        writer.buffer.extend(views("w" * 22, 1000))  # kept from an earlier failure
+        assert await writer.write(views("l" * 22, 1))  # stored, not kept
+        assert len(writer.buffer) == 1000
+        await writer.write(views("w" * 22, 1, at=2_000_000.0))
+        assert len(writer.buffer) == 1001  # behind its own shopper's entries
+        assert await writer.drain() == 0
+        waiting = [e for e in await store.read_events(2000) if e["uid"] == "w" * 22]
+        assert waiting[-1]["ts"] == 2_000_000_000
+    finally:
+        await store.close()
+
+
+async def test_no_admin_route_answers_500_when_redis_fails_it(
+    aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis
+) -> None:
+    client = await aiohttp_client(create_app(replace(settings, redis_url=own_redis.url)))
+    own_redis.stop()
+    auth = {"Authorization": f"Bearer {SHOP_TOKEN}"}
+    for path in (
+        f"/api/v1/advertisers/{SHOP}/report",
+        f"/api/v1/advertisers/{SHOP}/products",
+        f"/api/v1/advertisers/{SHOP}/campaigns",
+    ):
+        response = await client.get(path, headers=auth)
+        assert response.status < 500 or response.status == 503, path  # e.g. a cached catalog
+        if response.status == 503:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert "error" in await response.json()
+    report = await client.get(f"/api/v1/advertisers/{SHOP}/report", headers=auth)
+    assert report.status == 503
+
+
+def test_buffered_entries_cost_what_the_readme_says() -> None:
+    """Measured with tracemalloc, entries made as parsing a request makes them (fresh strings)
+    and kept as failed writes are: the events of realistic 40 KB tag batches (50 events of 48
+    SKUs each, one write per batch), and pixel events (one write each)."""
+    assert "at most about 500 bytes per entry" in " ".join(README.read_text("utf-8").split())
+    rnd = random.Random(11)
+
+    def sku() -> str:
+        return "".join(rnd.choices(string.ascii_uppercase + string.digits, k=12))
+
+    def tag_write(n: int) -> list[Entry]:
+        return [
+            (f"{n:022d}", ShopperEvent(SHOP, "list", tuple(sku() for _ in range(48))), 1.0 + k)
+            for k in range(50)
+        ]
+
+    def pixel_write(n: int) -> list[Entry]:
+        return [(f"{n:022d}", ShopperEvent(SHOP, "view", (sku(),)), 1.0)]
+
+    async def never(entries: Sequence[Entry]) -> None:
+        raise AssertionError("not written in this test")
+
+    def per_entry(make: Any, writes: int) -> float:
+        writer = EventWriter(never, capacity=10**6)
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(writes):
+            writer.buffer.extend(make(n))
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        return used / len(writer.buffer)
+
+    assert 38_000 < len(tag_batch([sku() for _ in range(48)], "list")) * 50 < 44_000
+    assert per_entry(tag_write, 40) <= BYTES_PER_ENTRY
+    assert per_entry(pixel_write, 2000) <= BYTES_PER_ENTRY
+
+
+async def test_a_backlog_is_replayed_in_bounded_slices(
+    redis_url: str,
+) -> None:
+    """A replay goes in bounded slices: a slice is at most REPLAY_BATCH entries."""
+    from adserver.event_writer import REPLAY_BATCH
+
+    store = Store(connect(redis_url))
+    try:
+        sizes: list[int] = []
+
+        async def record(entries: Marked[Entry]) -> None:
+            sizes.append(len(entries))
+            await store.record_many(entries, entries.spans)
+
+        writer = EventWriter(record)
+        for n in range(5):
+            writer.buffer.extend(views(f"{n:022d}", REPLAY_BATCH))
+        assert await writer.drain() == 0
+        assert max(sizes) <= REPLAY_BATCH and sum(sizes) == 5 * REPLAY_BATCH
+        lengths = [await store.redis.xlen(keys.event_stream(s)) for s in range(keys.EVENT_SHARDS)]
+        assert sum(lengths) == 5 * REPLAY_BATCH
+    finally:
+        await store.close()

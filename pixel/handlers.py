@@ -83,6 +83,24 @@ async def pixel(request: web.Request) -> web.StreamResponse:
 
 
 async def batch(request: web.Request) -> web.StreamResponse:
+    response = await _batch(request)
+    _let_the_tag_read(request, response)
+    return response
+
+
+def _let_the_tag_read(request: web.Request, response: web.StreamResponse) -> None:
+    """The tag on a shop's own site sends with fetch(credentials: include) and must read the
+    status (a 503 keeps the batch for later) and Retry-After: CORS for the page's origin. The
+    answer carries nothing about anybody (a status, an error message)."""
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    response.headers.add("Vary", "Origin")
+
+
+async def _batch(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     if opted_out(request) or is_bot(request):
         metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()

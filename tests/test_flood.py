@@ -250,3 +250,24 @@ async def test_a_backlog_is_replayed_in_bounded_slices(
         assert sum(lengths) == 5 * REPLAY_BATCH
     finally:
         await store.close()
+
+
+async def test_the_tag_on_a_shop_s_site_can_read_a_shed_answer(
+    aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis
+) -> None:
+    """The tag sends with fetch(credentials: include) from the shop's origin: the answer lets
+    that origin read its status and Retry-After (CORS), the 204s as the 503s."""
+    app = create_app(replace(settings, redis_url=own_redis.url, buffer_events=1))
+    client = await aiohttp_client(app, headers=BROWSER)
+    origin = {"Origin": "https://shop1.example"}
+    accepted = await client.post("/e", data=tag_batch(["sku-1"]), headers=origin)
+    assert accepted.status == 204
+    own_redis.stop()
+    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"})  # fills the buffer
+    shed = await client.post("/e", data=tag_batch(["sku-3"]), headers=origin)
+    assert shed.status == 503
+    for response in (accepted, shed):
+        assert response.headers["Access-Control-Allow-Origin"] == "https://shop1.example"
+        assert response.headers["Access-Control-Allow-Credentials"] == "true"
+        assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
+        assert "Origin" in response.headers.getall("Vary")

@@ -4,9 +4,7 @@ sent with (so a store can tell a write it already applied), stored compactly.
 A kept write is its entries encoded by the writer's `SpillCodec` into one JSON array,
 compressed when that pays (zlib, level 1): an entry costs its encoded size, not a graph of
 Python objects (a tag batch's event of 48 SKUs as a tuple of strings is about 3.5 KB; as bytes,
-about 250). The backlog also counts the entries of each shopper it holds, so that a shopper
-whose entries wait for a replay has the next ones written behind them, in order, while every
-other shopper's writes go to Redis at once.
+about 250).
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ class SpillCodec(Generic[E]):
     encode: Callable[[E], dict[str, Any]]
     decode: Callable[[dict[str, Any]], E]
     uid_of: Callable[[E], str | None]
+    cost: Callable[[E], int] = lambda entry: 1  # what writing it costs Redis, about
 
     @property
     def pattern(self) -> str:
@@ -57,6 +56,7 @@ class Kept:
     write: str
     blob: bytes  # a JSON array of encoded entries, zlib-compressed when large
     count: int
+    cost: int  # what writing it costs Redis (see SpillCodec.cost)
     uids: tuple[str, ...]  # the distinct shoppers in it
 
 
@@ -67,7 +67,6 @@ class Backlog(Generic[E]):
         self.codec = codec
         self._writes: deque[Kept] = deque()
         self._entries = 0
-        self._waiting: dict[str, int] = {}  # shopper -> kept writes holding entries of theirs
 
     def __len__(self) -> int:
         return self._entries
@@ -83,10 +82,6 @@ class Backlog(Generic[E]):
     def writes(self) -> Sequence[Kept]:
         return self._writes
 
-    def waits_for(self, uid: str | None) -> bool:
-        """Whether this shopper has entries here (their next ones must go behind them)."""
-        return uid is not None and uid in self._waiting
-
     def keep(self, entries: Sequence[E], write: str | None = None) -> None:
         """Keep a write (at the back), under the id it was sent with (a new one if none)."""
         if entries:
@@ -98,11 +93,12 @@ class Backlog(Generic[E]):
     def append(self, entry: E) -> None:
         self.keep([entry])
 
-    def prepend(self, writes: Iterable[tuple[str, Sequence[E]]]) -> None:
-        """Put writes ahead of everything kept (what a previous run spilled), in order."""
-        for write, entries in reversed(list(writes)):
-            if entries:
-                self._add(self._pack(entries, write), front=True)
+    def prepend(self, other: Backlog[E]) -> None:
+        """Put another backlog's writes ahead of everything kept here (what a previous run
+        spilled), in order; `other` is emptied."""
+        for kept in reversed(other._writes):
+            self._add(kept, front=True)
+        other.clear()
 
     def entries_of(self, kept: Kept) -> list[E]:
         blob = kept.blob if kept.blob[:1] == b"[" else zlib.decompress(kept.blob)
@@ -114,8 +110,6 @@ class Backlog(Generic[E]):
 
     def discard(self, uid: str) -> int:
         """Drop one shopper's entries; returns how many. Other entries keep their write ids."""
-        if uid not in self._waiting:
-            return 0
         dropped = 0
         kept: deque[Kept] = deque()
         for write in self._writes:
@@ -132,7 +126,6 @@ class Backlog(Generic[E]):
 
     def clear(self) -> None:
         self._writes.clear()
-        self._waiting.clear()
         self._entries = 0
 
     def _pack(self, entries: Sequence[E], write: str) -> Kept:
@@ -140,7 +133,8 @@ class Backlog(Generic[E]):
         # orjson's bytes keep a 4 KiB allocation: a small one is copied to its size.
         blob = zlib.compress(raw, 1) if len(raw) >= COMPRESS_FROM else bytes(memoryview(raw))
         uids = tuple(dict.fromkeys(u for u in map(self.codec.uid_of, entries) if u is not None))
-        return Kept(write, blob, len(entries), uids)
+        cost = sum(map(self.codec.cost, entries))
+        return Kept(write, blob, len(entries), cost, uids)
 
     def _add(self, kept: Kept, *, front: bool) -> None:
         if front:
@@ -150,15 +144,7 @@ class Backlog(Generic[E]):
 
     def _count(self, kept: Kept) -> Kept:
         self._entries += kept.count
-        for uid in kept.uids:
-            self._waiting[uid] = self._waiting.get(uid, 0) + 1
         return kept
 
     def _forget(self, kept: Kept) -> None:
         self._entries -= kept.count
-        for uid in kept.uids:
-            left = self._waiting[uid] - 1
-            if left:
-                self._waiting[uid] = left
-            else:
-                del self._waiting[uid]

@@ -8,11 +8,14 @@ kept (see `backlog`) and a background task replays it once Redis answers again.
 
 What a writer accepts it never drops: `capacity` bounds the entries it holds (on their way to
 Redis or kept for a replay), and a write that does not fit is refused at once, `Outcome.SHED`,
-for the caller to say so (`/e` answers 503 with Retry-After; `/px` counts it). Every write
+for the caller to say so (`/e` answers 503 with Retry-After; `/px` counts it). The last tenth
+of the capacity takes only small writes (a pixel, a shopper's few events), so a flood of big
+batches is shed first. Every write
 carries an id (`Marked.spans`), the same on its replays, so a store can apply it once even when
-Redis applied it and only the answer was lost. A shopper's entries stay in order: while some
-of theirs are kept, their next ones are kept behind them; everybody else's go to Redis at once,
-never behind a backlog, which is replayed in slices of at most `REPLAY_BATCH` entries.
+Redis applied it and only the answer was lost. New writes go to Redis at once, never behind a
+backlog (the store applies a shopper's events in any order to the same result), which is
+replayed in slices of bounded size (`REPLAY_BATCH`, `REPLAY_COST`), leaving Redis and the loop
+to live requests at least half of the time.
 
 On shutdown `drain` finishes the writes under way and replays the backlog, retrying for a few
 seconds while Redis is away; what still cannot be written is `spill`ed to a file in the data
@@ -27,9 +30,8 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
-from itertools import groupby
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -48,10 +50,13 @@ Entry = tuple[str, ShopperEvent, float]  # uid, event, time
 Span = tuple[str, int]  # a write's id, how many entries it holds
 E = TypeVar("E")
 REPLAY_BATCH = 1000  # entries per replay slice (whole writes; one larger write goes alone)
+REPLAY_COST = 5000  # ... and Redis work per slice (SpillCodec.cost: an event costs 1 + its SKUs)
 MAX_WRITE = 1000  # entries per write id: what is kept, and replayed, as one
+MAX_WRITE_COST = 5000  # ... and Redis work per write id
 DRAIN_SECONDS = 2.0  # on shutdown, how long to keep retrying a Redis that is away
 DRAIN_RETRY_SECONDS = 0.1
 RETRY_AFTER_SECONDS = 5  # what a shed write is told (`/e`'s Retry-After)
+SMALL_WRITE = 5  # entries: a write this small may use the room kept for them (see `fits`)
 
 
 class Outcome(enum.Enum):
@@ -99,8 +104,18 @@ class CircuitBreaker:
             self.opened_at = time.monotonic()
 
 
-def _spans(count: int) -> list[Span]:
-    return [(new_write_id(), min(MAX_WRITE, count - s)) for s in range(0, count, MAX_WRITE)]
+def _spans(costs: Sequence[int]) -> list[Span]:
+    """Entries cut into writes of at most MAX_WRITE entries and MAX_WRITE_COST (one at least)."""
+    spans: list[Span] = []
+    count = cost = 0
+    for one in costs:
+        if count and (count >= MAX_WRITE or cost + one > MAX_WRITE_COST):
+            spans.append((new_write_id(), count))
+            count = cost = 0
+        count, cost = count + 1, cost + one
+    if count:
+        spans.append((new_write_id(), count))
+    return spans
 
 
 class BufferedWriter(Generic[E]):
@@ -135,6 +150,13 @@ class BufferedWriter(Generic[E]):
         """How many more entries this writer may accept now."""
         return self.capacity - len(self.buffer) - self.in_flight
 
+    def fits(self, count: int) -> bool:
+        """Whether a write of `count` entries may be accepted. The last tenth of the room is
+        kept for small writes (a pixel, a shopper's few events): a flood of big batches is shed
+        before the shoppers' own writes are."""
+        reserve = self.capacity // 10 if count > SMALL_WRITE else 0
+        return count <= self.room - reserve
+
     async def write(self, entries: list[E]) -> Outcome:
         """Store entries: STORED when Redis acknowledged them within the deadline, KEPT when
         they are on their way or kept for a replay, SHED when refused (the writer is full)."""
@@ -154,11 +176,11 @@ class BufferedWriter(Generic[E]):
 
     def _attempt(self, entries: list[E]) -> Batch[list[E]] | Outcome:
         """Queue `entries` for the next group commit, or keep them, or refuse them."""
-        if len(entries) > self.room:
+        if not self.fits(len(entries)):
             self.shed += len(entries)
             self._on_shed(len(entries))
             return Outcome.SHED
-        if self.breaker.open or self._behind(entries):
+        if self.breaker.open:
             self._keep(entries)
             return Outcome.KEPT
         self.in_flight += len(entries)
@@ -169,26 +191,12 @@ class BufferedWriter(Generic[E]):
             attempt.add_done_callback(self._settle)
         return batch
 
-    def _behind(self, entries: Sequence[E]) -> bool:
-        """Whether some of these entries' shoppers have entries kept (theirs go behind them)."""
-        uid_of, backlog = self.codec.uid_of, self.buffer
-        return bool(backlog) and any(backlog.waits_for(uid_of(entry)) for entry in entries)
-
     async def _flush_batches(self, batches: Sequence[list[E]]) -> None:
-        """One group commit: the entries of shoppers who have some kept go behind them (kept
-        since they were queued: a write before them failed); the rest to Redis, as writes of at
-        most MAX_WRITE entries, kept whole if that fails."""
-        entries = [entry for batch in batches for entry in batch]
+        """One group commit: the entries to Redis, as writes of bounded size (`_spans`), each
+        kept whole, under its id, if that fails."""
+        live = [entry for batch in batches for entry in batch]
         try:
-            if self.buffer:
-                waits = [self.buffer.waits_for(self.codec.uid_of(e)) for e in entries]
-                self._keep([e for e, w in zip(entries, waits, strict=True) if w])
-                live = [e for e, w in zip(entries, waits, strict=True) if not w]
-            else:
-                live = entries
-            if not live:
-                return
-            spans = _spans(len(live))
+            spans = _spans([self.codec.cost(entry) for entry in live])
             try:
                 await self._write(Marked(live, spans))
             except BaseException:
@@ -200,12 +208,20 @@ class BufferedWriter(Generic[E]):
                 raise
             self.breaker.succeeded()
         finally:
-            self.in_flight -= len(entries)
+            self.in_flight -= len(live)
 
     def _keep(self, entries: Sequence[E], write: str | None = None) -> None:
-        if entries:
+        """Keep entries for a replay: under `write`, or as new writes of bounded size."""
+        if not entries:
+            return
+        if write is not None:
             self.buffer.keep(entries, write)
-            self._on_keep(len(entries))
+        else:
+            start = 0
+            for new, count in _spans([self.codec.cost(entry) for entry in entries]):
+                self.buffer.keep(entries[start : start + count], new)
+                start += count
+        self._on_keep(len(entries))
 
     def _settle(self, attempt: asyncio.Future[None]) -> None:
         """A batch was written, or failed (then `_flush_batches` kept it)."""
@@ -236,11 +252,14 @@ class BufferedWriter(Generic[E]):
                 return 0
             entries: list[E] = []
             spans: list[Span] = []
+            cost = 0
             for kept in self.buffer.writes:
-                if spans and len(entries) + kept.count > REPLAY_BATCH:
+                too_many = len(entries) + kept.count > REPLAY_BATCH
+                if spans and (too_many or cost + kept.cost > REPLAY_COST):
                     break
                 entries += self.buffer.entries_of(kept)
                 spans.append((kept.write, kept.count))
+                cost += kept.cost
             try:
                 await self._write(Marked(entries, spans))
             except (RedisError, OSError) as exc:
@@ -257,9 +276,11 @@ class BufferedWriter(Generic[E]):
 
     async def run_replayer(self, interval: float = 0.25) -> None:
         while True:
+            started = time.monotonic()
             replayed = await self.replay_once()
-            # Between slices (one round trip each), live requests get the loop and Redis.
-            await asyncio.sleep(0 if replayed else interval)
+            # Between slices (one round trip each) live requests have the loop and Redis to
+            # themselves as long as the slice took: a replay takes at most half of either.
+            await asyncio.sleep(time.monotonic() - started if replayed else interval)
 
     async def drain(self, retry_seconds: float = DRAIN_SECONDS) -> int:
         """On shutdown: finish the writes under way (a failed one is kept), then replay the
@@ -298,30 +319,43 @@ class BufferedWriter(Generic[E]):
     def load_spilled(self, directory: Path) -> int:
         """Put the entries earlier processes spilled into `directory` back in the backlog
         (ahead of anything newer, under their write ids); returns how many. Each file is
-        claimed by renaming it, so with several server processes only one replays it."""
-        loaded: list[tuple[str, E]] = []
+        claimed by renaming it, so with several server processes only one replays it. Read
+        line by line and kept write by write: a large file never lives in memory decoded."""
+        loaded: Backlog[E] = Backlog(self.codec)
         for path in sorted(directory.glob(self.codec.pattern)):
             claimed = path.with_name(f"{path.name}.{os.getpid()}.replaying")
             try:
                 path.rename(claimed)
             except FileNotFoundError:  # another process claimed it first
                 continue
-            legacy = 0  # lines of files from before writes had ids: MAX_WRITE to a new id
-            for number, line in enumerate(claimed.read_bytes().splitlines(), 1):
-                read = self._decode(line) if line.strip() else None
-                if read is None:
-                    log.error("%s line %d: not a spilled entry, skipped", path.name, number)
-                    continue
-                if read[0] is None and legacy % MAX_WRITE == 0:
-                    file_write = new_write_id()
-                legacy += read[0] is None
-                loaded.append((read[0] or file_write, read[1]))
+            with claimed.open("rb") as lines:
+                self._load_file(lines, path.name, loaded)
             claimed.unlink()
-        self.buffer.prepend(
-            (write, [entry for _, entry in group])
-            for write, group in groupby(loaded, key=lambda pair: pair[0])
-        )
-        return len(loaded)
+        count = len(loaded)
+        self.buffer.prepend(loaded)
+        return count
+
+    def _load_file(self, lines: Iterable[bytes], name: str, into: Backlog[E]) -> None:
+        """Lines of one spilled file into `into`, a write per run of lines with the same id
+        (lines from before writes had ids: writes of bounded size, as `_spans` cuts them)."""
+        write: str | None = None
+        group: list[E] = []
+        cost = 0
+        for number, line in enumerate(lines, 1):
+            read = self._decode(line) if line.strip() else None
+            if read is None:
+                log.error("%s line %d: not a spilled entry, skipped", name, number)
+                continue
+            line_write, entry = read
+            full = len(group) >= MAX_WRITE or cost + self.codec.cost(entry) > MAX_WRITE_COST
+            if group and (line_write != write or (write is None and full)):
+                into.keep(group, write)
+                group, cost = [], 0
+            write = line_write
+            group.append(entry)
+            cost += self.codec.cost(entry)
+        if group:
+            into.keep(group, write)
 
     def _decode(self, line: bytes) -> tuple[str | None, E] | None:
         """A spilled entry and its write id, or None if the line is not one (damaged)."""
@@ -385,4 +419,6 @@ def _decode(raw: dict[str, Any]) -> Entry:
     return str(raw["uid"]), event, float(raw["at"])
 
 
-EVENTS: SpillCodec[Entry] = SpillCodec("events", _encode, _decode, lambda entry: entry[0])
+EVENTS: SpillCodec[Entry] = SpillCodec(
+    "events", _encode, _decode, lambda entry: entry[0], lambda entry: 1 + len(entry[1].items)
+)

@@ -13,6 +13,7 @@ import tracemalloc
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,19 +154,41 @@ async def test_a_replayed_write_that_redis_had_applied_is_not_applied_again(
 
 
 async def test_a_live_shopper_is_not_queued_behind_a_backlog(redis_url: str) -> None:
-    """Entries of one shopper wait for a replay; another shopper's write goes to Redis at once
-    (and the waiting shopper's next one stays behind their own, in order)."""
+    """A backlog waits for a replay; new writes go to Redis at once, also those of a shopper
+    whose older events are in the backlog (their profile ends the same)."""
     store = Store(connect(redis_url))
     try:
         writer = EventWriter(lambda entries: store.record_many(entries, entries.spans))
         writer.buffer.extend(views("w" * 22, 1000))  # kept from an earlier failure
         assert await writer.write(views("l" * 22, 1))  # stored, not kept
+        assert await writer.write(views("w" * 22, 1, at=2_000_000.0))  # sku-0, seen again
         assert len(writer.buffer) == 1000
-        await writer.write(views("w" * 22, 1, at=2_000_000.0))
-        assert len(writer.buffer) == 1001  # behind its own shopper's entries
         assert await writer.drain() == 0
-        waiting = [e for e in await store.read_events(2000) if e["uid"] == "w" * 22]
-        assert waiting[-1]["ts"] == 2_000_000_000
+        shopper = await store.load_shopper("w" * 22, now=2_000_000.0)
+        (history,) = shopper.histories
+        assert history.viewed[0] == "sku-0" and history.view_times[0] == 2_000_000.0
+    finally:
+        await store.close()
+
+
+async def test_a_shopper_s_events_applied_out_of_order_give_the_same_profile(
+    redis_url: str,
+) -> None:
+    """A replay comes after newer live events: views keep their newest time, a cart older than
+    a purchase stays bought, a purchase empties the cart only up to its time."""
+    store = Store(connect(redis_url))
+    uid, t = "o" * 22, 1_000_000.0
+    try:
+        view = ShopperEvent(SHOP, "view", ("a",))
+        cart_a, cart_b = ShopperEvent(SHOP, "cart", ("a",)), ShopperEvent(SHOP, "cart", ("b",))
+        bought = ShopperEvent(SHOP, "purchase", ("a",), order="o-1", revenue=Decimal("5"))
+        live = [(uid, view, t + 50), (uid, bought, t + 20), (uid, cart_b, t + 30)]
+        await store.record_many(live)
+        await store.record_many([(uid, view, t + 10), (uid, cart_a, t + 15)])  # the replay
+        (history,) = (await store.load_shopper(uid, now=t + 60)).histories
+        assert history.view_times == (t + 50,)
+        assert history.cart == ("b",) and history.cart_since == t + 30
+        assert history.bought == ("a",) and history.orders == 1
     finally:
         await store.close()
 
@@ -271,3 +294,21 @@ async def test_the_tag_on_a_shop_s_site_can_read_a_shed_answer(
         assert response.headers["Access-Control-Allow-Credentials"] == "true"
         assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
         assert "Origin" in response.headers.getall("Vary")
+
+
+async def test_a_flood_of_big_batches_is_shed_before_a_shopper_s_pixel() -> None:
+    """The last tenth of a buffer takes only small writes: a big batch is refused while a
+    pixel event still gets in."""
+    from adserver.event_writer import Outcome
+
+    async def never(entries: Sequence[Entry]) -> None:
+        raise AssertionError("the breaker is open: nothing is sent")
+
+    writer = EventWriter(never, capacity=100)
+    for _ in range(writer.breaker.threshold):
+        writer.breaker.failed()  # Redis is failing: accepted writes are kept
+    assert await writer.write(views("f" * 22, 50)) is Outcome.KEPT
+    assert await writer.write(views("g" * 22, 35)) is Outcome.KEPT
+    assert await writer.write(views("h" * 22, 10)) is Outcome.SHED  # 95 > 90 for a big one
+    assert await writer.write(views("i" * 22, 1)) is Outcome.KEPT  # a pixel: the reserve
+    assert len(writer.buffer) == 86 and writer.shed == 10

@@ -160,7 +160,8 @@ def learning_mark(advertiser: str, shard: int) -> str:
 
 
 def user_facts(uid: str, advertiser: str) -> str:
-    """hash revenue, orders, cart_since (ms): what audiences are computed from."""
+    """hash revenue, orders, cart_since (ms), bought_at (ms, the latest purchase, so a cart
+    event that arrives after a newer purchase changes no cart): what audiences use."""
     return f"{user_prefix(uid)}m:{advertiser}"
 
 

@@ -364,13 +364,13 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> dict[str
     acknowledged = tally.acknowledged | spilled
     lags = sorted(lag for _, lag, _, _ in tally.live_lags)
 
-    def beside(returning: bool) -> list[float]:  # sent while a backlog waited, Redis answering
+    def beside(returning: bool) -> list[float]:  # while a backlog waited, clear of the faults
         return sorted(
             lag
             for sent, lag, buffered, same in tally.live_lags
             if buffered
             and same == returning
-            and not any(a - 0.1 <= sent <= b for a, b in tally.redis_stalled)
+            and not any(sent <= b and sent + lag >= a for a, b in tally.redis_stalled)
         )
 
     new, old = beside(False), beside(True)
@@ -395,6 +395,9 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> dict[str
         "redis_faults_seconds": [round(b - a, 1) for a, b in tally.redis_stalled],
         "backlog_max_events": max((b for _, _, b, _ in tally.live_lags), default=0),
         "new_shopper_views_beside_a_backlog": len(new),
+        "new_shopper_lag_beside_a_backlog_p50_ms": round(new[len(new) // 2] * 1000, 1)
+        if new
+        else None,
         "new_shopper_lag_beside_a_backlog_max_ms": round(new[-1] * 1000, 1) if new else None,
         "returning_shopper_views_beside_a_backlog": len(old),
         "returning_shopper_lag_beside_a_backlog_max_ms": round(old[-1] * 1000, 1) if old else None,

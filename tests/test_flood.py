@@ -16,6 +16,7 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -125,22 +126,69 @@ async def busy(urls: list[str], seconds: float) -> asyncio.Task[list[Any]]:
     return asyncio.ensure_future(task)
 
 
+class ReplyDropper:
+    """A loopback TCP relay to a real Redis that, while `dropping`, passes commands on but
+    loses every reply: a write is applied and its sender never hears of it (a network that
+    failed at the wrong moment)."""
+
+    def __init__(self, target: str) -> None:
+        address = urlsplit(target)
+        self.target = (address.hostname or "127.0.0.1", address.port or 6379)
+        self.dropping = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if up or not self.dropping:
+                        dst.write(data)
+                        await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
 async def test_a_replayed_write_that_redis_had_applied_is_not_applied_again(
     request: pytest.FixtureRequest, redis_backend: str, redis_url: str
 ) -> None:
-    """Redis applies a write after its sender gave up waiting (a busy Redis: the answer comes
-    past the socket timeout); the writer keeps the write and replays it, again and again while
-    Redis is busy: every event is on the stream once, the profile as if written once."""
-    writing = Store(connect(redis_url, timeout=0.1))
+    """Redis applies a write but its answer is lost (single Redis: a relay drops the replies;
+    cluster: Redis is busy past the socket timeout, then applies what waited). The writer keeps
+    the write and replays it: every event is on the stream once, the profile as if written
+    once."""
     store = Store(connect(redis_url))
+    relay = ReplyDropper(masters(request, redis_backend, redis_url)[0])
+    if redis_backend == "cluster":
+        writing = Store(connect(redis_url, timeout=0.1))
+    else:
+        writing = Store(connect(await relay.start(), timeout=0.2))
     writer = EventWriter(lambda entries: writing.record_many(entries, entries.spans), deadline=1)
     try:
         entries = views("a" * 22, 40) + views("b" * 22, 40)
-        blocked = await busy(masters(request, redis_backend, redis_url), 0.5)
+        if redis_backend == "cluster":
+            blocked = await busy(masters(request, redis_backend, redis_url), 0.5)
+        else:
+            relay.dropping = True
         assert not await writer.write(entries)  # no answer in time: kept
         assert len(writer.buffer) == 80
+        relay.dropping = False
         assert await writer.drain(retry_seconds=5) == 0
-        await blocked
+        if redis_backend == "cluster":
+            await blocked
         stream = await store.read_events(1000)
         assert len(stream) == 80
         assert sorted(e["items"][0] for e in stream if e["uid"] == "a" * 22) == sorted(
@@ -151,6 +199,7 @@ async def test_a_replayed_write_that_redis_had_applied_is_not_applied_again(
     finally:
         await writing.close()
         await store.close()
+        await relay.stop()
 
 
 async def test_a_live_shopper_is_not_queued_behind_a_backlog(redis_url: str) -> None:

@@ -36,7 +36,7 @@ from adserver.delivery_counts import CLICKS, SHOWN
 from adserver.edge import LONG_TARGET_ROUTES, MAX_TARGET, edge_handler_args
 from adserver.edge.forwarding import TrustedProxies
 from adserver.edge.middleware import believe_trusted_proxies, limit_targets
-from adserver.event_writer import BufferedWriter, EventWriter
+from adserver.event_writer import BufferedWriter, EventWriter, Outcome
 from adserver.feed_grace import FeedGrace, releaser
 from adserver.geo import GeoLocator
 from adserver.listen import open_listeners
@@ -96,17 +96,16 @@ def create_app(settings: Settings) -> web.Application:
     app[GEO] = GeoLocator(settings.geoip_db)
     app[SIGNER] = Signer(settings.secret)
     app[EVENT_WRITER] = EventWriter(
-        store.record_many,
+        lambda entries: store.record_many(entries, entries.spans),  # applied once per write
         deadline=settings.redis_deadline_ms / 1000,
         capacity=settings.buffer_events,
-        on_overflow=metrics.events_dropped.inc,
     )
     app[FEED_GRACE] = FeedGrace(settings.feed_grace_seconds)
     unknown = metrics.unknown_items
     app[MARKET].on_catalog.append(
         releaser(
             app[FEED_GRACE],
-            app[EVENT_WRITER].write_later,
+            lambda entries: app[EVENT_WRITER].write_later(entries) is not Outcome.SHED,
             unknown.labels("counted").inc,
             unknown.labels("dropped").inc,
         )
@@ -118,7 +117,7 @@ def create_app(settings: Settings) -> web.Application:
         # spares a round trip per ad when traffic is light.
         linger=IMPRESSION_LINGER_SECONDS,
         capacity=settings.buffer_events,
-        on_overflow=metrics.delivery_dropped.labels("shown").inc,
+        on_shed=metrics.delivery_shed.labels("shown").inc,
         on_keep=metrics.delivery_buffered.labels("shown").inc,
     )
     app[CLICK_WRITER] = BufferedWriter(
@@ -126,7 +125,7 @@ def create_app(settings: Settings) -> web.Application:
         codec=CLICKS,
         deadline=settings.redis_deadline_ms / 1000,
         capacity=settings.buffer_events,
-        on_overflow=metrics.delivery_dropped.labels("click").inc,
+        on_shed=metrics.delivery_shed.labels("click").inc,
         on_keep=metrics.delivery_buffered.labels("click").inc,
     )
     config = LearningConfig()

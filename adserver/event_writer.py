@@ -3,58 +3,81 @@ impressions and renders (`BufferedWriter`s with the codecs of `delivery_counts`)
 
 Entries go to Redis by group commit (see `group_commit`). A request waits for its write at most
 `deadline` seconds (`write`), or not at all (`write_later`: counters that need not hold up an
-answer); past that, or when Redis fails, or while the circuit breaker is open, the entries go to
-a bounded in-memory buffer that a background task replays in order once Redis answers again.
-A full buffer drops the oldest entries and counts them: never silent.
+answer); past that, or when Redis fails, or while the circuit breaker is open, the write is
+kept (see `backlog`) and a background task replays it once Redis answers again.
 
-On shutdown `drain` finishes the writes under way and replays the buffer, retrying for a few
+What a writer accepts it never drops: `capacity` bounds the entries it holds (on their way to
+Redis or kept for a replay), and a write that does not fit is refused at once, `Outcome.SHED`,
+for the caller to say so (`/e` answers 503 with Retry-After; `/px` counts it). The last tenth
+of the capacity takes only small writes (a pixel, a shopper's few events), so a flood of big
+batches is shed first. Every write
+carries an id (`Marked.spans`), the same on its replays, so a store can apply it once even when
+Redis applied it and only the answer was lost. New writes go to Redis at once, never behind a
+backlog (the store applies a shopper's events in any order to the same result), which is
+replayed in slices of bounded size (`REPLAY_BATCH`, `REPLAY_COST`), leaving Redis and the loop
+to live requests at least half of the time.
+
+On shutdown `drain` finishes the writes under way and replays the backlog, retrying for a few
 seconds while Redis is away; what still cannot be written is `spill`ed to a file in the data
-directory, and the next start (`load_spilled`) puts it back in the buffer. A `SpillCodec` says
-how one kind of entry looks in that file.
+directory, and the next start (`load_spilled`) puts it back. A `SpillCodec` says how one kind
+of entry looks in that file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import orjson
 
+from adserver.backlog import Backlog, SpillCodec, new_write_id
 from adserver.group_commit import Batch, GroupCommit
 from adserver.shopper import EVENT_KINDS, LineItem, ShopperEvent
 from adserver.store import RedisError
 from adserver.waiting import pause
 
+__all__ = ["REPLAY_BATCH", "BufferedWriter", "EventWriter", "Marked", "Outcome", "SpillCodec"]
+
 log = logging.getLogger(__name__)
 
 Entry = tuple[str, ShopperEvent, float]  # uid, event, time
+Span = tuple[str, int]  # a write's id, how many entries it holds
 E = TypeVar("E")
-REPLAY_BATCH = 1000
+REPLAY_BATCH = 1000  # entries per replay slice (whole writes; one larger write goes alone)
+REPLAY_COST = 5000  # ... and Redis work per slice (SpillCodec.cost: an event costs 1 + its SKUs)
+MAX_WRITE = 1000  # entries per write id: what is kept, and replayed, as one
+MAX_WRITE_COST = 5000  # ... and Redis work per write id
 DRAIN_SECONDS = 2.0  # on shutdown, how long to keep retrying a Redis that is away
 DRAIN_RETRY_SECONDS = 0.1
+RETRY_AFTER_SECONDS = 5  # what a shed write is told (`/e`'s Retry-After)
+SMALL_WRITE = 5  # entries: a write this small may use the room kept for them (see `fits`)
 
 
-@dataclass(frozen=True, slots=True)
-class SpillCodec(Generic[E]):
-    """How entries of one kind are kept on disk (one JSON document per line) and whose they
-    are. `decode` raises KeyError, TypeError or ValueError on a line that is not one."""
+class Outcome(enum.Enum):
+    """What became of a write: truthy only when Redis acknowledged it within the deadline."""
 
-    name: str  # file names start with it: each kind has its own files
-    encode: Callable[[E], dict[str, Any]]
-    decode: Callable[[dict[str, Any]], E]
-    uid_of: Callable[[E], str | None]
+    STORED = "stored"
+    KEPT = "kept"  # accepted: on its way, or kept for a replay
+    SHED = "shed"  # refused: the writer holds all it may; nothing of it is stored
 
-    @property
-    def pattern(self) -> str:
-        return f"{self.name}-*.jsonl"
+    def __bool__(self) -> bool:
+        return self is Outcome.STORED
+
+
+class Marked(list[E]):
+    """Entries on their way to Redis with the writes they belong to: `spans` lists each
+    write's id and entry count, in order (a store applies each write once)."""
+
+    def __init__(self, entries: Sequence[E], spans: Sequence[Span]) -> None:
+        super().__init__(entries)
+        self.spans: tuple[Span, ...] = tuple(spans)
 
 
 class CircuitBreaker:
@@ -82,138 +105,189 @@ class CircuitBreaker:
             self.opened_at = time.monotonic()
 
 
+def _spans(costs: Sequence[int]) -> list[Span]:
+    """Entries cut into writes of at most MAX_WRITE entries and MAX_WRITE_COST (one at least)."""
+    spans: list[Span] = []
+    count = cost = 0
+    for one in costs:
+        if count and (count >= MAX_WRITE or cost + one > MAX_WRITE_COST):
+            spans.append((new_write_id(), count))
+            count = cost = 0
+        count, cost = count + 1, cost + one
+    if count:
+        spans.append((new_write_id(), count))
+    return spans
+
+
 class BufferedWriter(Generic[E]):
     def __init__(
         self,
-        write: Callable[[Sequence[E]], Awaitable[object]],
+        write: Callable[[Marked[E]], Awaitable[object]],
         *,
         codec: SpillCodec[E],
         deadline: float = 0.04,
         capacity: int = 100_000,
         linger: float = 0.0,
-        on_overflow: Callable[[int], None] = lambda n: None,
+        on_shed: Callable[[int], None] = lambda n: None,
         on_keep: Callable[[int], None] = lambda n: None,
     ) -> None:
         self._write = write
         self.codec = codec
         self.deadline = deadline
-        self.buffer: deque[E] = deque()
+        self.buffer: Backlog[E] = Backlog(codec)
         self.capacity = capacity
         self.breaker = CircuitBreaker()
-        self._on_overflow = on_overflow
+        self._on_shed = on_shed
         self._on_keep = on_keep
         self._commit = GroupCommit[list[E]](self._flush_batches, linger=linger)
         self._attempts: set[asyncio.Future[None]] = set()  # writes under way
         self._replaying = asyncio.Lock()  # one replay at a time: the replayer task, drain
-        self._dropped = 0  # entries dropped from the front of the buffer so far (overflow)
+        self.in_flight = 0  # entries accepted and on their way (not kept)
+        self.shed = 0
         self.replayed = 0
 
-    async def _flush_batches(self, batches: Sequence[list[E]]) -> None:
-        await self._write([entry for batch in batches for entry in batch])
+    @property
+    def room(self) -> int:
+        """How many more entries this writer may accept now."""
+        return self.capacity - len(self.buffer) - self.in_flight
 
-    async def write(self, entries: list[E]) -> bool:
-        """Store entries; True when Redis acknowledged them within the deadline, False when
-        they were buffered (or are still on their way)."""
+    def fits(self, count: int) -> bool:
+        """Whether a write of `count` entries may be accepted. The last tenth of the room is
+        kept for small writes (a pixel, a shopper's few events): a flood of big batches is shed
+        before the shoppers' own writes are."""
+        reserve = self.capacity // 10 if count > SMALL_WRITE else 0
+        return count <= self.room - reserve
+
+    async def write(self, entries: list[E]) -> Outcome:
+        """Store entries: STORED when Redis acknowledged them within the deadline, KEPT when
+        they are on their way or kept for a replay, SHED when refused (the writer is full)."""
         batch = self._attempt(entries)
-        if batch is None:
-            return False
+        if isinstance(batch, Outcome):
+            return batch
         if not await batch.settled_within(self.deadline):
-            return False  # still on its way: buffered by _settle should it fail
-        return not batch.written.cancelled() and batch.written.exception() is None
+            return Outcome.KEPT  # still on its way: kept by _flush_batches should it fail
+        failed = batch.written.cancelled() or batch.written.exception() is not None
+        return Outcome.KEPT if failed else Outcome.STORED
 
-    def write_later(self, entries: list[E]) -> None:
+    def write_later(self, entries: list[E]) -> Outcome:
         """Store entries without waiting (after `linger`, with whatever else comes along);
-        buffered for a replay should the write fail."""
-        self._attempt(entries)
+        kept for a replay should the write fail. KEPT (accepted) or SHED."""
+        batch = self._attempt(entries)
+        return batch if isinstance(batch, Outcome) else Outcome.KEPT
 
-    def _attempt(self, entries: list[E]) -> Batch[list[E]] | None:
-        """Queue `entries` for the next group commit; None when they went to the buffer."""
-        if self.buffer or self.breaker.open:
-            self._keep(entries)  # behind what is already waiting, to keep the order
-            return None
+    def _attempt(self, entries: list[E]) -> Batch[list[E]] | Outcome:
+        """Queue `entries` for the next group commit, or keep them, or refuse them."""
+        if not self.fits(len(entries)):
+            self.shed += len(entries)
+            self._on_shed(len(entries))
+            return Outcome.SHED
+        if self.breaker.open:
+            self._keep(entries)
+            return Outcome.KEPT
+        self.in_flight += len(entries)
         batch = self._commit.enqueue(entries)
         if len(batch.items) == 1:  # a new batch: settled once, with all it will hold
             attempt = batch.written  # shared by the batch's writers
             self._attempts.add(attempt)
-            attempt.add_done_callback(lambda done: self._settle(done, batch.items))
+            attempt.add_done_callback(self._settle)
         return batch
 
+    async def _flush_batches(self, batches: Sequence[list[E]]) -> None:
+        """One group commit: the entries to Redis, as writes of bounded size (`_spans`), each
+        kept whole, under its id, if that fails."""
+        live = [entry for batch in batches for entry in batch]
+        try:
+            spans = _spans([self.codec.cost(entry) for entry in live])
+            try:
+                await self._write(Marked(live, spans))
+            except BaseException:
+                self.breaker.failed(len(batches))
+                start = 0
+                for write, n in spans:
+                    self._keep(live[start : start + n], write)
+                    start += n
+                raise
+            self.breaker.succeeded()
+        finally:
+            self.in_flight -= len(live)
+
+    def _keep(self, entries: Sequence[E], write: str | None = None) -> None:
+        """Keep entries for a replay: under `write`, or as new writes of bounded size."""
+        if not entries:
+            return
+        if write is not None:
+            self.buffer.keep(entries, write)
+        else:
+            start = 0
+            for new, count in _spans([self.codec.cost(entry) for entry in entries]):
+                self.buffer.keep(entries[start : start + count], new)
+                start += count
+        self._on_keep(len(entries))
+
+    def _settle(self, attempt: asyncio.Future[None]) -> None:
+        """A batch was written, or failed (then `_flush_batches` kept it)."""
+        self._attempts.discard(attempt)
+        if not attempt.cancelled():
+            attempt.exception()  # seen here: the failure is handled by the replay
+
     async def discard(self, uid: str) -> int:
-        """Drop one shopper's buffered entries (they asked to be forgotten); returns how many.
-        Waits for a replay under way, which owns the front of the buffer."""
+        """Drop one shopper's kept entries (they asked to be forgotten); returns how many.
+        Waits for a replay under way, which owns the front of the backlog."""
         async with self._replaying:
-            kept = [entry for entry in self.buffer if self.codec.uid_of(entry) != uid]
-            dropped = len(self.buffer) - len(kept)
-            if dropped:
-                self.buffer = deque(kept)
-            return dropped
+            return self.buffer.discard(uid)
 
     async def flush(self) -> None:
-        """Wait for the writes queued so far (those that fail are buffered)."""
+        """Wait for the writes queued so far (those that fail are kept)."""
         await self._commit.drain()
         while self._attempts:
             await asyncio.wait(set(self._attempts))
 
-    def _settle(self, attempt: asyncio.Future[None], writes: list[list[E]]) -> None:
-        """A batch was written, or failed: then its entries go to the buffer, in order, and
-        each write in it counts as a failure for the breaker."""
-        self._attempts.discard(attempt)
-        if attempt.cancelled() or attempt.exception() is not None:
-            self.breaker.failed(len(writes))
-            self._keep([entry for entries in writes for entry in entries])
-        else:
-            self.breaker.succeeded()
-
-    def _keep(self, entries: Sequence[E]) -> None:
-        overflow = len(self.buffer) + len(entries) - self.capacity
-        if overflow > 0:
-            dropped = min(overflow, len(self.buffer))
-            for _ in range(dropped):
-                self.buffer.popleft()
-            self._dropped += dropped
-            self._on_overflow(overflow)
-        self.buffer.extend(entries[-self.capacity :])
-        self._on_keep(len(entries))
-
     async def replay_once(self, *, probe: bool = False) -> int:
-        """Write the oldest buffered entries; returns how many went out. `probe` tries even
+        """Write the oldest kept writes (a slice of at most REPLAY_BATCH entries, or the one
+        oldest write), under their ids; returns how many entries went out. `probe` tries even
         while the circuit breaker is open (shutdown: Redis may just have come back). Safe to
-        call concurrently (the replayer task and `drain`): replays take turns, so a batch is
-        written once and leaves the buffer once."""
+        call concurrently (the replayer task and `drain`): replays take turns, so a write
+        leaves the backlog once."""
         async with self._replaying:
             if not self.buffer or (self.breaker.open and not probe):
                 return 0
-            batch = [self.buffer[i] for i in range(min(REPLAY_BATCH, len(self.buffer)))]
-            dropped = self._dropped
+            entries: list[E] = []
+            spans: list[Span] = []
+            cost = 0
+            for kept in self.buffer.writes:
+                too_many = len(entries) + kept.count > REPLAY_BATCH
+                if spans and (too_many or cost + kept.cost > REPLAY_COST):
+                    break
+                entries += self.buffer.entries_of(kept)
+                spans.append((kept.write, kept.count))
+                cost += kept.cost
             try:
-                await self._write(batch)
+                await self._write(Marked(entries, spans))
             except (RedisError, OSError) as exc:
                 self.breaker.failed()
                 if not probe:
                     log.warning(
-                        "replay of %d buffered %s failed: %s", len(batch), self.codec.name, exc
+                        "replay of %d buffered %s failed: %s", len(entries), self.codec.name, exc
                     )
                 return 0
             self.breaker.succeeded()
-            # An overflow meanwhile dropped the oldest entries (of this batch first): only the
-            # rest of the batch is still at the front of the buffer.
-            written = max(0, len(batch) - (self._dropped - dropped))
-            for _ in range(min(written, len(self.buffer))):
-                self.buffer.popleft()
-            self.replayed += len(batch)
-            return len(batch)
+            self.buffer.pop_front(len(spans))
+            self.replayed += len(entries)
+            return len(entries)
 
     async def run_replayer(self, interval: float = 0.25) -> None:
         while True:
-            while await self.replay_once():
-                await pause(0)  # replays Redis took: stop here if asked to
-            await pause(interval)
+            started = time.monotonic()
+            replayed = await self.replay_once()
+            # Between slices (one round trip each) live requests have the loop and Redis to
+            # themselves as long as the slice took: a replay takes at most half of either.
+            await pause(time.monotonic() - started if replayed else interval)
 
     async def drain(self, retry_seconds: float = DRAIN_SECONDS) -> int:
-        """On shutdown: finish the writes under way (a failed one lands in the buffer), then
-        replay the buffer, retrying for up to `retry_seconds` while Redis is away. Returns
-        how many entries are still buffered (see `spill`)."""
-        await self.flush()  # the done-callbacks of the writes under way buffer what failed
+        """On shutdown: finish the writes under way (a failed one is kept), then replay the
+        backlog, retrying for up to `retry_seconds` while Redis is away. Returns how many
+        entries are still kept (see `spill`)."""
+        await self.flush()
         deadline = time.monotonic() + retry_seconds
         while self.buffer:
             if await self.replay_once(probe=True):
@@ -224,16 +298,19 @@ class BufferedWriter(Generic[E]):
         return len(self.buffer)
 
     def spill(self, directory: Path) -> Path | None:
-        """Write the buffer to a new file in `directory` (fsynced, then renamed into place)
-        and empty it; the next start replays the file. None when there was nothing to keep."""
+        """Write the backlog to a new file in `directory` (fsynced, then renamed into place)
+        and empty it; the next start replays the file. Each line is an entry with the id of
+        its write (`write`). None when there was nothing to keep."""
         if not self.buffer:
             return None
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # shoppers' events: private
         path = directory / f"{self.codec.name}-{time.time_ns()}-{os.getpid()}.jsonl"
         partial = path.with_suffix(".partial")
         with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            for entry in self.buffer:
-                out.write(orjson.dumps(self.codec.encode(entry)) + b"\n")
+            for kept in self.buffer.writes:
+                for entry in self.buffer.entries_of(kept):
+                    line = {**self.codec.encode(entry), "write": kept.write}
+                    out.write(orjson.dumps(line) + b"\n")
             out.flush()
             os.fsync(out.fileno())
         partial.rename(path)
@@ -241,33 +318,54 @@ class BufferedWriter(Generic[E]):
         return path
 
     def load_spilled(self, directory: Path) -> int:
-        """Put the entries earlier processes spilled into `directory` back in the buffer
-        (ahead of anything newer); returns how many. Each file is claimed by renaming it, so with
-        several server processes only one replays it."""
-        loaded: list[E] = []
+        """Put the entries earlier processes spilled into `directory` back in the backlog
+        (ahead of anything newer, under their write ids); returns how many. Each file is
+        claimed by renaming it, so with several server processes only one replays it. Read
+        line by line and kept write by write: a large file never lives in memory decoded."""
+        loaded: Backlog[E] = Backlog(self.codec)
         for path in sorted(directory.glob(self.codec.pattern)):
             claimed = path.with_name(f"{path.name}.{os.getpid()}.replaying")
             try:
                 path.rename(claimed)
             except FileNotFoundError:  # another process claimed it first
                 continue
-            for number, line in enumerate(claimed.read_bytes().splitlines(), 1):
-                entry = self._decode(line) if line.strip() else None
-                if entry is None:
-                    log.error("%s line %d: not a spilled entry, skipped", path.name, number)
-                else:
-                    loaded.append(entry)
+            with claimed.open("rb") as lines:
+                self._load_file(lines, path.name, loaded)
             claimed.unlink()
-        self.buffer.extendleft(reversed(loaded))
-        return len(loaded)
+        count = len(loaded)
+        self.buffer.prepend(loaded)
+        return count
 
-    def _decode(self, line: bytes) -> E | None:
-        """A spilled entry, or None if the line is not one (a damaged file)."""
+    def _load_file(self, lines: Iterable[bytes], name: str, into: Backlog[E]) -> None:
+        """Lines of one spilled file into `into`, a write per run of lines with the same id
+        (lines from before writes had ids: writes of bounded size, as `_spans` cuts them)."""
+        write: str | None = None
+        group: list[E] = []
+        cost = 0
+        for number, line in enumerate(lines, 1):
+            read = self._decode(line) if line.strip() else None
+            if read is None:
+                log.error("%s line %d: not a spilled entry, skipped", name, number)
+                continue
+            line_write, entry = read
+            full = len(group) >= MAX_WRITE or cost + self.codec.cost(entry) > MAX_WRITE_COST
+            if group and (line_write != write or (write is None and full)):
+                into.keep(group, write)
+                group, cost = [], 0
+            write = line_write
+            group.append(entry)
+            cost += self.codec.cost(entry)
+        if group:
+            into.keep(group, write)
+
+    def _decode(self, line: bytes) -> tuple[str | None, E] | None:
+        """A spilled entry and its write id, or None if the line is not one (damaged)."""
         try:
             document = orjson.loads(line)
             if not isinstance(document, dict):
                 return None
-            return self.codec.decode(document)
+            write = document.get("write")
+            return (write if isinstance(write, str) else None), self.codec.decode(document)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidOperation):
             return None
 
@@ -277,15 +375,13 @@ class EventWriter(BufferedWriter[Entry]):
 
     def __init__(
         self,
-        write: Callable[[Sequence[Entry]], Awaitable[object]],
+        write: Callable[[Marked[Entry]], Awaitable[object]],
         *,
         deadline: float = 0.04,
         capacity: int = 100_000,
-        on_overflow: Callable[[int], None] = lambda n: None,
+        on_shed: Callable[[int], None] = lambda n: None,
     ) -> None:
-        super().__init__(
-            write, codec=EVENTS, deadline=deadline, capacity=capacity, on_overflow=on_overflow
-        )
+        super().__init__(write, codec=EVENTS, deadline=deadline, capacity=capacity, on_shed=on_shed)
 
 
 def _encode(entry: Entry) -> dict[str, Any]:
@@ -324,4 +420,6 @@ def _decode(raw: dict[str, Any]) -> Entry:
     return str(raw["uid"]), event, float(raw["at"])
 
 
-EVENTS: SpillCodec[Entry] = SpillCodec("events", _encode, _decode, lambda entry: entry[0])
+EVENTS: SpillCodec[Entry] = SpillCodec(
+    "events", _encode, _decode, lambda entry: entry[0], lambda entry: 1 + len(entry[1].items)
+)

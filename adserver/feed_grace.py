@@ -103,18 +103,19 @@ class FeedGrace:
 
 def releaser(
     grace: FeedGrace,
-    write_later: Callable[[list[Entry]], None],
+    write_later: Callable[[list[Entry]], bool],
     counted: Callable[[int], None],
     dropped: Callable[[int], None],
 ) -> Callable[[str, Collection[str]], None]:
-    """What to call when a catalog is loaded: the waiting entries it sells go to the writer."""
+    """What to call when a catalog is loaded: the waiting entries it sells go to the writer
+    (`write_later` answers whether it took them: a full buffer sheds them, counted dropped)."""
 
     def release(advertiser: str, catalog: Collection[str]) -> None:
         entries, expired = grace.release(advertiser, catalog)
         if expired:
             dropped(expired)
         if entries:
-            counted(sum(len(event.items) for _, event, _ in entries))
-            write_later(entries)
+            items = sum(len(event.items) for _, event, _ in entries)
+            (counted if write_later(entries) else dropped)(items)
 
     return release

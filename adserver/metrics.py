@@ -34,9 +34,11 @@ class Metrics:
             "Events kept in memory while Redis was slow or down",
             registry=r,
         )
-        self.events_dropped = Counter(
-            "kaeru_events_dropped",
-            "Buffered events dropped because the buffer was full",
+        self.events_shed = Counter(
+            "kaeru_events_shed",
+            "Events refused, never stored, because the buffer was full ('e': answered 503 "
+            "with Retry-After, the tag sends them again; 'px': the GIF all the same)",
+            ["endpoint"],
             registry=r,
         )
         self.delivery_buffered = Counter(
@@ -45,9 +47,10 @@ class Metrics:
             ["kind"],
             registry=r,
         )
-        self.delivery_dropped = Counter(
-            "kaeru_delivery_dropped",
-            "Buffered clicks and impressions/renders dropped because the buffer was full",
+        self.delivery_shed = Counter(
+            "kaeru_delivery_shed",
+            "Clicks and impressions/renders not counted because their buffer was full (the "
+            "click still redirects, the ad is still served)",
             ["kind"],
             registry=r,
         )

@@ -32,6 +32,13 @@ def json_error(status: int, message: str, **details: Any) -> web.Response:
     return json_response({"error": message, **details}, status=status)
 
 
+def unavailable(message: str, retry_after: int) -> web.Response:
+    """503 with Retry-After (seconds): nothing was done, the same request may come again."""
+    response = json_error(503, message)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 def creative_html(html: str, status: int = 200) -> web.Response:
     headers = {**NO_STORE, "Content-Security-Policy": CREATIVE_CSP}
     return web.Response(text=html, status=status, content_type="text/html", headers=headers)

@@ -70,11 +70,11 @@ USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Safari/537.36"
 )
-# Kaeru counters reported per run: what was stored, deferred, dropped or failed.
+# Kaeru counters reported per run: what was stored, deferred, shed or failed.
 WATCHED_COUNTERS = (
     "kaeru_events_stored",
     "kaeru_events_buffered",
-    "kaeru_events_dropped",
+    "kaeru_events_shed",
     "kaeru_store_errors",
     "kaeru_ads_no_fill",
     "kaeru_tracking_rejects",

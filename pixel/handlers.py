@@ -15,7 +15,8 @@ from aiohttp import web
 
 from adserver.bodies import read_body
 from adserver.context import EVENT_WRITER, FEED_GRACE, MARKET, METRICS, SETTINGS
-from adserver.responses import gif, javascript, json_error
+from adserver.event_writer import RETRY_AFTER_SECONDS, Outcome
+from adserver.responses import gif, javascript, json_error, unavailable
 from adserver.shopper import ShopperEvent
 from pixel.events import MAX_BATCH_BYTES, Reject, parse_batch, parse_pixel_query
 from pixel.identity import (
@@ -39,20 +40,26 @@ TAG_CACHE_SECONDS = 3600
 MAX_PIXEL_TARGET = 8190
 
 
-async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> str | None:
-    """Record one shopper's events; returns the uid to (re)issue, or None if nothing stored."""
+async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> tuple[str | None, bool]:
+    """Record one shopper's events; returns the uid to (re)issue and whether the events were
+    accepted (False: the buffer is full, they were shed and counted, nothing is stored)."""
     app = request.app
     uid = read_uid(request.cookies) or new_uid()
     now = time.time()
     events, waiting = _sold_only(app, uid, events, now)
     if not events:
-        return uid if waiting else None
-    if not await app[EVENT_WRITER].write([(uid, event, now) for event in events]):
+        return (uid if waiting else None), True
+    outcome = await app[EVENT_WRITER].write([(uid, event, now) for event in events])
+    if outcome is Outcome.SHED:
+        endpoint = "px" if request.method == "GET" else "e"
+        app[METRICS].events_shed.labels(endpoint).inc(len(events))
+        return uid, False
+    if outcome is Outcome.KEPT:
         app[METRICS].events_buffered.inc(len(events))  # replayed when Redis answers again
-        return uid
+        return uid, True
     for event in events:
         app[METRICS].events_stored.labels(event.kind).inc()
-    return uid
+    return uid, True
 
 
 def _sold_only(
@@ -106,11 +113,30 @@ async def pixel(request: web.Request) -> web.StreamResponse:
     if not _on_own_pages(request, event.advertiser):
         metrics.tracking_rejects.labels("foreign_origin").inc()
         return response
-    _with_uid(request, response, await _store(request, [event]))
+    uid, _ = await _store(request, [event])  # shed or not, the GIF (counted in _store)
+    _with_uid(request, response, uid)
     return response
 
 
 async def batch(request: web.Request) -> web.StreamResponse:
+    response = await _batch(request)
+    _let_the_tag_read(request, response)
+    return response
+
+
+def _let_the_tag_read(request: web.Request, response: web.StreamResponse) -> None:
+    """The tag on a shop's own site sends with fetch(credentials: include) and must read the
+    status (a 503 keeps the batch for later) and Retry-After: CORS for the page's origin. The
+    answer carries nothing about anybody (a status, an error message)."""
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    response.headers.add("Vary", "Origin")
+
+
+async def _batch(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     if opted_out(request) or is_bot(request):
         metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()
@@ -136,8 +162,11 @@ async def batch(request: web.Request) -> web.StreamResponse:
         if not own:
             return json_error(403, "events from a page not on the advertiser's domains")
         events = own
+    uid, accepted = await _store(request, events)
+    if not accepted:  # the tag keeps the batch and sends it again after Retry-After
+        return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
     response = web.Response(status=204)
-    _with_uid(request, response, await _store(request, events))
+    _with_uid(request, response, uid)
     return response
 
 

@@ -476,3 +476,115 @@ def test_another_site_cannot_undo_an_optout_only_the_optout_page_can(
     page.wait_for_url(f"{base}/optout")
     assert page.locator("h1").inner_text() == "Personalised ads are allowed again"
     assert "optout" not in cookies(context, base)
+
+
+# -- the tag when Kaeru sheds (issue 11 §3) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shedding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`kaeru demo` whose event buffer holds one entry (KAERU_BUFFER_EVENTS=1): with its Redis
+    frozen and one pixel event on its way, `/e` sheds (503 + Retry-After). Its base URL and
+    data dir (where the embedded Redis' socket is)."""
+    data_dir = tmp_path_factory.mktemp("shedding")
+    port = free_port()
+    log = data_dir.with_suffix(".log")
+    env = {**demo_env(data_dir), "KAERU_BUFFER_EVENTS": "1"}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "adserver.cli", "demo", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready(f"http://127.0.0.1:{port}/readyz"):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"demo not ready in 30 s:\n{log.read_text()}"
+            time.sleep(0.1)
+        yield f"http://localhost:{port}", data_dir
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def redis_pid(data_dir: Path) -> int:
+    import redis
+
+    socket_path = next(data_dir.rglob("redis.sock"))
+    with redis.Redis(unix_socket_path=str(socket_path)) as client:
+        return int(client.info("server")["process_id"])
+
+
+def fill_the_buffer(base: str, data_dir: Path) -> int:
+    """Freeze the demo's Redis and send one pixel event, which then waits in the buffer: the
+    next batch is shed. Returns the Redis pid (SIGCONT it)."""
+    pid = redis_pid(data_dir)
+    os.kill(pid, signal.SIGSTOP)
+    request = urllib.request.Request(
+        f"{base}/px?a=demo-shop&e=view&i=sku-101", headers={"User-Agent": BROWSER_AGENT}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    return pid
+
+
+def shed_batches(base: str) -> float:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.search(r'^kaeru_events_shed_total\{endpoint="e"\} (\S+)$', text, re.M)
+    return float(found[1]) if found else 0.0
+
+
+BROWSER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0.0.0 Safari/537.36"
+KEPT = "localStorage.getItem('kaeru:retry')"
+
+
+def pumping_poll(page: Page, probe: Callable[[], T], accept: Callable[[T], bool], what: str) -> T:
+    """`poll` that lets the page run meanwhile."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not accept(value := probe()):
+        assert time.monotonic() < deadline, f"{what}: still {value!r} after {DEADLINE_S}s"
+        page.wait_for_timeout(100)
+    return value
+
+
+def test_the_tag_sends_a_shed_batch_again_after_retry_after(
+    context: BrowserContext, shedding: tuple[str, Path]
+) -> None:
+    base, data_dir = shedding
+    page = context.new_page()
+    shed_before = shed_batches(base)
+    pid = fill_the_buffer(base, data_dir)
+    try:
+        page.goto(f"{base}/demo/shop/p/sku-103")
+        kept = pumping_poll(page, lambda: page.evaluate(KEPT), bool, "the tag keeps the batch")
+        assert "sku-103" in kept
+        assert shed_batches(base) == shed_before + 1  # Kaeru refused it: 503
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    pumping_poll(page, lambda: page.evaluate(KEPT), lambda k: k is None, "sent again")
+    wait_for_ad(page, lambda ad: "sku-103" in ad[1], "the retried view in the shopper's ad")
+
+
+def test_a_batch_shed_on_one_page_is_sent_from_the_next(
+    context: BrowserContext, shedding: tuple[str, Path]
+) -> None:
+    """The shopper leaves the page before Retry-After: the tag kept the batch in the shop's
+    localStorage, and the next page of the shop sends it."""
+    base, data_dir = shedding
+    page = context.new_page()
+    pid = fill_the_buffer(base, data_dir)
+    try:
+        page.goto(f"{base}/demo/shop/p/sku-104")
+        pumping_poll(page, lambda: page.evaluate(KEPT), bool, "the tag keeps the batch")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    page.goto(f"{base}/demo/shop/p/sku-106")
+    pumping_poll(page, lambda: page.evaluate(KEPT), lambda k: k is None, "sent from page 2")
+    wait_for_ad(page, lambda ad: {"sku-104", "sku-106"} <= set(ad[1]), "both views in the ad")

@@ -70,9 +70,12 @@ async def test_impressions_written_after_the_answer_are_kept_when_redis_fails() 
     await writer.flush()
     assert [s.uid for s in writer.buffer] == ["u1"]
     redis.down = False
-    writer.write_later([Shown("u2", WHERE, ("sku-2",), 2.0)])  # behind the buffered one
+    writer.write_later([Shown("u1", WHERE, ("sku-3",), 3.0)])  # at once, not behind the kept
+    writer.write_later([Shown("u2", WHERE, ("sku-2",), 2.0)])
+    await writer.flush()
+    assert [s.skus for s in redis.stored] == [("sku-3",), ("sku-2",)]
     assert await writer.drain(retry_seconds=0.5) == 0
-    assert [s.uid for s in redis.stored] == ["u1", "u2"]
+    assert [s.skus for s in redis.stored] == [("sku-3",), ("sku-2",), ("sku-1",)]
 
 
 async def test_a_forgotten_shopper_s_buffered_entries_are_never_replayed() -> None:

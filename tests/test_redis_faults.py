@@ -92,19 +92,6 @@ async def test_events_sent_while_redis_is_down_are_replayed_in_order(
         assert "kaeru_events_buffered_total 5.0" in metrics
 
 
-async def test_a_full_buffer_drops_the_oldest_and_counts_them(
-    aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis
-) -> None:
-    app = create_app(replace(settings, redis_url=own_redis.url, buffer_events=3))
-    client = await aiohttp_client(app, headers=BROWSER)
-    own_redis.stop()
-    for n in range(5):
-        await client.get("/px", params={"a": SHOP, "e": "view", "i": f"sku-{n}"})
-    metrics = await (await client.get("/metrics")).text()
-    assert "kaeru_events_dropped_total 2.0" in metrics
-    assert (await (await client.get("/readyz")).json())["buffered_events"] == 3
-
-
 async def test_the_replayer_and_drain_at_once_write_each_buffered_event_once(
     own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:

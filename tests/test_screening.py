@@ -132,13 +132,27 @@ def test_releaser_writes_and_counts() -> None:
     counts = {"counted": 0, "dropped": 0}
     release = releaser(
         grace,
-        written.extend,
+        lambda entries: written.extend(entries) is None,  # taken
         lambda n: counts.__setitem__("counted", counts["counted"] + n),
         lambda n: counts.__setitem__("dropped", counts["dropped"] + n),
     )
     release("shop1", {"new"})
     assert written == [waiting_view("u1", "new")]
     assert counts == {"counted": 1, "dropped": 0}
+
+
+def test_released_events_a_full_buffer_sheds_are_counted_dropped() -> None:
+    grace = FeedGrace(300, clock=Clock())
+    grace.park([waiting_view("u1", "new", "x")])
+    counts = {"counted": 0, "dropped": 0}
+    release = releaser(
+        grace,
+        lambda entries: False,  # shed
+        lambda n: counts.__setitem__("counted", counts["counted"] + n),
+        lambda n: counts.__setitem__("dropped", counts["dropped"] + n),
+    )
+    release("shop1", {"new"})
+    assert counts == {"counted": 0, "dropped": 1}
 
 
 SHOP = ("shop.example",)

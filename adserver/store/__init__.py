@@ -27,7 +27,6 @@ from adserver.store.base import (
     execute,
     raise_first_error,
     send_with_scripts,
-    stream_command,
     write_in_order,
 )
 from adserver.store.base import text as _text
@@ -47,6 +46,7 @@ __all__ = [
 ]
 
 MAX_PURCHASED = 200
+MARK_TTL_SECONDS = 7 * 86400  # a write's stream mark, should its process never confirm it
 MAX_ADVERTISERS_PER_SHOPPER = 5
 POPULAR_DEPTH = 50
 
@@ -74,6 +74,9 @@ class Store:
         self.limits = limits or StoreLimits()
         self._record_event = redis.register_script(scripts.RECORD_EVENT)
         self._load_shopper = redis.register_script(scripts.LOAD_SHOPPER)
+        self._append_events = redis.register_script(scripts.APPEND_EVENTS)
+        # Per shard, the writes seen acknowledged whose stream marks the next append deletes.
+        self._confirmed: dict[int, list[str]] = {}
         self.ledger = Ledger(redis, self.limits)
         self.campaigns = CampaignStore(redis)
 
@@ -102,45 +105,97 @@ class Store:
         return await self.record_many([(uid, event, at) for event in events])
 
     async def record_many(
-        self, entries: Iterable[tuple[str, ShopperEvent, float]]
+        self,
+        entries: Iterable[tuple[str, ShopperEvent, float]],
+        writes: Sequence[tuple[str, int]] = (),
     ) -> list[Conversion]:
         """Like record_events for several shoppers and times at once (replays, batching).
-        Returns the conversions counted by this call. A purchase whose order was recorded
-        before comes back with the attribution it got then and goes to the ledger again, which
-        counts each order once: so an event replayed because its conversion failed to be
-        counted (the second round trip) is counted now, and a true repeat is not."""
+        Returns the conversions counted by this call.
+
+        `writes` names the writes the entries belong to, in order: (write id, entry count).
+        Each write's events reach the stream once, however often it is sent (a write that
+        Redis applied but whose answer was lost is sent again by the event writer): the shard's
+        marks say which writes are there (see `keys.event_marks`). The profile script is
+        idempotent for a shopper's events sent again in order (views and carts are sets with
+        the event's time, purchases are deduplicated by order id), and the event writer keeps
+        each shopper's order. A purchase whose order was recorded before comes back with the
+        attribution it got then and goes to the ledger again, which counts each order once: so
+        an event replayed because its conversion failed to be counted (the second round trip)
+        is counted now, and a true repeat is not."""
         entries = list(entries)
-        replies = await self._write_events(entries)
-        conversions = [
-            Conversion(
-                event.advertiser,
-                event.order or "",
-                event.revenue or Decimal(0),
-                _text(reply[1]),
-                _text(reply[2]),
-                at,
-            )
-            for (uid, event, at), reply in zip(entries, replies, strict=True)
-            if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])
-        ]
-        if not conversions:
-            return []
-        counted = await self.ledger.record_conversions(conversions)
+        appends = self._appends(entries, writes)
+        try:
+            replies = await self._write_events(entries, appends)
+            conversions = [
+                Conversion(
+                    event.advertiser,
+                    event.order or "",
+                    event.revenue or Decimal(0),
+                    _text(reply[1]),
+                    _text(reply[2]),
+                    at,
+                )
+                for (uid, event, at), reply in zip(entries, replies, strict=True)
+                if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])
+            ]
+            counted = await self.ledger.record_conversions(conversions) if conversions else []
+        except BaseException:
+            for shard, _, confirmed, _ in appends:  # their marks: deleted by a later append
+                self._confirmed.setdefault(shard, []).extend(confirmed)
+            raise
+        for shard, write, _, _ in appends:
+            if write:
+                self._confirmed.setdefault(shard, []).append(write)
         return [c for c, new in zip(conversions, counted, strict=True) if new]
 
-    async def _write_events(self, entries: list[tuple[str, ShopperEvent, float]]) -> list[Any]:
-        """One round trip: per event the profile script and the stream append. Script replies
-        only (the stream's are dropped)."""
-        commands: list[Command] = []
-        for uid, event, at in entries:
-            now_ms = int(at * 1000)
-            commands.append(self._profile_command(uid, event, now_ms))
-            document = _event_document(uid, event, now_ms)
-            commands.append(stream_command(uid, document, self.limits.stream_maxlen))
-        sources = {self._record_event.sha: scripts.RECORD_EVENT}
-        replies = (await send_with_scripts(self.redis, commands, sources))[::2]
-        raise_first_error(replies)  # the profile scripts' (a failed stream append is let go)
-        return replies
+    def _appends(
+        self, entries: list[tuple[str, ShopperEvent, float]], writes: Sequence[tuple[str, int]]
+    ) -> list[tuple[int, str, list[str], list[bytes]]]:
+        """Per write and shard: (shard, write id, marks to delete there, event documents)."""
+        spans = list(writes) if writes else [("", len(entries))]
+        if sum(n for _, n in spans) != len(entries):
+            raise ValueError("writes must cover the entries exactly")
+        appends: list[tuple[int, str, list[str], list[bytes]]] = []
+        start = 0
+        for write, n in spans:
+            shards: dict[int, list[bytes]] = {}
+            for uid, event, at in entries[start : start + n]:
+                document = _event_document(uid, event, int(at * 1000))
+                shards.setdefault(keys.event_shard(uid), []).append(document)
+            for shard, documents in shards.items():
+                appends.append((shard, write, self._confirmed.pop(shard, []), documents))
+            start += n
+        return appends
+
+    async def _write_events(
+        self,
+        entries: list[tuple[str, ShopperEvent, float]],
+        appends: list[tuple[int, str, list[str], list[bytes]]],
+    ) -> list[Any]:
+        """One round trip: per event the profile script, per write and shard the stream
+        append. Profile script replies only."""
+        commands: list[Command] = [
+            self._profile_command(uid, event, int(at * 1000)) for uid, event, at in entries
+        ]
+        now_ms = int(time.time() * 1000)
+        maxlen = max(1, -(-self.limits.stream_maxlen // keys.EVENT_SHARDS))
+        for shard, write, confirmed, documents in appends:
+            commands.append(
+                (
+                    *("EVALSHA", self._append_events.sha, 2),
+                    *(keys.event_stream(shard), keys.event_marks(shard)),
+                    *(write, now_ms, MARK_TTL_SECONDS, maxlen, len(confirmed)),
+                    *confirmed,
+                    *documents,
+                )
+            )
+        sources = {
+            self._record_event.sha: scripts.RECORD_EVENT,
+            self._append_events.sha: scripts.APPEND_EVENTS,
+        }
+        replies = await send_with_scripts(self.redis, commands, sources)
+        raise_first_error(replies)
+        return replies[: len(entries)]
 
     def _profile_command(self, uid: str, event: ShopperEvent, now_ms: int) -> Command:
         """EVALSHA of the profile script (sent as is: going through redis-py's Script object

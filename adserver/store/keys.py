@@ -26,6 +26,13 @@ def event_stream(shard: int) -> str:
     return f"ev:{{{shard}}}"
 
 
+def event_marks(shard: int) -> str:
+    """hash write id -> ms: the writes whose events are on this shard's stream and whose
+    acknowledgement the writing process has not seen yet, so a replay of one (its answer was
+    lost) is not appended twice. The writer deletes a mark once it saw the write acknowledged."""
+    return f"evm:{{{shard}}}"
+
+
 def learning_lease(shard: int) -> str:
     """string: token of the worker learning from this shard, expiring unless renewed."""
     return f"evl:{{{shard}}}"
@@ -153,7 +160,8 @@ def learning_mark(advertiser: str, shard: int) -> str:
 
 
 def user_facts(uid: str, advertiser: str) -> str:
-    """hash revenue, orders, cart_since (ms): what audiences are computed from."""
+    """hash revenue, orders, cart_since (ms), bought_at (ms, the latest purchase, so a cart
+    event that arrives after a newer purchase changes no cart): what audiences use."""
     return f"{user_prefix(uid)}m:{advertiser}"
 
 

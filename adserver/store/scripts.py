@@ -12,21 +12,31 @@ from __future__ import annotations
 # a replayed event (its conversion not counted the first time) still gets counted: the ledger
 # counts each order once. An order only in the pre-attribution set of orders (the key named
 # `o:` instead of `oa:`, derived from KEYS[1] = '<user prefix>a') returns {0}.
+# Events may come in any order (a replay arrives after newer live events) and twice: the result
+# is the same. Sets keep each member's newest time (ZADD GT), cart_since and bought_at (facts)
+# the newest, a purchase empties the cart only up to its time, and a cart older than the last
+# purchase changes no cart.
 RECORD_EVENT = """
 local kind, advertiser, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl, cap, order = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local function add_items(key)
-  for i = 10, #ARGV do redis.call('ZADD', key, now, ARGV[i]) end
+  for i = 10, #ARGV do redis.call('ZADD', key, 'GT', now, ARGV[i]) end
   redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
   redis.call('EXPIRE', key, ttl)
 end
-redis.call('ZADD', KEYS[1], now, advertiser)
+local function latest(field)  -- facts[field] := max(facts[field], now)
+  local kept = redis.call('HGET', KEYS[6], field)
+  if not kept or tonumber(kept) < now then redis.call('HSET', KEYS[6], field, now) end
+end
+redis.call('ZADD', KEYS[1], 'GT', now, advertiser)
 redis.call('EXPIRE', KEYS[1], ttl)
 if kind == 'view' then
   add_items(KEYS[2])
 elseif kind == 'cart' then
+  local bought = redis.call('HGET', KEYS[6], 'bought_at')
+  if bought and tonumber(bought) >= now then return {1} end  -- that cart was bought since
   add_items(KEYS[3])
-  redis.call('HSET', KEYS[6], 'cart_since', now)
+  latest('cart_since')
   redis.call('EXPIRE', KEYS[6], ttl)
 elseif kind == 'purchase' then
   local kept = redis.call('HGET', KEYS[5], order)
@@ -37,8 +47,9 @@ elseif kind == 'purchase' then
   local legacy = string.sub(KEYS[1], 1, -2) .. 'o:' .. advertiser
   if redis.call('SISMEMBER', legacy, order) == 1 then return {0} end
   add_items(KEYS[4])
-  redis.call('DEL', KEYS[3])
-  redis.call('HDEL', KEYS[6], 'cart_since')
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)  -- the cart up to this purchase
+  if redis.call('ZCARD', KEYS[3]) == 0 then redis.call('HDEL', KEYS[6], 'cart_since') end
+  latest('bought_at')
   redis.call('HINCRBYFLOAT', KEYS[6], 'revenue', ARGV[7])
   redis.call('HINCRBY', KEYS[6], 'orders', 1)
   redis.call('EXPIRE', KEYS[6], ttl)
@@ -54,6 +65,25 @@ elseif kind == 'purchase' then
   return {1, via, key}
 end
 return {1}
+"""
+
+# Append one write's events of one shard to the shard's stream, once. KEYS: stream, marks (one
+# slot). ARGV: write id ('' for no mark), now_ms, mark ttl_seconds, shard maxlen, n, n write ids
+# whose marks are no longer needed (the writer saw them acknowledged), then the event documents.
+# Returns 1 when appended, 0 when this write's mark was there (it was applied before).
+APPEND_EVENTS = """
+local n = tonumber(ARGV[5])
+for i = 6, 5 + n, 1000 do
+  redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 999, 5 + n)))
+end
+if ARGV[1] ~= '' then
+  if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+for i = 6 + n, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[i])
+end
+return 1
 """
 
 # KEYS: advertisers (of one user). The per-advertiser keys are derived from ARGV[1], the

@@ -67,19 +67,80 @@
     }
     new w.Image().src = base + "/px?" + new URLSearchParams(privacy(p));
   }
-  function flush() {
-    clearTimeout(timer);
-    timer = null;
-    if (!batch.length) return;
-    const sent = batch, n = w.navigator;
-    batch = [];
+  // Batches go out with fetch(keepalive), which, unlike sendBeacon, lets the tag read the
+  // answer: a 503 (Kaeru's buffer is full: nothing was stored) keeps the batch, in
+  // localStorage too so that the next page can send it, and sends it again after Retry-After
+  // (else a backoff), a few times at most. Without fetch: sendBeacon, then pixels.
+  const STORE_KEY = "kaeru:retry", MAX_TRIES = 6, MAX_KEPT = 20, KEEPALIVE_MAX = 60000;
+  let kept = [], retryTimer = null;
+  const now = () => Date.now();
+  const storage = () => { try { return w.localStorage || null; } catch (err) { return null; } };
+  function save() {
+    const s = storage();
+    try { if (s) kept.length ? s.setItem(STORE_KEY, JSON.stringify(kept)) : s.removeItem(STORE_KEY); } catch (err) { /* full or blocked */ }
+  }
+  function restore() {
+    const s = storage();
     try {
-      const body = JSON.stringify(privacy({ events: sent }));
+      const old = s && JSON.parse(s.getItem(STORE_KEY) || "[]");
+      if (Array.isArray(old)) kept = old.filter((k) => k && typeof k.body === "string").slice(-MAX_KEPT);
+    } catch (err) { kept = []; }
+    schedule();
+  }
+  function schedule() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    if (!kept.length) return;
+    const due = Math.min.apply(null, kept.map((k) => k.due || 0));
+    retryTimer = setTimeout(retry, Math.max(0, due - now()));
+  }
+  function retry() {
+    retryTimer = null;
+    const ready = kept.filter((k) => (k.due || 0) <= now());
+    kept = kept.filter((k) => (k.due || 0) > now());
+    save();
+    ready.forEach((k) => send(k.body, k.tries || 0, null));
+    schedule();
+  }
+  function keep(body, tries, retryAfter) {
+    if (tries + 1 >= MAX_TRIES) return; // never acknowledged: given up
+    const seconds = Number(retryAfter);
+    const wait = seconds > 0 ? Math.min(seconds, 300) * 1000 : Math.min(2000 * 2 ** tries, 60000);
+    kept.push({ body: body, tries: tries + 1, due: now() + wait });
+    kept = kept.slice(-MAX_KEPT);
+    save();
+    schedule();
+  }
+  function send(body, tries, events) {
+    const n = w.navigator;
+    if (w.fetch && body.length <= KEEPALIVE_MAX) {
+      try {
+        w.fetch(base + "/e", {
+          method: "POST", body: body, keepalive: true, credentials: "include",
+          headers: { "Content-Type": "text/plain" },
+        }).then((r) => {
+          if (r.status === 503 || r.status === 429) keep(body, tries, r.headers.get("Retry-After"));
+        }, () => { /* no answer: it may have been stored, so never sent twice */ });
+        return;
+      } catch (err) { /* fall back */ }
+    }
+    try {
       if (n && n.sendBeacon && n.sendBeacon(base + "/e", new Blob([body], { type: "text/plain" }))) {
         return;
       }
     } catch (err) { /* fall back to pixels */ }
-    sent.forEach((e) => { try { pixel(e); } catch (err) { /* never break the page */ } });
+    (events || []).forEach((e) => { try { pixel(e); } catch (err) { /* never break the page */ } });
+  }
+  function flush() {
+    clearTimeout(timer);
+    timer = null;
+    if (!batch.length) return;
+    const sent = batch;
+    batch = [];
+    let body = null;
+    try { body = JSON.stringify(privacy({ events: sent })); } catch (err) { /* pixels */ }
+    if (body === null) return sent.forEach((e) => { try { pixel(e); } catch (err) { /* */ } });
+    send(body, 0, sent);
   }
 
   const run = (cmd) => { try { handle(cmd); } catch (err) { warn("failed: " + err); } };
@@ -89,6 +150,7 @@
     return q.length;
   };
   pending.forEach(run);
+  restore();
   if (w.addEventListener) w.addEventListener("pagehide", flush);
   if (d.addEventListener) {
     d.addEventListener("visibilitychange", () => d.visibilityState === "hidden" && flush());

@@ -59,7 +59,8 @@ def is_bot(request: web.Request) -> bool:
 
 def consented(request: web.Request, gdpr: str | None, tc_string: str | None) -> bool:
     """IAB TCF v2.2: where GDPR applies (`gdpr=1`), Kaeru stores and personalises only with
-    consent to purposes 1, 3 and 4 (and vendor consent when KAERU_TCF_VENDOR_ID is set)."""
+    consent to purposes 1, 3 and 4 (and, when KAERU_TCF_VENDOR_ID is set, vendor consent and no
+    publisher restriction taking one of those purposes from that vendor)."""
     return may_personalise(gdpr, tc_string, request.app[SETTINGS].tcf_vendor_id)
 
 

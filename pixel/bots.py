@@ -114,6 +114,8 @@ def is_crawler(user_agent: str) -> bool:
     callers cut the header to MAX_USER_AGENT characters first, so the cache stays small."""
     if not user_agent.strip():
         return False
+    if not user_agent.isascii():  # aiohttp keeps undecodable header bytes as lone surrogates,
+        user_agent = user_agent.encode("utf-8", "replace").decode()  # which RE2 cannot take
     return (
         _markers(user_agent) or _crawler_user_agents(user_agent) or crawlerdetect_says(user_agent)
     )

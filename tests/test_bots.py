@@ -93,6 +93,13 @@ def test_peoples_browsers_are_not_bots(user_agent: str) -> None:
     assert not is_crawler(user_agent)
 
 
+def test_undecodable_and_non_ascii_user_agents_are_judged() -> None:
+    """aiohttp keeps header bytes that are not UTF-8 as lone surrogates."""
+    assert not is_crawler(b"Mozilla/5.0 \xff\xfe".decode("utf-8", "surrogateescape"))
+    assert is_crawler(b"\x80 Googlebot/2.1".decode("utf-8", "surrogateescape"))
+    assert not is_crawler(f"{CHROME} \u00e9\u2028")
+
+
 def test_patterns_dropped_as_too_broad_still_catch_their_crawlers() -> None:
     """A pattern of the second list dropped because it names a browser or a phone loses none
     of the crawlers that list gives as its examples (the first list or a marker has them);

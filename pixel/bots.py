@@ -8,11 +8,12 @@ Two maintained lists, checked together, plus a few markers neither list carries:
   patterns searched in the whole User-Agent; `_TOO_BROAD` drops the few that name a browser,
   a phone or an Android build rather than a crawler (the crawlers they were meant for are
   caught by CrawlerDetect: tests/test_bots.py checks it on their own listed instances);
-- `AUTOMATION_MARKERS`: browser automation and health checkers.
+- `AUTOMATION_MARKERS`: browser automation, health checkers, monitors and scanners.
 
-Each list is one RE2 regex (google-re2: a DFA, so its cost does not grow with the number of
-patterns; Python's `re` tries every alternative at every position, ~1 ms per User-Agent here).
-Patterns RE2 cannot run (lookarounds, back-references) are searched with `re` instead.
+The second list and the markers are one RE2 regex, CrawlerDetect's patterns another
+(google-re2 runs a DFA, so the cost does not grow with the number of patterns; Python's `re`
+tries every alternative at every position, ~1 ms per User-Agent here). Patterns RE2 cannot run
+(lookarounds, back-references) are searched with `re` instead.
 `is_crawler` is cached, so a User-Agent seen before costs one dictionary lookup.
 """
 
@@ -95,11 +96,12 @@ def _alternation(patterns: Iterable[str], *, ignore_case: bool) -> _Search:
 
 _exclusions = re.compile("|".join(_CRAWLERDETECT_EXCLUSIONS), re.IGNORECASE)
 _crawlerdetect = _alternation(_CRAWLERDETECT, ignore_case=True)
-_crawler_user_agents = _alternation(
-    (p for p in (e["pattern"] for e in CRAWLER_USER_AGENTS_DATA) if p not in _TOO_BROAD),
+_listed = [e["pattern"] for e in CRAWLER_USER_AGENTS_DATA]
+# The markers join the second list's regex, case-insensitive in their own groups: one search.
+_crawler_user_agents_or_markers = _alternation(
+    [*(p for p in _listed if p not in _TOO_BROAD), *(f"(?i:{m})" for m in AUTOMATION_MARKERS)],
     ignore_case=False,
 )
-_markers = _alternation(AUTOMATION_MARKERS, ignore_case=True)
 
 
 def crawlerdetect_says(user_agent: str) -> bool:
@@ -116,6 +118,4 @@ def is_crawler(user_agent: str) -> bool:
         return False
     if not user_agent.isascii():  # aiohttp keeps undecodable header bytes as lone surrogates,
         user_agent = user_agent.encode("utf-8", "replace").decode()  # which RE2 cannot take
-    return (
-        _markers(user_agent) or _crawler_user_agents(user_agent) or crawlerdetect_says(user_agent)
-    )
+    return _crawler_user_agents_or_markers(user_agent) or crawlerdetect_says(user_agent)

@@ -116,7 +116,7 @@ def test_patterns_dropped_as_too_broad_still_catch_their_crawlers() -> None:
 
 def test_re2_gives_the_lists_own_answers() -> None:
     """RE2 runs the patterns; on a sample the answers are those of each list's own code
-    (CrawlerDetect's class, crawler-user-agents' `is_crawler` with Python's `re`)."""
+    (CrawlerDetect's class; crawler-user-agents' matcher, on Python's `re`, or a marker)."""
     import crawleruseragents
 
     detector = CrawlerDetect()
@@ -127,8 +127,8 @@ def test_re2_gives_the_lists_own_answers() -> None:
         own = any(
             crawleruseragents.CRAWLER_USER_AGENTS_DATA[i]["pattern"] not in bots._TOO_BROAD
             for i in listed
-        )
-        assert bots._crawler_user_agents(user_agent) == own, user_agent
+        ) or any(re.search(m, user_agent, re.IGNORECASE) for m in bots.AUTOMATION_MARKERS)
+        assert bots._crawler_user_agents_or_markers(user_agent) == own, user_agent
 
 
 def test_markers_are_plain_and_few() -> None:

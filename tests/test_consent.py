@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -636,3 +638,24 @@ def test_a_huge_restriction_range_stays_cheap() -> None:
     assert len(data.publisher_restrictions) == 24
     assert {r.vendor_ranges for r in data.publisher_restrictions} == {((1, 65535),)}
     assert may_personalise("1", tc, vendor_id=755)
+
+
+def test_committed_vectors_are_what_the_reference_decoder_says() -> None:
+    """Where node and @iabtcf/core are installed (found on NODE_PATH), decode the committed
+    vectors again with it: the data file is the reference's answer, not a stale copy."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    cases = REFERENCE["cases"]
+    probe = subprocess.run([node, "-e", "require.resolve('@iabtcf/core')"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("@iabtcf/core is not installed (npm install it, then set NODE_PATH)")
+    out = subprocess.run(
+        [node, str(Path(__file__).parent / "cases" / "tcf" / "reference.cjs")],
+        input=json.dumps([case["tc_string"] for case in cases]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(out.stdout) == [case["reference"] for case in cases]

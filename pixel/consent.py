@@ -1,10 +1,11 @@
-"""IAB TCF v2 (v2.2) consent: decode the core segment of a TC string, and decide whether a
-request under GDPR may be used for personalised ads.
+"""IAB TCF v2 (v2.2) consent: decode a TC string, and decide whether a request under GDPR may
+be used for personalised ads.
 
-Only the core segment (the first of the "."-separated segments) is decoded, up to and including
-the vendor legitimate-interest section; publisher restrictions and the other segments are not
-needed here. Anything malformed raises `ConsentError`, and `may_personalise` treats that as "no
-consent" (fail closed).
+The core segment (the first of the "."-separated segments) is decoded whole, publisher
+restrictions included; every segment after it (disclosed vendors, allowed vendors, publisher TC)
+must carry a known segment type and decode fully, as the IAB's reference decoder
+(`@iabtcf/core`) requires. Anything malformed raises `ConsentError`, and `may_personalise`
+treats that as "no consent" (fail closed).
 """
 
 from __future__ import annotations
@@ -40,10 +41,44 @@ _SPECIAL_FEATURES = 12
 _PURPOSES = 24
 _VENDOR_ID = 16
 _NUM_ENTRIES = 12
+_NUM_PUB_RESTRICTIONS = 12
+_PURPOSE_ID = 6
+_RESTRICTION_TYPE = 2
+_SEGMENT_TYPE = 3
+_NUM_CUSTOM_PURPOSES = 6
+
+# Publisher restriction types (TCF v2 "PublisherRestrictions" section); 3 is undefined.
+NOT_ALLOWED, REQUIRE_CONSENT, REQUIRE_LI = 0, 1, 2
+# Segment types after the core segment.
+DISCLOSED_VENDORS, ALLOWED_VENDORS, PUBLISHER_TC = 1, 2, 3
 
 
 class ConsentError(ValueError):
     """The TC string is missing, garbled, truncated or not TCF v2."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherRestriction:
+    """The publisher restricts `purpose_id` to `restriction_type` (NOT_ALLOWED, REQUIRE_CONSENT
+    or REQUIRE_LI) for the vendors in `vendor_ranges` (inclusive, merged and sorted)."""
+
+    purpose_id: int
+    restriction_type: int
+    vendor_ranges: tuple[tuple[int, int], ...]
+
+    def covers(self, vendor_id: int) -> bool:
+        return any(start <= vendor_id <= end for start, end in self.vendor_ranges)
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherTC:
+    """The optional publisher TC segment: the publisher's own purposes and custom purposes."""
+
+    purposes_consent: frozenset[int]
+    purposes_li: frozenset[int]
+    num_custom_purposes: int
+    custom_purposes_consent: frozenset[int]
+    custom_purposes_li: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +102,10 @@ class TCData:
     publisher_cc: str  # two upper-case letters, e.g. "DE"
     max_vendor_id: int  # of the vendor consent section
     vendor_li: frozenset[int]
+    publisher_restrictions: tuple[PublisherRestriction, ...] = ()
+    vendors_disclosed: frozenset[int] | None = None  # None: no disclosed-vendors segment
+    vendors_allowed: frozenset[int] | None = None  # None: no allowed-vendors segment
+    publisher_tc: PublisherTC | None = None
 
 
 class _Bits:
@@ -107,13 +146,8 @@ class _Bits:
         return _EPOCH + timedelta(milliseconds=100 * self.read_int(_TIMESTAMP, what))
 
 
-def _vendor_section(bits: _Bits, what: str) -> tuple[int, frozenset[int]]:
-    """MaxVendorId, then a bitfield or a list of ids and ranges; returns (max id, vendor ids)."""
-    max_vendor_id = bits.read_int(_VENDOR_ID, what)
-    if max_vendor_id > MAX_VENDOR_ID:  # pragma: no cover - unreachable with a 16-bit field
-        raise ConsentError(f"absurd MaxVendorId in {what}")
-    if not bits.read_bool(what):
-        return max_vendor_id, bits.flags(max_vendor_id, what)
+def _range_entries(bits: _Bits, what: str, max_vendor_id: int) -> list[tuple[int, int]]:
+    """NumEntries, then that many single ids or (start, end) ranges, each within 1..max."""
     ranges: list[tuple[int, int]] = []
     for _ in range(bits.read_int(_NUM_ENTRIES, what)):
         is_range = bits.read_bool(what)
@@ -122,24 +156,100 @@ def _vendor_section(bits: _Bits, what: str) -> tuple[int, frozenset[int]]:
         if not 1 <= start <= end <= max_vendor_id:
             raise ConsentError(f"bad vendor range {start}-{end} in {what}")
         ranges.append((start, end))
-    # Merge overlapping ranges first, so the set costs at most MaxVendorId insertions however
-    # many (overlapping) entries the string repeats.
-    vendors: set[int] = set()
-    covered = 0  # every id <= covered is already in `vendors`
+    return ranges
+
+
+def _merged(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Overlapping or adjacent ranges merged, sorted: at most 65_535 ids however many entries."""
+    merged: list[tuple[int, int]] = []
     for start, end in sorted(ranges):
-        if end > covered:
-            vendors.update(range(max(start, covered + 1), end + 1))
-            covered = end
-    return max_vendor_id, frozenset(vendors)
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+def _vendor_section(bits: _Bits, what: str) -> tuple[int, frozenset[int]]:
+    """MaxVendorId, then a bitfield or a list of ids and ranges; returns (max id, vendor ids)."""
+    max_vendor_id = bits.read_int(_VENDOR_ID, what)
+    if max_vendor_id > MAX_VENDOR_ID:  # pragma: no cover - unreachable with a 16-bit field
+        raise ConsentError(f"absurd MaxVendorId in {what}")
+    if not bits.read_bool(what):
+        return max_vendor_id, bits.flags(max_vendor_id, what)
+    # Merging first keeps the set at most MaxVendorId insertions however many (overlapping)
+    # entries the string repeats.
+    ranges = _merged(_range_entries(bits, what, max_vendor_id))
+    return max_vendor_id, frozenset(i for start, end in ranges for i in range(start, end + 1))
+
+
+def _publisher_restrictions(bits: _Bits) -> tuple[PublisherRestriction, ...]:
+    """NumPubRestrictions, then per restriction: PurposeId, RestrictionType and vendor ranges.
+    Purpose 0 and the undefined restriction type 3 are refused, as the reference decoder does;
+    entries for the same purpose and type are one restriction (their vendor ranges merged)."""
+    what = "publisher restrictions"
+    ranges: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for _ in range(bits.read_int(_NUM_PUB_RESTRICTIONS, what)):
+        purpose_id = bits.read_int(_PURPOSE_ID, what)
+        restriction_type = bits.read_int(_RESTRICTION_TYPE, what)
+        if purpose_id == 0 or restriction_type not in (NOT_ALLOWED, REQUIRE_CONSENT, REQUIRE_LI):
+            raise ConsentError(f"bad restriction {purpose_id}/{restriction_type} in {what}")
+        entries = _range_entries(bits, what, 65_535)
+        ranges.setdefault((purpose_id, restriction_type), []).extend(entries)
+    return tuple(
+        PublisherRestriction(purpose_id, restriction_type, _merged(entries))
+        for (purpose_id, restriction_type), entries in sorted(ranges.items())
+    )
+
+
+def _publisher_tc(bits: _Bits) -> PublisherTC:
+    what = "publisher TC segment"
+    purposes_consent = bits.flags(_PURPOSES, what)
+    purposes_li = bits.flags(_PURPOSES, what)
+    num_custom = bits.read_int(_NUM_CUSTOM_PURPOSES, what)
+    return PublisherTC(
+        purposes_consent=purposes_consent,
+        purposes_li=purposes_li,
+        num_custom_purposes=num_custom,
+        custom_purposes_consent=bits.flags(num_custom, what),
+        custom_purposes_li=bits.flags(num_custom, what),
+    )
+
+
+@dataclass(slots=True)
+class _Segments:
+    vendors_disclosed: frozenset[int] | None = None
+    vendors_allowed: frozenset[int] | None = None
+    publisher_tc: PublisherTC | None = None
+
+
+def _other_segments(segments: list[str]) -> _Segments:
+    """Decode every segment after the core one. A segment type other than 1-3 (0 would be a
+    second core segment), or a segment that ends before its last field, makes the whole string
+    invalid; trailing padding bits are ignored, as the reference decoder ignores them."""
+    found = _Segments()
+    for segment in segments:
+        bits = _Bits(segment)
+        kind = bits.read_int(_SEGMENT_TYPE, "segment type")
+        if kind == DISCLOSED_VENDORS:
+            found.vendors_disclosed = _vendor_section(bits, "disclosed vendors")[1]
+        elif kind == ALLOWED_VENDORS:
+            found.vendors_allowed = _vendor_section(bits, "allowed vendors")[1]
+        elif kind == PUBLISHER_TC:
+            found.publisher_tc = _publisher_tc(bits)
+        else:
+            raise ConsentError(f"bad segment type {kind}")
+    return found
 
 
 def decode_tc_string(tc: str) -> TCData:
-    """Decode the core segment of a TCF v2 TC string; raise ConsentError if it is malformed."""
+    """Decode a TCF v2 TC string, all its segments; raise ConsentError if any is malformed."""
     if len(tc) > MAX_TC_STRING_LENGTH:
         raise ConsentError("TC string too long")
     if not _TC_STRING.fullmatch(tc):
         raise ConsentError("not a base64url TC string")
-    bits = _Bits(tc.split(".", 1)[0])
+    core, *others = tc.split(".")
+    bits = _Bits(core)
     version = bits.read_int(_VERSION, "version")
     if version != TCF_VERSION:
         raise ConsentError(f"unsupported TCF version {version}")
@@ -160,6 +270,8 @@ def decode_tc_string(tc: str) -> TCData:
     publisher_cc = bits.letters("publisher country")
     max_vendor_id, vendor_consents = _vendor_section(bits, "vendor consents")
     _, vendor_li = _vendor_section(bits, "vendor legitimate interests")
+    publisher_restrictions = _publisher_restrictions(bits)
+    segments = _other_segments(others)
     return TCData(
         version=version,
         cmp_id=cmp_id,
@@ -180,6 +292,10 @@ def decode_tc_string(tc: str) -> TCData:
         publisher_cc=publisher_cc,
         max_vendor_id=max_vendor_id,
         vendor_li=vendor_li,
+        publisher_restrictions=publisher_restrictions,
+        vendors_disclosed=segments.vendors_disclosed,
+        vendors_allowed=segments.vendors_allowed,
+        publisher_tc=segments.publisher_tc,
     )
 
 
@@ -188,8 +304,9 @@ def may_personalise(gdpr: str | None, tc: str | None, vendor_id: int | None = No
 
     `gdpr` is the request's `gdpr` parameter: "0", "" or None mean GDPR does not apply, so no
     consent is needed. Anything else (including unexpected values) means it applies, and then the
-    TC string must decode and grant consent for purposes 1, 3 and 4, and, if `vendor_id` is given,
-    that vendor must have consent too. Never raises.
+    TC string must decode (every segment) and grant consent for purposes 1, 3 and 4, and, if
+    `vendor_id` is given, that vendor must have consent too and no publisher restriction may
+    take one of those purposes from it (see `restricted`). Never raises.
     """
     if gdpr is None or gdpr in _NO_GDPR:
         return True
@@ -201,4 +318,19 @@ def may_personalise(gdpr: str | None, tc: str | None, vendor_id: int | None = No
         return False
     if not REQUIRED_PURPOSES <= data.purposes_consent:
         return False
-    return vendor_id is None or vendor_id in data.vendor_consents
+    if vendor_id is None:
+        return True
+    return vendor_id in data.vendor_consents and not restricted(data, vendor_id)
+
+
+def restricted(data: TCData, vendor_id: int) -> bool:
+    """Does a publisher restriction stop `vendor_id` from using consent for a purpose Kaeru
+    needs? "Not allowed" forbids the purpose outright, and "require legitimate interest" means
+    consent may not be the legal basis (purpose 1 has no LI basis at all); "require consent"
+    changes nothing, since Kaeru asks for consent anyway."""
+    return any(
+        restriction.purpose_id in REQUIRED_PURPOSES
+        and restriction.restriction_type in (NOT_ALLOWED, REQUIRE_LI)
+        and restriction.covers(vendor_id)
+        for restriction in data.publisher_restrictions
+    )

@@ -9,13 +9,11 @@ import secrets
 from collections.abc import Mapping
 
 from aiohttp import web
-from crawlerdetect import CrawlerDetect
 
 from adserver.context import SETTINGS
+from pixel.bots import MAX_USER_AGENT, is_crawler
 from pixel.consent import may_personalise
 
-_CRAWLERS = CrawlerDetect()
-_CRAWLERS.is_crawler("Mozilla/5.0")  # compiles its big regexes now (~10 ms), not on a request
 UID_COOKIE = "uid"
 OPTOUT_COOKIE = "optout"
 UID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}\Z")
@@ -44,22 +42,19 @@ def opted_out(request: web.Request) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=10_000)
-def _crawler(user_agent: str) -> bool:
-    return bool(_CRAWLERS.isCrawler(user_agent))
-
-
 def is_bot(request: web.Request) -> bool:
-    """A known crawler or automated client (the maintained CrawlerDetect list): it gets no
-    personalised ads and its hits, impressions and clicks are not counted."""
+    """A known crawler or automated client (two maintained lists and a few automation markers:
+    `pixel/bots.py`): it gets no personalised ads and its hits, impressions and clicks are not
+    counted."""
     if not request.app[SETTINGS].filter_bots:
         return False
-    return _crawler(request.headers.get("User-Agent", "")[:512])
+    return is_crawler(request.headers.get("User-Agent", "")[:MAX_USER_AGENT])
 
 
 def consented(request: web.Request, gdpr: str | None, tc_string: str | None) -> bool:
     """IAB TCF v2.2: where GDPR applies (`gdpr=1`), Kaeru stores and personalises only with
-    consent to purposes 1, 3 and 4 (and vendor consent when KAERU_TCF_VENDOR_ID is set)."""
+    consent to purposes 1, 3 and 4 (and, when KAERU_TCF_VENDOR_ID is set, vendor consent and no
+    publisher restriction taking one of those purposes from that vendor)."""
     return may_personalise(gdpr, tc_string, request.app[SETTINGS].tcf_vendor_id)
 
 

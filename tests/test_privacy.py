@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from adserver.app import create_app
 from adserver.context import STORE
-from tests.conftest import OPERATOR_TOKEN, SHOP, SHOP_TOKEN, counted, stream_events
+from adserver.settings import Settings
+from tests.conftest import (
+    BROWSER,
+    OPERATOR_TOKEN,
+    SHOP,
+    SHOP_TOKEN,
+    counted,
+    product_row,
+    put_catalog,
+    stream_events,
+)
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
@@ -215,6 +227,31 @@ async def test_tcf_consent_to_purposes_1_3_4_is_needed_where_gdpr_applies(
         "/ad.json", params={"pub": "news1", "size": "300x250", "gdpr": "1", "gdpr_consent": refused}
     )
     assert generic.status == 204 or (await generic.json())["strategy"] == "popular"
+
+
+async def test_a_publisher_restriction_or_a_bad_segment_means_no_storage(
+    aiohttp_client: Any, settings: Settings, redis_url: str
+) -> None:
+    """With KAERU_TCF_VENDOR_ID set, a publisher restriction that takes purpose 3 from Kaeru's
+    vendor, or a garbled segment after a valid core, is no consent: nothing is stored."""
+    from tests.test_consent import encode
+
+    client = await aiohttp_client(create_app(replace(settings, tcf_vendor_id=755)), headers=BROWSER)
+    await put_catalog(client, [product_row("sku-1")])
+    granted = encode(purposes=(1, 3, 4), vendors=(755,))
+    refusals = [
+        encode(purposes=(1, 3, 4), vendors=(755,), restrictions=[(3, 0, [(700, 800)])]),
+        encode(purposes=(1, 3, 4), vendors=(755,), restrictions=[(4, 2, [(755, 755)])]),
+        f"{granted}.zzzz",
+        f"{granted}.I",
+    ]
+    base = {"a": SHOP, "e": "view", "i": "sku-1", "gdpr": "1"}
+    for refused in refusals:
+        await client.get("/px", params={**base, "gdpr_consent": refused})
+    assert await stream_events(redis_url) == []
+    allowed = encode(purposes=(1, 3, 4), vendors=(755,), restrictions=[(3, 1, [(755, 755)])])
+    await client.get("/px", params={**base, "gdpr_consent": allowed})
+    assert [e["items"] for e in await stream_events(redis_url)] == [["sku-1"]]
 
 
 async def test_known_bots_are_not_tracked_or_counted(

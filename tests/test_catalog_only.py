@@ -269,3 +269,33 @@ async def test_a_forgotten_shopper_stops_waiting_for_the_feed(
     await counted(stocked)
 
     assert not (await stocked.app[STORE].load_shopper(uid)).known
+
+
+async def test_a_new_product_bought_before_its_feed_is_not_left_in_the_cart(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """A launch: the shopper puts a product no feed has brought yet in the cart (it waits)
+    and buys it at once; the feed lands after the purchase. The waiting cart must not come
+    back as a cart not bought (a `cart_abandoners` target for what was bought)."""
+    await stocked.post(
+        "/e", json={"events": [{"advertiser": SHOP, "event": "cart", "item": "sku-new"}]}
+    )
+    uid = stocked.session.cookie_jar.filter_cookies(stocked.make_url("/"))["uid"].value
+    purchase = {
+        "advertiser": SHOP,
+        "event": "purchase",
+        "order": "o-launch",
+        "revenue": "19.90",
+        "currency": "EUR",
+    }
+    bought = await stocked.post("/e", json={"events": [{**purchase, "items": ["sku-new"]}]})
+    assert bought.status == 204
+    await counted(stocked)
+    await put_catalog(stocked, [product_row(f"sku-{n}") for n in (*range(1, 7), "new")])
+    await counted(stocked)  # the waiting cart is released now
+
+    history = (await stocked.app[STORE].load_shopper(uid)).histories[0]
+    assert history.bought == ("sku-new",)
+    assert history.cart == ()
+    assert history.cart_since is None
+    assert metric(stocked, "kaeru_unknown_items_total", outcome="counted") == 1

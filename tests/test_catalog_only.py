@@ -39,6 +39,13 @@ async def batch(client: TestClient[Any, Any], events: list[dict[str, Any]], **he
     return response.status
 
 
+def next_millisecond() -> None:
+    """Until the clock has moved on by a millisecond (event times are kept in ms)."""
+    start = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 <= start:
+        pass
+
+
 def views(*skus: str) -> list[dict[str, Any]]:
     return [{"advertiser": SHOP, "event": "view", "item": sku} for sku in skus]
 
@@ -281,6 +288,7 @@ async def test_a_new_product_bought_before_its_feed_is_not_left_in_the_cart(
         "/e", json={"events": [{"advertiser": SHOP, "event": "cart", "item": "sku-new"}]}
     )
     uid = stocked.session.cookie_jar.filter_cookies(stocked.make_url("/"))["uid"].value
+    next_millisecond()  # a shopper does not add and buy within one (a test client could)
     purchase = {
         "advertiser": SHOP,
         "event": "purchase",
@@ -299,3 +307,20 @@ async def test_a_new_product_bought_before_its_feed_is_not_left_in_the_cart(
     assert history.cart == ()
     assert history.cart_since is None
     assert metric(stocked, "kaeru_unknown_items_total", outcome="counted") == 1
+
+
+async def test_a_shopper_forgotten_by_another_process_stays_forgotten(
+    aiohttp_client: Any, settings: Settings, stocked: TestClient[Any, Any]
+) -> None:
+    """`kaeru serve --workers N`: the view of a product not fed yet waits in the process that
+    took it; the opt-out (or an erasure) reaches another process. When the feed lands, the
+    waiting view must not bring back what the opt-out deleted."""
+    other: TestClient[Any, Any] = await aiohttp_client(create_app(settings), headers=BROWSER)
+    response = await stocked.get("/px", params={"a": SHOP, "e": "view", "i": "sku-new"})
+    uid = response.cookies["uid"].value
+    opted_out = await other.get("/optout", cookies={"uid": uid})
+    assert opted_out.status == 200
+    await put_catalog(stocked, [product_row(f"sku-{n}") for n in (*range(1, 7), "new")])
+    await counted(stocked)  # the first process released its waiting view
+
+    assert not (await stocked.app[STORE].load_shopper(uid)).known

@@ -20,7 +20,15 @@ from adserver.shopper import ShopperEvent
 from adserver.store import keys
 from adserver.store.learning import LearningStore
 from adserver.worker import RelatedWorker
-from tests.conftest import BROWSER, SHOP, counted, learn_all, product_row, put_catalog
+from tests.conftest import (
+    BROWSER,
+    SHOP,
+    counted,
+    learn_all,
+    product_row,
+    put_catalog,
+    refresh_catalog,
+)
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -324,3 +332,25 @@ async def test_a_shopper_forgotten_by_another_process_stays_forgotten(
     await counted(stocked)  # the first process released its waiting view
 
     assert not (await stocked.app[STORE].load_shopper(uid)).known
+
+
+async def test_products_out_of_stock_cannot_blank_the_anonymous_ad(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """The report's attack with real SKUs: catalogs keep products that are sold out, and
+    views of them pushed every product that can be shown out of the `popular` fallback."""
+    sold_out = [f"gone-{n}" for n in range(50)]
+    rows = [product_row(f"sku-{n}") for n in range(1, 7)]
+    await put_catalog(
+        stocked, rows + [product_row(s, availability="out_of_stock") for s in sold_out]
+    )
+    await refresh_catalog(stocked)
+    assert await batch(stocked, views("sku-3", "sku-4")) == 204
+    for _ in range(40):
+        assert await batch(stocked, views(*sold_out)) == 204
+    await learn_all(stocked)
+
+    status, body = await anonymous_ad(stocked)
+    assert status == 200
+    assert body["strategy"] == "popular"
+    assert {p["id"] for p in body["products"]} <= {"sku-3", "sku-4"}

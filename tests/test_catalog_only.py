@@ -332,6 +332,10 @@ async def test_a_shopper_forgotten_by_another_process_stays_forgotten(
     await counted(stocked)  # the first process released its waiting view
 
     assert not (await stocked.app[STORE].load_shopper(uid)).known
+    # What keeps it forgotten is kept only as long as something may wait: a loop of opt-outs
+    # with made-up uids cannot grow Redis for the lookback.
+    held = await stocked.app[STORE].redis.ttl(keys.user_forgotten(uid))
+    assert 0 < held <= settings.feed_grace_seconds + 300
 
 
 async def test_products_out_of_stock_cannot_blank_the_anonymous_ad(

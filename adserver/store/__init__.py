@@ -255,7 +255,7 @@ class Store:
         # replay in another process would bring the profile back), then the erasure.
         forgotten_ms = int(time.time() * 1000)
         await self.redis.set(
-            keys.user_forgotten(uid), forgotten_ms, ex=self.limits.lookback_seconds
+            keys.user_forgotten(uid), forgotten_ms, ex=self.limits.erasure_hold_seconds
         )
         # One DEL is atomic, and all these keys share the {uid} slot (one node on a cluster).
         return int(await self.redis.delete(*doomed))

@@ -59,6 +59,7 @@ IMPRESSION_LINGER_SECONDS = 0.005
 
 WORKER_SOCKET_TIMEOUT = 5.0
 WORKER_STOP_SECONDS = 3.0
+ERASURE_REPLAY_SECONDS = 300  # beyond the feed grace, for events buffered while Redis was slow
 SHUTDOWN_GRACE_SECONDS = 5.0  # a stopping server lets in-flight requests finish this long
 UNSENT_DIR = "unsent"  # in the data dir: what Redis could not take before an exit
 
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
             stream_maxlen=settings.stream_maxlen,
             click_window_seconds=settings.click_window_days * 86400,
             view_window_seconds=settings.view_window_days * 86400,
+            erasure_hold_seconds=settings.feed_grace_seconds + ERASURE_REPLAY_SECONDS,
         ),
     )
     app[SETTINGS] = settings

@@ -63,7 +63,8 @@ class Metrics:
         self.unknown_items = Counter(
             "kaeru_unknown_items",
             "Product ids not in the advertiser's catalog: waiting for a feed, counted after all "
-            "(a feed brought them in time), dropped, or skipped by the learner (not_learnt)",
+            "(a feed brought them in time), dropped, or skipped by the learner (not_learnt, also "
+            "products sold out)",
             ["outcome"],
             registry=r,
         )

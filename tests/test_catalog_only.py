@@ -20,7 +20,15 @@ from adserver.shopper import ShopperEvent
 from adserver.store import keys
 from adserver.store.learning import LearningStore
 from adserver.worker import RelatedWorker
-from tests.conftest import BROWSER, SHOP, counted, learn_all, product_row, put_catalog
+from tests.conftest import (
+    BROWSER,
+    SHOP,
+    counted,
+    learn_all,
+    product_row,
+    put_catalog,
+    refresh_catalog,
+)
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -37,6 +45,13 @@ async def batch(client: TestClient[Any, Any], events: list[dict[str, Any]], **he
     client.session.cookie_jar.clear()
     response = await client.post("/e", json={"events": events}, headers=headers)
     return response.status
+
+
+def next_millisecond() -> None:
+    """Until the clock has moved on by a millisecond (event times are kept in ms)."""
+    start = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 <= start:
+        pass
 
 
 def views(*skus: str) -> list[dict[str, Any]]:
@@ -269,3 +284,77 @@ async def test_a_forgotten_shopper_stops_waiting_for_the_feed(
     await counted(stocked)
 
     assert not (await stocked.app[STORE].load_shopper(uid)).known
+
+
+async def test_a_new_product_bought_before_its_feed_is_not_left_in_the_cart(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """A launch: the shopper puts a product no feed has brought yet in the cart (it waits)
+    and buys it at once; the feed lands after the purchase. The waiting cart must not come
+    back as a cart not bought (a `cart_abandoners` target for what was bought)."""
+    await stocked.post(
+        "/e", json={"events": [{"advertiser": SHOP, "event": "cart", "item": "sku-new"}]}
+    )
+    uid = stocked.session.cookie_jar.filter_cookies(stocked.make_url("/"))["uid"].value
+    next_millisecond()  # a shopper does not add and buy within one (a test client could)
+    purchase = {
+        "advertiser": SHOP,
+        "event": "purchase",
+        "order": "o-launch",
+        "revenue": "19.90",
+        "currency": "EUR",
+    }
+    bought = await stocked.post("/e", json={"events": [{**purchase, "items": ["sku-new"]}]})
+    assert bought.status == 204
+    await counted(stocked)
+    await put_catalog(stocked, [product_row(f"sku-{n}") for n in (*range(1, 7), "new")])
+    await counted(stocked)  # the waiting cart is released now
+
+    history = (await stocked.app[STORE].load_shopper(uid)).histories[0]
+    assert history.bought == ("sku-new",)
+    assert history.cart == ()
+    assert history.cart_since is None
+    assert metric(stocked, "kaeru_unknown_items_total", outcome="counted") == 1
+
+
+async def test_a_shopper_forgotten_by_another_process_stays_forgotten(
+    aiohttp_client: Any, settings: Settings, stocked: TestClient[Any, Any]
+) -> None:
+    """`kaeru serve --workers N`: the view of a product not fed yet waits in the process that
+    took it; the opt-out (or an erasure) reaches another process. When the feed lands, the
+    waiting view must not bring back what the opt-out deleted."""
+    other: TestClient[Any, Any] = await aiohttp_client(create_app(settings), headers=BROWSER)
+    response = await stocked.get("/px", params={"a": SHOP, "e": "view", "i": "sku-new"})
+    uid = response.cookies["uid"].value
+    opted_out = await other.get("/optout", cookies={"uid": uid})
+    assert opted_out.status == 200
+    await put_catalog(stocked, [product_row(f"sku-{n}") for n in (*range(1, 7), "new")])
+    await counted(stocked)  # the first process released its waiting view
+
+    assert not (await stocked.app[STORE].load_shopper(uid)).known
+    # What keeps it forgotten is kept only as long as something may wait: a loop of opt-outs
+    # with made-up uids cannot grow Redis for the lookback.
+    held = await stocked.app[STORE].redis.ttl(keys.user_forgotten(uid))
+    assert 0 < held <= settings.feed_grace_seconds + 300
+
+
+async def test_products_out_of_stock_cannot_blank_the_anonymous_ad(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """The report's attack with real SKUs: catalogs keep products that are sold out, and
+    views of them pushed every product that can be shown out of the `popular` fallback."""
+    sold_out = [f"gone-{n}" for n in range(50)]
+    rows = [product_row(f"sku-{n}") for n in range(1, 7)]
+    await put_catalog(
+        stocked, rows + [product_row(s, availability="out_of_stock") for s in sold_out]
+    )
+    await refresh_catalog(stocked)
+    assert await batch(stocked, views("sku-3", "sku-4")) == 204
+    for _ in range(40):
+        assert await batch(stocked, views(*sold_out)) == 204
+    await learn_all(stocked)
+
+    status, body = await anonymous_ad(stocked)
+    assert status == 200
+    assert body["strategy"] == "popular"
+    assert {p["id"] for p in body["products"]} <= {"sku-3", "sku-4"}

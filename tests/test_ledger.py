@@ -96,8 +96,9 @@ async def test_purchase_facts_feed_the_audiences(store: Store) -> None:
 
 @contextmanager
 def without_the_ledger(redis_url: str) -> Iterator[str]:
-    """A URL for a Redis user who may write shoppers' profiles and the event stream but not the
-    advertisers' ledger (as if the conversion's round trip failed); removed afterwards."""
+    """A URL for a Redis user who may write shoppers' profiles (with the erasure mark the
+    profile script reads, `fg:`) and the event stream but not the advertisers' ledger (as if
+    the conversion's round trip failed); removed afterwards."""
     name, password = f"no-ledger-{secrets.token_hex(4)}", secrets.token_hex(8)
     if is_cluster_url(redis_url):  # every node checks the commands it runs
         clients = [redis.Redis(host=h, port=p) for h, p in parse_cluster_url(redis_url).nodes]
@@ -107,7 +108,7 @@ def without_the_ledger(redis_url: str) -> Iterator[str]:
     try:
         for client in clients:
             client.acl_setuser(
-                name, enabled=True, passwords=[f"+{password}"], keys=["u:*", "ev:*"],
+                name, enabled=True, passwords=[f"+{password}"], keys=["u:*", "fg:*", "ev:*"],
                 commands=["+@all"],
             )  # fmt: skip
         yield f"{scheme}://{name}:{password}@{hosts}"

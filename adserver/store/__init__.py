@@ -205,7 +205,7 @@ class Store:
         return (
             "EVALSHA",
             self._record_event.sha,
-            7,
+            8,
             keys.user_advertisers(uid),
             keys.user_viewed(uid, adv),
             keys.user_cart(uid, adv),
@@ -213,6 +213,7 @@ class Store:
             keys.user_orders(uid, adv),
             keys.user_facts(uid, adv),
             keys.user_touch(uid, adv),
+            keys.user_forgotten(uid),
             event.kind,
             adv,
             now_ms,
@@ -250,6 +251,12 @@ class Store:
         doomed = [keys.user_advertisers(uid)]
         for shop in shops:
             doomed += keys.all_user_keys(uid, shop)
+        # First the mark that refuses this shopper's older events (one waiting for a feed or a
+        # replay in another process would bring the profile back), then the erasure.
+        forgotten_ms = int(time.time() * 1000)
+        await self.redis.set(
+            keys.user_forgotten(uid), forgotten_ms, ex=self.limits.erasure_hold_seconds
+        )
         # One DEL is atomic, and all these keys share the {uid} slot (one node on a cluster).
         return int(await self.redis.delete(*doomed))
 

@@ -34,6 +34,9 @@ class StoreLimits:
     stream_maxlen: int = 1_000_000
     click_window_seconds: int = 30 * 86400  # a purchase after a click within it converts
     view_window_seconds: int = 86400  # ... else after an impression within it
+    # How long an erased shopper's older events are refused (see keys.user_forgotten): the
+    # longest a view waits for a feed (KAERU_FEED_GRACE_SECONDS) plus time for buffered replays.
+    erasure_hold_seconds: int = 300 + 300
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,15 @@ def user_prefix(uid: str) -> str:
     return f"u:{{{uid}}}:"
 
 
+def user_forgotten(uid: str) -> str:
+    """string: ms of the shopper's last erasure (opt-out, `DELETE /api/v1/users/UID`); events
+    not newer are not written (a view waiting for a feed, or a replay, in another process).
+    Outside `u:{uid}:` (it is no profile: nothing about the shopper but that it was erased),
+    in the same slot; expires after the feed grace and a margin for replays (a few minutes,
+    so that a loop of opt-outs with made-up uids keeps little)."""
+    return f"fg:{{{uid}}}"
+
+
 def user_advertisers(uid: str) -> str:
     """zset advertiser -> last seen (ms)."""
     return user_prefix(uid) + "a"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-# KEYS: advertisers, viewed, cart, purchased, orders, facts, touch (all of one user: one slot)
+# KEYS: advertisers, viewed, cart, purchased, orders, facts, touch, forgotten (all of one user:
+#       one slot)
 # ARGV: kind, advertiser, now_ms, ttl_seconds, max_items, order, revenue,
 #       click_window_ms, view_window_ms, sku...
 # Returns {1} when stored; for a new purchase {1, 'click'|'view'|'', attribution key}: the last
@@ -16,9 +17,13 @@ from __future__ import annotations
 # is the same. Sets keep each member's newest time (ZADD GT), cart_since and bought_at (facts)
 # the newest, a purchase empties the cart only up to its time, and a cart older than the last
 # purchase changes no cart.
+# An event not newer than the shopper's last erasure (KEYS[8], see keys.user_forgotten) returns
+# {0} and changes nothing: it waited (for a feed, for a replay) while another process forgot them.
 RECORD_EVENT = """
 local kind, advertiser, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl, cap, order = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local forgotten = redis.call('GET', KEYS[8])
+if forgotten and now <= tonumber(forgotten) then return {0} end
 local function add_items(key)
   for i = 10, #ARGV do redis.call('ZADD', key, 'GT', now, ARGV[i]) end
   redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
 
@@ -72,7 +73,8 @@ async def post_conversion(request: web.Request) -> web.StreamResponse:
     if isinstance(event, Reject):
         request.app[METRICS].tracking_rejects.labels(event.reason).inc()
         return json_error(400, f"invalid conversion: {event.reason}")
-    return await _record(request, uid, event)
+    # The shop's own server says so: its revenue stands (see pixel.events.at_catalog_value).
+    return await _record(request, uid, replace(event, server_reported=True))
 
 
 async def _record(request: web.Request, uid: str, event: ShopperEvent) -> web.StreamResponse:

@@ -17,6 +17,7 @@ from adserver.context import (
     CLICK_WRITER,
     EVENT_WRITER,
     GEO,
+    IMPRESSION_CAPS,
     MARKET,
     METRICS,
     NEIGHBOURS,
@@ -32,6 +33,7 @@ from adserver.cooccurrence import LearningConfig
 from adserver.delivery_counts import CLICKS, SHOWN
 from adserver.event_writer import BufferedWriter, EventWriter
 from adserver.geo import GeoLocator
+from adserver.impression_caps import ImpressionCaps
 from adserver.market import MarketCache
 from adserver.metrics import Metrics
 from adserver.middleware import observe
@@ -40,7 +42,7 @@ from adserver.settings import Settings
 from adserver.signing import Signer
 from adserver.store import RedisError, Store, StoreLimits, connect
 from adserver.store.learning import LearningStore
-from adserver.store.ledger import Click, Ledger
+from adserver.store.ledger import CLOCK_SKEW_SECONDS, Click, Ledger
 from adserver.worker import RelatedWorker
 from creatives.renderer import CreativeRenderer
 from pixel import handlers as pixel_handlers
@@ -71,6 +73,10 @@ def create_app(settings: Settings) -> web.Application:
             stream_maxlen=settings.stream_maxlen,
             click_window_seconds=settings.click_window_days * 86400,
             view_window_seconds=settings.view_window_days * 86400,
+            click_link_seconds=settings.click_ttl_days * 86400 + CLOCK_SKEW_SECONDS,
+            # Registered publishers are a bounded list of their own: no fold then.
+            max_publishers_per_day=0 if settings.publishers else settings.max_publishers_per_day,
+            browser_conversions_per_day=settings.browser_conversions_per_day,
         ),
     )
     app[SETTINGS] = settings
@@ -80,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     app[MARKET] = MarketCache(store, list(settings.advertisers), app[RENDERER].sizes())
     app[GEO] = GeoLocator(settings.geoip_db, settings.trusted_proxies)
     app[SIGNER] = Signer(settings.secret)
+    app[IMPRESSION_CAPS] = ImpressionCaps(settings.impression_cap_per_hour)
     metrics = app[METRICS]
     app[EVENT_WRITER] = EventWriter(
         store.record_many,

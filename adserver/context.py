@@ -8,6 +8,7 @@ from aiohttp import web
 
 from adserver.event_writer import BufferedWriter, EventWriter
 from adserver.geo import GeoLocator
+from adserver.impression_caps import ImpressionCaps
 from adserver.market import MarketCache
 from adserver.metrics import Metrics
 from adserver.related import NeighbourCache
@@ -30,6 +31,7 @@ WORKER = web.AppKey("worker", RelatedWorker)
 EVENT_WRITER = web.AppKey("event_writer", EventWriter)
 SHOWN_WRITER = web.AppKey("shown_writer", BufferedWriter[Shown])  # impressions and renders
 CLICK_WRITER = web.AppKey("click_writer", BufferedWriter[Click])
+IMPRESSION_CAPS = web.AppKey("impression_caps", ImpressionCaps)
 
 
 def buffered_writers(app: web.Application) -> list[BufferedWriter[Any]]:

@@ -63,6 +63,11 @@ class Metrics:
             ["route", "reason"],
             registry=r,
         )
+        self.impressions_uncounted = Counter(
+            "kaeru_impressions_uncounted",
+            "Ads served but not counted: the client was past its hourly impression cap",
+            registry=r,
+        )
         self.ads = Counter(
             "kaeru_ads_served",
             "Ads served, by strategy of the lead product",

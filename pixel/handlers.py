@@ -14,10 +14,16 @@ from importlib import resources
 from aiohttp import web
 
 from adserver.bodies import read_body
-from adserver.context import EVENT_WRITER, METRICS, SETTINGS
+from adserver.context import EVENT_WRITER, MARKET, METRICS, SETTINGS
 from adserver.responses import gif, javascript, json_error
 from adserver.shopper import ShopperEvent
-from pixel.events import MAX_BATCH_BYTES, Reject, parse_batch, parse_pixel_query
+from pixel.events import (
+    MAX_BATCH_BYTES,
+    Reject,
+    at_catalog_value,
+    parse_batch,
+    parse_pixel_query,
+)
 from pixel.identity import (
     consented,
     is_bot,
@@ -39,6 +45,7 @@ async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> str | 
     app = request.app
     uid = read_uid(request.cookies) or new_uid()
     now = time.time()
+    events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
     if not await app[EVENT_WRITER].write([(uid, event, now) for event in events]):
         app[METRICS].events_buffered.inc(len(events))  # replayed when Redis answers again
         return uid

@@ -166,6 +166,8 @@ class Store:
             str(event.revenue or 0),
             self.limits.click_window_seconds * 1000,
             self.limits.view_window_seconds * 1000,
+            0 if event.server_reported else self.limits.browser_conversions_per_day,
+            day_of(now_ms / 1000),
             *event.items,
         )
 

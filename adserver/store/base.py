@@ -34,6 +34,9 @@ class StoreLimits:
     stream_maxlen: int = 1_000_000
     click_window_seconds: int = 30 * 86400  # a purchase after a click within it converts
     view_window_seconds: int = 86400  # ... else after an impression within it
+    click_link_seconds: int = 30 * 86400 + 300  # a click link counts once within its lifetime
+    max_publishers_per_day: int = 200  # per advertiser; more fold into 'other' (0: no bound)
+    browser_conversions_per_day: int = 5  # per shopper and advertiser (0: no bound)
 
 
 @dataclass(frozen=True, slots=True)

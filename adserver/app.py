@@ -250,6 +250,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_post(
         "/api/v1/advertisers/{advertiser}/conversions", admin_reports.post_conversion
     )
+    app.router.add_get("/api/v1/publishers/{publisher}/report", admin_reports.publisher_report)
     app.router.add_get("/report", admin_reports.report_page)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)

@@ -300,3 +300,47 @@ async def test_the_server_to_server_postback_stays_trusted(stocked: TestClient[A
         assert response.status == 200, await response.text()
     day = await totals(client)
     assert (day["conversions"], Decimal(day["revenue"])) == (8, Decimal(8000))
+
+
+async def test_a_registered_publisher_reads_its_own_report_with_its_token(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    tokens = {"news1": "news1-token-0123456789", "blog2": "blog2-token-0123456789"}
+    client = await aiohttp_client(create_app(replace(settings, publishers=tokens)))
+    await popular_ads(client)
+    for pub in ("news1", "news1", "blog2"):
+        await ad(client, pub=pub)
+    await counted(client)
+    path = "/api/v1/publishers/news1/report"
+    mine = {"Authorization": f"Bearer {tokens['news1']}"}
+    response = await client.get(path, params={"by": "advertiser"}, headers=mine)
+    assert response.status == 200
+    rows = (await response.json())["rows"]
+    assert [(r["advertiser"], r["impressions"]) for r in rows] == [(SHOP, 2)]
+    theirs = {"Authorization": f"Bearer {tokens['blog2']}"}
+    assert (await client.get(path, headers=theirs)).status == 403
+    assert (await client.get(path, headers=AUTH)).status == 401  # an advertiser's token
+    assert (await client.get(path)).status == 401
+
+
+async def popular_ads(client: TestClient[Any, Any]) -> None:
+    await put_catalog(client, [product_row("sku-1")])
+    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-1"}, headers=BROWSER)
+    await learn_all(client)
+    client.session.cookie_jar.clear()
+
+
+async def test_what_counting_keeps_in_redis_expires(popular: TestClient[Any, Any]) -> None:
+    """Click markers, render markers and the day's publishers all have TTLs."""
+    client = popular
+    served = await ad(client)
+    await client.get(urlsplit(served["impression_url"]).path)
+    await client.get(urlsplit(served["products"][0]["click_url"]).path, allow_redirects=False)
+    await counted(client)
+    redis = client.app[STORE].redis
+    kinds = ("clk:", "rnd:", "pubs:")
+    found = [k async for k in redis.scan_iter() if k.decode().startswith(kinds)]
+    assert {k.decode().split(":")[0] + ":" for k in found} == set(kinds)
+    for key in found:
+        ttl = await redis.ttl(key)
+        assert 0 < ttl <= 31 * 86400, key

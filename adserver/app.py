@@ -42,7 +42,7 @@ from adserver.settings import Settings
 from adserver.signing import Signer
 from adserver.store import RedisError, Store, StoreLimits, connect
 from adserver.store.learning import LearningStore
-from adserver.store.ledger import CLOCK_SKEW_SECONDS, Click, Ledger
+from adserver.store.ledger import CLOCK_SKEW_SECONDS, Click, Ledger, Shown
 from adserver.worker import RelatedWorker
 from creatives.renderer import CreativeRenderer
 from pixel import handlers as pixel_handlers
@@ -95,7 +95,7 @@ def create_app(settings: Settings) -> web.Application:
         on_overflow=metrics.events_dropped.inc,
     )
     app[SHOWN_WRITER] = BufferedWriter(
-        store.ledger.record_shown,
+        _shown_recorder(store.ledger, metrics),
         codec=SHOWN,
         # Counted after the answer: waiting a few ms for company costs no shopper anything and
         # spares a round trip per ad when traffic is light.
@@ -120,6 +120,15 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_lifecycle)
     _add_routes(app)
     return app
+
+
+def _shown_recorder(
+    ledger: Ledger, metrics: Metrics
+) -> Callable[[Sequence[Shown]], Awaitable[None]]:
+    async def record(shown: Sequence[Shown]) -> None:
+        metrics.renders_uncounted.inc(await ledger.record_shown(shown))
+
+    return record
 
 
 def _click_recorder(

@@ -68,6 +68,12 @@ class Metrics:
             "Ads served but not counted: the client was past its hourly impression cap",
             registry=r,
         )
+        self.renders_uncounted = Counter(
+            "kaeru_renders_uncounted",
+            "Render beacons not counted: their impression's render was counted already, "
+            "or it came back from a buffer too late to tell",
+            registry=r,
+        )
         self.ads = Counter(
             "kaeru_ads_served",
             "Ads served, by strategy of the lead product",

@@ -85,10 +85,6 @@ class Settings:
                 owner = advertiser
         return owner
 
-    def publisher_allowed(self, publisher: str) -> bool:
-        """Open to any publisher id unless KAERU_PUBLISHERS registers some."""
-        return not self.publishers or publisher in self.publishers
-
     def publisher_of_token(self, token: str) -> str | None:
         """The registered publisher a bearer token belongs to (constant-time compares)."""
         owner = None

@@ -99,6 +99,8 @@ async def test_a_render_beacon_counts_once_however_often_it_is_hit(
     await counted(client)
     day = await totals(client)
     assert (day["impressions"], day["rendered"]) == (7, 7)
+    metrics = await (await client.get("/metrics")).text()
+    assert "kaeru_renders_uncounted_total 499.0" in metrics
 
 
 async def test_a_forged_render_beacon_counts_nothing(popular: TestClient[Any, Any]) -> None:
@@ -306,7 +308,8 @@ async def test_a_registered_publisher_reads_its_own_report_with_its_token(
     aiohttp_client: Any, settings: Settings
 ) -> None:
     tokens = {"news1": "news1-token-0123456789", "blog2": "blog2-token-0123456789"}
-    client = await aiohttp_client(create_app(replace(settings, publishers=tokens)))
+    app = create_app(replace(settings, publishers=tokens))
+    client = await aiohttp_client(app, headers=BROWSER)
     await popular_ads(client)
     for pub in ("news1", "news1", "blog2"):
         await ad(client, pub=pub)
@@ -325,7 +328,7 @@ async def test_a_registered_publisher_reads_its_own_report_with_its_token(
 
 async def popular_ads(client: TestClient[Any, Any]) -> None:
     await put_catalog(client, [product_row("sku-1")])
-    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-1"}, headers=BROWSER)
+    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-1"})
     await learn_all(client)
     client.session.cookie_jar.clear()
 

@@ -138,10 +138,15 @@ def _counts_impression(request: web.Request, shopper: Shopper, slot: Slot, now: 
     caps = request.app[IMPRESSION_CAPS]
     if shopper.uid is not None and shopper.histories:
         return caps.count_browser(shopper.uid, now)
+    address, user_agent = _client(request)
+    return caps.count_anonymous(slot.publisher, address, user_agent, now)
+
+
+def _client(request: web.Request) -> tuple[str, str]:
+    """The client's address and User-Agent, for the in-memory caps only (never kept)."""
     forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
     address = request.app[GEO].client_ip(request.remote, forwarded or None) or ""
-    user_agent = request.headers.get("User-Agent", "")
-    return caps.count_anonymous(slot.publisher, address, user_agent, now)
+    return address, request.headers.get("User-Agent", "")
 
 
 def _refresh_uid(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
@@ -223,8 +228,16 @@ async def click(request: web.Request) -> web.StreamResponse:
     if is_bot(request):
         metrics.bot_requests.labels("click").inc()
         raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
+    now = time.time()
+    address, user_agent = _client(request)
+    if not app[IMPRESSION_CAPS].count_anonymous(
+        f"click:{placement.publisher}", address, user_agent, now
+    ):
+        # A loop fetching ads and following every link: still redirected, not counted.
+        metrics.clicks.labels("over_cap").inc()
+        raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
     uid = None if opted_out(request) else read_uid(request.cookies)
-    click = Click(uid, placement, sku, time.time(), request.match_info["token"])
+    click = Click(uid, placement, sku, now, request.match_info["token"])
     # Waits at most the Redis deadline; a click Redis cannot take now is kept and replayed
     # (counted once all the same). `kaeru_clicks_total` is counted as clicks reach Redis.
     await app[CLICK_WRITER].write([click])

@@ -83,7 +83,8 @@ class Metrics:
         self.no_fill = Counter("kaeru_ads_no_fill", "Ad requests with nothing to show", registry=r)
         self.clicks = Counter(
             "kaeru_clicks",
-            "Valid clicks redirected: counted, or replays not counted again",
+            "Valid clicks redirected: counted, replays not counted again, or over_cap (a client "
+            "past its hourly cap, not counted)",
             ["outcome"],
             registry=r,
         )

@@ -213,6 +213,17 @@ async def test_made_up_uids_are_counted_like_cookie_less_requests(
     assert (await totals(client))["impressions"] == 20
 
 
+async def test_a_loop_following_every_new_click_link_counts_a_bounded_number_of_clicks(
+    popular: TestClient[Any, Any],
+) -> None:
+    client = popular
+    for _ in range(60):
+        link = urlsplit((await ad(client))["products"][0]["click_url"]).path
+        assert (await client.get(link, allow_redirects=False)).status == 302
+    await counted(client)
+    assert (await totals(client))["clicks"] == 20
+
+
 # -- publishers ---------------------------------------------------------------------------
 
 

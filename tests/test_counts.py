@@ -358,3 +358,25 @@ async def test_what_counting_keeps_in_redis_expires(popular: TestClient[Any, Any
     for key in found:
         ttl = await redis.ttl(key)
         assert 0 < ttl <= 31 * 86400, key
+
+
+async def test_the_postback_s_revenue_replaces_the_browser_s_for_the_same_order(
+    stocked: TestClient[Any, Any],
+) -> None:
+    client = stocked
+    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"})
+    await ad(client)
+    await counted(client)
+    purchase = {"a": SHOP, "e": "purchase", "o": "o-1", "i": "sku-1", "v": "49.90", "cur": "EUR"}
+    await client.get("/px", params=purchase)
+    await counted(client)
+    assert Decimal((await totals(client))["revenue"]) == Decimal("19.90")  # the catalog value
+    uid = client.session.cookie_jar.filter_cookies(client.make_url("/"))["uid"].value
+    confirmation = {"uid": uid, "order": "o-1", "revenue": "49.90", "items": ["sku-1"]}
+    response = await client.post(
+        f"/api/v1/advertisers/{SHOP}/conversions", json={**confirmation, "currency": "EUR"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert response.status == 200
+    day = await totals(client)
+    assert (day["conversions"], Decimal(day["revenue"])) == (1, Decimal("49.90"))

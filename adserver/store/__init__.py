@@ -118,6 +118,7 @@ class Store:
                 _text(reply[1]),
                 _text(reply[2]),
                 at,
+                event.server_reported,
             )
             for (uid, event, at), reply in zip(entries, replies, strict=True)
             if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])

@@ -65,6 +65,7 @@ class Conversion:
     touch: str
     key: str
     at: float
+    server_reported: bool = False  # by the shop's server: its revenue replaces the browser's
 
     @property
     def campaign(self) -> str:

@@ -236,7 +236,8 @@ class Ledger:
         return True
 
     async def record_conversions(self, conversions: Iterable[Conversion]) -> list[bool]:
-        """Count attributed purchases, once per order id; True where newly counted."""
+        """Count attributed purchases, once per order id; True where newly counted. The shop
+        server's revenue for an order the browser reported first replaces the browser's."""
         pipe = self.redis.pipeline(transaction=False)
         for c in conversions:
             campaign, publisher, rest = (c.key.split("\t", 2) + ["", ""])[:3]
@@ -251,6 +252,7 @@ class Ledger:
                 [
                     *(campaign, publisher, rest, str(c.revenue), ORDER_MARKER_TTL_SECONDS),
                     *(self.limits.max_publishers_per_day, PUBLISHERS_TTL_SECONDS),
+                    "1" if c.server_reported else "0",
                 ],
                 pipe,
             )

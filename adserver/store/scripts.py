@@ -174,16 +174,33 @@ return 1
 
 # A conversion, on the advertiser's keys (one slot): counted once per order id.
 # KEYS: order marker, daily stats, campaign totals, the day's publisher set. ARGV: campaign,
-# publisher, strategy<TAB>size, revenue, marker ttl, publisher cap, set ttl.
+# publisher, strategy<TAB>size, revenue, marker ttl, publisher cap, set ttl, '1' when the
+# shop's server reported it (the postback), else '0'. The marker keeps what was counted
+# ('b:<revenue>' from the browser, 's:<revenue>' from the server): the server's word on an
+# order the browser reported first replaces the browser's revenue (on the postback's day).
 # Returns 1 when counted, 0 for an order already counted.
 RECORD_CONVERSION = (
     PUBLISHER_OF
     + """
-if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[5]) then return 0 end
-local publisher = publisher_of(KEYS[4], ARGV[2], tonumber(ARGV[6]), ARGV[7])
-local suffix = ARGV[1] .. '\t' .. publisher .. '\t' .. ARGV[3]
-redis.call('HINCRBY', KEYS[2], 'conv\t' .. suffix, 1)
-redis.call('HINCRBYFLOAT', KEYS[2], 'revenue\t' .. suffix, ARGV[4])
+local kept = redis.call('GET', KEYS[1])
+local function suffix()
+  local publisher = publisher_of(KEYS[4], ARGV[2], tonumber(ARGV[6]), ARGV[7])
+  return ARGV[1] .. '\t' .. publisher .. '\t' .. ARGV[3]
+end
+if kept then
+  if ARGV[8] == '1' and string.sub(kept, 1, 2) == 'b:' then
+    local delta = tonumber(ARGV[4]) - tonumber(string.sub(kept, 3))
+    redis.call('HINCRBYFLOAT', KEYS[2], 'revenue\t' .. suffix(), string.format('%.6f', delta))
+    redis.call('EXPIRE', KEYS[2], 34560000)
+    redis.call('SET', KEYS[1], 's:' .. ARGV[4], 'KEEPTTL')
+  end
+  return 0
+end
+local source = ARGV[8] == '1' and 's:' or 'b:'
+redis.call('SET', KEYS[1], source .. ARGV[4], 'EX', ARGV[5])
+local fields = suffix()
+redis.call('HINCRBY', KEYS[2], 'conv\t' .. fields, 1)
+redis.call('HINCRBYFLOAT', KEYS[2], 'revenue\t' .. fields, ARGV[4])
 redis.call('EXPIRE', KEYS[2], 34560000)
 redis.call('HINCRBY', KEYS[3], 'conv:' .. ARGV[1], 1)
 return 1

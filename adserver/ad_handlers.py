@@ -19,6 +19,7 @@ from adserver.catalog import clean_url
 from adserver.context import (
     CLICK_WRITER,
     GEO,
+    IMPRESSION_CAPS,
     MARKET,
     METRICS,
     NEIGHBOURS,
@@ -42,7 +43,7 @@ from adserver.responses import creative_html, gif, javascript, json_error, json_
 from adserver.shopper import Shopper
 from adserver.signing import InvalidToken
 from adserver.store import RedisError
-from adserver.store.ledger import Click, Shown
+from adserver.store.ledger import RENDER_BEACON_SECONDS, Click, Shown
 from adserver.waiting import within
 from pixel.identity import (
     consented,
@@ -132,10 +133,31 @@ async def _serve(
     elif explanation is None:
         metrics.ads.labels(decision.strategy).inc()
         skus = tuple(pick.product.id for pick in decision.picks)
+        now = time.time()
+        counts = _counts_impression(request, shopper, slot, now)
+        if not counts:
+            metrics.impressions_uncounted.inc()
         # Counted by group commit after the answer: the decision costs one round trip.
-        shown = Shown(uid, placement_of(decision, slot), skus, time.time())
+        shown = Shown(uid, placement_of(decision, slot), skus, now, counted=counts)
         app[SHOWN_WRITER].write_later([shown])
     return served
+
+
+def _counts_impression(request: web.Request, shopper: Shopper, slot: Slot, now: float) -> bool:
+    """Whether this impression counts (see `impression_caps`): a browser Kaeru knows (its
+    uid has a profile) is capped by uid; anyone else (no cookie, or a made-up one) by
+    publisher, address and User-Agent, hashed in memory, never kept."""
+    caps = request.app[IMPRESSION_CAPS]
+    if shopper.uid is not None and shopper.histories:
+        return caps.count_browser(shopper.uid, now)
+    address, user_agent = _client(request)
+    return caps.count_anonymous(slot.publisher, address, user_agent, now)
+
+
+def _client(request: web.Request) -> tuple[str, str]:
+    """The client's address and User-Agent, for the in-memory caps only (never kept). Behind
+    trusted proxies `request.remote` is already the client's address (adserver.edge)."""
+    return request.remote or "", request.headers.get("User-Agent", "")
 
 
 def _refresh_uid(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
@@ -152,7 +174,9 @@ def _refresh_uid(request: web.Request, response: web.StreamResponse) -> web.Stre
 
 
 async def ad_html(request: web.Request) -> web.StreamResponse:
-    slot = parse_ad_request(request.query, request.app[RENDERER].formats)
+    slot = parse_ad_request(
+        request.query, request.app[RENDERER].formats, request.app[SETTINGS].publishers
+    )
     if isinstance(slot, BadAdRequest):
         return _bad_frame_request(request, slot)
     served = await _serve(request, slot)
@@ -162,7 +186,9 @@ async def ad_html(request: web.Request) -> web.StreamResponse:
 
 async def ad_script(request: web.Request) -> web.StreamResponse:
     """`/ad.js`: a script that frames `/ad` with the same query; it decides nothing."""
-    slot = parse_ad_request(request.query, request.app[RENDERER].formats)
+    slot = parse_ad_request(
+        request.query, request.app[RENDERER].formats, request.app[SETTINGS].publishers
+    )
     if isinstance(slot, BadAdRequest):
         return _bad_request(request, slot)
     creative = request.app[RENDERER].formats[slot.size]
@@ -172,7 +198,9 @@ async def ad_script(request: web.Request) -> web.StreamResponse:
 
 
 async def ad_json(request: web.Request) -> web.StreamResponse:
-    slot = parse_ad_request(request.query, request.app[RENDERER].formats)
+    slot = parse_ad_request(
+        request.query, request.app[RENDERER].formats, request.app[SETTINGS].publishers
+    )
     if isinstance(slot, BadAdRequest):
         return _bad_request(request, slot)
     explanation = None
@@ -198,11 +226,11 @@ async def click(request: web.Request) -> web.StreamResponse:
         CLICK_PURPOSE, request.match_info["token"], settings.click_ttl_days * 86400
     )
     parsed = None if isinstance(fields, InvalidToken) else placement_from_token(fields)
-    if parsed is None or len(parsed[1]) != 2:
+    if parsed is None or len(parsed[1]) not in (2, 3):
         reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
         metrics.click_rejects.labels(reason).inc()
         return json_error(400, "invalid or expired click link")
-    placement, (sku, stored_landing) = parsed
+    placement, (sku, stored_landing, *_) = parsed
     # Checked again here: a catalog stored by an older Kaeru may hold a link no browser can
     # be sent to (a bad port, a soft hyphen in the host...): a 400, never a 500.
     landing = clean_url(stored_landing)
@@ -212,8 +240,16 @@ async def click(request: web.Request) -> web.StreamResponse:
     if is_bot(request):
         metrics.bot_requests.labels("click").inc()
         raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
+    now = time.time()
+    address, user_agent = _client(request)
+    if not app[IMPRESSION_CAPS].count_anonymous(
+        f"click:{placement.publisher}", address, user_agent, now
+    ):
+        # A loop fetching ads and following every link: still redirected, not counted.
+        metrics.clicks.labels("over_cap").inc()
+        raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
     uid = None if opted_out(request) else read_uid(request.cookies)
-    click = Click(uid, placement, sku, time.time(), request.match_info["token"])
+    click = Click(uid, placement, sku, now, request.match_info["token"])
     # Waits at most the Redis deadline; a click Redis cannot take now is kept and replayed
     # (counted once all the same). `kaeru_clicks_total` is counted as clicks reach Redis.
     await app[CLICK_WRITER].write([click])
@@ -223,16 +259,16 @@ async def click(request: web.Request) -> web.StreamResponse:
 async def rendered(request: web.Request) -> web.StreamResponse:
     """`/i/TOKEN`: the creative was actually displayed. Always a GIF."""
     app = request.app
-    fields = app[SIGNER].verify(
-        RENDER_PURPOSE, request.match_info["token"], app[SETTINGS].click_ttl_days * 86400
-    )
+    fields = app[SIGNER].verify(RENDER_PURPOSE, request.match_info["token"], RENDER_BEACON_SECONDS)
     parsed = None if isinstance(fields, InvalidToken) else placement_from_token(fields)
-    if parsed is None:
+    if parsed is None or len(parsed[1]) != 1:  # one impression id (beacons of before: none)
         reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
         app[METRICS].tracking_rejects.labels(f"render_{reason}").inc()
         return gif()
     if is_bot(request):
         app[METRICS].bot_requests.labels("render").inc()
         return gif()
-    app[SHOWN_WRITER].write_later([Shown(None, parsed[0], (), time.time(), rendered=True)])
+    placement, (impression,) = parsed
+    render = Shown(None, placement, (), time.time(), rendered=True, impression=impression)
+    app[SHOWN_WRITER].write_later([render])  # counted once per impression: see Ledger
     return gif()

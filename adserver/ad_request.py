@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from adserver.decision import Slot
@@ -23,13 +23,19 @@ class BadAdRequest:
 
 
 def parse_ad_request(
-    query: Mapping[str, str], formats: Mapping[str, CreativeFormat]
+    query: Mapping[str, str],
+    formats: Mapping[str, CreativeFormat],
+    publishers: Collection[str] = (),
 ) -> Slot | BadAdRequest:
+    """`publishers`: the registered publishers (KAERU_PUBLISHERS), if any, the only ones
+    served."""
     publisher = query.get("pub", "")
     if not PUBLISHER.match(publisher):
         return BadAdRequest(
             "bad_publisher", "pub is required: 1-64 letters, digits, '.', '_' or '-'"
         )
+    if publishers and publisher not in publishers:
+        return BadAdRequest("unknown_publisher", "pub is not a registered publisher")
     size = query.get("size", "")
     creative = formats.get(size)
     if creative is None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
 
 import orjson
 from aiohttp import web
 
-from adserver.admin import authorize_advertiser
+from adserver.admin import authorize_advertiser, bearer_token
 from adserver.bodies import read_body
-from adserver.context import METRICS, STORE
-from adserver.reports import ReportError, build_rows, parse_period, to_csv
+from adserver.context import METRICS, SETTINGS, STORE
+from adserver.reports import ReportError, build_rows, parse_period, publisher_rows, to_csv
 from adserver.responses import NO_STORE, json_error, json_response
 from adserver.shopper import ShopperEvent
 from adserver.store import RedisError
@@ -52,6 +53,46 @@ async def report(request: web.Request) -> web.StreamResponse:
     )
 
 
+def authorize_publisher(request: web.Request) -> str:
+    """The registered publisher named in the path, if the caller's token is its token (from
+    KAERU_PUBLISHERS) or the operator's; else 401, 403 or 404."""
+    settings = request.app[SETTINGS]
+    publisher = request.match_info["publisher"]
+    token = bearer_token(request)
+    if token is None:
+        raise web.HTTPUnauthorized(
+            text="missing bearer token", headers={"WWW-Authenticate": 'Bearer realm="kaeru"'}
+        )
+    owner = settings.publisher_of_token(token)
+    if not settings.is_operator(token) and owner is None:
+        raise web.HTTPUnauthorized(text="unknown token")
+    if owner is not None and owner != publisher:
+        raise web.HTTPForbidden(text="this token belongs to another publisher")
+    if publisher not in settings.publishers:
+        raise web.HTTPNotFound(text=f"unknown publisher {publisher[:64]!r}")
+    return publisher
+
+
+async def publisher_report(request: web.Request) -> web.StreamResponse:
+    """`GET /api/v1/publishers/{publisher}/report?from=&to=&by=day|advertiser|size`: what a
+    registered publisher's pages delivered, at every advertiser."""
+    publisher = authorize_publisher(request)
+    by = request.query.get("by", "day")
+    advertisers = list(request.app[SETTINGS].advertisers)
+    try:
+        days = parse_period(
+            request.query.get("from"), request.query.get("to"), datetime.now(UTC).date()
+        )
+        names = [d.strftime("%Y%m%d") for d in days]
+        ledger = request.app[STORE].ledger
+        daily = {adv: await ledger.daily_stats(adv, names) for adv in advertisers}
+        rows = publisher_rows(daily, publisher, by)
+    except ReportError as exc:
+        return json_error(400, str(exc))
+    body = {"publisher": publisher, "from": days[0].isoformat(), "to": days[-1].isoformat()}
+    return json_response({**body, "by": by, "rows": rows})
+
+
 async def post_conversion(request: web.Request) -> web.StreamResponse:
     """A shop confirms an order server-side: `{"uid", "order", "revenue", "currency",
     "items": [...]}`. Recorded like the tag's purchase (deduplicated by order id with it),
@@ -72,7 +113,8 @@ async def post_conversion(request: web.Request) -> web.StreamResponse:
     if isinstance(event, Reject):
         request.app[METRICS].tracking_rejects.labels(event.reason).inc()
         return json_error(400, f"invalid conversion: {event.reason}")
-    return await _record(request, uid, event)
+    # The shop's own server says so: its revenue stands (see pixel.events.at_catalog_value).
+    return await _record(request, uid, replace(event, server_reported=True))
 
 
 async def _record(request: web.Request, uid: str, event: ShopperEvent) -> web.StreamResponse:

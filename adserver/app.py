@@ -20,6 +20,7 @@ from adserver.context import (
     EVENT_WRITER,
     FEED_GRACE,
     GEO,
+    IMPRESSION_CAPS,
     MARKET,
     METRICS,
     NEIGHBOURS,
@@ -39,6 +40,7 @@ from adserver.edge.middleware import believe_trusted_proxies, limit_targets
 from adserver.event_writer import BufferedWriter, EventWriter, Outcome
 from adserver.feed_grace import FeedGrace, releaser
 from adserver.geo import GeoLocator
+from adserver.impression_caps import ImpressionCaps
 from adserver.listen import open_listeners
 from adserver.market import MarketCache
 from adserver.metrics import Metrics
@@ -48,7 +50,7 @@ from adserver.settings import Settings
 from adserver.signing import Signer
 from adserver.store import RedisError, Store, StoreLimits, connect
 from adserver.store.learning import LearningStore
-from adserver.store.ledger import Click, Ledger
+from adserver.store.ledger import CLOCK_SKEW_SECONDS, Click, Ledger, Shown
 from adserver.worker import RelatedWorker
 from creatives.renderer import CreativeRenderer
 from pixel import handlers as pixel_handlers
@@ -86,6 +88,10 @@ def create_app(settings: Settings) -> web.Application:
             click_window_seconds=settings.click_window_days * 86400,
             view_window_seconds=settings.view_window_days * 86400,
             erasure_hold_seconds=settings.feed_grace_seconds + ERASURE_REPLAY_SECONDS,
+            click_link_seconds=settings.click_ttl_days * 86400 + CLOCK_SKEW_SECONDS,
+            # Registered publishers are a bounded list of their own: no fold then.
+            max_publishers_per_day=0 if settings.publishers else settings.max_publishers_per_day,
+            browser_conversions_per_day=settings.browser_conversions_per_day,
         ),
     )
     app[SETTINGS] = settings
@@ -97,6 +103,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[GEO] = GeoLocator(settings.geoip_db)
     app[SIGNER] = Signer(settings.secret)
+    app[IMPRESSION_CAPS] = ImpressionCaps(settings.impression_cap_per_hour)
     app[EVENT_WRITER] = EventWriter(
         lambda entries: store.record_many(entries, entries.spans),  # applied once per write
         deadline=settings.redis_deadline_ms / 1000,
@@ -113,7 +120,7 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     app[SHOWN_WRITER] = BufferedWriter(
-        store.ledger.record_shown,
+        _shown_recorder(store.ledger, metrics),
         codec=SHOWN,
         # Counted after the answer: waiting a few ms for company costs no shopper anything and
         # spares a round trip per ad when traffic is light.
@@ -148,6 +155,15 @@ def _middlewares(settings: Settings) -> list[Middleware]:
     proxies = TrustedProxies(settings.trusted_proxies)
     edge = [observe, limit_targets(MAX_TARGET, LONG_TARGET_ROUTES)]
     return [*edge, believe_trusted_proxies(proxies)] if proxies else edge
+
+
+def _shown_recorder(
+    ledger: Ledger, metrics: Metrics
+) -> Callable[[Sequence[Shown]], Awaitable[None]]:
+    async def record(shown: Sequence[Shown]) -> None:
+        metrics.renders_uncounted.inc(await ledger.record_shown(shown))
+
+    return record
 
 
 def _click_recorder(
@@ -286,6 +302,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_post(
         "/api/v1/advertisers/{advertiser}/conversions", admin_reports.post_conversion
     )
+    app.router.add_get("/api/v1/publishers/{publisher}/report", admin_reports.publisher_report)
     app.router.add_get("/report", admin_reports.report_page)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)

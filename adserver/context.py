@@ -9,6 +9,7 @@ from aiohttp import web
 from adserver.event_writer import BufferedWriter, EventWriter
 from adserver.feed_grace import FeedGrace
 from adserver.geo import GeoLocator
+from adserver.impression_caps import ImpressionCaps
 from adserver.market import MarketCache
 from adserver.metrics import Metrics
 from adserver.related import NeighbourCache
@@ -32,6 +33,7 @@ EVENT_WRITER = web.AppKey("event_writer", EventWriter)
 FEED_GRACE = web.AppKey("feed_grace", FeedGrace)  # events of products not fed yet
 SHOWN_WRITER = web.AppKey("shown_writer", BufferedWriter[Shown])  # impressions and renders
 CLICK_WRITER = web.AppKey("click_writer", BufferedWriter[Click])
+IMPRESSION_CAPS = web.AppKey("impression_caps", ImpressionCaps)
 
 
 def buffered_writers(app: web.Application) -> list[BufferedWriter[Any]]:

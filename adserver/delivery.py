@@ -3,12 +3,14 @@ for JSON callers, signed click links and the rendered-impression beacon."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from adserver.decision import Decision, Slot
 from adserver.signing import Signer
 from adserver.store import Placement
+from adserver.store.ledger import new_impression_id
 from creatives.renderer import CreativeProduct, CreativeRenderer
 
 CLICK_PURPOSE = "click"
@@ -22,6 +24,7 @@ class ServedAd:
     html: str
     products: list[dict[str, Any]]
     impression_url: str
+    impression: str = ""  # the id its render beacon and click links carry
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -45,8 +48,16 @@ def placement_of(decision: Decision, slot: Slot, strategy: str | None = None) ->
     )
 
 
-def click_url(base_url: str, signer: Signer, decision: Decision, slot: Slot, index: int) -> str:
-    """A signed link carrying where the ad ran and where the click lands."""
+def click_url(
+    base_url: str,
+    signer: Signer,
+    decision: Decision,
+    slot: Slot,
+    index: int,
+    impression: str = "",
+) -> str:
+    """A signed link carrying where the ad ran, where the click lands and which impression
+    it belongs to (so the same ad served twice gives two links, each counted once)."""
     pick = decision.picks[index]
     placement = placement_of(decision, slot, pick.strategy)
     token = signer.sign(
@@ -59,6 +70,7 @@ def click_url(base_url: str, signer: Signer, decision: Decision, slot: Slot, ind
             slot.size,
             pick.product.id,
             pick.product.link,
+            *([impression] if impression else []),
         ],
     )
     return f"{base_url}/c/{token}"
@@ -73,19 +85,28 @@ def placement_from_token(fields: list[object]) -> tuple[Placement, list[str]] | 
 
 
 def build_ad(
-    decision: Decision, slot: Slot, base_url: str, signer: Signer, renderer: CreativeRenderer
+    decision: Decision,
+    slot: Slot,
+    base_url: str,
+    signer: Signer,
+    renderer: CreativeRenderer,
+    now: float | None = None,
 ) -> ServedAd:
     placement = placement_of(decision, slot)
+    impression = new_impression_id(time.time() if now is None else now)
     beacon = signer.sign(
         RENDER_PURPOSE,
-        [placement.advertiser, placement.campaign, slot.publisher, placement.strategy, slot.size],
+        [
+            *(placement.advertiser, placement.campaign, slot.publisher),
+            *(placement.strategy, slot.size, impression),
+        ],
     )
     impression_url = f"{base_url}/i/{beacon}"
     shown: list[CreativeProduct] = []
     products: list[dict[str, Any]] = []
     for index, pick in enumerate(decision.picks):
         product = pick.product
-        url = click_url(base_url, signer, decision, slot, index)
+        url = click_url(base_url, signer, decision, slot, index, impression)
         shown.append(
             CreativeProduct(
                 title=product.title,
@@ -111,4 +132,4 @@ def build_ad(
     html = renderer.render(
         slot.size, shown, advertiser=decision.advertiser, impression_url=impression_url
     )
-    return ServedAd(decision, slot, html, products, impression_url)
+    return ServedAd(decision, slot, html, products, impression_url, impression)

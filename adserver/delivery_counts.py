@@ -36,6 +36,8 @@ def _encode_shown(shown: Shown) -> dict[str, Any]:
         "skus": list(shown.skus),
         "at": shown.at,
         "rendered": shown.rendered,
+        "impression": shown.impression,
+        "counted": shown.counted,
     }
 
 
@@ -46,6 +48,8 @@ def _decode_shown(raw: dict[str, Any]) -> Shown:
         tuple(str(sku) for sku in raw["skus"]),
         float(raw["at"]),
         rendered=bool(raw["rendered"]),
+        impression=str(raw.get("impression", "")),  # absent in files written before
+        counted=bool(raw.get("counted", True)),
     )
 
 

@@ -74,6 +74,17 @@ class Metrics:
             ["route", "reason"],
             registry=r,
         )
+        self.impressions_uncounted = Counter(
+            "kaeru_impressions_uncounted",
+            "Ads served but not counted: the client was past its hourly impression cap",
+            registry=r,
+        )
+        self.renders_uncounted = Counter(
+            "kaeru_renders_uncounted",
+            "Render beacons not counted: their impression's render was counted already, "
+            "or it came back from a buffer too late to tell",
+            registry=r,
+        )
         self.ads = Counter(
             "kaeru_ads_served",
             "Ads served, by strategy of the lead product",
@@ -83,7 +94,8 @@ class Metrics:
         self.no_fill = Counter("kaeru_ads_no_fill", "Ad requests with nothing to show", registry=r)
         self.clicks = Counter(
             "kaeru_clicks",
-            "Valid clicks redirected: counted, or replays not counted again",
+            "Valid clicks redirected: counted, replays not counted again, or over_cap (a client "
+            "past its hourly cap, not counted)",
             ["outcome"],
             registry=r,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -97,3 +97,49 @@ def neutralise_cell(text: str) -> str:
     """OWASP CSV injection: a cell starting with `=`, `+`, `-`, `@`, tab or CR would be run as
     a formula by a spreadsheet; a leading `'` makes it text (and is not shown)."""
     return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+PUBLISHER_DIMENSIONS = ("day", "advertiser", "size")
+
+
+def publisher_rows(
+    by_advertiser: Mapping[str, Mapping[str, Mapping[str, Decimal]]], publisher: str, by: str
+) -> list[dict[str, Any]]:
+    """A publisher's own report: its counters at every advertiser (campaigns and strategies,
+    the advertisers' business, are summed away), by day, advertiser or size."""
+    if by not in PUBLISHER_DIMENSIONS:
+        raise ReportError(f"by must be one of {', '.join(PUBLISHER_DIMENSIONS)}")
+    mine = {
+        advertiser: {
+            day: {f: v for f, v in counters.items() if _publisher_of(f) == publisher}
+            for day, counters in daily.items()
+        }
+        for advertiser, daily in by_advertiser.items()
+    }
+    if by == "advertiser":
+        rows = []
+        for advertiser, daily in sorted(mine.items()):
+            if any(daily.values()):
+                (total,) = build_rows({"00000000": _merge(daily.values())}, "publisher")
+                rows.append({"advertiser": advertiser, **_without(total, "publisher")})
+        return rows
+    days = sorted({day for daily in mine.values() for day in daily})
+    merged = {day: _merge(daily.get(day, {}) for daily in mine.values()) for day in days}
+    return build_rows(merged, by)
+
+
+def _publisher_of(field: str) -> str | None:
+    parts = field.split("\t")
+    return parts[2] if len(parts) == 5 else None
+
+
+def _merge(counters: Iterable[Mapping[str, Decimal]]) -> dict[str, Decimal]:
+    merged: dict[str, Decimal] = defaultdict(Decimal)
+    for one in counters:
+        for field, value in one.items():
+            merged[field] += value
+    return merged
+
+
+def _without(row: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != key}

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from adserver.redis_url import RedisUrlError, check_url, with_password
 
 ADVERTISER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
+PUBLISHER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")  # as `pub=` on ad requests
 MIN_TOKEN_LENGTH = 16
 MIN_SECRET_LENGTH = 32
 SECRET_FILE = "secret"
@@ -69,6 +70,10 @@ class Settings:
     public_url: str | None = None  # origin browsers reach Kaeru at, for absolute links
     click_window_days: int = 30
     view_window_days: int = 1
+    impression_cap_per_hour: int = 240  # counted per browser / cookie-less client (0: none)
+    max_publishers_per_day: int = 200  # distinct pub ids per advertiser-day, then 'other'
+    publishers: Mapping[str, str] = field(default_factory=dict, repr=False)  # pub -> token
+    browser_conversions_per_day: int = 5  # browser-reported, per shopper and advertiser
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -83,6 +88,15 @@ class Settings:
         for advertiser, expected in self.advertisers.items():
             if secrets.compare_digest(_token_bytes(expected), offered):
                 owner = advertiser
+        return owner
+
+    def publisher_of_token(self, token: str) -> str | None:
+        """The registered publisher a bearer token belongs to (constant-time compares)."""
+        owner = None
+        offered = _token_bytes(token)
+        for publisher, expected in self.publishers.items():
+            if secrets.compare_digest(_token_bytes(expected), offered):
+                owner = publisher
         return owner
 
     def is_operator(self, token: str) -> bool:
@@ -126,6 +140,16 @@ class Settings:
             "public_url": reader.public_url("KAERU_PUBLIC_URL"),
             "click_window_days": reader.integer("KAERU_CLICK_WINDOW_DAYS", 30, 1, 400),
             "view_window_days": reader.integer("KAERU_VIEW_WINDOW_DAYS", 1, 0, 400),
+            "impression_cap_per_hour": reader.integer(
+                "KAERU_IMPRESSION_CAP_PER_HOUR", 240, 0, 10**6
+            ),
+            "max_publishers_per_day": reader.integer(
+                "KAERU_MAX_PUBLISHERS_PER_DAY", 200, 0, 100_000
+            ),
+            "publishers": reader.publishers("KAERU_PUBLISHERS"),
+            "browser_conversions_per_day": reader.integer(
+                "KAERU_BROWSER_CONVERSIONS_PER_DAY", 5, 0, 10_000
+            ),
             "host": env.get("KAERU_HOST") or "127.0.0.1",
             "port": reader.integer("KAERU_PORT", 8080, 1, 65535),
         }
@@ -359,6 +383,29 @@ class _Reader:
                 self.problems.append(f"{name}: cannot read {raw[1:]}: {exc.strerror}")
                 return {}
         return self._advertiser_pairs(name, raw)
+
+    def publishers(self, name: str) -> dict[str, str]:
+        """`pub:token,pub2:token2`: publisher ids as `pub=` takes them, tokens of 16+."""
+        raw = self._raw(name)
+        publishers: dict[str, str] = {}
+        for entry in (e.strip() for e in re.split(r"[,\n]", raw or "")):
+            if not entry or entry.startswith("#"):
+                continue
+            publisher, sep, token = entry.partition(":")
+            if not sep or not PUBLISHER_ID.match(publisher):
+                self.problems.append(
+                    f"{name}: {publisher!r} is not 'publisher:token' with a publisher id of "
+                    "1-64 letters, digits, '.', '_' or '-'"
+                )
+            elif len(token) < MIN_TOKEN_LENGTH:
+                self.problems.append(
+                    f"{name}: token of {publisher!r} must be at least {MIN_TOKEN_LENGTH} chars"
+                )
+            elif publisher in publishers:
+                self.problems.append(f"{name}: publisher {publisher!r} is listed twice")
+            else:
+                publishers[publisher] = token
+        return publishers
 
     def _advertiser_pairs(self, name: str, raw: str) -> dict[str, str]:
         advertisers: dict[str, str] = {}

@@ -45,6 +45,9 @@ class ShopperEvent:
     revenue: Decimal | None = None
     currency: str | None = None
     lines: tuple[LineItem, ...] = ()
+    # A purchase confirmed by the shop's server (the conversions postback) is trusted: its
+    # revenue stands and it is not held to the daily cap of browser-reported conversions.
+    server_reported: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -275,6 +275,9 @@ class Soak:
             KAERU_ADVERTISERS=f"{ADVERTISER}:{TOKEN}",
             KAERU_DATA_DIR=str(self.tmp / "kaeru"),
             KAERU_SECRET=secrets.token_urlsafe(32),
+            # Every anonymous ad of the soak comes from one address and User-Agent: as one
+            # client it would be capped, and the soak checks that every ad served is counted.
+            KAERU_IMPRESSION_CAP_PER_HOUR="0",
         )
         command = [sys.executable, "-m", "adserver.cli", "serve", "--port", str(port)]
         command += ["--redis-url", self.redis_url, "--workers", str(self.args.workers)]

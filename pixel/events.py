@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import cast
 
 import orjson
 
+from adserver.catalog import Product
 from adserver.shopper import EVENT_KINDS, EventKind, LineItem, ShopperEvent, is_valid_sku
 
 MAX_ITEMS = 50
@@ -219,3 +220,19 @@ def parse_batch(body: bytes, advertisers: Collection[str]) -> Batch | Reject:
         _consent_field(document, "gdpr"),
         _consent_field(document, "gdpr_consent"),
     )
+
+
+def at_catalog_value(event: ShopperEvent, catalog: Mapping[str, Product]) -> ShopperEvent:
+    """A purchase as the browser reported it carries at most the catalog value of its items
+    (the price they sell at, times the quantities; an item not in the catalog is worth 0):
+    anyone can send a purchase event, only the shop's server (the conversions postback) is
+    believed beyond that."""
+    if event.kind != "purchase" or event.revenue is None:
+        return event
+    value = Decimal(0)
+    for line in event.lines:
+        product = catalog.get(line.sku)
+        if product is not None:
+            price = product.price if product.sale_price is None else product.sale_price
+            value += price * line.quantity
+    return event if event.revenue <= value else replace(event, revenue=value)

@@ -18,7 +18,13 @@ from adserver.context import EVENT_WRITER, FEED_GRACE, MARKET, METRICS, SETTINGS
 from adserver.event_writer import RETRY_AFTER_SECONDS, Outcome
 from adserver.responses import gif, javascript, json_error, unavailable
 from adserver.shopper import ShopperEvent
-from pixel.events import MAX_BATCH_BYTES, Reject, parse_batch, parse_pixel_query
+from pixel.events import (
+    MAX_BATCH_BYTES,
+    Reject,
+    at_catalog_value,
+    parse_batch,
+    parse_pixel_query,
+)
 from pixel.identity import (
     consented,
     is_bot,
@@ -46,6 +52,7 @@ async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> tuple[
     app = request.app
     uid = read_uid(request.cookies) or new_uid()
     now = time.time()
+    events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
     events, waiting = _sold_only(app, uid, events, now)
     if not events:
         return (uid if waiting else None), True

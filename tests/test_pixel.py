@@ -72,7 +72,9 @@ async def test_forged_uid_cookie_is_replaced(client: TestClient[Any, Any], redis
     assert (await stream_events(redis_url))[0]["uid"] == new_uid
 
 
-async def test_tag_batch_is_stored_in_order(client: TestClient[Any, Any], redis_url: str) -> None:
+async def test_tag_batch_is_stored_in_order(stocked: TestClient[Any, Any], redis_url: str) -> None:
+    # sku-1 is in the catalog (at 19.90): a browser-reported revenue is at most its value.
+    client = stocked
     batch = {
         "events": [
             {"advertiser": SHOP, "event": "home"},

@@ -208,3 +208,39 @@ def test_bad_privacy_and_network_settings_are_named() -> None:
         "KAERU_GEOIP_DB",
     ):
         assert name in message
+
+
+def test_counting_bounds_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {
+            "KAERU_PUBLISHERS": "news1:news1-token-0123456789, blog.2:blog2-token-0123456789",
+            "KAERU_IMPRESSION_CAP_PER_HOUR": "100",
+            "KAERU_MAX_PUBLISHERS_PER_DAY": "50",
+            "KAERU_BROWSER_CONVERSIONS_PER_DAY": "2",
+        }
+    )
+    assert dict(settings.publishers) == {
+        "news1": "news1-token-0123456789",
+        "blog.2": "blog2-token-0123456789",
+    }
+    assert settings.publisher_of_token("blog2-token-0123456789") == "blog.2"
+    assert not Settings().publishers  # open to any pub by default
+    assert (settings.impression_cap_per_hour, settings.max_publishers_per_day) == (100, 50)
+    assert settings.browser_conversions_per_day == 2
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {
+                "KAERU_PUBLISHERS": "news 1:short",
+                "KAERU_IMPRESSION_CAP_PER_HOUR": "-1",
+                "KAERU_MAX_PUBLISHERS_PER_DAY": "lots",
+                "KAERU_BROWSER_CONVERSIONS_PER_DAY": "99999",
+            }
+        )
+    message = str(caught.value)
+    for name in (
+        "KAERU_PUBLISHERS",
+        "KAERU_IMPRESSION_CAP_PER_HOUR",
+        "KAERU_MAX_PUBLISHERS_PER_DAY",
+        "KAERU_BROWSER_CONVERSIONS_PER_DAY",
+    ):
+        assert name in message

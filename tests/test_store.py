@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from adserver.shopper import LineItem, ShopperEvent
-from adserver.store import Store, StoreLimits, connect
+from adserver.store import Placement, Store, StoreLimits, connect
 
 UID = "A" * 22
 
@@ -40,6 +40,24 @@ async def test_every_per_user_key_expires_with_the_lookback(store: Store) -> Non
     for key in user_keys:
         ttl = await store.redis.ttl(key)
         assert 0 < ttl <= 3600, key
+
+
+async def test_every_per_user_key_of_delivery_counting_expires(store: Store) -> None:
+    """An impression (caps, last touch), a click and attributed purchases past the daily cap
+    of browser-reported conversions (counted on the shopper's facts) write per-user keys too."""
+    placement = Placement("shop1", "c1", "news1", "recent", "300x250")
+    await store.ledger.record_impression(UID, placement, ["a"])
+    await store.ledger.record_click(UID, placement, "a", token_id="t1")
+    orders = [
+        ShopperEvent("shop1", "purchase", ("a",), order=f"o{n}", lines=(LineItem("a"),))
+        for n in range(8)
+    ]
+    assert len(await store.record_events(UID, orders)) == store.limits.browser_conversions_per_day
+    user_keys = [k async for k in store.redis.scan_iter(match=f"u:{{{UID}}}:*")]
+    assert len(user_keys) >= 5
+    for key in user_keys:
+        ttl = await store.redis.ttl(key)
+        assert 0 < ttl <= store.limits.click_window_seconds, key
 
 
 async def test_all_keys_of_a_user_share_one_hash_slot(store: Store) -> None:

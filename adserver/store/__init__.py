@@ -134,6 +134,7 @@ class Store:
                     _text(reply[1]),
                     _text(reply[2]),
                     at,
+                    event.server_reported,
                 )
                 for (uid, event, at), reply in zip(entries, replies, strict=True)
                 if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])
@@ -223,6 +224,8 @@ class Store:
             str(event.revenue or 0),
             self.limits.click_window_seconds * 1000,
             self.limits.view_window_seconds * 1000,
+            0 if event.server_reported else self.limits.browser_conversions_per_day,
+            day_of(now_ms / 1000),
             *event.items,
         )
 

@@ -37,6 +37,9 @@ class StoreLimits:
     # How long an erased shopper's older events are refused (see keys.user_forgotten): the
     # longest a view waits for a feed (KAERU_FEED_GRACE_SECONDS) plus time for buffered replays.
     erasure_hold_seconds: int = 300 + 300
+    click_link_seconds: int = 30 * 86400 + 300  # a click link counts once within its lifetime
+    max_publishers_per_day: int = 200  # per advertiser; more fold into 'other' (0: no bound)
+    browser_conversions_per_day: int = 5  # per shopper and advertiser (0: no bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,7 @@ class Conversion:
     touch: str
     key: str
     at: float
+    server_reported: bool = False  # by the shop's server: its revenue replaces the browser's
 
     @property
     def campaign(self) -> str:

@@ -190,7 +190,7 @@ def order_marker(advertiser: str, order: str) -> str:
 
 
 def click_marker(advertiser: str, token_digest: str) -> str:
-    """string, set for the replay window: a click link counts once."""
+    """string, set for the lifetime of a click link: it counts once."""
     return f"clk:{{{advertiser}}}:{token_digest}"
 
 
@@ -232,3 +232,15 @@ def daily_stats(advertiser: str, day: str) -> str:
     """hash '<metric>\t<campaign>\t<publisher>\t<strategy>\t<size>' -> count, for one
     advertiser and UTC day (YYYYMMDD); metrics: imp, click, render, conv, revenue."""
     return f"st:{{{advertiser}}}:{day}"
+
+
+def publishers_of_day(advertiser: str, day: str) -> str:
+    """set of the publisher ids the day's report names (bounded; the rest fold into 'other'),
+    expiring two days after it was last written."""
+    return f"pubs:{{{advertiser}}}:{day}"
+
+
+def render_markers(advertiser: str, hour: int) -> str:
+    """hash impression id -> 1: the renders counted of impressions served in that hour (unix
+    hours), kept until the last of their beacons has expired."""
+    return f"rnd:{{{advertiser}}}:{hour}"

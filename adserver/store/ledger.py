@@ -5,6 +5,7 @@ touch for attribution)."""
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -30,20 +31,42 @@ from adserver.store.base import (
 
 STATS_TTL_SECONDS = 400 * 86400
 ORDER_MARKER_TTL_SECONDS = 400 * 86400
-CLICK_REPLAY_SECONDS = 600  # the same click link followed again within this counts once
+PUBLISHERS_TTL_SECONDS = 2 * 86400
+RENDER_BEACON_SECONDS = 3600  # a render beacon counts if hit within this of the ad served
+CLOCK_SKEW_SECONDS = 300  # how far ahead a token's issue time may be (see Signer.verify)
+
+
+def new_impression_id(now: float) -> str:
+    """Names one served impression (in its render beacon and click links): the unix hour it
+    was served in, then 64 random bits."""
+    return f"{int(now // 3600)}.{secrets.token_hex(8)}"
+
+
+def impression_hour(impression: str) -> int | None:
+    hour, _, rest = impression.partition(".")
+    return int(hour) if hour.isdigit() and len(rest) == 16 else None
+
+
+def render_markers_expire_at(hour: int) -> int:
+    """When the render markers of impressions served in `hour` may go: every beacon of them
+    has expired by then."""
+    return (hour + 1) * 3600 + RENDER_BEACON_SECONDS + CLOCK_SKEW_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
 class Shown:
     """An ad served (an impression: counted for reports, CTR estimates and, for a known
     shopper, caps and the last touch) or, with `rendered`, its creative displayed on the page
-    (a render: counted for reports only)."""
+    (a render: counted for reports only, once per `impression` id). An impression past the
+    per-client cap (`counted` False) still updates the shopper's caps and last touch."""
 
     uid: str | None
     placement: Placement
     skus: tuple[str, ...]
     at: float
     rendered: bool = False
+    impression: str = ""
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +80,55 @@ class Click:
     token_id: str = ""
 
 
+def _rest(placement: Placement) -> str:
+    return f"{placement.strategy}\t{placement.size}"
+
+
+class _DayCounters:
+    """The COUNT_STATS call of one advertiser and day: counters and render markers."""
+
+    def __init__(self, advertiser: str, day: str) -> None:
+        self.keys = [keys.daily_stats(advertiser, day), keys.publishers_of_day(advertiser, day)]
+        self.advertiser = advertiser
+        self.counts: Counter[tuple[str, str, str, str]] = Counter()
+        self.renders: list[tuple[str, str, str, str, int, str]] = []
+        self.expiries: dict[str, int] = {}
+
+    def add_impression(self, placement: Placement) -> None:
+        self.counts[("imp", placement.campaign, placement.publisher, _rest(placement))] += 1
+
+    def add_render(self, placement: Placement, impression: str, now: float) -> bool:
+        hour = impression_hour(impression)
+        if hour is None or render_markers_expire_at(hour) <= now + 60:
+            return False  # too late to know whether it was counted before: at most once
+        marker = keys.render_markers(self.advertiser, hour)
+        if marker not in self.expiries:
+            self.keys.append(marker)
+            self.expiries[marker] = render_markers_expire_at(hour)
+        index = self.keys.index(marker) + 1
+        fields = ("render", placement.campaign, placement.publisher, _rest(placement))
+        self.renders.append((*fields, index, impression))
+        return True
+
+    def command(self, sha: str, limits: StoreLimits) -> Command:
+        args: list[str | int] = [
+            limits.max_publishers_per_day,
+            PUBLISHERS_TTL_SECONDS,
+            STATS_TTL_SECONDS,
+        ]
+        for (metric, campaign, publisher, rest), n in self.counts.items():
+            args += [metric, campaign, publisher, rest, n, 0, ""]
+        for metric, campaign, publisher, rest, index, impression in self.renders:
+            args += [metric, campaign, publisher, rest, 1, index, impression]
+        return ("EVALSHA", sha, len(self.keys), *self.keys, *args)
+
+
 class Ledger:
     def __init__(self, redis: Redis, limits: StoreLimits) -> None:
         self.redis = redis
         self.limits = limits
         self._count_impression = redis.register_script(scripts.COUNT_IMPRESSION)
+        self._count_stats = redis.register_script(scripts.COUNT_STATS)
         self._record_conversion = redis.register_script(scripts.RECORD_CONVERSION)
         self._record_click = redis.register_script(scripts.RECORD_CLICK)
 
@@ -73,20 +140,23 @@ class Ledger:
         at = time.time() if now is None else now
         await self.record_shown([Shown(uid, placement, tuple(skus), at)])
 
-    async def record_shown(self, shown: Iterable[Shown]) -> None:
+    async def record_shown(self, shown: Iterable[Shown]) -> int:
         """Impressions and renders in one round trip (group commit): per shopper shown an ad
-        the frequency counters and the last touch (a script), then the report and CTR counters
-        summed over the batch (one HINCRBY per counter, not per impression)."""
+        the frequency counters and the last touch (a script), then per advertiser and day the
+        report counters summed over the batch (a script: publisher ids bounded, a render
+        counted once per impression) and the CTR totals. Returns how many renders were not
+        counted (already counted, or too late to tell)."""
         sha = self._count_impression.sha
         commands: list[Command] = []
-        stats: Counter[tuple[str, str]] = Counter()
+        days: dict[tuple[str, str], _DayCounters] = {}
         totals: Counter[tuple[str, str]] = Counter()
+        late, wall = 0, time.time()
         for one in shown:
             placement, now = one.placement, one.at
             adv = placement.advertiser
-            day_stats = keys.daily_stats(adv, day_of(now))
+            day = days.setdefault((adv, day_of(now)), _DayCounters(adv, day_of(now)))
             if one.rendered:
-                stats[(day_stats, f"render\t{placement.key}")] += 1
+                late += not day.add_render(placement, one.impression, wall)
                 continue
             if one.uid is not None:
                 caps, touch = keys.user_caps(one.uid, adv), keys.user_touch(one.uid, adv)
@@ -97,17 +167,24 @@ class Ledger:
                         *one.skus,
                     )
                 )
-            stats[(day_stats, f"imp\t{placement.key}")] += 1
-            totals[(keys.campaign_totals(adv), f"imp:{placement.campaign}")] += 1
-        for counts in (stats, totals):
-            commands += [("HINCRBY", key, field, n) for (key, field), n in counts.items()]
-        commands += [
-            ("EXPIRE", key, STATS_TTL_SECONDS) for key in dict.fromkeys(k for k, _ in stats)
-        ]
+            if one.counted:
+                day.add_impression(placement)
+                totals[(keys.campaign_totals(adv), f"imp:{placement.campaign}")] += 1
+        stats_sha = self._count_stats.sha
+        first_stats = len(commands)
+        for day in days.values():
+            if day.counts or day.renders:
+                commands.append(day.command(stats_sha, self.limits))
+        last_stats = len(commands)
+        commands += [("HINCRBY", key, field, n) for (key, field), n in totals.items()]
+        for day in days.values():
+            commands += [("EXPIREAT", key, at) for key, at in day.expiries.items()]
         if not commands:
-            return
-        replies = await send_with_scripts(self.redis, commands, {sha: scripts.COUNT_IMPRESSION})
+            return late
+        sources = {sha: scripts.COUNT_IMPRESSION, stats_sha: scripts.COUNT_STATS}
+        replies = await send_with_scripts(self.redis, commands, sources)
         raise_first_error(replies)
+        return late + sum(int(r) for r in replies[first_stats:last_stats])
 
     async def record_click(
         self,
@@ -117,18 +194,26 @@ class Ledger:
         now: float | None = None,
         token_id: str = "",
     ) -> bool:
-        """Count a click once per click link within the replay window (`token_id` names the
-        link), remember it on the shopper for attribution, put it on the stream. Returns
-        False for a replay, which changes nothing."""
+        """Count a click once per click link for the link's lifetime (`token_id` names the
+        link; a replay from the outage buffer, however late, finds its marker), remember it on
+        the shopper for attribution, put it on the stream. Returns False for a replay, which
+        changes nothing."""
         now = time.time() if now is None else now
         digest = hashlib.sha256(token_id.encode()).hexdigest()[:32] if token_id else ""
+        day = day_of(now)
         counted = await self._record_click(
             [
                 keys.click_marker(placement.advertiser, digest or str(now)),
-                keys.daily_stats(placement.advertiser, day_of(now)),
+                keys.daily_stats(placement.advertiser, day),
                 keys.campaign_totals(placement.advertiser),
+                keys.publishers_of_day(placement.advertiser, day),
             ],
-            [placement.key, CLICK_REPLAY_SECONDS, placement.campaign],
+            [
+                *(placement.campaign, placement.publisher, _rest(placement)),
+                self.limits.click_link_seconds,
+                self.limits.max_publishers_per_day,
+                PUBLISHERS_TTL_SECONDS,
+            ],
         )
         if not counted:
             return False
@@ -151,16 +236,24 @@ class Ledger:
         return True
 
     async def record_conversions(self, conversions: Iterable[Conversion]) -> list[bool]:
-        """Count attributed purchases, once per order id; True where newly counted."""
+        """Count attributed purchases, once per order id; True where newly counted. The shop
+        server's revenue for an order the browser reported first replaces the browser's."""
         pipe = self.redis.pipeline(transaction=False)
         for c in conversions:
+            campaign, publisher, rest = (c.key.split("\t", 2) + ["", ""])[:3]
+            day = day_of(c.at)
             await self._record_conversion(
                 [
                     keys.order_marker(c.advertiser, c.order),
-                    keys.daily_stats(c.advertiser, day_of(c.at)),
+                    keys.daily_stats(c.advertiser, day),
                     keys.campaign_totals(c.advertiser),
+                    keys.publishers_of_day(c.advertiser, day),
                 ],
-                [c.key, str(c.revenue), ORDER_MARKER_TTL_SECONDS, c.campaign],
+                [
+                    *(campaign, publisher, rest, str(c.revenue), ORDER_MARKER_TTL_SECONDS),
+                    *(self.limits.max_publishers_per_day, PUBLISHERS_TTL_SECONDS),
+                    "1" if c.server_reported else "0",
+                ],
                 pipe,
             )
         return [bool(r) for r in await execute(pipe)]

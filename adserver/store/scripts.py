@@ -5,7 +5,9 @@ from __future__ import annotations
 # KEYS: advertisers, viewed, cart, purchased, orders, facts, touch, forgotten (all of one user:
 #       one slot)
 # ARGV: kind, advertiser, now_ms, ttl_seconds, max_items, order, revenue,
-#       click_window_ms, view_window_ms, sku...
+#       click_window_ms, view_window_ms, conversions cap, today, sku...
+# The conversions cap (0: none) bounds how many orders a day one shopper converts: past it a
+# purchase is recorded but not attributed (the facts hash counts them: cv_day, cv_n).
 # Returns {1} when stored; for a new purchase {1, 'click'|'view'|'', attribution key}: the last
 # click within the click window, else the last impression within the view window, else nothing.
 # The orders hash keeps each order's attribution ('touch<TAB>key'), and a purchase whose order
@@ -25,7 +27,7 @@ local ttl, cap, order = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local forgotten = redis.call('GET', KEYS[8])
 if forgotten and now <= tonumber(forgotten) then return {0} end
 local function add_items(key)
-  for i = 10, #ARGV do redis.call('ZADD', key, 'GT', now, ARGV[i]) end
+  for i = 12, #ARGV do redis.call('ZADD', key, 'GT', now, ARGV[i]) end
   redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
   redis.call('EXPIRE', key, ttl)
 end
@@ -64,6 +66,17 @@ elseif kind == 'purchase' then
     via, key = 'click', touch[2]
   elseif touch[3] and now - tonumber(touch[3]) <= tonumber(ARGV[9]) then
     via, key = 'view', touch[4]
+  end
+  local conversions_cap = tonumber(ARGV[10])
+  if via ~= '' and conversions_cap > 0 then
+    if redis.call('HGET', KEYS[6], 'cv_day') ~= ARGV[11] then
+      redis.call('HSET', KEYS[6], 'cv_day', ARGV[11], 'cv_n', 0)
+    end
+    if tonumber(redis.call('HGET', KEYS[6], 'cv_n')) >= conversions_cap then
+      via, key = '', ''
+    else
+      redis.call('HINCRBY', KEYS[6], 'cv_n', 1)
+    end
   end
   redis.call('HSET', KEYS[5], order, via .. '\t' .. key)
   redis.call('EXPIRE', KEYS[5], ttl)
@@ -137,28 +150,97 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# A click, on the advertiser's keys, counted once per click link within the replay window.
-# KEYS: replay marker, daily stats, campaign totals. ARGV: placement key, replay window seconds,
-# campaign. Returns 1 when counted, 0 for a replay.
-RECORD_CLICK = """
-if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('HINCRBY', KEYS[2], 'click\t' .. ARGV[1], 1)
-redis.call('EXPIRE', KEYS[2], 34560000)
-redis.call('HINCRBY', KEYS[3], 'click:' .. ARGV[3], 1)
-return 1
+# The publisher a report row names (prepended to the scripts that write report counters):
+# publisher ids are bounded per advertiser and day. KEYS: the day's publisher set (same slot as
+# the stats). A publisher already in the set keeps its name; a new one joins while the set has
+# fewer than `cap` members (cap 0: no bound); past that it folds into the one 'other' row.
+PUBLISHER_OF = """
+local function publisher_of(set, publisher, cap, ttl)
+  if cap <= 0 or redis.call('SISMEMBER', set, publisher) == 1 then return publisher end
+  if redis.call('SCARD', set) < cap then
+    redis.call('SADD', set, publisher)
+    redis.call('EXPIRE', set, ttl)
+    return publisher
+  end
+  return 'other'
+end
 """
 
-# A conversion, on the advertiser's keys (one slot): counted once per order id.
-# KEYS: order marker, daily stats, campaign totals. ARGV: stats field suffix, revenue,
-# marker ttl, campaign. Returns 1 when counted, 0 for an order already counted.
-RECORD_CONVERSION = """
-if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[3]) then return 0 end
-redis.call('HINCRBY', KEYS[2], 'conv\t' .. ARGV[1], 1)
-redis.call('HINCRBYFLOAT', KEYS[2], 'revenue\t' .. ARGV[1], ARGV[2])
+# Impressions and renders of one advertiser and day, summed over a batch (group commit).
+# KEYS: daily stats, the day's publisher set, then render marker hashes (one per issue hour).
+# ARGV: publisher cap, set ttl, stats ttl, then per counter 7 fields: metric, campaign,
+# publisher, strategy<TAB>size, n, marker index into KEYS (0: none), impression id. A render
+# counts once per impression id (HSETNX on its marker). Returns how many renders were refused.
+COUNT_STATS = (
+    PUBLISHER_OF
+    + """
+local cap, set_ttl = tonumber(ARGV[1]), ARGV[2]
+local refused = 0
+for i = 4, #ARGV, 7 do
+  local marker = tonumber(ARGV[i + 5])
+  if marker == 0 or redis.call('HSETNX', KEYS[marker], ARGV[i + 6], 1) == 1 then
+    local publisher = publisher_of(KEYS[2], ARGV[i + 2], cap, set_ttl)
+    local field = ARGV[i] .. '\t' .. ARGV[i + 1] .. '\t' .. publisher .. '\t' .. ARGV[i + 3]
+    redis.call('HINCRBY', KEYS[1], field, ARGV[i + 4])
+  else
+    refused = refused + 1
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return refused
+"""
+)
+
+# A click, on the advertiser's keys, counted once per click link for the link's lifetime.
+# KEYS: click marker, daily stats, campaign totals, the day's publisher set. ARGV: campaign,
+# publisher, strategy<TAB>size, marker ttl seconds, publisher cap, set ttl.
+# Returns 1 when counted, 0 for a link already counted.
+RECORD_CLICK = (
+    PUBLISHER_OF
+    + """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[4]) then return 0 end
+local publisher = publisher_of(KEYS[4], ARGV[2], tonumber(ARGV[5]), ARGV[6])
+redis.call('HINCRBY', KEYS[2], 'click\t' .. ARGV[1] .. '\t' .. publisher .. '\t' .. ARGV[3], 1)
 redis.call('EXPIRE', KEYS[2], 34560000)
-redis.call('HINCRBY', KEYS[3], 'conv:' .. ARGV[4], 1)
+redis.call('HINCRBY', KEYS[3], 'click:' .. ARGV[1], 1)
 return 1
 """
+)
+
+# A conversion, on the advertiser's keys (one slot): counted once per order id.
+# KEYS: order marker, daily stats, campaign totals, the day's publisher set. ARGV: campaign,
+# publisher, strategy<TAB>size, revenue, marker ttl, publisher cap, set ttl, '1' when the
+# shop's server reported it (the postback), else '0'. The marker keeps what was counted
+# ('b:<revenue>' from the browser, 's:<revenue>' from the server): the server's word on an
+# order the browser reported first replaces the browser's revenue (on the postback's day).
+# Returns 1 when counted, 0 for an order already counted.
+RECORD_CONVERSION = (
+    PUBLISHER_OF
+    + """
+local kept = redis.call('GET', KEYS[1])
+local function suffix()
+  local publisher = publisher_of(KEYS[4], ARGV[2], tonumber(ARGV[6]), ARGV[7])
+  return ARGV[1] .. '\t' .. publisher .. '\t' .. ARGV[3]
+end
+if kept then
+  if ARGV[8] == '1' and string.sub(kept, 1, 2) == 'b:' then
+    local delta = tonumber(ARGV[4]) - tonumber(string.sub(kept, 3))
+    redis.call('HINCRBYFLOAT', KEYS[2], 'revenue\t' .. suffix(), string.format('%.6f', delta))
+    redis.call('EXPIRE', KEYS[2], 34560000)
+    redis.call('SET', KEYS[1], 's:' .. ARGV[4], 'KEEPTTL')
+  end
+  return 0
+end
+local source = ARGV[8] == '1' and 's:' or 'b:'
+redis.call('SET', KEYS[1], source .. ARGV[4], 'EX', ARGV[5])
+local fields = suffix()
+redis.call('HINCRBY', KEYS[2], 'conv\t' .. fields, 1)
+redis.call('HINCRBYFLOAT', KEYS[2], 'revenue\t' .. fields, ARGV[4])
+redis.call('EXPIRE', KEYS[2], 34560000)
+redis.call('HINCRBY', KEYS[3], 'conv:' .. ARGV[1], 1)
+return 1
+"""
+)
 
 # Read one neighbour list with the popularity counts that normalise it.
 # KEYS: the list, the advertiser's popularity zset (same slot). ARGV: item, depth.

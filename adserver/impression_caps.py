@@ -1,0 +1,60 @@
+"""How many impressions one client gets counted: a loop of one browser (or of cookie-less
+requests) is still served its ads, but past `cap` an hour they are no longer counted.
+
+A client is a known browser (a `uid` with a stored profile) or, otherwise, the pair publisher
+and client address + User-Agent, with a second cap of ten times as many per publisher and
+address alone (so changing User-Agents does not escape it). Those are looked up by a keyed
+hash (BLAKE2b, with a random key made when the process starts and never written anywhere), so
+no IP address is kept, even in memory, and the counters cannot be linked to anyone after a
+restart. The counters live in this process only (each server process counts its own: with N
+processes the bound is N times the cap), in fixed UTC hours, in a bounded table (the least
+recently seen clients go first when it is full).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections import OrderedDict
+
+MAX_CLIENTS = 100_000  # about 120 bytes each: ~12 MB at most per process
+ADDRESS_FACTOR = 10  # one address (an office, a carrier's NAT) counts this many clients' worth
+
+
+class ImpressionCaps:
+    def __init__(self, cap_per_hour: int, max_clients: int = MAX_CLIENTS) -> None:
+        self.cap = cap_per_hour
+        self.max_clients = max_clients
+        self._key = secrets.token_bytes(32)
+        self._counters: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
+
+    def _name(self, *parts: str) -> bytes:
+        text = "\0".join(parts).encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(text, key=self._key, digest_size=16).digest()
+
+    def _take(self, name: bytes, cap: int, hour: int) -> bool:
+        """Count one on `name` if it is under `cap` this hour."""
+        seen_hour, count = self._counters.pop(name, (hour, 0))
+        if seen_hour != hour:
+            count = 0
+        allowed = count < cap
+        self._counters[name] = (hour, count + allowed)
+        while len(self._counters) > self.max_clients:
+            self._counters.popitem(last=False)
+        return allowed
+
+    def count_browser(self, uid: str, now: float) -> bool:
+        """Whether an impression for this known browser is counted."""
+        if self.cap <= 0:
+            return True
+        return self._take(self._name("uid", uid), self.cap, int(now // 3600))
+
+    def count_anonymous(self, publisher: str, address: str, user_agent: str, now: float) -> bool:
+        """Whether an impression for a cookie-less client on this publisher is counted."""
+        if self.cap <= 0:
+            return True
+        hour = int(now // 3600)
+        address_name = self._name("address", publisher, address)
+        if not self._take(self._name("client", publisher, address, user_agent), self.cap, hour):
+            return False
+        return self._take(address_name, self.cap * ADDRESS_FACTOR, hour)

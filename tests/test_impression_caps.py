@@ -1,0 +1,34 @@
+"""The per-client impression caps (pure, in memory)."""
+
+from __future__ import annotations
+
+from adserver.impression_caps import ADDRESS_FACTOR, ImpressionCaps
+
+HOUR = 3600 * 490_000.0  # the start of some UTC hour
+
+
+def test_a_browser_counts_up_to_the_cap_each_hour() -> None:
+    caps = ImpressionCaps(3)
+    assert [caps.count_browser("u1", HOUR + n) for n in range(5)] == [True] * 3 + [False] * 2
+    assert caps.count_browser("u2", HOUR)  # another browser has its own count
+    assert caps.count_browser("u1", HOUR + 3600)  # the next hour starts again
+
+
+def test_changing_user_agents_does_not_escape_the_address_cap() -> None:
+    caps = ImpressionCaps(2)
+    counted = [caps.count_anonymous("pub", "192.0.2.1", f"UA {n}", HOUR) for n in range(100)]
+    assert sum(counted) == 2 * ADDRESS_FACTOR
+    assert caps.count_anonymous("other-pub", "192.0.2.1", "UA 1", HOUR)
+
+
+def test_no_address_is_kept_and_the_table_is_bounded() -> None:
+    caps = ImpressionCaps(5, max_clients=10)
+    for n in range(100):
+        caps.count_anonymous("pub", f"192.0.2.{n}", "UA", HOUR)
+    assert len(caps._counters) == 10
+    assert all(len(name) == 16 and b"192.0.2" not in name for name in caps._counters)
+
+
+def test_cap_zero_counts_everything() -> None:
+    caps = ImpressionCaps(0)
+    assert all(caps.count_anonymous("pub", "192.0.2.1", "UA", HOUR) for _ in range(1000))

@@ -386,43 +386,29 @@ class _Reader:
 
     def publishers(self, name: str) -> dict[str, str]:
         """`pub:token,pub2:token2`: publisher ids as `pub=` takes them, tokens of 16+."""
-        raw = self._raw(name)
-        publishers: dict[str, str] = {}
-        for entry in (e.strip() for e in re.split(r"[,\n]", raw or "")):
-            if not entry or entry.startswith("#"):
-                continue
-            publisher, sep, token = entry.partition(":")
-            if not sep or not PUBLISHER_ID.match(publisher):
-                self.problems.append(
-                    f"{name}: {publisher!r} is not 'publisher:token' with a publisher id of "
-                    "1-64 letters, digits, '.', '_' or '-'"
-                )
-            elif len(token) < MIN_TOKEN_LENGTH:
-                self.problems.append(
-                    f"{name}: token of {publisher!r} must be at least {MIN_TOKEN_LENGTH} chars"
-                )
-            elif publisher in publishers:
-                self.problems.append(f"{name}: publisher {publisher!r} is listed twice")
-            else:
-                publishers[publisher] = token
-        return publishers
+        ids = "a publisher id of 1-64 letters, digits, '.', '_' or '-'"
+        return self._token_pairs(name, self._raw(name) or "", "publisher", PUBLISHER_ID, ids)
 
     def _advertiser_pairs(self, name: str, raw: str) -> dict[str, str]:
-        advertisers: dict[str, str] = {}
+        ids = "an advertiser id of lowercase letters, digits, '-' or '_'"
+        return self._token_pairs(name, raw, "advertiser", ADVERTISER_ID, ids)
+
+    def _token_pairs(
+        self, name: str, raw: str, kind: str, id_pattern: re.Pattern[str], ids: str
+    ) -> dict[str, str]:
+        """`id:token` entries separated by commas or lines (`#` comments), each checked."""
+        pairs: dict[str, str] = {}
         entries = [e.strip() for e in re.split(r"[,\n]", raw)]
         for entry in (e for e in entries if e and not e.startswith("#")):
-            advertiser, sep, token = entry.partition(":")
-            if not sep or not ADVERTISER_ID.match(advertiser):
-                self.problems.append(
-                    f"{name}: {advertiser!r} is not 'advertiser:token' with an advertiser id of "
-                    "lowercase letters, digits, '-' or '_'"
-                )
+            owner, sep, token = entry.partition(":")
+            if not sep or not id_pattern.match(owner):
+                self.problems.append(f"{name}: {owner!r} is not '{kind}:token' with {ids}")
             elif len(token) < MIN_TOKEN_LENGTH:
                 self.problems.append(
-                    f"{name}: token of {advertiser!r} must be at least {MIN_TOKEN_LENGTH} chars"
+                    f"{name}: token of {owner!r} must be at least {MIN_TOKEN_LENGTH} chars"
                 )
-            elif advertiser in advertisers:
-                self.problems.append(f"{name}: advertiser {advertiser!r} is listed twice")
+            elif owner in pairs:
+                self.problems.append(f"{name}: {kind} {owner!r} is listed twice")
             else:
-                advertisers[advertiser] = token
-        return advertisers
+                pairs[owner] = token
+        return pairs

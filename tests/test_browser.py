@@ -8,6 +8,7 @@ when Chromium or the `playwright` package is missing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import os
@@ -81,17 +82,17 @@ def ready(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`kaeru demo` on a free port; the browser uses http://localhost:PORT (loopback is a
-    secure context, so the `SameSite=None; Secure` uid cookie is kept)."""
-    data_dir = tmp_path_factory.mktemp("demo")
+@contextlib.contextmanager
+def running_demo(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
+    """`kaeru demo` on a free port with `env`, until the block ends (SIGINT, then kill); yields
+    http://localhost:PORT (loopback is a secure context, so the `SameSite=None; Secure` uid
+    cookie is kept)."""
     port = free_port()
     log = data_dir.with_suffix(".log")
     with log.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "adserver.cli", "demo", "--port", str(port)],
-            env=demo_env(data_dir),
+            env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -109,6 +110,14 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`kaeru demo`, for the whole module."""
+    data_dir = tmp_path_factory.mktemp("demo")
+    with running_demo(data_dir, demo_env(data_dir)) as url:
+        yield url
 
 
 # -- the browser --------------------------------------------------------------------------------
@@ -487,30 +496,8 @@ def shedding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
     frozen and one pixel event on its way, `/e` sheds (503 + Retry-After). Its base URL and
     data dir (where the embedded Redis' socket is)."""
     data_dir = tmp_path_factory.mktemp("shedding")
-    port = free_port()
-    log = data_dir.with_suffix(".log")
-    env = {**demo_env(data_dir), "KAERU_BUFFER_EVENTS": "1"}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "adserver.cli", "demo", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not ready(f"http://127.0.0.1:{port}/readyz"):
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"demo not ready in 30 s:\n{log.read_text()}"
-            time.sleep(0.1)
-        yield f"http://localhost:{port}", data_dir
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_demo(data_dir, {**demo_env(data_dir), "KAERU_BUFFER_EVENTS": "1"}) as url:
+        yield url, data_dir
 
 
 def redis_pid(data_dir: Path) -> int:

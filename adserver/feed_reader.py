@@ -2,7 +2,8 @@
 
 Memory is bounded whatever the feed: a JSON array goes through ijson's push parser (events,
 from which only the product fields of each row are kept), NDJSON and CSV are cut into
-records as they complete, and a record longer than MAX_RECORD refuses the feed. Each call
+records as they complete, and a record (or a JSON value) longer than MAX_RECORD refuses
+the feed. Each call
 costs time in proportion to the bytes given, so a caller feeding small pieces can give the
 event loop back between them (see `catalog_upload.read_feed`).
 """
@@ -97,12 +98,19 @@ class JsonArrayRows:
         self._depth = 0
         self._row: dict[str, object] | None = None
         self._key = ""
+        self._quiet = 0  # bytes fed since the parser last completed a token
 
     def feed(self, data: bytes) -> list[object]:
         try:
             self._parser.send(data)
         except ijson.JSONError as exc:
             raise FeedError(f"invalid JSON: {_first_line(exc)}") from None
+        # yajl lexes a token that spans pieces again from its start with each piece: a string
+        # of n bytes fed in small pieces costs O(n^2) (60 MB: half an hour of CPU). So, as a
+        # NDJSON line, no token may be longer than MAX_RECORD: bytes without an event are one.
+        self._quiet = 0 if self._events else self._quiet + len(data)
+        if self._quiet > MAX_RECORD:
+            raise FeedError(f"a JSON value is longer than {_kb(MAX_RECORD)}")
         return self._rows()
 
     def close(self) -> list[object]:
@@ -120,6 +128,8 @@ class JsonArrayRows:
         return rows
 
     def _event(self, event: str, value: object, rows: list[object]) -> None:
+        if isinstance(value, str) and len(value) > MAX_RECORD:  # given whole, in one piece
+            raise FeedError(f"a JSON value is longer than {_kb(MAX_RECORD)}")
         if event in ("start_map", "start_array"):
             self._depth += 1
             if self._depth == 1 and event == "start_map":

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -28,6 +29,7 @@ from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, product_row, put_catalog
 
 PRODUCTS = f"/api/v1/advertisers/{SHOP}/products"
 AUTH = {"Authorization": f"Bearer {SHOP_TOKEN}"}
+JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -212,6 +214,40 @@ def test_json_rows_that_are_not_objects_are_rejected_with_their_row_number() -> 
 def test_a_line_longer_than_the_record_limit_refuses_the_feed() -> None:
     with pytest.raises(FeedError, match="longer than"):
         parse_feed(b'{"id": "' + b"x" * (MAX_RECORD + 10) + b'"}\n{}', "application/x-ndjson")
+
+
+LONG = b"x" * (2 * MAX_RECORD)
+LONG_JSON_VALUES = {
+    "string": b'[{"id": "a", "title": "' + LONG + b'"}]',
+    "key": b'[{"id": "a", "' + LONG + b'": 1}]',
+    "number": b'[{"id": "a", "price": 1.' + LONG.replace(b"x", b"0") + b"}]",
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "piece"),
+    [("string", 512), ("key", 512), ("number", 512), ("string", 10**7), ("key", 10**7)],
+)
+def test_a_json_value_longer_than_the_record_limit_refuses_the_feed(kind: str, piece: int) -> None:
+    """As an NDJSON line or a CSV record: one JSON token fed in small pieces is lexed again
+    from its start with each piece (yajl), so a 60 MB title cost half an hour of CPU. (Given
+    whole, a long number costs nothing more and is not refused.)"""
+    body = LONG_JSON_VALUES[kind]
+    validator = FeedValidator("application/json")
+    with pytest.raises(FeedError, match="JSON value is longer than 256 KB"):
+        for start in range(0, len(body), piece):
+            validator.feed(body[start : start + piece])
+        validator.close()
+
+
+async def test_a_json_feed_with_a_huge_string_is_a_400(client: TestClient[Any, Any]) -> None:
+    row = product_row("a")
+    body = b"[" + orjson.dumps({**row, "title": "x" * (4 * MAX_RECORD)}) + b"]"
+    response = await client.put(PRODUCTS, data=io.BytesIO(body), headers=JSON_AUTH)
+    assert response.status == 400
+    assert "JSON value is longer than 256 KB" in (await response.json())["error"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'kaeru_bad_requests_total{reason="unreadable",route="products"} 1.0' in metrics
 
 
 # -- campaigns: a cap per advertiser, no 5xx when Redis times out ------------------------------

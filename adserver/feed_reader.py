@@ -23,6 +23,7 @@ import orjson
 MAX_RECORD = 256 * 1024  # bytes of one NDJSON line, characters of one CSV record
 DELIMITERS = (",", ";", "\t", "|")
 BOM = codecs.BOM_UTF8
+LONE_SURROGATE = "invalid JSON: a string holds a lone surrogate escape such as \\udc00"
 FIELDS = frozenset(
     (
         "id",
@@ -105,6 +106,8 @@ class JsonArrayRows:
             self._parser.send(data)
         except ijson.JSONError as exc:
             raise FeedError(f"invalid JSON: {_first_line(exc)}") from None
+        except UnicodeDecodeError:  # yajl turns a lone surrogate escape into invalid UTF-8
+            raise FeedError(LONE_SURROGATE) from None
         # yajl lexes a token that spans pieces again from its start with each piece: a string
         # of n bytes fed in small pieces costs O(n^2) (60 MB: half an hour of CPU). So, as a
         # NDJSON line, no token may be longer than MAX_RECORD: bytes without an event are one.
@@ -118,6 +121,8 @@ class JsonArrayRows:
             self._parser.close()
         except ijson.JSONError as exc:
             raise FeedError(f"invalid JSON: {_first_line(exc)}") from None
+        except UnicodeDecodeError:
+            raise FeedError(LONE_SURROGATE) from None
         return self._rows()
 
     def _rows(self) -> list[object]:

@@ -250,6 +250,20 @@ async def test_a_json_feed_with_a_huge_string_is_a_400(client: TestClient[Any, A
     assert 'kaeru_bad_requests_total{reason="unreadable",route="products"} 1.0' in metrics
 
 
+@pytest.mark.parametrize("escape", [b"\\udfff", b"\\udc00", b"\\u0041\\udc00"])
+async def test_a_json_feed_with_a_lone_surrogate_escape_is_a_400(
+    client: TestClient[Any, Any], escape: bytes
+) -> None:
+    """yajl decodes a lone low surrogate escape into bytes that are not UTF-8, and ijson's
+    decode of them raised UnicodeDecodeError out of the handler: a 500. (A lone high one it
+    replaces with '?' itself.)"""
+    body = b'[{"id": "a' + escape + b'x", "title": "t"}]'
+    response = await client.put(PRODUCTS, data=io.BytesIO(body), headers=JSON_AUTH)
+    assert response.status == 400, await response.text()
+    assert "lone surrogate" in (await response.json())["error"]
+    assert (await client.get(PRODUCTS, headers=AUTH)).status == 200
+
+
 # -- campaigns: a cap per advertiser, no 5xx when Redis times out ------------------------------
 
 CAMPAIGNS = f"/api/v1/advertisers/{SHOP}/campaigns"

@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.catalog import FeedError, FeedValidator, Product, parse_feed
+from adserver.catalog import FeedError, FeedValidator, Product, clean_url, parse_feed
 from adserver.context import MARKET, STORE
 from adserver.embedded_redis import EmbeddedRedis
 from adserver.feed_reader import MAX_RECORD
@@ -262,6 +262,15 @@ async def test_a_json_feed_with_a_lone_surrogate_escape_is_a_400(
     assert response.status == 400, await response.text()
     assert "lone surrogate" in (await response.json())["error"]
     assert (await client.get(PRODUCTS, headers=AUTH)).status == 200
+
+
+@pytest.mark.parametrize(
+    "url", ["https://shop1.example/p/\ud800", "https://shop1.example/?q=\udfff"]
+)
+def test_clean_url_refuses_lone_surrogates_instead_of_raising(url: str) -> None:
+    """A stored landing goes through clean_url again on every click: it must answer None
+    (the click falls back), never raise UnicodeEncodeError (a 500)."""
+    assert clean_url(url) is None
 
 
 # -- campaigns: a cap per advertiser, no 5xx when Redis times out ------------------------------

@@ -211,6 +211,11 @@ class _Lines:
         self.taken: list[str] = []  # the lines of the record being read
         self.final = False
         self.consumed = 0  # lines of the records read whole
+        self.size = 0  # characters in `pending`
+        # The record put back is inside a quoted field, which only a line holding a quote
+        # can close: until one comes, reading it again (from its start) would be in vain, and
+        # doing so for every piece cost O(n^2) for a field of n short lines.
+        self.blocked = False
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -221,8 +226,16 @@ class _Lines:
                 raise StopIteration
             raise _NeedMore
         line = self.pending.popleft()
+        self.size -= len(line)
         self.taken.append(line)
         return line
+
+    def add(self, lines: list[str]) -> None:
+        self.pending.extend(lines)
+        self.size += sum(map(len, lines))
+        if self.blocked and any('"' in line for line in lines):
+            self.blocked = False
+        self._check_size()
 
     def record_done(self) -> None:
         self.consumed += len(self.taken)
@@ -230,8 +243,13 @@ class _Lines:
 
     def put_back(self) -> None:
         self.pending.extendleft(reversed(self.taken))
+        self.size += sum(map(len, self.taken))
+        self.blocked = bool(self.taken)  # asked for a line inside a record: a quoted field
         self.taken = []
-        if sum(map(len, self.pending)) > MAX_RECORD:
+        self._check_size()
+
+    def _check_size(self) -> None:
+        if self.blocked and self.size > MAX_RECORD:
             raise FeedError(f"a CSV row is longer than {_kb(MAX_RECORD)}")
 
 
@@ -257,7 +275,7 @@ class CsvRows:
     def close(self) -> list[object]:
         self._add_text(self._decode(b"", final=True))
         if self._cr or self._text:
-            self._lines.pending.append(self._text + "\n")
+            self._lines.add([self._text + "\n"])
             self._text, self._cr = "", False
         self._lines.final = True
         rows = self._rows()
@@ -282,11 +300,13 @@ class CsvRows:
         *lines, self._text = (self._text + text.replace("\r\n", "\n").replace("\r", "\n")).split(
             "\n"
         )
-        self._lines.pending.extend(line + "\n" for line in lines)
+        self._lines.add([line + "\n" for line in lines])
         if len(self._text) > MAX_RECORD:
             raise FeedError(f"a CSV row is longer than {_kb(MAX_RECORD)}")
 
     def _rows(self) -> list[object]:
+        if self._lines.blocked and not self._lines.final:
+            return []  # still inside a quoted field: no line since could close it
         if self._reader is None:
             self._start()
         rows: list[object] = []

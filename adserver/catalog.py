@@ -29,7 +29,7 @@ MAX_TEXT = 200
 MAX_URL = 2048
 MAX_ROWS = 200_000
 MAX_SHOWN_ID = 100  # characters of a rejected row's id in the answer (an id is at most 64)
-UNSAFE_URL = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters, backslashes
+UNSAFE_URL = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff]")  # controls, backslashes, surrogates
 URL_SAFE = "/%:@!$&'()*+,;=-._~"  # kept as they are in a path; the rest is percent-encoded
 HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 AVAILABILITY = {

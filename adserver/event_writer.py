@@ -26,6 +26,7 @@ of entry looks in that file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -142,6 +143,7 @@ class BufferedWriter(Generic[E]):
         self._commit = GroupCommit[list[E]](self._flush_batches, linger=linger)
         self._attempts: set[asyncio.Future[None]] = set()  # writes under way
         self._replaying = asyncio.Lock()  # one replay at a time: the replayer task, drain
+        self._claims = SpillClaims()  # spilled files being replayed, kept until written
         self.in_flight = 0  # entries accepted and on their way (not kept)
         self.shed = 0
         self.replayed = 0
@@ -272,6 +274,9 @@ class BufferedWriter(Generic[E]):
                 return 0
             self.breaker.succeeded()
             self.buffer.pop_front(len(spans))
+            self._claims.written(write for write, _ in spans)  # no await since the write
+            if not self.buffer:
+                self._claims.release_all()
             self.replayed += len(entries)
             return len(entries)
 
@@ -302,6 +307,7 @@ class BufferedWriter(Generic[E]):
         and empty it; the next start replays the file. Each line is an entry with the id of
         its write (`write`). None when there was nothing to keep."""
         if not self.buffer:
+            self._claims.release_all()
             return None
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # shoppers' events: private
         path = directory / f"{self.codec.name}-{time.time_ns()}-{os.getpid()}.jsonl"
@@ -315,30 +321,33 @@ class BufferedWriter(Generic[E]):
             os.fsync(out.fileno())
         partial.rename(path)
         self.buffer.clear()
+        self._claims.release_all()  # what they still held is in the new file
         return path
 
     def load_spilled(self, directory: Path) -> int:
         """Put the entries earlier processes spilled into `directory` back in the backlog
         (ahead of anything newer, under their write ids); returns how many. Each file is
         claimed by renaming it, so with several server processes only one replays it. Read
-        line by line and kept write by write: a large file never lives in memory decoded."""
+        line by line and kept write by write: a large file never lives in memory decoded.
+        A claimed file stays on disk until its writes are written (see SpillClaims): one that
+        a process killed mid-replay left behind is claimed again, without what it had done."""
         loaded: Backlog[E] = Backlog(self.codec)
-        for path in sorted(directory.glob(self.codec.pattern)):
-            claimed = path.with_name(f"{path.name}.{os.getpid()}.replaying")
-            try:
-                path.rename(claimed)
-            except FileNotFoundError:  # another process claimed it first
-                continue
+        for claimed in claim_spilled(directory, self.codec.pattern):
+            done = read_done(claimed)
+            before = len(loaded.writes)
             with claimed.open("rb") as lines:
-                self._load_file(lines, path.name, loaded)
-            claimed.unlink()
+                self._load_file(lines, claimed.name, loaded, done)
+            self._claims.add(claimed, [kept.write for kept in list(loaded.writes)[before:]])
         count = len(loaded)
         self.buffer.prepend(loaded)
         return count
 
-    def _load_file(self, lines: Iterable[bytes], name: str, into: Backlog[E]) -> None:
+    def _load_file(
+        self, lines: Iterable[bytes], name: str, into: Backlog[E], done: frozenset[str]
+    ) -> None:
         """Lines of one spilled file into `into`, a write per run of lines with the same id
-        (lines from before writes had ids: writes of bounded size, as `_spans` cuts them)."""
+        (lines from before writes had ids: writes of bounded size, as `_spans` cuts them),
+        but for the writes in `done` (written before)."""
         write: str | None = None
         group: list[E] = []
         cost = 0
@@ -348,6 +357,8 @@ class BufferedWriter(Generic[E]):
                 log.error("%s line %d: not a spilled entry, skipped", name, number)
                 continue
             line_write, entry = read
+            if line_write in done:
+                continue
             full = len(group) >= MAX_WRITE or cost + self.codec.cost(entry) > MAX_WRITE_COST
             if group and (line_write != write or (write is None and full)):
                 into.keep(group, write)
@@ -368,6 +379,104 @@ class BufferedWriter(Generic[E]):
             return (write if isinstance(write, str) else None), self.codec.decode(document)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidOperation):
             return None
+
+
+REPLAYING = ".replaying"  # a claimed spill file: NAME.jsonl.PID.replaying
+DONE = ".done"  # beside it: the ids of its writes written so far, one a line
+
+
+def claim_spilled(directory: Path, pattern: str) -> list[Path]:
+    """Spilled files of one kind, claimed for this process by renaming them (so with several
+    server processes only one replays each): new ones, and those claimed by a process that
+    is gone (killed mid-replay), oldest first."""
+    claimed: list[Path] = []
+    found = [*directory.glob(pattern), *directory.glob(f"{pattern}.*{REPLAYING}")]
+    for path in sorted(found, key=lambda p: p.name):
+        if path.name.endswith(REPLAYING):
+            original, owner, _ = path.name.rsplit(".", 2)
+            if path in _CLAIMED_HERE or not owner.isdigit() or _alive(int(owner)):
+                continue  # being replayed by a live process
+        else:
+            original = path.name
+        mine = path.with_name(f"{original}.{os.getpid()}{REPLAYING}")
+        try:
+            path.rename(mine)
+        except FileNotFoundError:  # another process claimed it first
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + DONE).rename(mine.with_name(mine.name + DONE))
+        claimed.append(mine)
+        _CLAIMED_HERE.add(mine)
+    return claimed
+
+
+_CLAIMED_HERE: set[Path] = set()  # claims of this process (its pid may be a dead one's too)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # not claimed here: a previous life's, with the same pid (a container's 1)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: not ours to take from
+        return True
+    return True
+
+
+def read_done(claimed: Path) -> frozenset[str]:
+    try:
+        return frozenset(claimed.with_name(claimed.name + DONE).read_text().split())
+    except FileNotFoundError:
+        return frozenset()
+
+
+class SpillClaims:
+    """Spilled files this process replays. Each stays on disk until every write loaded from
+    it is written; the ids of those written so far are appended (fsynced) to its `.done`
+    file, so a process killed mid-replay (kill -9, the OOM killer) leaves the rest for the
+    next start, which skips what was written: nothing acknowledged is lost, nothing applied
+    twice (the writer deletes a write's mark in Redis once it saw it acknowledged, so the
+    marks alone would not stop a second append)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, Path] = {}  # write id -> the claimed file it came from
+        self._left: dict[Path, int] = {}  # claimed file -> its writes not yet written
+
+    def add(self, claimed: Path, writes: Sequence[str]) -> None:
+        self._left[claimed] = self._left.get(claimed, 0) + len(writes)
+        self._files.update(dict.fromkeys(writes, claimed))
+        if not writes:
+            self._remove(claimed)
+
+    def written(self, writes: Iterable[str]) -> None:
+        by_file: dict[Path, list[str]] = {}
+        for write in writes:
+            if (claimed := self._files.pop(write, None)) is not None:
+                by_file.setdefault(claimed, []).append(write)
+        for claimed, done in by_file.items():
+            self._left[claimed] -= len(done)
+            if self._left[claimed] <= 0:
+                self._remove(claimed)
+                continue
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            with open(os.open(claimed.with_name(claimed.name + DONE), flags, 0o600), "a") as out:
+                out.write("".join(f"{write}\n" for write in done))
+                out.flush()
+                os.fsync(out.fileno())
+
+    def release_all(self) -> None:
+        """Nothing loaded from the claimed files is left to write (or it was spilled anew)."""
+        for claimed in list(self._left):
+            self._remove(claimed)
+        self._files.clear()
+
+    def _remove(self, claimed: Path) -> None:
+        self._left.pop(claimed, None)
+        _CLAIMED_HERE.discard(claimed)
+        claimed.unlink(missing_ok=True)
+        claimed.with_name(claimed.name + DONE).unlink(missing_ok=True)
 
 
 class EventWriter(BufferedWriter[Entry]):

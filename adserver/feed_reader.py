@@ -2,7 +2,8 @@
 
 Memory is bounded whatever the feed: a JSON array goes through ijson's push parser (events,
 from which only the product fields of each row are kept), NDJSON and CSV are cut into
-records as they complete, and a record longer than MAX_RECORD refuses the feed. Each call
+records as they complete, and a record (or a JSON value) longer than MAX_RECORD refuses
+the feed. Each call
 costs time in proportion to the bytes given, so a caller feeding small pieces can give the
 event loop back between them (see `catalog_upload.read_feed`).
 """
@@ -22,6 +23,7 @@ import orjson
 MAX_RECORD = 256 * 1024  # bytes of one NDJSON line, characters of one CSV record
 DELIMITERS = (",", ";", "\t", "|")
 BOM = codecs.BOM_UTF8
+LONE_SURROGATE = "invalid JSON: a string holds a lone surrogate escape such as \\udc00"
 FIELDS = frozenset(
     (
         "id",
@@ -97,12 +99,21 @@ class JsonArrayRows:
         self._depth = 0
         self._row: dict[str, object] | None = None
         self._key = ""
+        self._quiet = 0  # bytes fed since the parser last completed a token
 
     def feed(self, data: bytes) -> list[object]:
         try:
             self._parser.send(data)
         except ijson.JSONError as exc:
             raise FeedError(f"invalid JSON: {_first_line(exc)}") from None
+        except UnicodeDecodeError:  # yajl turns a lone surrogate escape into invalid UTF-8
+            raise FeedError(LONE_SURROGATE) from None
+        # yajl lexes a token that spans pieces again from its start with each piece: a string
+        # of n bytes fed in small pieces costs O(n^2) (60 MB: half an hour of CPU). So, as a
+        # NDJSON line, no token may be longer than MAX_RECORD: bytes without an event are one.
+        self._quiet = 0 if self._events else self._quiet + len(data)
+        if self._quiet > MAX_RECORD:
+            raise FeedError(f"a JSON value is longer than {_kb(MAX_RECORD)}")
         return self._rows()
 
     def close(self) -> list[object]:
@@ -110,6 +121,8 @@ class JsonArrayRows:
             self._parser.close()
         except ijson.JSONError as exc:
             raise FeedError(f"invalid JSON: {_first_line(exc)}") from None
+        except UnicodeDecodeError:
+            raise FeedError(LONE_SURROGATE) from None
         return self._rows()
 
     def _rows(self) -> list[object]:
@@ -120,6 +133,8 @@ class JsonArrayRows:
         return rows
 
     def _event(self, event: str, value: object, rows: list[object]) -> None:
+        if isinstance(value, str) and len(value) > MAX_RECORD:  # given whole, in one piece
+            raise FeedError(f"a JSON value is longer than {_kb(MAX_RECORD)}")
         if event in ("start_map", "start_array"):
             self._depth += 1
             if self._depth == 1 and event == "start_map":
@@ -196,6 +211,11 @@ class _Lines:
         self.taken: list[str] = []  # the lines of the record being read
         self.final = False
         self.consumed = 0  # lines of the records read whole
+        self.size = 0  # characters in `pending`
+        # The record put back is inside a quoted field, which only a line holding a quote
+        # can close: until one comes, reading it again (from its start) would be in vain, and
+        # doing so for every piece cost O(n^2) for a field of n short lines.
+        self.blocked = False
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -206,8 +226,16 @@ class _Lines:
                 raise StopIteration
             raise _NeedMore
         line = self.pending.popleft()
+        self.size -= len(line)
         self.taken.append(line)
         return line
+
+    def add(self, lines: list[str]) -> None:
+        self.pending.extend(lines)
+        self.size += sum(map(len, lines))
+        if self.blocked and any('"' in line for line in lines):
+            self.blocked = False
+        self._check_size()
 
     def record_done(self) -> None:
         self.consumed += len(self.taken)
@@ -215,8 +243,13 @@ class _Lines:
 
     def put_back(self) -> None:
         self.pending.extendleft(reversed(self.taken))
+        self.size += sum(map(len, self.taken))
+        self.blocked = bool(self.taken)  # asked for a line inside a record: a quoted field
         self.taken = []
-        if sum(map(len, self.pending)) > MAX_RECORD:
+        self._check_size()
+
+    def _check_size(self) -> None:
+        if self.blocked and self.size > MAX_RECORD:
             raise FeedError(f"a CSV row is longer than {_kb(MAX_RECORD)}")
 
 
@@ -242,7 +275,7 @@ class CsvRows:
     def close(self) -> list[object]:
         self._add_text(self._decode(b"", final=True))
         if self._cr or self._text:
-            self._lines.pending.append(self._text + "\n")
+            self._lines.add([self._text + "\n"])
             self._text, self._cr = "", False
         self._lines.final = True
         rows = self._rows()
@@ -267,11 +300,13 @@ class CsvRows:
         *lines, self._text = (self._text + text.replace("\r\n", "\n").replace("\r", "\n")).split(
             "\n"
         )
-        self._lines.pending.extend(line + "\n" for line in lines)
+        self._lines.add([line + "\n" for line in lines])
         if len(self._text) > MAX_RECORD:
             raise FeedError(f"a CSV row is longer than {_kb(MAX_RECORD)}")
 
     def _rows(self) -> list[object]:
+        if self._lines.blocked and not self._lines.final:
+            return []  # still inside a quoted field: no line since could close it
         if self._reader is None:
             self._start()
         rows: list[object] = []

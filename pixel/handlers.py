@@ -144,10 +144,9 @@ def _let_the_tag_read(request: web.Request, response: web.StreamResponse) -> Non
 
 
 async def _batch(request: web.Request) -> web.StreamResponse:
+    """Any page may read this answer (CORS, for the tag), so everything that can refuse the
+    batch comes before the opt-out: the status never tells a page the browser opted out."""
     metrics = request.app[METRICS]
-    if opted_out(request) or is_bot(request):
-        metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()
-        return web.Response(status=204)
     body = await read_body(request, MAX_BATCH_BYTES)
     parsed = parse_batch(body, request.app[SETTINGS].advertisers)
     if isinstance(parsed, Reject):
@@ -169,6 +168,9 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         if not own:
             return json_error(403, "events from a page not on the advertiser's domains")
         events = own
+    if opted_out(request) or is_bot(request):
+        metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()
+        return web.Response(status=204)
     uid, accepted = await _store(request, events)
     if not accepted:  # the tag keeps the batch and sends it again after Retry-After
         return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)

@@ -63,6 +63,7 @@ http {{
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host "";
             proxy_set_header Forwarded "";
         }}
     }}
@@ -284,3 +285,28 @@ def test_chromium_over_https_keeps_secure_cross_site_cookies(proxy: Proxy) -> No
     assert uid["secure"] and uid["sameSite"] == "None" and uid["httpOnly"]
     assert after["optout"]["secure"] and after["optout"]["sameSite"] == "None"
     assert "uid" not in after  # the opt-out deleted it, with the attributes it was set with
+
+
+def test_a_client_s_own_x_forwarded_host_goes_no_further_than_the_proxy(proxy: Proxy) -> None:
+    """nginx passes headers it does not set on to Kaeru, which believes the trusted proxy's
+    X-Forwarded-Host: the README's config must clear it, or any client picks the host of
+    every absolute link (past an nginx `default_server` that pins the Host, too)."""
+    put = proxy.get(
+        "/api/v1/advertisers/shop1/products",
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        method="PUT",
+        body=orjson.dumps([product_row("sku-1"), product_row("sku-2")]),
+    )
+    assert put.status == 200, body(put)
+    cookie = proxy.get("/px?a=shop1&e=view&i=sku-1").headers["Set-Cookie"].split(";", 1)[0]
+    spoofed = {"Cookie": cookie, "X-Forwarded-Host": "evil.example"}
+    deadline = time.monotonic() + 20
+    while True:
+        answer = proxy.get("/ad.json?pub=news1&size=300x250", spoofed)
+        if answer.status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert answer.status == 200, body(answer)
+    served = orjson.loads(body(answer))
+    links = [served["impression_url"], *(p["click_url"] for p in served["products"])]
+    assert all(link.startswith(proxy.origin + "/") for link in links), links

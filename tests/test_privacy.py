@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -284,3 +285,21 @@ async def test_a_replayed_click_counts_once(stocked: TestClient[Any, Any]) -> No
     metrics = await (await stocked.get("/metrics")).text()
     assert 'kaeru_clicks_total{outcome="counted"} 1.0' in metrics
     assert 'kaeru_clicks_total{outcome="replayed"} 2.0' in metrics
+
+
+@pytest.mark.parametrize("domains", [{}, {SHOP: ("shop1.example",)}], ids=["any", "domains"])
+async def test_a_foreign_page_cannot_read_whether_the_browser_opted_out(
+    aiohttp_client: Any, settings: Settings, domains: dict[str, tuple[str, ...]]
+) -> None:
+    """/e answers any Origin with CORS and credentials (the tag must read a 503), so what it
+    answers may not depend on the browser's opt-out: a foreign page's fetch read a 204 from
+    an opted-out browser where one that was not got a 400 (or a 403), i.e. learned the bit."""
+    app = create_app(replace(settings, advertiser_domains=domains))
+    client = await aiohttp_client(app, headers=BROWSER)
+    foreign = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    view = {"advertiser": SHOP, "event": "view", "items": ["sku-1"]}
+    for body in (b"garbage", b'{"events": []}', orjson.dumps({"events": [view]})):
+        plain = await client.post("/e", data=body, headers=foreign)
+        opted = await client.post("/e", data=body, headers={**foreign, "Cookie": "optout=1"})
+        assert plain.headers["Access-Control-Allow-Origin"] == "https://evil.example"
+        assert (opted.status, await opted.read()) == (plain.status, await plain.read()), body

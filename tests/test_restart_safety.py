@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import orjson
+import pytest
 import redis
 
 from adserver.app import UNSENT_DIR
@@ -509,6 +510,10 @@ def test_spilled_events_come_back_in_order_with_every_field(tmp_path: Path) -> N
     assert later.load_spilled(tmp_path) == 3
     assert other.load_spilled(tmp_path) == 0  # claimed by the first
     assert list(later.buffer) == [*entries, view("u3", "newer")]
+    # The claimed file stays until what came from it is written (a kill -9 loses nothing).
+    assert [p.name.endswith(".replaying") for p in tmp_path.iterdir()] == [True]
+    while later.buffer:
+        asyncio.run(later.replay_once())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -521,3 +526,54 @@ def test_a_damaged_spill_line_is_skipped_and_the_rest_kept(tmp_path: Path) -> No
     path.write_bytes(b"\n".join([lines[0], b'{"kind": "bogus"}', b"not json", lines[1]]) + b"\n")
     assert writer.load_spilled(tmp_path) == 2
     assert [e[1].items for e in writer.buffer] == [("a",), ("b",)]
+
+
+REPLAY_AND_DIE = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from adserver.event_writer import EventWriter
+
+async def main() -> None:
+    written = open(sys.argv[2], "a")
+    async def write(entries):
+        written.write("".join(f"{uid} {event.items[0]}\\n" for uid, event, _ in entries))
+        written.flush()
+    writer = EventWriter(write)
+    writer.load_spilled(Path(sys.argv[1]))
+    for _ in range(int(sys.argv[3])):
+        await writer.replay_once()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("slices", [0, 1, 2])
+def test_a_replay_killed_midway_leaves_the_rest_for_the_next_start(
+    tmp_path: Path, slices: int
+) -> None:
+    """A start replays what the last run spilled. It used to delete the file once loaded
+    into memory: a kill -9 (or the OOM killer) during the replay lost every acknowledged
+    event not yet written. Now the next start replays exactly what was not written."""
+    unsent, written = tmp_path / "unsent", tmp_path / "written.txt"
+    writer = EventWriter(FlakyRedis())
+    for n in range(25):  # 25 writes of 100 views: 3 replay slices
+        writer.buffer.keep([view(f"u{n}", f"sku-{i}") for i in range(100)])
+    assert writer.spill(unsent) is not None
+    child = subprocess.run(
+        [sys.executable, "-c", REPLAY_AND_DIE, str(unsent), str(written), str(slices)],
+        capture_output=True,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    before = written.read_text().splitlines() if written.exists() else []
+    assert len(before) == 1000 * slices
+
+    redis_like = FlakyRedis[Entry]()
+    again = EventWriter(redis_like)
+    assert again.load_spilled(unsent) == 2500 - 1000 * slices
+    while again.buffer:
+        asyncio.run(again.replay_once())
+    after = [f"{uid} {event.items[0]}" for uid, event, _ in redis_like.stored]
+    expected = [f"u{n} sku-{i}" for n in range(25) for i in range(100)]
+    assert sorted(before + after) == sorted(expected)  # each once
+    assert list(unsent.iterdir()) == []

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from adserver import feed_reader
 from adserver.app import create_app
-from adserver.catalog import FeedError, FeedValidator, Product, parse_feed
+from adserver.catalog import FeedError, FeedValidator, Product, clean_url, parse_feed
 from adserver.context import MARKET, STORE
 from adserver.embedded_redis import EmbeddedRedis
 from adserver.feed_reader import MAX_RECORD
@@ -28,6 +30,7 @@ from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, product_row, put_catalog
 
 PRODUCTS = f"/api/v1/advertisers/{SHOP}/products"
 AUTH = {"Authorization": f"Bearer {SHOP_TOKEN}"}
+JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -212,6 +215,89 @@ def test_json_rows_that_are_not_objects_are_rejected_with_their_row_number() -> 
 def test_a_line_longer_than_the_record_limit_refuses_the_feed() -> None:
     with pytest.raises(FeedError, match="longer than"):
         parse_feed(b'{"id": "' + b"x" * (MAX_RECORD + 10) + b'"}\n{}', "application/x-ndjson")
+
+
+LONG = b"x" * (2 * MAX_RECORD)
+LONG_JSON_VALUES = {
+    "string": b'[{"id": "a", "title": "' + LONG + b'"}]',
+    "key": b'[{"id": "a", "' + LONG + b'": 1}]',
+    "number": b'[{"id": "a", "price": 1.' + LONG.replace(b"x", b"0") + b"}]",
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "piece"),
+    [("string", 512), ("key", 512), ("number", 512), ("string", 10**7), ("key", 10**7)],
+)
+def test_a_json_value_longer_than_the_record_limit_refuses_the_feed(kind: str, piece: int) -> None:
+    """As an NDJSON line or a CSV record: one JSON token fed in small pieces is lexed again
+    from its start with each piece (yajl), so a 60 MB title cost half an hour of CPU. (Given
+    whole, a long number costs nothing more and is not refused.)"""
+    body = LONG_JSON_VALUES[kind]
+    validator = FeedValidator("application/json")
+    with pytest.raises(FeedError, match="JSON value is longer than 256 KB"):
+        for start in range(0, len(body), piece):
+            validator.feed(body[start : start + piece])
+        validator.close()
+
+
+async def test_a_json_feed_with_a_huge_string_is_a_400(client: TestClient[Any, Any]) -> None:
+    row = product_row("a")
+    body = b"[" + orjson.dumps({**row, "title": "x" * (4 * MAX_RECORD)}) + b"]"
+    response = await client.put(PRODUCTS, data=io.BytesIO(body), headers=JSON_AUTH)
+    assert response.status == 400
+    assert "JSON value is longer than 256 KB" in (await response.json())["error"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'kaeru_bad_requests_total{reason="unreadable",route="products"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("escape", [b"\\udfff", b"\\udc00", b"\\u0041\\udc00"])
+async def test_a_json_feed_with_a_lone_surrogate_escape_is_a_400(
+    client: TestClient[Any, Any], escape: bytes
+) -> None:
+    """yajl decodes a lone low surrogate escape into bytes that are not UTF-8, and ijson's
+    decode of them raised UnicodeDecodeError out of the handler: a 500. (A lone high one it
+    replaces with '?' itself.)"""
+    body = b'[{"id": "a' + escape + b'x", "title": "t"}]'
+    response = await client.put(PRODUCTS, data=io.BytesIO(body), headers=JSON_AUTH)
+    assert response.status == 400, await response.text()
+    assert "lone surrogate" in (await response.json())["error"]
+    assert (await client.get(PRODUCTS, headers=AUTH)).status == 200
+
+
+@pytest.mark.parametrize(
+    "url", ["https://shop1.example/p/\ud800", "https://shop1.example/?q=\udfff"]
+)
+def test_clean_url_refuses_lone_surrogates_instead_of_raising(url: str) -> None:
+    """A stored landing goes through clean_url again on every click: it must answer None
+    (the click falls back), never raise UnicodeEncodeError (a 500)."""
+    assert clean_url(url) is None
+
+
+def test_a_quoted_csv_field_over_many_lines_is_read_once_not_once_per_piece(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The csv reader cannot resume a record: an incomplete one is read again from its
+    start. It was read again for every 512-byte piece, so a quoted field of 120,000 empty
+    lines cost ~1.5 s of CPU (a 64 MB feed of them, ~13 minutes). Only a line holding a
+    quote can close the field, so only such a line is worth reading it again for."""
+    reads = 0
+    next_line = feed_reader._Lines.__next__
+
+    def counted(self: Any) -> str:
+        nonlocal reads
+        reads += 1
+        return next_line(self)
+
+    monkeypatch.setattr(feed_reader._Lines, "__next__", counted)
+    lines = 120_000
+    body = b"id,title\n" + b'a,"' + b"\n" * lines + b'"\n' + b'b,"x\ny"\n'
+    validator = FeedValidator("text/csv")
+    for start in range(0, len(body), 512):
+        validator.feed(body[start : start + 512])
+    validator.close()
+    assert validator.tally.rejected == 2
+    assert reads < 3 * lines  # each line about once (before: ~240 times each)
 
 
 # -- campaigns: a cap per advertiser, no 5xx when Redis times out ------------------------------

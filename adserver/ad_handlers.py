@@ -33,6 +33,7 @@ from adserver.decision import Explanation, Slot, decide
 from adserver.delivery import (
     CLICK_PURPOSE,
     RENDER_PURPOSE,
+    UNCOUNTED_IMPRESSION,
     ServedAd,
     build_ad,
     placement_from_token,
@@ -127,14 +128,16 @@ async def _serve(
     if decision is None:
         metrics.no_fill.inc()
         return None
-    served = build_ad(decision, slot, base_url(request), app[SIGNER], app[RENDERER])
+    now = time.time()
+    counts = explanation is None and not bot and _counts_impression(request, shopper, slot, now)
+    served = build_ad(
+        decision, slot, base_url(request), app[SIGNER], app[RENDERER], now, counted=counts
+    )
     if explanation is None and bot:
         metrics.bot_requests.labels("ad").inc()
     elif explanation is None:
         metrics.ads.labels(decision.strategy).inc()
         skus = tuple(pick.product.id for pick in decision.picks)
-        now = time.time()
-        counts = _counts_impression(request, shopper, slot, now)
         if not counts:
             metrics.impressions_uncounted.inc()
         # Counted by group commit after the answer: the decision costs one round trip.
@@ -269,6 +272,9 @@ async def rendered(request: web.Request) -> web.StreamResponse:
         app[METRICS].bot_requests.labels("render").inc()
         return gif()
     placement, (impression,) = parsed
+    if impression == UNCOUNTED_IMPRESSION:  # its impression was not counted: nor is its render
+        app[METRICS].renders_uncounted.inc()
+        return gif()
     render = Shown(None, placement, (), time.time(), rendered=True, impression=impression)
     app[SHOWN_WRITER].write_later([render])  # counted once per impression: see Ledger
     return gif()

@@ -82,6 +82,7 @@ class Metrics:
         self.renders_uncounted = Counter(
             "kaeru_renders_uncounted",
             "Render beacons not counted: their impression's render was counted already, "
+            "their impression was not counted (past the cap), "
             "or it came back from a buffer too late to tell",
             registry=r,
         )

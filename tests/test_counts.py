@@ -186,6 +186,20 @@ async def test_a_looped_cookie_less_client_counts_a_bounded_number_of_impression
     assert (await totals(client))["impressions"] == 25
 
 
+async def test_render_beacons_of_impressions_past_the_cap_count_nothing(
+    popular: TestClient[Any, Any],
+) -> None:
+    """A loop fetching ads and hitting every beacon: no more renders than impressions."""
+    client = popular
+    beacons = [urlsplit((await ad(client))["impression_url"]).path for _ in range(60)]
+    for beacon in beacons:
+        response = await client.get(beacon)
+        assert response.status == 200 and response.content_type == "image/gif"
+    await counted(client)
+    day = await totals(client)
+    assert (day["impressions"], day["rendered"]) == (20, 20)
+
+
 async def test_a_looped_browser_counts_a_bounded_number_of_impressions(
     stocked: TestClient[Any, Any],
 ) -> None:

@@ -200,6 +200,25 @@ async def test_render_beacons_of_impressions_past_the_cap_count_nothing(
     assert (day["impressions"], day["rendered"]) == (20, 20)
 
 
+async def test_a_client_changing_ipv6_addresses_within_its_64_is_one_client(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """Any host picks addresses in its /64 at will: rotating them escapes no cap."""
+    behind_proxy = replace(settings, trusted_proxies=("127.0.0.1",))
+    client = await aiohttp_client(create_app(behind_proxy), headers=BROWSER)
+    await popular_ads(client)
+    for n in range(300):
+        served = await ad(client, **{"X-Forwarded-For": f"2001:db8:0:1::{n + 1:x}"})
+        assert served["products"]  # the ads are still served
+    await counted(client)
+    assert (await totals(client))["impressions"] == 20
+    # Another /64 is another client.
+    for n in range(5):
+        await ad(client, **{"X-Forwarded-For": f"2001:db8:0:2::{n + 1:x}"})
+    await counted(client)
+    assert (await totals(client))["impressions"] == 25
+
+
 async def test_a_looped_browser_counts_a_bounded_number_of_impressions(
     stocked: TestClient[Any, Any],
 ) -> None:

@@ -67,6 +67,14 @@ class ImpressionCaps:
             return True
         return self._take(self._name("uid", uid), self.cap, int(now // 3600))
 
+    def count_purchase(self, advertiser: str, address: str, cap: int, now: float) -> bool:
+        """Whether a purchase the browser reports at this shop from this address may be
+        attributed: at most `cap` an hour (0: no cap), whatever uids it names."""
+        if cap <= 0:
+            return True
+        name = self._name("purchase", advertiser, client_network(address))
+        return self._take(name, cap, int(now // 3600))
+
     def count_anonymous(self, publisher: str, address: str, user_agent: str, now: float) -> bool:
         """Whether an impression for a cookie-less client on this publisher is counted."""
         if self.cap <= 0:

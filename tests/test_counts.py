@@ -313,6 +313,27 @@ async def test_browser_reported_revenue_is_at_most_the_catalog_value(
     assert Decimal(day["revenue"]) == 5 * Decimal("19.90")
 
 
+async def test_made_up_uids_from_one_address_convert_a_bounded_number_of_orders(
+    popular: TestClient[Any, Any],
+) -> None:
+    """Each made-up uid gets an impression, then converts its 5 orders a day: one address
+    (one client) still converts at most ten times that an hour through the browser."""
+    client = popular
+    for n in range(40):
+        uid = {"uid": f"{n:022d}"}
+        await client.get("/ad.json", params={"pub": "news1", "size": "300x250"}, cookies=uid)
+        await counted(client)
+        for k in range(5):
+            purchase = {"a": SHOP, "e": "purchase", "o": f"o-{n}-{k}", "i": "sku-1", "cur": "EUR"}
+            response = await client.get("/px", params={**purchase, "v": "19.90"}, cookies=uid)
+            assert response.status == 200
+    await counted(client)
+    day = await totals(client)
+    assert (day["conversions"], Decimal(day["revenue"])) == (50, 50 * Decimal("19.90"))
+    metrics = await (await client.get("/metrics")).text()
+    assert "kaeru_browser_conversions_over_cap_total 150.0" in metrics
+
+
 async def test_unknown_items_carry_no_revenue(stocked: TestClient[Any, Any]) -> None:
     client = stocked
     await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"})

@@ -7,7 +7,8 @@ from __future__ import annotations
 # ARGV: kind, advertiser, now_ms, ttl_seconds, max_items, order, revenue,
 #       click_window_ms, view_window_ms, conversions cap, today, sku...
 # The conversions cap (0: none) bounds how many orders a day one shopper converts: past it a
-# purchase is recorded but not attributed (the facts hash counts them: cv_day, cv_n).
+# purchase is recorded but not attributed (the facts hash counts them: cv_day, cv_n); -1: this
+# purchase is not attributed (its client is past the hourly cap, see impression_caps).
 # Returns {1} when stored; for a new purchase {1, 'click'|'view'|'', attribution key}: the last
 # click within the click window, else the last impression within the view window, else nothing.
 # The orders hash keeps each order's attribution ('touch<TAB>key'), and a purchase whose order
@@ -68,7 +69,9 @@ elseif kind == 'purchase' then
     via, key = 'view', touch[4]
   end
   local conversions_cap = tonumber(ARGV[10])
-  if via ~= '' and conversions_cap > 0 then
+  if conversions_cap < 0 then
+    via, key = '', ''
+  elseif via ~= '' and conversions_cap > 0 then
     if redis.call('HGET', KEYS[6], 'cv_day') ~= ARGV[11] then
       redis.call('HSET', KEYS[6], 'cv_day', ARGV[11], 'cv_n', 0)
     end

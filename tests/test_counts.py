@@ -369,6 +369,37 @@ async def test_the_server_to_server_postback_stays_trusted(stocked: TestClient[A
     assert (day["conversions"], Decimal(day["revenue"])) == (8, Decimal(8000))
 
 
+async def test_the_postback_attributes_an_order_the_browser_reported_past_its_cap(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """The shopper's 6th order of the day, reported by the tag first (past the browser's cap:
+    not attributed), then confirmed by the shop's server, which has no cap: attributed."""
+    client = stocked
+    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"})
+    await ad(client)
+    await counted(client)
+    for n in range(6):
+        purchase = {"a": SHOP, "e": "purchase", "o": f"o-{n}", "i": "sku-1", "cur": "EUR"}
+        await client.get("/px", params={**purchase, "v": "19.90"})
+    await counted(client)
+    assert (await totals(client))["conversions"] == 5
+    uid = client.session.cookie_jar.filter_cookies(client.make_url("/"))["uid"].value
+    confirmation = {"uid": uid, "order": "o-5", "revenue": "100", "items": ["sku-1"]}
+    response = await client.post(
+        f"/api/v1/advertisers/{SHOP}/conversions", json={**confirmation, "currency": "EUR"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert response.status == 200 and (await response.json())["attributed"] is True
+    day = await totals(client)
+    assert (day["conversions"], Decimal(day["revenue"])) == (6, 5 * Decimal("19.90") + 100)
+    # Confirmed again (a retry): still one conversion.
+    await client.post(
+        f"/api/v1/advertisers/{SHOP}/conversions", json={**confirmation, "currency": "EUR"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert (await totals(client))["conversions"] == 6
+
+
 async def test_a_registered_publisher_reads_its_own_report_with_its_token(
     aiohttp_client: Any, settings: Settings
 ) -> None:

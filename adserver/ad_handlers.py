@@ -148,12 +148,13 @@ async def _serve(
 
 def _counts_impression(request: web.Request, shopper: Shopper, slot: Slot, now: float) -> bool:
     """Whether this impression counts (see `impression_caps`): a browser Kaeru knows (its
-    uid has a profile) is capped by uid; anyone else (no cookie, or a made-up one) by
+    uid has a profile) is capped by uid (and with the others of its publisher and address);
+    anyone else (no cookie, or a made-up one) by
     publisher, address and User-Agent, hashed in memory, never kept."""
     caps = request.app[IMPRESSION_CAPS]
-    if shopper.uid is not None and shopper.histories:
-        return caps.count_browser(shopper.uid, now)
     address, user_agent = _client(request)
+    if shopper.uid is not None and shopper.histories:
+        return caps.count_browser(shopper.uid, now, slot.publisher, address)
     return caps.count_anonymous(slot.publisher, address, user_agent, now)
 
 

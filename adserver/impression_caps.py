@@ -61,11 +61,21 @@ class ImpressionCaps:
             self._counters.popitem(last=False)
         return allowed
 
-    def count_browser(self, uid: str, now: float) -> bool:
-        """Whether an impression for this known browser is counted."""
+    def count_browser(
+        self, uid: str, now: float, publisher: str = "", address: str | None = None
+    ) -> bool:
+        """Whether an impression for this known browser is counted: its uid under the cap,
+        and (uids cost nothing to make up) the known browsers of its publisher and address
+        together under ten times the cap."""
         if self.cap <= 0:
             return True
-        return self._take(self._name("uid", uid), self.cap, int(now // 3600))
+        hour = int(now // 3600)
+        if not self._take(self._name("uid", uid), self.cap, hour):
+            return False
+        if address is None:
+            return True
+        name = self._name("browsers", publisher, client_network(address))
+        return self._take(name, self.cap * ADDRESS_FACTOR, hour)
 
     def count_purchase(self, advertiser: str, address: str, cap: int, now: float) -> bool:
         """Whether a purchase the browser reports at this shop from this address may be

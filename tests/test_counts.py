@@ -246,6 +246,22 @@ async def test_made_up_uids_are_counted_like_cookie_less_requests(
     assert (await totals(client))["impressions"] == 20
 
 
+async def test_made_up_uids_with_profiles_from_one_address_count_a_bounded_number(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """Each made-up uid gets a profile (one pixel hit), then loops ads up to its own cap:
+    one address still counts at most ten times the cap an hour on one publisher."""
+    client = stocked
+    for n in range(30):
+        uid = {"uid": f"{n:022d}"}
+        await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"}, cookies=uid)
+        for _ in range(20):
+            params = {"pub": "news1", "size": "300x250"}
+            assert (await client.get("/ad.json", params=params, cookies=uid)).status == 200
+    await counted(client)
+    assert (await totals(client))["impressions"] == 200
+
+
 async def test_a_loop_following_every_new_click_link_counts_a_bounded_number_of_clicks(
     popular: TestClient[Any, Any],
 ) -> None:

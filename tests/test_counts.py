@@ -416,6 +416,32 @@ async def test_the_postback_attributes_an_order_the_browser_reported_past_its_ca
     assert (await totals(client))["conversions"] == 6
 
 
+async def test_an_order_id_claimed_first_by_another_shopper_is_not_stolen(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """A made-up shopper shown an ad on 'evil' reports order 1001 (order ids are often
+    sequential) before the real buyer, shown an ad on news1, buys it: the real buyer's order
+    still counts for news1, and the shop's postback confirms it there."""
+    client = stocked
+    for uid, pub in (("a" * 22, "evil"), ("v" * 22, "news1")):
+        await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"}, cookies={"uid": uid})
+        params = {"pub": pub, "size": "300x250"}
+        await client.get("/ad.json", params=params, cookies={"uid": uid})
+        await counted(client)
+        purchase = {"a": SHOP, "e": "purchase", "o": "1001", "i": "sku-1", "cur": "EUR"}
+        await client.get("/px", params={**purchase, "v": "19.90"}, cookies={"uid": uid})
+    confirmation = {"uid": "v" * 22, "order": "1001", "revenue": "25", "items": ["sku-1"]}
+    response = await client.post(
+        f"/api/v1/advertisers/{SHOP}/conversions", json={**confirmation, "currency": "EUR"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert response.status == 200
+    await counted(client)
+    rows = await report(client, by="publisher")
+    news1 = next(r for r in rows if r["publisher"] == "news1")
+    assert (news1["conversions"], Decimal(news1["revenue"])) == (1, Decimal(25))
+
+
 async def test_a_registered_publisher_reads_its_own_report_with_its_token(
     aiohttp_client: Any, settings: Settings
 ) -> None:

@@ -143,6 +143,7 @@ class Store:
                     _text(reply[2]),
                     at,
                     event.server_reported,
+                    uid,
                 )
                 for (uid, event, at), reply in zip(entries, replies, strict=True)
                 if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])

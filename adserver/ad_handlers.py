@@ -33,6 +33,7 @@ from adserver.decision import Explanation, Slot, decide
 from adserver.delivery import (
     CLICK_PURPOSE,
     RENDER_PURPOSE,
+    UNCOUNTED_IMPRESSION,
     ServedAd,
     build_ad,
     placement_from_token,
@@ -127,14 +128,16 @@ async def _serve(
     if decision is None:
         metrics.no_fill.inc()
         return None
-    served = build_ad(decision, slot, base_url(request), app[SIGNER], app[RENDERER])
+    now = time.time()
+    counts = explanation is None and not bot and _counts_impression(request, shopper, slot, now)
+    served = build_ad(
+        decision, slot, base_url(request), app[SIGNER], app[RENDERER], now, counted=counts
+    )
     if explanation is None and bot:
         metrics.bot_requests.labels("ad").inc()
     elif explanation is None:
         metrics.ads.labels(decision.strategy).inc()
         skus = tuple(pick.product.id for pick in decision.picks)
-        now = time.time()
-        counts = _counts_impression(request, shopper, slot, now)
         if not counts:
             metrics.impressions_uncounted.inc()
         # Counted by group commit after the answer: the decision costs one round trip.
@@ -145,12 +148,13 @@ async def _serve(
 
 def _counts_impression(request: web.Request, shopper: Shopper, slot: Slot, now: float) -> bool:
     """Whether this impression counts (see `impression_caps`): a browser Kaeru knows (its
-    uid has a profile) is capped by uid; anyone else (no cookie, or a made-up one) by
+    uid has a profile) is capped by uid (and with the others of its publisher and address);
+    anyone else (no cookie, or a made-up one) by
     publisher, address and User-Agent, hashed in memory, never kept."""
     caps = request.app[IMPRESSION_CAPS]
-    if shopper.uid is not None and shopper.histories:
-        return caps.count_browser(shopper.uid, now)
     address, user_agent = _client(request)
+    if shopper.uid is not None and shopper.histories:
+        return caps.count_browser(shopper.uid, now, slot.publisher, address)
     return caps.count_anonymous(slot.publisher, address, user_agent, now)
 
 
@@ -269,6 +273,9 @@ async def rendered(request: web.Request) -> web.StreamResponse:
         app[METRICS].bot_requests.labels("render").inc()
         return gif()
     placement, (impression,) = parsed
+    if impression == UNCOUNTED_IMPRESSION:  # its impression was not counted: nor is its render
+        app[METRICS].renders_uncounted.inc()
+        return gif()
     render = Shown(None, placement, (), time.time(), rendered=True, impression=impression)
     app[SHOWN_WRITER].write_later([render])  # counted once per impression: see Ledger
     return gif()

@@ -15,6 +15,9 @@ from creatives.renderer import CreativeProduct, CreativeRenderer
 
 CLICK_PURPOSE = "click"
 RENDER_PURPOSE = "render"
+# What the render beacon of an impression not counted (past the client's cap, a bot's, a
+# debug answer) carries instead of the impression id: its render is not counted either.
+UNCOUNTED_IMPRESSION = "uncounted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +94,17 @@ def build_ad(
     signer: Signer,
     renderer: CreativeRenderer,
     now: float | None = None,
+    counted: bool = True,
 ) -> ServedAd:
+    """The ad to answer; `counted` False for an impression not counted, whose render beacon
+    then counts nothing (renders never outnumber counted impressions)."""
     placement = placement_of(decision, slot)
     impression = new_impression_id(time.time() if now is None else now)
     beacon = signer.sign(
         RENDER_PURPOSE,
         [
             *(placement.advertiser, placement.campaign, slot.publisher),
-            *(placement.strategy, slot.size, impression),
+            *(placement.strategy, slot.size, impression if counted else UNCOUNTED_IMPRESSION),
         ],
     )
     impression_url = f"{base_url}/i/{beacon}"

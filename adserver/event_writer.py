@@ -504,6 +504,7 @@ def _encode(entry: Entry) -> dict[str, Any]:
         "order": event.order,
         "revenue": None if event.revenue is None else str(event.revenue),
         "currency": event.currency,
+        "attributable": event.attributable,
         "lines": [
             [line.sku, None if line.price is None else str(line.price), line.quantity]
             for line in event.lines
@@ -521,6 +522,7 @@ def _decode(raw: dict[str, Any]) -> Entry:
         order=raw["order"],
         revenue=None if raw["revenue"] is None else Decimal(raw["revenue"]),
         currency=raw["currency"],
+        attributable=bool(raw.get("attributable", True)),  # absent in files of before
         lines=tuple(
             LineItem(str(sku), None if price is None else Decimal(price), int(quantity))
             for sku, price, quantity in raw["lines"]

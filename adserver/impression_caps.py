@@ -3,7 +3,9 @@ requests) is still served its ads, but past `cap` an hour they are no longer cou
 
 A client is a known browser (a `uid` with a stored profile) or, otherwise, the pair publisher
 and client address + User-Agent, with a second cap of ten times as many per publisher and
-address alone (so changing User-Agents does not escape it). Those are looked up by a keyed
+address alone (so changing User-Agents does not escape it). An IPv6 address counts as its /64
+network: a host picks addresses in it at will (privacy extensions, or a server's whole /64), so
+a single address would be a new client per request. Those are looked up by a keyed
 hash (BLAKE2b, with a random key made when the process starts and never written anywhere), so
 no IP address is kept, even in memory, and the counters cannot be linked to anyone after a
 restart. The counters live in this process only (each server process counts its own: with N
@@ -14,11 +16,27 @@ recently seen clients go first when it is full).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from collections import OrderedDict
 
 MAX_CLIENTS = 100_000  # about 120 bytes each: ~12 MB at most per process
 ADDRESS_FACTOR = 10  # one address (an office, a carrier's NAT) counts this many clients' worth
+IPV6_CLIENT_PREFIX = 64  # the network one IPv6 host may take its addresses from
+
+
+def client_network(address: str) -> str:
+    """What one client's address is for the caps: an IPv4 address (also written as an
+    IPv4-mapped IPv6 one) as is, an IPv6 address as its /64; anything else unchanged."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return str(ip)
 
 
 class ImpressionCaps:
@@ -43,17 +61,36 @@ class ImpressionCaps:
             self._counters.popitem(last=False)
         return allowed
 
-    def count_browser(self, uid: str, now: float) -> bool:
-        """Whether an impression for this known browser is counted."""
+    def count_browser(
+        self, uid: str, now: float, publisher: str = "", address: str | None = None
+    ) -> bool:
+        """Whether an impression for this known browser is counted: its uid under the cap,
+        and (uids cost nothing to make up) the known browsers of its publisher and address
+        together under ten times the cap."""
         if self.cap <= 0:
             return True
-        return self._take(self._name("uid", uid), self.cap, int(now // 3600))
+        hour = int(now // 3600)
+        if not self._take(self._name("uid", uid), self.cap, hour):
+            return False
+        if address is None:
+            return True
+        name = self._name("browsers", publisher, client_network(address))
+        return self._take(name, self.cap * ADDRESS_FACTOR, hour)
+
+    def count_purchase(self, advertiser: str, address: str, cap: int, now: float) -> bool:
+        """Whether a purchase the browser reports at this shop from this address may be
+        attributed: at most `cap` an hour (0: no cap), whatever uids it names."""
+        if cap <= 0:
+            return True
+        name = self._name("purchase", advertiser, client_network(address))
+        return self._take(name, cap, int(now // 3600))
 
     def count_anonymous(self, publisher: str, address: str, user_agent: str, now: float) -> bool:
         """Whether an impression for a cookie-less client on this publisher is counted."""
         if self.cap <= 0:
             return True
         hour = int(now // 3600)
+        address = client_network(address)
         address_name = self._name("address", publisher, address)
         if not self._take(self._name("client", publisher, address, user_agent), self.cap, hour):
             return False

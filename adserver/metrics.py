@@ -79,9 +79,16 @@ class Metrics:
             "Ads served but not counted: the client was past its hourly impression cap",
             registry=r,
         )
+        self.browser_conversions_over_cap = Counter(
+            "kaeru_browser_conversions_over_cap",
+            "Browser-reported purchases recorded but not attributed: their client address was "
+            "past its hourly cap (ten times KAERU_BROWSER_CONVERSIONS_PER_DAY)",
+            registry=r,
+        )
         self.renders_uncounted = Counter(
             "kaeru_renders_uncounted",
             "Render beacons not counted: their impression's render was counted already, "
+            "their impression was not counted (past the cap), "
             "or it came back from a buffer too late to tell",
             registry=r,
         )

@@ -48,6 +48,9 @@ class ShopperEvent:
     # A purchase confirmed by the shop's server (the conversions postback) is trusted: its
     # revenue stands and it is not held to the daily cap of browser-reported conversions.
     server_reported: bool = False
+    # False for a browser-reported purchase past its client's hourly cap: recorded, not
+    # attributed (see adserver.impression_caps.ImpressionCaps.count_purchase).
+    attributable: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib import resources
 
 from aiohttp import web
 
 from adserver.bodies import read_body
-from adserver.context import EVENT_WRITER, FEED_GRACE, MARKET, METRICS, SETTINGS
+from adserver.context import EVENT_WRITER, FEED_GRACE, IMPRESSION_CAPS, MARKET, METRICS, SETTINGS
 from adserver.event_writer import RETRY_AFTER_SECONDS, Outcome
+from adserver.impression_caps import ADDRESS_FACTOR
 from adserver.responses import gif, javascript, json_error, unavailable
 from adserver.shopper import ShopperEvent
 from pixel.events import (
@@ -53,6 +55,7 @@ async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> tuple[
     uid = read_uid(request.cookies) or new_uid()
     now = time.time()
     events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
+    events = [_attributable(request, e, now) for e in events]
     events, waiting = _sold_only(app, uid, events, now)
     if not events:
         return (uid if waiting else None), True
@@ -67,6 +70,20 @@ async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> tuple[
     for event in events:
         app[METRICS].events_stored.labels(event.kind).inc()
     return uid, True
+
+
+def _attributable(request: web.Request, event: ShopperEvent, now: float) -> ShopperEvent:
+    """A browser-reported purchase is attributed at most ten times the daily cap per shopper
+    an hour per client address and shop: uids cost nothing to make up, addresses do. Past it
+    the purchase is recorded, not attributed (`kaeru_browser_conversions_over_cap_total`)."""
+    if event.kind != "purchase":
+        return event
+    app = request.app
+    cap = app[SETTINGS].browser_conversions_per_day * ADDRESS_FACTOR
+    if app[IMPRESSION_CAPS].count_purchase(event.advertiser, request.remote or "", cap, now):
+        return event
+    app[METRICS].browser_conversions_over_cap.inc()
+    return replace(event, attributable=False)
 
 
 def _sold_only(

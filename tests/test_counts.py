@@ -186,6 +186,39 @@ async def test_a_looped_cookie_less_client_counts_a_bounded_number_of_impression
     assert (await totals(client))["impressions"] == 25
 
 
+async def test_render_beacons_of_impressions_past_the_cap_count_nothing(
+    popular: TestClient[Any, Any],
+) -> None:
+    """A loop fetching ads and hitting every beacon: no more renders than impressions."""
+    client = popular
+    beacons = [urlsplit((await ad(client))["impression_url"]).path for _ in range(60)]
+    for beacon in beacons:
+        response = await client.get(beacon)
+        assert response.status == 200 and response.content_type == "image/gif"
+    await counted(client)
+    day = await totals(client)
+    assert (day["impressions"], day["rendered"]) == (20, 20)
+
+
+async def test_a_client_changing_ipv6_addresses_within_its_64_is_one_client(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """Any host picks addresses in its /64 at will: rotating them escapes no cap."""
+    behind_proxy = replace(settings, trusted_proxies=("127.0.0.1",))
+    client = await aiohttp_client(create_app(behind_proxy), headers=BROWSER)
+    await popular_ads(client)
+    for n in range(300):
+        served = await ad(client, **{"X-Forwarded-For": f"2001:db8:0:1::{n + 1:x}"})
+        assert served["products"]  # the ads are still served
+    await counted(client)
+    assert (await totals(client))["impressions"] == 20
+    # Another /64 is another client.
+    for n in range(5):
+        await ad(client, **{"X-Forwarded-For": f"2001:db8:0:2::{n + 1:x}"})
+    await counted(client)
+    assert (await totals(client))["impressions"] == 25
+
+
 async def test_a_looped_browser_counts_a_bounded_number_of_impressions(
     stocked: TestClient[Any, Any],
 ) -> None:
@@ -211,6 +244,22 @@ async def test_made_up_uids_are_counted_like_cookie_less_requests(
         assert response.status == 200
     await counted(client)
     assert (await totals(client))["impressions"] == 20
+
+
+async def test_made_up_uids_with_profiles_from_one_address_count_a_bounded_number(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """Each made-up uid gets a profile (one pixel hit), then loops ads up to its own cap:
+    one address still counts at most ten times the cap an hour on one publisher."""
+    client = stocked
+    for n in range(30):
+        uid = {"uid": f"{n:022d}"}
+        await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"}, cookies=uid)
+        for _ in range(20):
+            params = {"pub": "news1", "size": "300x250"}
+            assert (await client.get("/ad.json", params=params, cookies=uid)).status == 200
+    await counted(client)
+    assert (await totals(client))["impressions"] == 200
 
 
 async def test_a_loop_following_every_new_click_link_counts_a_bounded_number_of_clicks(
@@ -280,6 +329,27 @@ async def test_browser_reported_revenue_is_at_most_the_catalog_value(
     assert Decimal(day["revenue"]) == 5 * Decimal("19.90")
 
 
+async def test_made_up_uids_from_one_address_convert_a_bounded_number_of_orders(
+    popular: TestClient[Any, Any],
+) -> None:
+    """Each made-up uid gets an impression, then converts its 5 orders a day: one address
+    (one client) still converts at most ten times that an hour through the browser."""
+    client = popular
+    for n in range(40):
+        uid = {"uid": f"{n:022d}"}
+        await client.get("/ad.json", params={"pub": "news1", "size": "300x250"}, cookies=uid)
+        await counted(client)
+        for k in range(5):
+            purchase = {"a": SHOP, "e": "purchase", "o": f"o-{n}-{k}", "i": "sku-1", "cur": "EUR"}
+            response = await client.get("/px", params={**purchase, "v": "19.90"}, cookies=uid)
+            assert response.status == 200
+    await counted(client)
+    day = await totals(client)
+    assert (day["conversions"], Decimal(day["revenue"])) == (50, 50 * Decimal("19.90"))
+    metrics = await (await client.get("/metrics")).text()
+    assert "kaeru_browser_conversions_over_cap_total 150.0" in metrics
+
+
 async def test_unknown_items_carry_no_revenue(stocked: TestClient[Any, Any]) -> None:
     client = stocked
     await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"})
@@ -313,6 +383,63 @@ async def test_the_server_to_server_postback_stays_trusted(stocked: TestClient[A
         assert response.status == 200, await response.text()
     day = await totals(client)
     assert (day["conversions"], Decimal(day["revenue"])) == (8, Decimal(8000))
+
+
+async def test_the_postback_attributes_an_order_the_browser_reported_past_its_cap(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """The shopper's 6th order of the day, reported by the tag first (past the browser's cap:
+    not attributed), then confirmed by the shop's server, which has no cap: attributed."""
+    client = stocked
+    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"})
+    await ad(client)
+    await counted(client)
+    for n in range(6):
+        purchase = {"a": SHOP, "e": "purchase", "o": f"o-{n}", "i": "sku-1", "cur": "EUR"}
+        await client.get("/px", params={**purchase, "v": "19.90"})
+    await counted(client)
+    assert (await totals(client))["conversions"] == 5
+    uid = client.session.cookie_jar.filter_cookies(client.make_url("/"))["uid"].value
+    confirmation = {"uid": uid, "order": "o-5", "revenue": "100", "items": ["sku-1"]}
+    response = await client.post(
+        f"/api/v1/advertisers/{SHOP}/conversions", json={**confirmation, "currency": "EUR"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert response.status == 200 and (await response.json())["attributed"] is True
+    day = await totals(client)
+    assert (day["conversions"], Decimal(day["revenue"])) == (6, 5 * Decimal("19.90") + 100)
+    # Confirmed again (a retry): still one conversion.
+    await client.post(
+        f"/api/v1/advertisers/{SHOP}/conversions", json={**confirmation, "currency": "EUR"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert (await totals(client))["conversions"] == 6
+
+
+async def test_an_order_id_claimed_first_by_another_shopper_is_not_stolen(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """A made-up shopper shown an ad on 'evil' reports order 1001 (order ids are often
+    sequential) before the real buyer, shown an ad on news1, buys it: the real buyer's order
+    still counts for news1, and the shop's postback confirms it there."""
+    client = stocked
+    for uid, pub in (("a" * 22, "evil"), ("v" * 22, "news1")):
+        await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"}, cookies={"uid": uid})
+        params = {"pub": pub, "size": "300x250"}
+        await client.get("/ad.json", params=params, cookies={"uid": uid})
+        await counted(client)
+        purchase = {"a": SHOP, "e": "purchase", "o": "1001", "i": "sku-1", "cur": "EUR"}
+        await client.get("/px", params={**purchase, "v": "19.90"}, cookies={"uid": uid})
+    confirmation = {"uid": "v" * 22, "order": "1001", "revenue": "25", "items": ["sku-1"]}
+    response = await client.post(
+        f"/api/v1/advertisers/{SHOP}/conversions", json={**confirmation, "currency": "EUR"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert response.status == 200
+    await counted(client)
+    rows = await report(client, by="publisher")
+    news1 = next(r for r in rows if r["publisher"] == "news1")
+    assert (news1["conversions"], Decimal(news1["revenue"])) == (1, Decimal(25))
 
 
 async def test_a_registered_publisher_reads_its_own_report_with_its_token(

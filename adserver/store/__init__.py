@@ -60,6 +60,14 @@ def connect(url: str, *, timeout: float = 2.0) -> Redis:
     return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
+def _conversions_cap(event: ShopperEvent, browser_per_day: int) -> int:
+    """The RECORD_EVENT conversions cap: none (0) for the shop's server, -1 (no attribution)
+    for a browser-reported purchase past its client's cap, else the daily cap per shopper."""
+    if event.server_reported:
+        return 0
+    return browser_per_day if event.attributable else -1
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogSnapshot:
     """What the in-process cache needs each refresh: versions and popular items."""
@@ -135,6 +143,7 @@ class Store:
                     _text(reply[2]),
                     at,
                     event.server_reported,
+                    uid,
                 )
                 for (uid, event, at), reply in zip(entries, replies, strict=True)
                 if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])
@@ -224,7 +233,7 @@ class Store:
             str(event.revenue or 0),
             self.limits.click_window_seconds * 1000,
             self.limits.view_window_seconds * 1000,
-            0 if event.server_reported else self.limits.browser_conversions_per_day,
+            _conversions_cap(event, self.limits.browser_conversions_per_day),
             day_of(now_ms / 1000),
             *event.items,
         )

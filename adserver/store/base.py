@@ -69,6 +69,7 @@ class Conversion:
     key: str
     at: float
     server_reported: bool = False  # by the shop's server: its revenue replaces the browser's
+    uid: str = ""  # the shopper who bought: an order counts once per shopper and order id
 
     @property
     def campaign(self) -> str:

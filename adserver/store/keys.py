@@ -184,9 +184,10 @@ def user_touch(uid: str, advertiser: str) -> str:
     return f"{user_prefix(uid)}t:{advertiser}"
 
 
-def order_marker(advertiser: str, order: str) -> str:
-    """string, set once per order id: conversions are counted once per order."""
-    return f"ord:{{{advertiser}}}:{order}"
+def order_marker(advertiser: str, order: str, uid: str = "") -> str:
+    """string, set once per shopper and order id: conversions are counted once per order
+    (per shopper: an order id someone else reported first is not theirs to take)."""
+    return f"ord:{{{advertiser}}}:{uid}:{order}" if uid else f"ord:{{{advertiser}}}:{order}"
 
 
 def click_marker(advertiser: str, token_digest: str) -> str:

@@ -236,15 +236,17 @@ class Ledger:
         return True
 
     async def record_conversions(self, conversions: Iterable[Conversion]) -> list[bool]:
-        """Count attributed purchases, once per order id; True where newly counted. The shop
-        server's revenue for an order the browser reported first replaces the browser's."""
+        """Count attributed purchases, once per shopper and order id (a made-up shopper who
+        reports an order id first does not take the real buyer's conversion); True where newly
+        counted. The shop server's revenue for an order the browser reported first replaces
+        the browser's."""
         pipe = self.redis.pipeline(transaction=False)
         for c in conversions:
             campaign, publisher, rest = (c.key.split("\t", 2) + ["", ""])[:3]
             day = day_of(c.at)
             await self._record_conversion(
                 [
-                    keys.order_marker(c.advertiser, c.order),
+                    keys.order_marker(c.advertiser, c.order, c.uid),
                     keys.daily_stats(c.advertiser, day),
                     keys.campaign_totals(c.advertiser),
                     keys.publishers_of_day(c.advertiser, day),

@@ -7,7 +7,11 @@ from __future__ import annotations
 # ARGV: kind, advertiser, now_ms, ttl_seconds, max_items, order, revenue,
 #       click_window_ms, view_window_ms, conversions cap, today, sku...
 # The conversions cap (0: none) bounds how many orders a day one shopper converts: past it a
-# purchase is recorded but not attributed (the facts hash counts them: cv_day, cv_n).
+# purchase is recorded but not attributed (the facts hash counts them: cv_day, cv_n); -1: this
+# purchase is not attributed (its client is past the hourly cap, see impression_caps). A
+# purchase refused attribution by a cap is kept as '<TAB>capped' in the orders hash: the same
+# order from the shop's server (cap 0) is then attributed to the last touch (the server is
+# trusted), once (the ledger counts each order once).
 # Returns {1} when stored; for a new purchase {1, 'click'|'view'|'', attribution key}: the last
 # click within the click window, else the last impression within the view window, else nothing.
 # The orders hash keeps each order's attribution ('touch<TAB>key'), and a purchase whose order
@@ -47,9 +51,24 @@ elseif kind == 'cart' then
   redis.call('EXPIRE', KEYS[6], ttl)
 elseif kind == 'purchase' then
   local kept = redis.call('HGET', KEYS[5], order)
+  local function last_touch()
+    local touch = redis.call('HMGET', KEYS[7], 'click', 'click_key', 'view', 'view_key')
+    if touch[1] and now - tonumber(touch[1]) <= tonumber(ARGV[8]) then
+      return 'click', touch[2]
+    elseif touch[3] and now - tonumber(touch[3]) <= tonumber(ARGV[9]) then
+      return 'view', touch[4]
+    end
+    return '', ''
+  end
   if kept then
     local tab = string.find(kept, '\t', 1, true)
-    return {0, string.sub(kept, 1, tab - 1), string.sub(kept, tab + 1)}
+    local via, key = string.sub(kept, 1, tab - 1), string.sub(kept, tab + 1)
+    if kept == '\tcapped' and tonumber(ARGV[10]) == 0 then
+      -- reported by the browser past a cap, now by the shop's server (no cap): attributed
+      via, key = last_touch()
+      redis.call('HSET', KEYS[5], order, via .. '\t' .. key)
+    end
+    return {0, via, key}
   end
   local legacy = string.sub(KEYS[1], 1, -2) .. 'o:' .. advertiser
   if redis.call('SISMEMBER', legacy, order) == 1 then return {0} end
@@ -60,20 +79,16 @@ elseif kind == 'purchase' then
   redis.call('HINCRBYFLOAT', KEYS[6], 'revenue', ARGV[7])
   redis.call('HINCRBY', KEYS[6], 'orders', 1)
   redis.call('EXPIRE', KEYS[6], ttl)
-  local touch = redis.call('HMGET', KEYS[7], 'click', 'click_key', 'view', 'view_key')
-  local via, key = '', ''
-  if touch[1] and now - tonumber(touch[1]) <= tonumber(ARGV[8]) then
-    via, key = 'click', touch[2]
-  elseif touch[3] and now - tonumber(touch[3]) <= tonumber(ARGV[9]) then
-    via, key = 'view', touch[4]
-  end
+  local via, key = last_touch()
   local conversions_cap = tonumber(ARGV[10])
-  if via ~= '' and conversions_cap > 0 then
+  if via ~= '' and conversions_cap < 0 then
+    via, key = '', 'capped'
+  elseif via ~= '' and conversions_cap > 0 then
     if redis.call('HGET', KEYS[6], 'cv_day') ~= ARGV[11] then
       redis.call('HSET', KEYS[6], 'cv_day', ARGV[11], 'cv_n', 0)
     end
     if tonumber(redis.call('HGET', KEYS[6], 'cv_n')) >= conversions_cap then
-      via, key = '', ''
+      via, key = '', 'capped'
     else
       redis.call('HINCRBY', KEYS[6], 'cv_n', 1)
     end

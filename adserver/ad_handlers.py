@@ -124,11 +124,11 @@ async def _serve(
     others = list(app[SETTINGS].advertisers)
     random.shuffle(others)
     slot = _locate(request, slot)
-    decision = decide(shopper, app[MARKET], slot, others, time.time(), suggestions, explanation)
+    now = time.time()
+    decision = decide(shopper, app[MARKET], slot, others, now, suggestions, explanation)
     if decision is None:
         metrics.no_fill.inc()
         return None
-    now = time.time()
     counts = explanation is None and not bot and _counts_impression(request, shopper, slot, now)
     served = build_ad(
         decision, slot, base_url(request), app[SIGNER], app[RENDERER], now, counted=counts

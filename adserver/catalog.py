@@ -64,11 +64,15 @@ class Product:
     def in_stock(self) -> bool:
         return self.availability in SELLABLE
 
+    @property
+    def selling_price(self) -> Decimal:
+        """What the product sells at now: the sale price when on sale."""
+        return self.price if self.sale_price is None else self.sale_price
+
     def __post_init__(self) -> None:
         # Formatting a price costs ~16 µs: done once per product, not once per ad.
         if not self.price_text:
-            shown = self.price if self.sale_price is None else self.sale_price
-            object.__setattr__(self, "price_text", format_price(shown, self.currency))
+            object.__setattr__(self, "price_text", format_price(self.selling_price, self.currency))
         if not self.regular_price_text and self.sale_price is not None:
             object.__setattr__(self, "regular_price_text", format_price(self.price, self.currency))
 

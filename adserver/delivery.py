@@ -127,7 +127,7 @@ def build_ad(
             {
                 "id": product.id,
                 "title": product.title,
-                "price": str(product.price if product.sale_price is None else product.sale_price),
+                "price": str(product.selling_price),
                 "currency": product.currency,
                 "price_text": product.price_text,
                 "image_url": product.image_link,

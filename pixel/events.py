@@ -233,6 +233,5 @@ def at_catalog_value(event: ShopperEvent, catalog: Mapping[str, Product]) -> Sho
     for line in event.lines:
         product = catalog.get(line.sku)
         if product is not None:
-            price = product.price if product.sale_price is None else product.sale_price
-            value += price * line.quantity
+            value += product.selling_price * line.quantity
     return event if event.revenue <= value else replace(event, revenue=value)

@@ -378,11 +378,16 @@ def foreign_page(context: BrowserContext, elsewhere: str, path: str, body: str) 
     return page
 
 
-def clicks_counted(base: str) -> float:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+def metric(base: str, sample: str) -> float:
+    """The value of one sample (`name{labels}`) on the demo's /metrics, 0 when absent."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
         text = response.read().decode()
-    found = re.search(r'^kaeru_clicks_total\{outcome="counted"\} (\S+)$', text, re.M)
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
     return float(found[1]) if found else 0.0
+
+
+def clicks_counted(base: str) -> float:
+    return metric(base, 'kaeru_clicks_total{outcome="counted"}')
 
 
 def test_a_partner_on_another_site_cannot_read_the_ad_it_shows(
@@ -522,10 +527,7 @@ def fill_the_buffer(base: str, data_dir: Path) -> int:
 
 
 def shed_batches(base: str) -> float:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    found = re.search(r'^kaeru_events_shed_total\{endpoint="e"\} (\S+)$', text, re.M)
-    return float(found[1]) if found else 0.0
+    return metric(base, 'kaeru_events_shed_total{endpoint="e"}')
 
 
 BROWSER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0.0.0 Safari/537.36"

@@ -14,8 +14,19 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from adserver import ad_handlers, admin, admin_campaigns, admin_reports, ops
-from adserver.context import (
+from adserver.buffering.buffered_writer import BufferedWriter, EventWriter, Outcome
+from adserver.buffering.spill_codecs import CLICKS, SHOWN
+from adserver.config.settings import Settings
+from adserver.delivery.impression_caps import ImpressionCaps
+from adserver.delivery.market_cache import MarketCache
+from adserver.delivery.tokens import Signer
+from adserver.feeds.grace import FeedGrace, releaser
+from adserver.http import ads as ad_handlers
+from adserver.http import ops
+from adserver.http.admin import campaigns as admin_campaigns
+from adserver.http.admin import products as admin
+from adserver.http.admin import reports as admin_reports
+from adserver.http.app_keys import (
     CLICK_WRITER,
     EVENT_WRITER,
     FEED_GRACE,
@@ -32,26 +43,19 @@ from adserver.context import (
     WORKER,
     buffered_writers,
 )
-from adserver.cooccurrence import LearningConfig
-from adserver.delivery_counts import CLICKS, SHOWN
-from adserver.edge import LONG_TARGET_ROUTES, MAX_TARGET, edge_handler_args
-from adserver.edge.forwarding import TrustedProxies
-from adserver.edge.middleware import believe_trusted_proxies, limit_targets
-from adserver.event_writer import BufferedWriter, EventWriter, Outcome
-from adserver.feed_grace import FeedGrace, releaser
-from adserver.geo import GeoLocator
-from adserver.impression_caps import ImpressionCaps
-from adserver.listen import open_listeners
-from adserver.market import MarketCache
-from adserver.metrics import Metrics
-from adserver.middleware import observe
-from adserver.related import NeighbourCache, RankingConfig
-from adserver.settings import Settings
-from adserver.signing import Signer
+from adserver.http.edge import LONG_TARGET_ROUTES, MAX_TARGET, edge_handler_args
+from adserver.http.edge.forwarding import TrustedProxies
+from adserver.http.edge.geo import GeoLocator
+from adserver.http.edge.middleware import believe_trusted_proxies, limit_targets
+from adserver.http.middleware import observe
+from adserver.learning.cooccurrence import LearningConfig
+from adserver.learning.related import NeighbourCache, RankingConfig
+from adserver.learning.worker import RelatedWorker
+from adserver.runtime.listen import open_listeners
+from adserver.runtime.metrics import Metrics
 from adserver.store import RedisError, Store, StoreLimits, connect
 from adserver.store.learning import LearningStore
 from adserver.store.ledger import CLOCK_SKEW_SECONDS, Click, Ledger, Shown
-from adserver.worker import RelatedWorker
 from creatives.renderer import CreativeRenderer
 from pixel import handlers as pixel_handlers
 from pixel import optout
@@ -151,7 +155,7 @@ def create_app(settings: Settings) -> web.Application:
 
 def _middlewares(settings: Settings) -> list[Middleware]:
     """Errors are caught outermost; then, behind trusted proxies, every handler sees the
-    client's own scheme, host and address (adserver.edge)."""
+    client's own scheme, host and address (adserver.http.edge)."""
     proxies = TrustedProxies(settings.trusted_proxies)
     edge = [observe, limit_targets(MAX_TARGET, LONG_TARGET_ROUTES)]
     return [*edge, believe_trusted_proxies(proxies)] if proxies else edge

@@ -20,7 +20,9 @@ from typing import BinaryIO
 
 from aiohttp import web
 
-from adserver.catalog import (
+from adserver.config.redis_url import redact
+from adserver.config.settings import ADVERTISER_ID, Settings, SettingsError
+from adserver.core.product import (
     FeedError,
     FeedTally,
     FeedTooLong,
@@ -28,12 +30,10 @@ from adserver.catalog import (
     Product,
     parse_product,
 )
-from adserver.data_dir import prepare_data_dir
-from adserver.embedded_redis import EmbeddedRedis, EmbeddedRedisError
-from adserver.feed_import import import_feed
-from adserver.listen import ListenError, open_listeners
-from adserver.redis_url import redact
-from adserver.settings import ADVERTISER_ID, Settings, SettingsError
+from adserver.feeds.importer import import_feed
+from adserver.runtime.data_dir import prepare_data_dir
+from adserver.runtime.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from adserver.runtime.listen import ListenError, open_listeners
 from adserver.store import RedisError, Store, StoreLimits, connect
 
 log = logging.getLogger("kaeru")
@@ -247,8 +247,8 @@ def public_base_url(settings: Settings) -> str:
 
 def demo(settings: Settings) -> int:
     from adserver.app import create_app
-    from adserver.context import MARKET, STORE
     from adserver.demo.pages import DEMO_ADVERTISER, add_demo_routes, demo_catalog
+    from adserver.http.app_keys import MARKET, STORE
 
     token = settings.advertisers.get(DEMO_ADVERTISER) or _demo_token(settings.data_dir)
     settings = replace(settings, advertisers={**settings.advertisers, DEMO_ADVERTISER: token})
@@ -363,9 +363,9 @@ async def _import_file(
 
 
 def run_worker(settings: Settings, name: str | None) -> int:
-    from adserver.cooccurrence import LearningConfig
+    from adserver.learning.cooccurrence import LearningConfig
+    from adserver.learning.worker import RelatedWorker
     from adserver.store.learning import LearningStore
-    from adserver.worker import RelatedWorker
 
     async def learn(redis_url: str) -> None:
         stop = asyncio.Event()
@@ -401,8 +401,8 @@ def run_evaluation(
 
     import orjson
 
-    from adserver import datasets
-    from adserver.evaluation import configure, evaluate, format_report
+    from adserver.learning import datasets
+    from adserver.learning.evaluation import configure, evaluate, format_report
 
     overrides = dict(item.partition("=")[::2] for item in settings)
     try:

@@ -2,7 +2,8 @@
 view across them (prometheus-client's multiprocess mode, files in a private directory).
 
 Every process runs the related-items learner (unless disabled): they share the event shards
-out between them (adserver.worker), so the learning is spread over the cores and one shopper's
+out between them (adserver.learning.worker),
+so the learning is spread over the cores and one shopper's
 events are still never learnt by two processes at once.
 """
 
@@ -17,7 +18,7 @@ import sys
 import tempfile
 from types import FrameType
 
-from adserver.settings import Settings
+from adserver.config.settings import Settings
 
 log = logging.getLogger(__name__)
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -29,7 +30,7 @@ def _child(settings: Settings, index: int) -> None:
         level=logging.INFO, format=f"%(asctime)s %(levelname)s [{index}] %(name)s: %(message)s"
     )
     from adserver.app import create_app, run_server
-    from adserver.listen import ListenError, open_listeners
+    from adserver.runtime.listen import ListenError, open_listeners
 
     try:
         sockets = open_listeners(settings.host, settings.port, reuse_port=True)

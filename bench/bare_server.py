@@ -13,7 +13,7 @@ import sys
 
 from aiohttp import web
 
-from adserver.responses import NO_STORE, TRANSPARENT_GIF
+from adserver.http.responses import NO_STORE, TRANSPARENT_GIF
 
 UID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 UID_MAX_AGE_SECONDS = 396 * 86400

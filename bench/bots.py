@@ -1,5 +1,6 @@
 """The crawler filter before (CrawlerDetect alone, as on main up to issue 11) and after
-(pixel/bots.py: both maintained lists and the automation markers, on RE2): recall and false
+(adserver/identity/bots.py: both maintained lists and the automation markers, on RE2): recall
+and false
 positives on the labelled public sets of tests/bot_corpus.py, and the cost of one call.
 
     .venv/bin/python bench/bots.py
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crawlerdetect import CrawlerDetect  # noqa: E402
 from tests import bot_corpus  # noqa: E402
 
-from pixel import bots  # noqa: E402
+from adserver.identity import bots  # noqa: E402
 
 _DETECTOR = CrawlerDetect()
 
@@ -87,7 +88,7 @@ def main() -> None:
             f"{cached_us(new_cached, fresh[0]):.2f}",
         ),
     ]
-    print(f"{'':40} {'before (CrawlerDetect)':>24} {'after (pixel/bots.py)':>24}")
+    print(f"{'':40} {'before (CrawlerDetect)':>24} {'after (adserver/identity/bots.py)':>24}")
     for name, before, after in rows:
         print(f"{name:40} {before:>24} {after:>24}")
 

@@ -58,7 +58,7 @@ import aiohttp
 import orjson
 import redis
 
-from adserver.embedded_redis import EmbeddedRedis, free_port
+from adserver.runtime.embedded_redis import EmbeddedRedis, free_port
 from adserver.store import Store, connect, keys
 
 from procs import Processes, group_rss_bytes

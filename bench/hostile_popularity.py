@@ -34,9 +34,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from adserver.app import create_app
-from adserver.context import MARKET, WORKER
-from adserver.embedded_redis import EmbeddedRedis, free_port
-from adserver.settings import Settings
+from adserver.config.settings import Settings
+from adserver.http.app_keys import MARKET, WORKER
+from adserver.runtime.embedded_redis import EmbeddedRedis, free_port
 
 from seed import ADVERTISER, catalog_json
 

@@ -28,9 +28,9 @@ from aiohttp.test_utils import TestClient, TestServer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adserver.app import create_app  # noqa: E402
-from adserver.context import MARKET, STORE, WORKER, buffered_writers  # noqa: E402
-from adserver.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from adserver.settings import Settings  # noqa: E402
+from adserver.config.settings import Settings  # noqa: E402
+from adserver.http.app_keys import MARKET, STORE, WORKER, buffered_writers  # noqa: E402
+from adserver.runtime.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 
 SHOP, TOKEN = "shop1", "shop1-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from adserver.embedded_redis import EmbeddedRedis, free_port
+from adserver.runtime.embedded_redis import EmbeddedRedis, free_port
 from adserver.store import keys
 
 from procs import (

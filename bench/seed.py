@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 import orjson
 
-from adserver.cooccurrence import LearningConfig
-from adserver.shopper import ShopperEvent
+from adserver.core.shopper import ShopperEvent
+from adserver.learning.cooccurrence import LearningConfig
+from adserver.learning.worker import RelatedWorker
 from adserver.store import Store, StoreLimits, connect
 from adserver.store.learning import LearningStore
-from adserver.worker import RelatedWorker
 
 ADVERTISER = "shop1"
 CATALOG_SIZE = 60  # sku-1 … sku-60

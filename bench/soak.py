@@ -46,7 +46,7 @@ from typing import Any
 import orjson
 import redis
 
-from adserver.embedded_redis import EmbeddedRedis, free_port
+from adserver.runtime.embedded_redis import EmbeddedRedis, free_port
 from adserver.store import Store, connect
 
 from fixed_rate import Recorder, Run, open_loop

@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from adserver.embedded_redis import free_port
+from adserver.runtime.embedded_redis import free_port
 
 from procs import Processes, Service
 

@@ -14,8 +14,8 @@ from typing import cast
 
 import orjson
 
-from adserver.catalog import Product
-from adserver.shopper import EVENT_KINDS, EventKind, LineItem, ShopperEvent, is_valid_sku
+from adserver.core.product import Product
+from adserver.core.shopper import EVENT_KINDS, EventKind, LineItem, ShopperEvent, is_valid_sku
 
 MAX_ITEMS = 50
 MAX_EVENTS_PER_BATCH = 50

@@ -14,20 +14,20 @@ from importlib import resources
 
 from aiohttp import web
 
-from adserver.bodies import read_body
-from adserver.context import EVENT_WRITER, FEED_GRACE, IMPRESSION_CAPS, MARKET, METRICS, SETTINGS
-from adserver.event_writer import RETRY_AFTER_SECONDS, Outcome
-from adserver.impression_caps import ADDRESS_FACTOR
-from adserver.responses import gif, javascript, json_error, unavailable
-from adserver.shopper import ShopperEvent
-from pixel.events import (
-    MAX_BATCH_BYTES,
-    Reject,
-    at_catalog_value,
-    parse_batch,
-    parse_pixel_query,
+from adserver.buffering.buffered_writer import RETRY_AFTER_SECONDS, Outcome
+from adserver.core.shopper import ShopperEvent
+from adserver.delivery.impression_caps import ADDRESS_FACTOR
+from adserver.http.app_keys import (
+    EVENT_WRITER,
+    FEED_GRACE,
+    IMPRESSION_CAPS,
+    MARKET,
+    METRICS,
+    SETTINGS,
 )
-from pixel.identity import (
+from adserver.http.bodies import read_body
+from adserver.http.responses import gif, javascript, json_error, unavailable
+from adserver.identity.gates import (
     consented,
     is_bot,
     is_secure_context,
@@ -35,6 +35,13 @@ from pixel.identity import (
     opted_out,
     read_uid,
     set_uid_cookie,
+)
+from pixel.events import (
+    MAX_BATCH_BYTES,
+    Reject,
+    at_catalog_value,
+    parse_batch,
+    parse_pixel_query,
 )
 from pixel.provenance import from_own_pages
 from pixel.screening import screen
@@ -44,7 +51,7 @@ log = logging.getLogger(__name__)
 TAG_JS = resources.files("pixel").joinpath("static/tag.js").read_text(encoding="utf-8")
 TAG_CACHE_SECONDS = 3600
 # No valid pixel comes near this (aiohttp's former request-line limit); longer ones get the GIF
-# and are stored nowhere (the line limit itself is adserver.edge.MAX_REQUEST_LINE).
+# and are stored nowhere (the line limit itself is adserver.http.edge.MAX_REQUEST_LINE).
 MAX_PIXEL_TARGET = 8190
 
 
@@ -90,7 +97,7 @@ def _sold_only(
     app: web.Application, uid: str, events: Sequence[ShopperEvent], now: float
 ) -> tuple[list[ShopperEvent], bool]:
     """The events with only the products their shop sells (see pixel.screening); views and
-    carts of products not fed yet wait for a feed (adserver.feed_grace). Also: whether any
+    carts of products not fed yet wait for a feed (adserver.feeds.grace). Also: whether any
     wait."""
     screened = screen(events, app[MARKET].known_catalog)
     if not screened.waiting and not screened.dropped:

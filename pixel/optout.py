@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adserver.context import METRICS, SETTINGS, STORE, forget_buffered
+from adserver.http.app_keys import METRICS, SETTINGS, STORE, forget_buffered
+from adserver.identity.gates import OPTOUT_COOKIE, UID_COOKIE, is_secure_context, read_uid
 from adserver.store import RedisError
-from pixel.identity import OPTOUT_COOKIE, UID_COOKIE, is_secure_context, read_uid
 
 OPTOUT_MAX_AGE_SECONDS = 5 * 365 * 86400
 PAGE_HEADERS = {

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
-from adserver.shopper import ShopperEvent
+from adserver.core.shopper import ShopperEvent
 
 WAITING_KINDS = frozenset(("view", "cart"))
 SCREENED_KINDS = frozenset(("view", "cart", "list"))

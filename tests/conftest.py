@@ -14,9 +14,9 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.context import MARKET, WORKER, buffered_writers
-from adserver.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
-from adserver.settings import Settings
+from adserver.config.settings import Settings
+from adserver.http.app_keys import MARKET, WORKER, buffered_writers
+from adserver.runtime.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 
 SHOP = "shop1"
 SHOP_TOKEN = "shop1-token-0123456789"
@@ -213,7 +213,7 @@ async def sell(store: Any, advertiser: str, skus: Iterable[str]) -> None:
     `Store`): only products an advertiser sells are learnt and stored (issue 11, §2)."""
     from decimal import Decimal
 
-    from adserver.catalog import Product
+    from adserver.core.product import Product
 
     await store.replace_catalog(
         advertiser,

@@ -1,4 +1,5 @@
-"""The crawler filter (pixel/bots.py) against labelled public User-Agents (tests/bot_corpus.py):
+"""The crawler filter (adserver/identity/bots.py) against labelled public User-Agents
+(tests/bot_corpus.py):
 recall on crawlers it was not built from, false positives on people's browsers."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from crawlerdetect import CrawlerDetect
 
-from pixel import bots
-from pixel.bots import is_crawler
+from adserver.identity import bots
+from adserver.identity.bots import is_crawler
 from tests import bot_corpus
 from tests.conftest import BROWSER, SHOP, stream_events
 

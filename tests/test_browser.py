@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from adserver.embedded_redis import free_port
+from adserver.runtime.embedded_redis import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not os.access(CHROMIUM, os.X_OK):

@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.embedded_redis import free_port
-from adserver.settings import Settings
+from adserver.config.settings import Settings
+from adserver.runtime.embedded_redis import free_port
 from tests.conftest import (
     BROWSER,
     OPERATOR_TOKEN,

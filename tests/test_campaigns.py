@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from adserver.campaigns import (
+from adserver.core.campaigns import (
     AUDIENCES,
     STRATEGIES,
     Bid,

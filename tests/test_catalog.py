@@ -7,7 +7,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from adserver.catalog import FeedError, Product, parse_feed, parse_product
+from adserver.core.product import FeedError, Product, parse_feed, parse_product
 from tests.conftest import product_row
 
 

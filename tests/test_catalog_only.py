@@ -12,14 +12,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.context import METRICS, STORE
-from adserver.cooccurrence import LearningConfig
-from adserver.embedded_redis import free_port
-from adserver.settings import Settings
-from adserver.shopper import ShopperEvent
+from adserver.config.settings import Settings
+from adserver.core.shopper import ShopperEvent
+from adserver.http.app_keys import METRICS, STORE
+from adserver.learning.cooccurrence import LearningConfig
+from adserver.learning.worker import RelatedWorker
+from adserver.runtime.embedded_redis import free_port
 from adserver.store import keys
 from adserver.store.learning import LearningStore
-from adserver.worker import RelatedWorker
 from tests.conftest import (
     BROWSER,
     SHOP,
@@ -199,7 +199,7 @@ async def stored_views(client: TestClient[Any, Any]) -> int:
 
 
 def _unit_weight() -> float:
-    from adserver.cooccurrence import decay_factor
+    from adserver.learning.cooccurrence import decay_factor
 
     return decay_factor(int(time.time() * 1000), LearningConfig().half_life_days)
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import redis
 
-from adserver.embedded_redis import free_port
+from adserver.runtime.embedded_redis import free_port
 from tests.conftest import BROWSER, product_row
 
 TOKEN = "cli-shop-token-0123456789"

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixel.consent import (
+from adserver.identity.consent import (
     MAX_TC_STRING_LENGTH,
     REQUIRED_PURPOSES,
     ConsentError,

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from adserver.cooccurrence import (
+from adserver.learning.cooccurrence import (
     PLAIN_COOCCURRENCE,
     LearningConfig,
     ShopperState,

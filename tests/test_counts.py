@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from adserver.app import create_app
-from adserver.context import SIGNER, STORE
-from adserver.delivery import CLICK_PURPOSE, placement_from_token
-from adserver.embedded_redis import free_port
-from adserver.settings import Settings
+from adserver.config.settings import Settings
+from adserver.delivery.served_ad import CLICK_PURPOSE, placement_from_token
+from adserver.http.app_keys import SIGNER, STORE
+from adserver.runtime.embedded_redis import free_port
 from adserver.store.ledger import Click
 from tests.conftest import (
     BROWSER,

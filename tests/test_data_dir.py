@@ -15,10 +15,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adserver.data_dir import prepare_data_dir
-from adserver.embedded_redis import free_port
-from adserver.event_writer import EventWriter
-from adserver.settings import SettingsError
+from adserver.buffering.buffered_writer import EventWriter
+from adserver.config.settings import SettingsError
+from adserver.runtime.data_dir import prepare_data_dir
+from adserver.runtime.embedded_redis import free_port
 from tests.test_cli import get, kaeru_env, wait_ready
 from tests.test_restart_safety import FlakyRedis, view
 

@@ -11,18 +11,18 @@ from typing import Any
 
 import pytest
 
-from adserver.campaigns import Campaign, default_campaign, expected_value, parse_campaign
-from adserver.catalog import Product, parse_product
-from adserver.decision import (
+from adserver.core.campaigns import Campaign, default_campaign, expected_value, parse_campaign
+from adserver.core.decision import (
     Explanation,
     Slot,
     decide,
     may_serve_newcomers,
     rank_for_newcomers,
 )
-from adserver.market import upsell_index
-from adserver.related import Suggestions
-from adserver.shopper import AdvertiserHistory, Shopper
+from adserver.core.product import Product, parse_product
+from adserver.core.shopper import AdvertiserHistory, Shopper
+from adserver.delivery.market_cache import upsell_index
+from adserver.learning.related import Suggestions
 from tests.conftest import product_row
 
 NOW = 1_800_000_000.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
-from adserver.delivery_counts import CLICKS, SHOWN
-from adserver.event_writer import BufferedWriter, SpillCodec
+from adserver.buffering.buffered_writer import BufferedWriter, SpillCodec
+from adserver.buffering.spill_codecs import CLICKS, SHOWN
 from adserver.store import Placement
 from adserver.store.ledger import Click, Shown
 from tests.test_restart_safety import FlakyRedis

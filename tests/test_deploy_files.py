@@ -18,7 +18,7 @@ import pytest
 import redis
 import yaml
 
-from adserver.embedded_redis import find_redis_server, free_port
+from adserver.runtime.embedded_redis import find_redis_server, free_port
 from tests.test_cli import kaeru_env, running
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adserver.context import SETTINGS, SIGNER, STORE
-from adserver.signing import Signer
+from adserver.delivery.tokens import Signer
+from adserver.http.app_keys import SETTINGS, SIGNER, STORE
 from adserver.store import day_of
 from tests.conftest import SHOP, counted, learn_all, product_row, put_catalog
 from tests.test_signing import legacy_token

@@ -13,15 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adserver.app import create_app
-from adserver.edge.forwarding import (
+from adserver.config.settings import Settings, SettingsError
+from adserver.http.edge.forwarding import (
     ClientView,
     ForwardedHeaders,
     ProxyConfigError,
     TrustedProxies,
     parse_proxies,
 )
-from adserver.embedded_redis import free_port
-from adserver.settings import Settings, SettingsError
+from adserver.runtime.embedded_redis import free_port
 from tests.conftest import BROWSER, SHOP, product_row, put_catalog, refresh_catalog
 
 # Trusted: the load balancer's subnet, one edge proxy and an IPv6 range (non-strict host bits).

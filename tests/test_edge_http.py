@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adserver.responses import TRANSPARENT_GIF
+from adserver.http.responses import TRANSPARENT_GIF
 from tests.conftest import SHOP, stream_events
 
 RAW_TARGETS = [
@@ -67,8 +67,8 @@ def test_a_handler_error_outside_the_middleware_logs_no_address(
 ) -> None:
     """aiohttp's own "Error handling request from ADDRESS" line, for the errors it still logs
     (a real bug worth a traceback), carries no client address."""
-    from adserver.edge.http_log import EdgeLog
-    from adserver.metrics import Metrics
+    from adserver.http.edge.http_log import EdgeLog
+    from adserver.runtime.metrics import Metrics
 
     log = EdgeLog(Metrics())
     caplog.set_level(logging.DEBUG)

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from adserver.embedded_redis import free_port
-from adserver.responses import TRANSPARENT_GIF
+from adserver.http.responses import TRANSPARENT_GIF
+from adserver.runtime.embedded_redis import free_port
 from tests.conftest import BROWSER, product_row
 from tests.test_cli import TOKEN, kaeru_env, running
 

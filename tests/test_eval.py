@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from adserver import datasets
-from adserver.evaluation import ADVERTISER, Replay, Report, evaluate
+from adserver.learning import datasets
+from adserver.learning.evaluation import ADVERTISER, Replay, Report, evaluate
 from adserver.store import Store, StoreLimits, connect
 
 LONG_AGO = StoreLimits(lookback_seconds=20 * 365 * 86400, stream_maxlen=10**9)

@@ -23,16 +23,16 @@ import pytest
 import redis
 
 from adserver.app import create_app
-from adserver.embedded_redis import EmbeddedCluster, EmbeddedRedis
-from adserver.event_writer import Entry, EventWriter
-from adserver.settings import Settings
-from adserver.shopper import ShopperEvent
+from adserver.buffering.buffered_writer import Entry, EventWriter
+from adserver.config.settings import Settings
+from adserver.core.shopper import ShopperEvent
+from adserver.runtime.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from adserver.store import Store, connect, keys
 from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, stream_events
 from tests.test_redis_faults import own_redis, poll, revived_on
 
 if TYPE_CHECKING:
-    from adserver.event_writer import Marked
+    from adserver.buffering.buffered_writer import Marked
 
 pytestmark = pytest.mark.cluster
 __all__ = ["own_redis"]  # a fixture, used by name
@@ -82,7 +82,7 @@ async def test_a_full_buffer_sheds_new_events_and_keeps_every_accepted_one(
 
 
 def _writer_key() -> Any:
-    from adserver.context import EVENT_WRITER
+    from adserver.http.app_keys import EVENT_WRITER
 
     return EVENT_WRITER
 
@@ -305,7 +305,7 @@ async def test_a_backlog_is_replayed_in_bounded_slices(
     redis_url: str,
 ) -> None:
     """A replay goes in bounded slices: a slice is at most REPLAY_BATCH entries."""
-    from adserver.event_writer import REPLAY_BATCH
+    from adserver.buffering.buffered_writer import REPLAY_BATCH
 
     store = Store(connect(redis_url))
     try:
@@ -350,7 +350,7 @@ async def test_the_tag_on_a_shop_s_site_can_read_a_shed_answer(
 async def test_a_flood_of_big_batches_is_shed_before_a_shopper_s_pixel() -> None:
     """The last tenth of a buffer takes only small writes: a big batch is refused while a
     pixel event still gets in."""
-    from adserver.event_writer import Outcome
+    from adserver.buffering.buffered_writer import Outcome
 
     async def never(entries: Sequence[Entry]) -> None:
         raise AssertionError("the breaker is open: nothing is sent")

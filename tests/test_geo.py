@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from adserver.edge.forwarding import TrustedProxies
-from adserver.geo import GeoError, GeoLocator
+from adserver.http.edge.forwarding import TrustedProxies
+from adserver.http.edge.geo import GeoError, GeoLocator
 
 NETWORKS = {
     "81.2.69.0/24": "GB",

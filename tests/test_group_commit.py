@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from adserver.group_commit import GroupCommit
+from adserver.buffering.group_commit import GroupCommit
 
 
 async def submit(commit: GroupCommit[int], item: int) -> None:

@@ -30,12 +30,12 @@ from hypothesis import strategies as st
 from multidict import MultiDictProxy
 from yarl import URL
 
-from adserver.ad_request import parse_ad_request
-from adserver.context import EVENT_WRITER, RENDERER, STORE
-from adserver.edge import MAX_REQUEST_LINE
-from adserver.responses import TRANSPARENT_GIF
+from adserver.http.ad_request import parse_ad_request
+from adserver.http.app_keys import EVENT_WRITER, RENDERER, STORE
+from adserver.http.edge import MAX_REQUEST_LINE
+from adserver.http.responses import TRANSPARENT_GIF
+from adserver.identity.consent import may_personalise
 from adserver.store import keys
-from pixel.consent import may_personalise
 from pixel.events import MAX_BATCH_BYTES, Reject, parse_batch, parse_pixel_query
 from tests.conftest import (
     BROWSER,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adserver.impression_caps import ADDRESS_FACTOR, ImpressionCaps, client_network
+from adserver.delivery.impression_caps import ADDRESS_FACTOR, ImpressionCaps, client_network
 
 HOUR = 3600 * 490_000.0  # the start of some UTC hour
 

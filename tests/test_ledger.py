@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 import redis
 
-from adserver.event_writer import EventWriter
-from adserver.redis_url import is_cluster_url, parse_cluster_url
-from adserver.shopper import ShopperEvent
+from adserver.buffering.buffered_writer import EventWriter
+from adserver.config.redis_url import is_cluster_url, parse_cluster_url
+from adserver.core.shopper import ShopperEvent
 from adserver.store import Placement, Store, StoreLimits, connect, keys
 from adserver.store.ledger import Shown
 

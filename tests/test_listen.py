@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from adserver.embedded_redis import free_port
-from adserver.market import MarketCache
+from adserver.delivery.market_cache import MarketCache
+from adserver.runtime.embedded_redis import free_port
+from adserver.runtime.waiting import pause
 from adserver.store import Store, StoreLimits, connect
-from adserver.waiting import pause
 from tests.test_cli import kaeru_env, redis_running_in
 
 HANG_DEADLINE_SECONDS = 30  # a run still going after this has hung

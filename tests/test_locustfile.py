@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from adserver.embedded_redis import free_port
+from adserver.runtime.embedded_redis import free_port
 
 if importlib.util.find_spec("locust") is None:
     pytest.skip(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adserver.responses import TRANSPARENT_GIF
+from adserver.http.responses import TRANSPARENT_GIF
 from adserver.store import keys
 from tests.conftest import SHOP, stream_events
 
@@ -20,7 +20,7 @@ CASES = [json.loads(path.read_text()) for path in CASE_FILES]
 
 
 def metric(client: TestClient[Any, Any], name: str, **labels: str) -> float:
-    from adserver.context import METRICS
+    from adserver.http.app_keys import METRICS
 
     value = client.app[METRICS].registry.get_sample_value(name, labels)
     return value or 0.0
@@ -135,7 +135,7 @@ async def test_malformed_batches_get_a_clear_4xx_and_store_nothing(
 async def test_repeated_purchase_of_an_order_is_recorded_once(
     stocked: TestClient[Any, Any],
 ) -> None:
-    from adserver.context import STORE
+    from adserver.http.app_keys import STORE
 
     params = {"a": SHOP, "e": "purchase", "i": "sku-1", "o": "o-1", "v": "9", "cur": "EUR"}
     for _ in range(2):

@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.context import STORE
-from adserver.settings import Settings
+from adserver.config.settings import Settings
+from adserver.http.app_keys import STORE
 from tests.conftest import (
     BROWSER,
     OPERATOR_TOKEN,
@@ -182,7 +182,7 @@ async def test_no_per_user_key_outlives_the_lookback(stocked: TestClient[Any, An
         "/px", params={"a": SHOP, "e": "purchase", "i": "sku-1", "o": "o1", "v": "1", "cur": "EUR"}
     )
     await ad_strategy(stocked)
-    from adserver.context import WORKER
+    from adserver.http.app_keys import WORKER
 
     await stocked.app[WORKER].drain()  # the learner's per-shopper state too
     uid = uid_of(stocked)

@@ -25,12 +25,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from adserver.app import create_app
-from adserver.context import EVENT_WRITER, METRICS, STORE
-from adserver.embedded_redis import EmbeddedCluster, free_port
-from adserver.event_writer import EventWriter
-from adserver.redis_url import parse_cluster_url
-from adserver.settings import Settings, SettingsError
-from adserver.shopper import ShopperEvent
+from adserver.buffering.buffered_writer import EventWriter
+from adserver.config.redis_url import parse_cluster_url
+from adserver.config.settings import Settings, SettingsError
+from adserver.core.shopper import ShopperEvent
+from adserver.http.app_keys import EVENT_WRITER, METRICS, STORE
+from adserver.runtime.embedded_redis import EmbeddedCluster, free_port
 from adserver.store import Placement, RedisError, Store, connect, keys
 from adserver.store.ledger import Shown
 from tests.conftest import (
@@ -193,7 +193,7 @@ async def test_an_unreachable_cluster_fails_as_a_redis_error() -> None:
 
 
 async def test_catalog_campaigns_and_forgetting_work_across_nodes(cluster_store: Store) -> None:
-    from adserver.catalog import parse_feed
+    from adserver.core.product import parse_feed
 
     rows = [orjson.dumps(product_row(f"sku-{n}")) for n in range(3)]
     products = parse_feed(b"\n".join(rows), "application/x-ndjson").accepted

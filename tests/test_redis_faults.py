@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 
 from adserver.app import create_app
-from adserver.embedded_redis import EmbeddedRedis, free_port
-from adserver.event_writer import REPLAY_BATCH, EventWriter
-from adserver.settings import Settings
-from adserver.shopper import ShopperEvent
+from adserver.buffering.buffered_writer import REPLAY_BATCH, EventWriter
+from adserver.config.settings import Settings
+from adserver.core.shopper import ShopperEvent
+from adserver.runtime.embedded_redis import EmbeddedRedis, free_port
 from adserver.store import Store, connect, day_of, keys
 from tests.conftest import (
     BROWSER,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from adserver.embedded_redis import find_redis_server, free_port
-from adserver.redis_url import redact
-from adserver.settings import Settings, SettingsError
+from adserver.config.redis_url import redact
+from adserver.config.settings import Settings, SettingsError
+from adserver.runtime.embedded_redis import find_redis_server, free_port
 
 PASSWORD = "s3cret/with:odd@chars&more"
 

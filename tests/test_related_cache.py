@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adserver.cooccurrence import LearningConfig
-from adserver.embedded_redis import free_port
-from adserver.related import NeighbourCache, RankingConfig
-from adserver.shopper import AdvertiserHistory, Shopper
+from adserver.core.shopper import AdvertiserHistory, Shopper
+from adserver.learning.cooccurrence import LearningConfig
+from adserver.learning.related import NeighbourCache, RankingConfig
+from adserver.runtime.embedded_redis import free_port
 from adserver.store import RedisError, Store, connect, keys
 from adserver.store.learning import LearningStore
 from tests.conftest import SHOP

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from adserver.reports import build_rows, neutralise_cell, to_csv
+from adserver.delivery.reports import build_rows, neutralise_cell, to_csv
 from tests.test_campaign_api import REPORT, ad, auth, put_campaign, view
 
 HOSTILE = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]

@@ -28,9 +28,9 @@ import pytest
 import redis
 
 from adserver.app import UNSENT_DIR
-from adserver.embedded_redis import EmbeddedRedis, free_port
-from adserver.event_writer import Entry, EventWriter
-from adserver.shopper import LineItem, ShopperEvent
+from adserver.buffering.buffered_writer import Entry, EventWriter
+from adserver.core.shopper import LineItem, ShopperEvent
+from adserver.runtime.embedded_redis import EmbeddedRedis, free_port
 from adserver.store import RedisError, Store, connect
 from tests.conftest import BROWSER, SHOP, product_row
 from tests.test_cli import TOKEN, kaeru_env
@@ -531,7 +531,7 @@ def test_a_damaged_spill_line_is_skipped_and_the_rest_kept(tmp_path: Path) -> No
 REPLAY_AND_DIE = """
 import asyncio, os, signal, sys
 from pathlib import Path
-from adserver.event_writer import EventWriter
+from adserver.buffering.buffered_writer import EventWriter
 
 async def main() -> None:
     written = open(sys.argv[2], "a")

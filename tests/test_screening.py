@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from adserver.cooccurrence import StreamEvent, sold_only
-from adserver.feed_grace import FeedGrace, releaser
-from adserver.shopper import LineItem, ShopperEvent
+from adserver.core.shopper import LineItem, ShopperEvent
+from adserver.feeds.grace import FeedGrace, releaser
+from adserver.learning.cooccurrence import StreamEvent, sold_only
 from pixel.provenance import from_own_pages
 from pixel.screening import screen
 
@@ -189,7 +189,7 @@ def test_domains_written_with_a_leading_dot() -> None:
 
 
 def test_feed_grace_setting_is_read_and_checked() -> None:
-    from adserver.settings import Settings, SettingsError
+    from adserver.config.settings import Settings, SettingsError
 
     assert Settings.from_env({}).feed_grace_seconds == 300
     assert Settings.from_env({"KAERU_FEED_GRACE_SECONDS": "0"}).feed_grace_seconds == 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adserver.redis_url import redact
-from adserver.settings import Settings, SettingsError
+from adserver.config.redis_url import redact
+from adserver.config.settings import Settings, SettingsError
 
 
 def test_defaults_are_sane() -> None:

@@ -9,7 +9,7 @@ import hmac
 
 import orjson
 
-from adserver.signing import InvalidToken, Signer
+from adserver.delivery.tokens import InvalidToken, Signer
 
 SIGNER = Signer(b"k" * 32)
 CLICK = ["shop1", "default", "news1", "cart", "300x250", "sku-1", "https://shop1.example/p/sku-1"]

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from adserver.shopper import LineItem, ShopperEvent
+from adserver.core.shopper import LineItem, ShopperEvent
 from adserver.store import Placement, Store, StoreLimits, connect
 
 UID = "A" * 22

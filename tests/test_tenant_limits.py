@@ -18,14 +18,14 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adserver import feed_reader
 from adserver.app import create_app
-from adserver.catalog import FeedError, FeedValidator, Product, clean_url, parse_feed
-from adserver.context import MARKET, STORE
-from adserver.embedded_redis import EmbeddedRedis
-from adserver.feed_reader import MAX_RECORD
-from adserver.market import upsell_index
-from adserver.settings import Settings, SettingsError
+from adserver.config.settings import Settings, SettingsError
+from adserver.core.product import FeedError, FeedValidator, Product, clean_url, parse_feed
+from adserver.delivery.market_cache import upsell_index
+from adserver.feeds import reader as feed_reader
+from adserver.feeds.reader import MAX_RECORD
+from adserver.http.app_keys import MARKET, STORE
+from adserver.runtime.embedded_redis import EmbeddedRedis
 from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, product_row, put_catalog
 
 PRODUCTS = f"/api/v1/advertisers/{SHOP}/products"

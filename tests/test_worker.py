@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adserver.cooccurrence import LearningConfig
-from adserver.related import NeighbourCache, RankingConfig
-from adserver.shopper import ShopperEvent
+from adserver.core.shopper import ShopperEvent
+from adserver.learning.cooccurrence import LearningConfig
+from adserver.learning.related import NeighbourCache, RankingConfig
+from adserver.learning.worker import RelatedWorker
 from adserver.store import Store, connect, keys
 from adserver.store.learning import LearningStore
-from adserver.worker import RelatedWorker
 from tests.conftest import SHOP, learn_all, sell
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)

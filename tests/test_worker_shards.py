@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from adserver.cooccurrence import LearningConfig
-from adserver.embedded_redis import EmbeddedRedis
-from adserver.shopper import ShopperEvent
+from adserver.core.shopper import ShopperEvent
+from adserver.learning.cooccurrence import LearningConfig
+from adserver.learning.worker import RelatedWorker
+from adserver.runtime.embedded_redis import EmbeddedRedis
 from adserver.store import Store, connect, keys
 from adserver.store.base import text
 from adserver.store.learning import LearningStore
-from adserver.worker import RelatedWorker
 from tests.conftest import OTHER_SHOP, SHOP, sell
 
 CONFIG = LearningConfig()  # what `kaeru worker` learns with (forward decay included)

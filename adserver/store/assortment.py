@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from adserver.catalog import SELLABLE
+from adserver.core.product import SELLABLE
 from adserver.store import keys
 from adserver.store.base import text
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
-from adserver.catalog import Product
+from adserver.core.product import Product
 from adserver.store import keys
 from adserver.store.base import execute, write_in_order
 

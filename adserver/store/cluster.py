@@ -40,7 +40,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from adserver.redis_url import parse_cluster_url
+from adserver.config.redis_url import parse_cluster_url
 from adserver.store.base import raise_first_error
 
 PING_SECONDS = 1.0  # how long `ping_primaries` waits for each master

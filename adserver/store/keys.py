@@ -225,7 +225,7 @@ CATALOG_VERSIONS = "catver"  # hash advertiser -> version, bumped on every feed 
 
 
 def popular(advertiser: str) -> str:
-    """zset sku -> views, forward-decayed (see adserver.cooccurrence)."""
+    """zset sku -> views, forward-decayed (see adserver.learning.cooccurrence)."""
     return f"pop:{{{advertiser}}}"
 
 

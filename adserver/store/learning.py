@@ -29,7 +29,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from adserver.cooccurrence import (
+from adserver.learning.cooccurrence import (
     CREDIT_SCALE,
     LearningConfig,
     Lessons,

@@ -1,0 +1,1 @@
+"""Kaeru's configuration, read and checked once at start-up."""

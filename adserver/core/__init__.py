@@ -1,0 +1,1 @@
+"""Value objects and the pure ad decision: the ground floor every room may use."""

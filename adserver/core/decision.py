@@ -1,0 +1,287 @@
+"""The ad decision, pure: shopper + campaigns + catalogs + slot -> which ad, with which products.
+
+Every campaign of every advertiser is checked: does it run now (status, dates, hours), may it
+fill this slot (size, publisher, country), is the shopper in its audience, is its daily cap
+left, and which products do its strategies give (never a product the shopper bought, one out of
+stock or missing, or one whose per-item cap is reached). Among the campaigns with products, the
+slot goes to the highest expected value per impression (CPM, or CPC x estimated CTR); ties go
+to the shop the shopper visited most recently. `Explanation` records all of it for "why this
+ad".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from adserver.core.campaigns import (
+    Campaign,
+    ShopperFacts,
+    audiences,
+    expected_value,
+    fits_slot,
+    runs_at,
+    targets,
+)
+from adserver.core.product import Product
+from adserver.core.shopper import AdvertiserHistory, Shopper
+from adserver.learning.related import Suggestions
+
+
+class Market(Protocol):
+    """What the decision reads besides the shopper (the in-process caches in production)."""
+
+    def catalog(self, advertiser: str) -> Mapping[str, Product]: ...
+    def popular(self, advertiser: str) -> Sequence[str]: ...
+    def upsell(self, advertiser: str, sku: str) -> Sequence[str]: ...
+    def campaigns(self, advertiser: str) -> Sequence[Campaign]: ...
+    def ctr(self, advertiser: str, campaign: str) -> float: ...
+    def newcomer_campaigns(self, advertiser: str, size: str) -> Sequence[Campaign]:
+        """`rank_for_newcomers` of the advertiser's campaigns (kept between refreshes)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    publisher: str
+    size: str
+    max_products: int
+    name: str = ""
+    country: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    product: Product
+    strategy: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    advertiser: str
+    campaign: str
+    picks: tuple[Pick, ...]
+    expected_value: float = 0.0
+
+    @property
+    def strategy(self) -> str:
+        """The strategy of the lead product: what this ad is mostly about."""
+        return self.picks[0].strategy
+
+
+@dataclass(slots=True)
+class Explanation:
+    """Why this ad: every campaign considered, and what became of it."""
+
+    campaigns: list[dict[str, Any]] = field(default_factory=list)
+    winner: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"campaigns": self.campaigns, "winner": self.winner}
+
+
+def facts_of(history: AdvertiserHistory | None) -> ShopperFacts:
+    if history is None:
+        return ShopperFacts(False, None, None, None, 0, Decimal(0))
+    return ShopperFacts(
+        has_history=True,
+        last_seen=history.last_seen,
+        last_view=history.view_times[0] if history.view_times else None,
+        cart_since=history.cart_since if history.cart else None,
+        orders=history.orders,
+        revenue=history.revenue,
+    )
+
+
+def may_serve_newcomers(campaign: Campaign) -> bool:
+    """Whether the campaign can ever fill a slot for a shopper with no history at its shop:
+    it is active, wants such a shopper, and falls back on popular products (the only
+    strategy that gives products without a history)."""
+    return (
+        campaign.status == "active"
+        and "popular" in campaign.what.strategies
+        and targets(campaign, facts_of(None), 0.0)[0]
+    )
+
+
+def rank_for_newcomers(
+    campaigns: Iterable[Campaign], value: Callable[[Campaign], float], size: str
+) -> tuple[Campaign, ...]:
+    """The campaigns that may serve a shopper new to their shop in `size`, the highest
+    expected value first (ties in the given order, as `decide` breaks them)."""
+    fitting = [
+        c
+        for c in campaigns
+        if may_serve_newcomers(c) and (not c.where.sizes or size in c.where.sizes)
+    ]
+    return tuple(sorted(fitting, key=value, reverse=True))  # sorted() is stable in reverse too
+
+
+def decide(
+    shopper: Shopper,
+    market: Market,
+    slot: Slot,
+    advertisers: Sequence[str],
+    now: float,
+    suggestions: Mapping[str, Suggestions] | None = None,
+    explanation: Explanation | None = None,
+) -> Decision | None:
+    """The winning ad for `slot`, or None for no fill. `advertisers` is the tie-break order
+    after the shopper's own shops (shuffled by the caller for fairness).
+
+    A shop the shopper never visited costs one look at its best campaign for newcomers
+    (`newcomer_campaigns`), whatever the number of its campaigns; with an `explanation`
+    (debug) every campaign is checked and noted instead, to the same decision."""
+    histories = {h.advertiser: h for h in shopper.histories}
+    suggestions = suggestions or {}
+    order = list(dict.fromkeys([*histories, *advertisers]))
+    best: tuple[tuple[float, int], Decision] | None = None
+    for rank, advertiser in enumerate(order):
+        history = histories.get(advertiser)
+        suggested = suggestions.get(advertiser)
+        if history is None and suggested is None and explanation is None:
+            to_beat = None if best is None else best[0][0]
+            found = _newcomer_decision(advertiser, market, slot, now, to_beat)
+            if found is not None:
+                best = ((found.expected_value, -rank), found)
+            continue
+        for campaign in market.campaigns(advertiser):
+            decision, note = _consider(
+                campaign, history, suggested or Suggestions(), market, slot, now
+            )
+            if explanation is not None:
+                explanation.campaigns.append(note)
+            if decision is not None:
+                score = (decision.expected_value, -rank)
+                if best is None or score > best[0]:
+                    best = (score, decision)
+    if best is None:
+        return None
+    if explanation is not None:
+        explanation.winner = {
+            "advertiser": best[1].advertiser,
+            "campaign": best[1].campaign,
+            "expected_value": best[1].expected_value,
+        }
+    return best[1]
+
+
+def _newcomer_decision(
+    advertiser: str, market: Market, slot: Slot, now: float, to_beat: float | None
+) -> Decision | None:
+    """The advertiser's best ad for a shopper new to it that beats `to_beat` (a shop later in
+    the order must be strictly better), or None. Every such campaign shows the same popular
+    products, so the first one that runs now and fits the slot is the advertiser's best."""
+    for campaign in market.newcomer_campaigns(advertiser, slot.size):
+        value = expected_value(campaign, market.ctr(advertiser, campaign.id))
+        if to_beat is not None and value <= to_beat:
+            return None  # ranked: no later campaign of this shop can win either
+        if not runs_at(campaign, now)[0]:
+            continue
+        if not fits_slot(campaign, slot.size, slot.publisher, slot.country)[0]:
+            continue
+        return _consider(campaign, None, Suggestions(), market, slot, now)[0]
+    return None
+
+
+def _consider(
+    campaign: Campaign,
+    history: AdvertiserHistory | None,
+    suggested: Suggestions,
+    market: Market,
+    slot: Slot,
+    now: float,
+) -> tuple[Decision | None, dict[str, Any]]:
+    facts = facts_of(history)
+    note: dict[str, Any] = {
+        "advertiser": campaign.advertiser,
+        "campaign": campaign.id,
+        "audiences": sorted(audiences(campaign, facts, now)),
+    }
+    caps = history.caps if history else {}
+    cap = campaign.when.cap_per_day
+    checks = (
+        runs_at(campaign, now),
+        fits_slot(campaign, slot.size, slot.publisher, slot.country),
+        targets(campaign, facts, now),
+        (not cap or caps.get(f"c:{campaign.id}", 0) < cap, f"cap_per_day {cap} reached"),
+    )
+    for ok, reason in checks:
+        if not ok:
+            note["skipped"] = reason
+            return None, note
+    sources = _sources(campaign, history, suggested, market, now)
+    limit = min(slot.max_products, campaign.what.products or slot.max_products)
+    picks, candidates = _pick(
+        campaign, market.catalog(campaign.advertiser), history, sources, limit
+    )
+    note["candidates"] = candidates
+    if not picks:
+        note["skipped"] = "no eligible product"
+        return None, note
+    value = expected_value(campaign, market.ctr(campaign.advertiser, campaign.id))
+    note["expected_value"] = value
+    return Decision(campaign.advertiser, campaign.id, tuple(picks), value), note
+
+
+def _sources(
+    campaign: Campaign,
+    history: AdvertiserHistory | None,
+    suggested: Suggestions,
+    market: Market,
+    now: float,
+) -> list[tuple[str, Callable[[], Iterable[str]]]]:
+    """The campaign's strategies in order, each as a function giving its candidates: a
+    strategy is only computed if the slot is not full by the time `_pick` reaches it."""
+    adv = campaign.advertiser
+    cutoff = now - campaign.when.lookback_days * 86400
+
+    def viewed() -> tuple[str, ...]:
+        if history is None:
+            return ()
+        return tuple(
+            s for s, t in zip(history.viewed, history.view_times, strict=False) if t >= cutoff
+        )
+
+    by_strategy: dict[str, Callable[[], Iterable[str]]] = {
+        "cart": lambda: history.cart if history is not None else (),
+        "recent": viewed,
+        "related": lambda: suggested.related,
+        "cross_sell": lambda: suggested.cross_sell,
+        "upsell": lambda: [u for sku in viewed()[:3] for u in market.upsell(adv, sku)],
+        "popular": lambda: market.popular(adv),
+    }
+    return [(strategy, by_strategy[strategy]) for strategy in campaign.what.strategies]
+
+
+def _pick(
+    campaign: Campaign,
+    catalog: Mapping[str, Product],
+    history: AdvertiserHistory | None,
+    sources: Iterable[tuple[str, Callable[[], Iterable[str]]]],
+    limit: int,
+) -> tuple[list[Pick], dict[str, list[str]]]:
+    purchased = history.purchased if history else frozenset()
+    caps = history.caps if history else {}
+    item_cap = campaign.when.cap_per_item_per_day
+    picks: list[Pick] = []
+    candidates: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for strategy, candidates_of in sources:
+        if len(picks) >= limit:
+            break
+        chosen = candidates.setdefault(strategy, [])
+        for sku in candidates_of():
+            if len(picks) >= limit:
+                return picks, candidates
+            product = catalog.get(sku)
+            if sku in purchased or sku in seen or product is None or not product.in_stock:
+                continue
+            if item_cap and caps.get(f"i:{sku}", 0) >= item_cap:
+                continue
+            seen.add(sku)
+            chosen.append(sku)
+            picks.append(Pick(product, strategy))
+    return picks, candidates

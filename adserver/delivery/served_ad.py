@@ -1,0 +1,141 @@
+"""Turn a decision into what the partner page receives: the creative HTML, the product list
+for JSON callers, signed click links and the rendered-impression beacon."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from adserver.core.decision import Decision, Slot
+from adserver.delivery.tokens import Signer
+from adserver.store import Placement
+from adserver.store.ledger import new_impression_id
+from creatives.renderer import CreativeProduct, CreativeRenderer
+
+CLICK_PURPOSE = "click"
+RENDER_PURPOSE = "render"
+# What the render beacon of an impression not counted (past the client's cap, a bot's, a
+# debug answer) carries instead of the impression id: its render is not counted either.
+UNCOUNTED_IMPRESSION = "uncounted"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedAd:
+    decision: Decision
+    slot: Slot
+    html: str
+    products: list[dict[str, Any]]
+    impression_url: str
+    impression: str = ""  # the id its render beacon and click links carry
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "advertiser": self.decision.advertiser,
+            "strategy": self.decision.strategy,
+            "campaign": self.decision.campaign,
+            "size": self.slot.size,
+            "html": self.html,
+            "products": self.products,
+            "impression_url": self.impression_url,
+        }
+
+
+def placement_of(decision: Decision, slot: Slot, strategy: str | None = None) -> Placement:
+    return Placement(
+        decision.advertiser,
+        decision.campaign,
+        slot.publisher,
+        strategy or decision.strategy,
+        slot.size,
+    )
+
+
+def click_url(
+    base_url: str,
+    signer: Signer,
+    decision: Decision,
+    slot: Slot,
+    index: int,
+    impression: str = "",
+) -> str:
+    """A signed link carrying where the ad ran, where the click lands and which impression
+    it belongs to (so the same ad served twice gives two links, each counted once)."""
+    pick = decision.picks[index]
+    placement = placement_of(decision, slot, pick.strategy)
+    token = signer.sign(
+        CLICK_PURPOSE,
+        [
+            placement.advertiser,
+            placement.campaign,
+            slot.publisher,
+            pick.strategy,
+            slot.size,
+            pick.product.id,
+            pick.product.link,
+            *([impression] if impression else []),
+        ],
+    )
+    return f"{base_url}/c/{token}"
+
+
+def placement_from_token(fields: list[object]) -> tuple[Placement, list[str]] | None:
+    """The placement and the remaining fields of a verified token, if well formed."""
+    if len(fields) < 5 or not all(isinstance(f, str) for f in fields):
+        return None
+    text = [str(f) for f in fields]
+    return Placement(text[0], text[1], text[2], text[3], text[4]), text[5:]
+
+
+def build_ad(
+    decision: Decision,
+    slot: Slot,
+    base_url: str,
+    signer: Signer,
+    renderer: CreativeRenderer,
+    now: float | None = None,
+    counted: bool = True,
+) -> ServedAd:
+    """The ad to answer; `counted` False for an impression not counted, whose render beacon
+    then counts nothing (renders never outnumber counted impressions)."""
+    placement = placement_of(decision, slot)
+    impression = new_impression_id(time.time() if now is None else now)
+    beacon = signer.sign(
+        RENDER_PURPOSE,
+        [
+            *(placement.advertiser, placement.campaign, slot.publisher),
+            *(placement.strategy, slot.size, impression if counted else UNCOUNTED_IMPRESSION),
+        ],
+    )
+    impression_url = f"{base_url}/i/{beacon}"
+    shown: list[CreativeProduct] = []
+    products: list[dict[str, Any]] = []
+    for index, pick in enumerate(decision.picks):
+        product = pick.product
+        url = click_url(base_url, signer, decision, slot, index, impression)
+        shown.append(
+            CreativeProduct(
+                title=product.title,
+                price_text=product.price_text,
+                image_url=product.image_link,
+                click_url=url,
+                brand=product.brand,
+                regular_price_text=product.regular_price_text,
+            )
+        )
+        products.append(
+            {
+                "id": product.id,
+                "title": product.title,
+                "price": str(product.selling_price),
+                "currency": product.currency,
+                "price_text": product.price_text,
+                "image_url": product.image_link,
+                "click_url": url,
+                "strategy": pick.strategy,
+            }
+        )
+    html = renderer.render(
+        slot.size, shown, advertiser=decision.advertiser, impression_url=impression_url
+    )
+    return ServedAd(decision, slot, html, products, impression_url, impression)

@@ -1,0 +1,138 @@
+"""Admin API: delivery reports (JSON or CSV), server-to-server conversions, the report page."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from importlib import resources
+
+import orjson
+from aiohttp import web
+
+from adserver.core.shopper import ShopperEvent
+from adserver.delivery.reports import ReportError, build_rows, parse_period, publisher_rows, to_csv
+from adserver.http.admin.products import authorize_advertiser, bearer_token
+from adserver.http.app_keys import METRICS, SETTINGS, STORE
+from adserver.http.bodies import read_body
+from adserver.http.responses import NO_STORE, json_error, json_response
+from adserver.identity.gates import UID_PATTERN
+from adserver.store import RedisError
+from pixel.events import Reject, parse_tag_event
+
+REPORT_PAGE = resources.files("adserver").joinpath("static/report.html").read_text("utf-8")
+
+
+async def report(request: web.Request) -> web.StreamResponse:
+    """`?from=YYYY-MM-DD&to=YYYY-MM-DD&by=day|campaign|publisher|strategy|size[&format=csv]`"""
+    advertiser = authorize_advertiser(request)
+    by = request.query.get("by", "day")
+    try:
+        days = parse_period(
+            request.query.get("from"), request.query.get("to"), datetime.now(UTC).date()
+        )
+        daily = await request.app[STORE].ledger.daily_stats(
+            advertiser, [d.strftime("%Y%m%d") for d in days]
+        )
+        rows = build_rows(daily, by)
+    except ReportError as exc:
+        return json_error(400, str(exc))
+    wants_csv = request.query.get("format") == "csv" or "text/csv" in request.headers.get(
+        "Accept", ""
+    )
+    if wants_csv:
+        return web.Response(text=to_csv(rows, by), content_type="text/csv", headers=NO_STORE)
+    return json_response(
+        {
+            "advertiser": advertiser,
+            "from": days[0].isoformat(),
+            "to": days[-1].isoformat(),
+            "by": by,
+            "rows": rows,
+        }
+    )
+
+
+def authorize_publisher(request: web.Request) -> str:
+    """The registered publisher named in the path, if the caller's token is its token (from
+    KAERU_PUBLISHERS) or the operator's; else 401, 403 or 404."""
+    settings = request.app[SETTINGS]
+    publisher = request.match_info["publisher"]
+    token = bearer_token(request)
+    if token is None:
+        raise web.HTTPUnauthorized(
+            text="missing bearer token", headers={"WWW-Authenticate": 'Bearer realm="kaeru"'}
+        )
+    owner = settings.publisher_of_token(token)
+    if not settings.is_operator(token) and owner is None:
+        raise web.HTTPUnauthorized(text="unknown token")
+    if owner is not None and owner != publisher:
+        raise web.HTTPForbidden(text="this token belongs to another publisher")
+    if publisher not in settings.publishers:
+        raise web.HTTPNotFound(text=f"unknown publisher {publisher[:64]!r}")
+    return publisher
+
+
+async def publisher_report(request: web.Request) -> web.StreamResponse:
+    """`GET /api/v1/publishers/{publisher}/report?from=&to=&by=day|advertiser|size`: what a
+    registered publisher's pages delivered, at every advertiser."""
+    publisher = authorize_publisher(request)
+    by = request.query.get("by", "day")
+    advertisers = list(request.app[SETTINGS].advertisers)
+    try:
+        days = parse_period(
+            request.query.get("from"), request.query.get("to"), datetime.now(UTC).date()
+        )
+        names = [d.strftime("%Y%m%d") for d in days]
+        ledger = request.app[STORE].ledger
+        daily = {adv: await ledger.daily_stats(adv, names) for adv in advertisers}
+        rows = publisher_rows(daily, publisher, by)
+    except ReportError as exc:
+        return json_error(400, str(exc))
+    body = {"publisher": publisher, "from": days[0].isoformat(), "to": days[-1].isoformat()}
+    return json_response({**body, "by": by, "rows": rows})
+
+
+async def post_conversion(request: web.Request) -> web.StreamResponse:
+    """A shop confirms an order server-side: `{"uid", "order", "revenue", "currency",
+    "items": [...]}`. Recorded like the tag's purchase (deduplicated by order id with it),
+    and attributed to the shopper's last click or impression."""
+    advertiser = authorize_advertiser(request)
+    try:
+        document = orjson.loads(await read_body(request, 64 * 1024))
+    except orjson.JSONDecodeError:
+        return json_error(400, "body must be a JSON object")
+    if not isinstance(document, dict):
+        return json_error(400, "body must be a JSON object")
+    uid = document.get("uid")
+    if not isinstance(uid, str) or not UID_PATTERN.match(uid):
+        return json_error(400, "uid must be the shopper's Kaeru uid cookie value")
+    event = parse_tag_event(
+        {**document, "advertiser": advertiser, "event": "purchase"}, [advertiser]
+    )
+    if isinstance(event, Reject):
+        request.app[METRICS].tracking_rejects.labels(event.reason).inc()
+        return json_error(400, f"invalid conversion: {event.reason}")
+    # The shop's own server says so: its revenue stands (see pixel.events.at_catalog_value).
+    return await _record(request, uid, replace(event, server_reported=True))
+
+
+async def _record(request: web.Request, uid: str, event: ShopperEvent) -> web.StreamResponse:
+    try:
+        conversions = await request.app[STORE].record_events(uid, [event], time.time())
+    except (RedisError, OSError):
+        request.app[METRICS].store_errors.labels("conversion").inc()
+        return json_error(503, "storage unavailable, retry later")
+    attributed = conversions[0] if conversions else None
+    return json_response(
+        {
+            "order": event.order,
+            "attributed": attributed is not None,
+            "touch": attributed.touch if attributed else None,
+            "campaign": attributed.campaign if attributed else None,
+        }
+    )
+
+
+async def report_page(request: web.Request) -> web.StreamResponse:
+    return web.Response(text=REPORT_PAGE, content_type="text/html", headers=NO_STORE)

@@ -1,0 +1,281 @@
+"""Partner-side endpoints: `/ad` (iframe HTML), `/ad.js` (script), `/ad.json`, and the
+signed `/c/TOKEN` click redirect and `/i/TOKEN` rendered beacon. Each handler parses (pure),
+acts through the decision core and the store, and answers."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import replace
+from urllib.parse import quote, urlencode
+
+import orjson
+from aiohttp import web
+
+from adserver.core.decision import Explanation, Slot, decide
+from adserver.core.product import clean_url
+from adserver.core.shopper import Shopper
+from adserver.delivery.served_ad import (
+    CLICK_PURPOSE,
+    RENDER_PURPOSE,
+    UNCOUNTED_IMPRESSION,
+    ServedAd,
+    build_ad,
+    placement_from_token,
+    placement_of,
+)
+from adserver.delivery.tokens import InvalidToken
+from adserver.http.ad_request import BadAdRequest, parse_ad_request
+from adserver.http.admin.products import bearer_token
+from adserver.http.app_keys import (
+    CLICK_WRITER,
+    GEO,
+    IMPRESSION_CAPS,
+    MARKET,
+    METRICS,
+    NEIGHBOURS,
+    RENDERER,
+    SETTINGS,
+    SHOWN_WRITER,
+    SIGNER,
+    STORE,
+)
+from adserver.http.edge.middleware import public_base_url
+from adserver.http.responses import creative_html, gif, javascript, json_error, json_response
+from adserver.identity.gates import (
+    consented,
+    is_bot,
+    is_secure_context,
+    opted_out,
+    read_uid,
+    set_uid_cookie,
+)
+from adserver.runtime.waiting import within
+from adserver.store import RedisError
+from adserver.store.ledger import RENDER_BEACON_SECONDS, Click, Shown
+
+log = logging.getLogger(__name__)
+
+# The creative is never in the partner's page: the script inserts a cross-origin iframe on
+# Kaeru's `/ad` with the same query, which decides, counts and renders (once).
+AD_JS = (
+    "(function(){{var s=document.currentScript,f=document.createElement('iframe');"
+    "f.src={src};f.width='{w}';f.height='{h}';f.title='Advertisement';"
+    "f.setAttribute('scrolling','no');f.style.border='0';f.setAttribute('sandbox','allow-popups "
+    "allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation');"
+    "if(s&&s.parentNode){{s.parentNode.insertBefore(f,s.nextSibling)}}"
+    "else{{document.body.appendChild(f)}}}})();"
+)
+
+
+# What an iframe shows for a bad request: nothing (JSON would be printed inside the partner's
+# page). Not empty: some browsers show their own error page for an empty 4xx document.
+EMPTY_DOCUMENT = "<!doctype html><html><head><title></title></head><body></body></html>"
+
+
+def base_url(request: web.Request) -> str:
+    return public_base_url(request)
+
+
+def _bad_request(request: web.Request, bad: BadAdRequest) -> web.Response:
+    request.app[METRICS].bad_requests.labels("ad", bad.reason).inc()
+    return json_error(400, bad.message, **bad.details)
+
+
+def _bad_frame_request(request: web.Request, bad: BadAdRequest) -> web.Response:
+    request.app[METRICS].bad_requests.labels("ad", bad.reason).inc()
+    return creative_html(EMPTY_DOCUMENT, status=400)
+
+
+def _locate(request: web.Request, slot: Slot) -> Slot:
+    """The slot with the shopper's country (the IP is looked up, never kept). Behind trusted
+    proxies `request.remote` is already the client's address (adserver.http.edge)."""
+    return replace(slot, country=request.app[GEO].country(request.remote))
+
+
+async def _serve(
+    request: web.Request, slot: Slot, explanation: Explanation | None = None
+) -> ServedAd | None:
+    """Decide and count the impression; a Redis failure degrades to a non-personalised ad.
+    With an `explanation` (debug) nothing is counted."""
+    app = request.app
+    store, metrics = app[STORE], app[METRICS]
+    bot = is_bot(request)
+    query = request.query
+    private = opted_out(request) or not consented(
+        request, query.get("gdpr"), query.get("gdpr_consent")
+    )
+    uid = None if bot or private else read_uid(request.cookies)
+    deadline = app[SETTINGS].redis_deadline_ms / 1000
+    try:
+        shopper = await within(store.load_shopper(uid), deadline)
+    except (RedisError, OSError, TimeoutError) as exc:
+        metrics.store_errors.labels("load_shopper").inc()
+        log.warning("profile read failed, serving non-personalised: %r", exc)
+        shopper = Shopper(None)
+    suggestions = app[NEIGHBOURS].cached_suggestions(shopper)
+    if suggestions is None:  # a list never fetched yet
+        try:
+            suggestions = await within(app[NEIGHBOURS].suggest(shopper), deadline)
+        except (RedisError, OSError, TimeoutError):
+            metrics.store_errors.labels("neighbours").inc()
+            suggestions = {}
+    others = list(app[SETTINGS].advertisers)
+    random.shuffle(others)
+    slot = _locate(request, slot)
+    now = time.time()
+    decision = decide(shopper, app[MARKET], slot, others, now, suggestions, explanation)
+    if decision is None:
+        metrics.no_fill.inc()
+        return None
+    counts = explanation is None and not bot and _counts_impression(request, shopper, slot, now)
+    served = build_ad(
+        decision, slot, base_url(request), app[SIGNER], app[RENDERER], now, counted=counts
+    )
+    if explanation is None and bot:
+        metrics.bot_requests.labels("ad").inc()
+    elif explanation is None:
+        metrics.ads.labels(decision.strategy).inc()
+        skus = tuple(pick.product.id for pick in decision.picks)
+        if not counts:
+            metrics.impressions_uncounted.inc()
+        # Counted by group commit after the answer: the decision costs one round trip.
+        shown = Shown(uid, placement_of(decision, slot), skus, now, counted=counts)
+        app[SHOWN_WRITER].write_later([shown])
+    return served
+
+
+def _counts_impression(request: web.Request, shopper: Shopper, slot: Slot, now: float) -> bool:
+    """Whether this impression counts (see `impression_caps`): a browser Kaeru knows (its
+    uid has a profile) is capped by uid (and with the others of its publisher and address);
+    anyone else (no cookie, or a made-up one) by
+    publisher, address and User-Agent, hashed in memory, never kept."""
+    caps = request.app[IMPRESSION_CAPS]
+    address, user_agent = _client(request)
+    if shopper.uid is not None and shopper.histories:
+        return caps.count_browser(shopper.uid, now, slot.publisher, address)
+    return caps.count_anonymous(slot.publisher, address, user_agent, now)
+
+
+def _client(request: web.Request) -> tuple[str, str]:
+    """The client's address and User-Agent, for the in-memory caps only (never kept). Behind
+    trusted proxies `request.remote` is already the client's address (adserver.http.edge)."""
+    return request.remote or "", request.headers.get("User-Agent", "")
+
+
+def _refresh_uid(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    uid = read_uid(request.cookies)
+    consent = consented(request, request.query.get("gdpr"), request.query.get("gdpr_consent"))
+    if uid is not None and consent and not opted_out(request):
+        set_uid_cookie(
+            response,
+            uid,
+            secure=is_secure_context(request),
+            domain=request.app[SETTINGS].cookie_domain,
+        )
+    return response
+
+
+async def ad_html(request: web.Request) -> web.StreamResponse:
+    slot = parse_ad_request(
+        request.query, request.app[RENDERER].formats, request.app[SETTINGS].publishers
+    )
+    if isinstance(slot, BadAdRequest):
+        return _bad_frame_request(request, slot)
+    served = await _serve(request, slot)
+    html = served.html if served else request.app[RENDERER].no_fill(slot.size)
+    return _refresh_uid(request, creative_html(html))
+
+
+async def ad_script(request: web.Request) -> web.StreamResponse:
+    """`/ad.js`: a script that frames `/ad` with the same query; it decides nothing."""
+    slot = parse_ad_request(
+        request.query, request.app[RENDERER].formats, request.app[SETTINGS].publishers
+    )
+    if isinstance(slot, BadAdRequest):
+        return _bad_request(request, slot)
+    creative = request.app[RENDERER].formats[slot.size]
+    src = f"{base_url(request)}/ad?{urlencode(list(request.query.items()), quote_via=quote)}"
+    src_literal = orjson.dumps(src).decode().replace("<", "\\u003c")
+    return javascript(AD_JS.format(src=src_literal, w=creative.width, h=creative.height))
+
+
+async def ad_json(request: web.Request) -> web.StreamResponse:
+    slot = parse_ad_request(
+        request.query, request.app[RENDERER].formats, request.app[SETTINGS].publishers
+    )
+    if isinstance(slot, BadAdRequest):
+        return _bad_request(request, slot)
+    explanation = None
+    if request.query.get("debug") == "1":
+        token = bearer_token(request)
+        if token is None or not request.app[SETTINGS].is_operator(token):
+            return json_error(403, "debug=1 needs the operator token")
+        explanation = Explanation()
+    served = await _serve(request, slot, explanation)
+    if explanation is not None:
+        answer = served.as_json() if served else {"no_fill": True}
+        return json_response({**answer, "explanation": explanation.as_json()})
+    if served is None:
+        return web.Response(status=204, headers={"Cache-Control": "no-store"})
+    return _refresh_uid(request, json_response(served.as_json()))
+
+
+async def click(request: web.Request) -> web.StreamResponse:
+    """`/c/TOKEN`: verify the signature and age, count the click, redirect to the product."""
+    app = request.app
+    settings, metrics = app[SETTINGS], app[METRICS]
+    fields = app[SIGNER].verify(
+        CLICK_PURPOSE, request.match_info["token"], settings.click_ttl_days * 86400
+    )
+    parsed = None if isinstance(fields, InvalidToken) else placement_from_token(fields)
+    if parsed is None or len(parsed[1]) not in (2, 3):
+        reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
+        metrics.click_rejects.labels(reason).inc()
+        return json_error(400, "invalid or expired click link")
+    placement, (sku, stored_landing, *_) = parsed
+    # Checked again here: a catalog stored by an older Kaeru may hold a link no browser can
+    # be sent to (a bad port, a soft hyphen in the host...): a 400, never a 500.
+    landing = clean_url(stored_landing)
+    if landing is None:
+        metrics.click_rejects.labels("bad_landing").inc()
+        return json_error(400, "invalid or expired click link")
+    if is_bot(request):
+        metrics.bot_requests.labels("click").inc()
+        raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
+    now = time.time()
+    address, user_agent = _client(request)
+    if not app[IMPRESSION_CAPS].count_anonymous(
+        f"click:{placement.publisher}", address, user_agent, now
+    ):
+        # A loop fetching ads and following every link: still redirected, not counted.
+        metrics.clicks.labels("over_cap").inc()
+        raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
+    uid = None if opted_out(request) else read_uid(request.cookies)
+    click = Click(uid, placement, sku, now, request.match_info["token"])
+    # Waits at most the Redis deadline; a click Redis cannot take now is kept and replayed
+    # (counted once all the same). `kaeru_clicks_total` is counted as clicks reach Redis.
+    await app[CLICK_WRITER].write([click])
+    raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
+
+
+async def rendered(request: web.Request) -> web.StreamResponse:
+    """`/i/TOKEN`: the creative was actually displayed. Always a GIF."""
+    app = request.app
+    fields = app[SIGNER].verify(RENDER_PURPOSE, request.match_info["token"], RENDER_BEACON_SECONDS)
+    parsed = None if isinstance(fields, InvalidToken) else placement_from_token(fields)
+    if parsed is None or len(parsed[1]) != 1:  # one impression id (beacons of before: none)
+        reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
+        app[METRICS].tracking_rejects.labels(f"render_{reason}").inc()
+        return gif()
+    if is_bot(request):
+        app[METRICS].bot_requests.labels("render").inc()
+        return gif()
+    placement, (impression,) = parsed
+    if impression == UNCOUNTED_IMPRESSION:  # its impression was not counted: nor is its render
+        app[METRICS].renders_uncounted.inc()
+        return gif()
+    render = Shown(None, placement, (), time.time(), rendered=True, impression=impression)
+    app[SHOWN_WRITER].write_later([render])  # counted once per impression: see Ledger
+    return gif()

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Middleware
 from adserver.buffering.buffered_writer import BufferedWriter, EventWriter, Outcome
 from adserver.buffering.spill_codecs import CLICKS, SHOWN
 from adserver.config.settings import Settings
+from adserver.core.lessons import LearningConfig
 from adserver.delivery.impression_caps import ImpressionCaps
 from adserver.delivery.market_cache import MarketCache
 from adserver.delivery.tokens import Signer
@@ -48,7 +49,6 @@ from adserver.http.edge.forwarding import TrustedProxies
 from adserver.http.edge.geo import GeoLocator
 from adserver.http.edge.middleware import believe_trusted_proxies, limit_targets
 from adserver.http.middleware import observe
-from adserver.learning.cooccurrence import LearningConfig
 from adserver.learning.related import NeighbourCache, RankingConfig
 from adserver.learning.worker import RelatedWorker
 from adserver.runtime.listen import open_listeners

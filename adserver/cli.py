@@ -22,15 +22,15 @@ from aiohttp import web
 
 from adserver.config.redis_url import redact
 from adserver.config.settings import ADVERTISER_ID, Settings, SettingsError
-from adserver.core.product import (
+from adserver.core.product import Product
+from adserver.feeds.importer import import_feed
+from adserver.feeds.validation import (
     FeedError,
     FeedTally,
     FeedTooLong,
     FeedValidator,
-    Product,
     parse_product,
 )
-from adserver.feeds.importer import import_feed
 from adserver.runtime.data_dir import prepare_data_dir
 from adserver.runtime.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from adserver.runtime.listen import ListenError, open_listeners
@@ -363,7 +363,7 @@ async def _import_file(
 
 
 def run_worker(settings: Settings, name: str | None) -> int:
-    from adserver.learning.cooccurrence import LearningConfig
+    from adserver.core.lessons import LearningConfig
     from adserver.learning.worker import RelatedWorker
     from adserver.store.learning import LearningStore
 

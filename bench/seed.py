@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import orjson
 
+from adserver.core.lessons import LearningConfig
 from adserver.core.shopper import ShopperEvent
-from adserver.learning.cooccurrence import LearningConfig
 from adserver.learning.worker import RelatedWorker
 from adserver.store import Store, StoreLimits, connect
 from adserver.store.learning import LearningStore

@@ -7,7 +7,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from adserver.core.product import FeedError, Product, parse_feed, parse_product
+from adserver.core.product import Product
+from adserver.feeds.validation import FeedError, parse_feed, parse_product
 from tests.conftest import product_row
 
 

@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
 from adserver.config.settings import Settings
+from adserver.core.lessons import LearningConfig
 from adserver.core.shopper import ShopperEvent
 from adserver.http.app_keys import METRICS, STORE
-from adserver.learning.cooccurrence import LearningConfig
 from adserver.learning.worker import RelatedWorker
 from adserver.runtime.embedded_redis import free_port
 from adserver.store import keys

@@ -6,14 +6,8 @@ from collections import defaultdict
 
 import pytest
 
-from adserver.learning.cooccurrence import (
-    PLAIN_COOCCURRENCE,
-    LearningConfig,
-    ShopperState,
-    StreamEvent,
-    decay_factor,
-    learn,
-)
+from adserver.core.lessons import PLAIN_COOCCURRENCE, LearningConfig, ShopperState, StreamEvent
+from adserver.learning.cooccurrence import decay_factor, learn
 
 NO_DECAY = LearningConfig(half_life_days=0)
 

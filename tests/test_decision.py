@@ -19,10 +19,11 @@ from adserver.core.decision import (
     may_serve_newcomers,
     rank_for_newcomers,
 )
-from adserver.core.product import Product, parse_product
+from adserver.core.product import Product
 from adserver.core.shopper import AdvertiserHistory, Shopper
+from adserver.core.suggestions import Suggestions
 from adserver.delivery.market_cache import upsell_index
-from adserver.learning.related import Suggestions
+from adserver.feeds.validation import parse_product
 from tests.conftest import product_row
 
 NOW = 1_800_000_000.0

@@ -193,7 +193,7 @@ async def test_an_unreachable_cluster_fails_as_a_redis_error() -> None:
 
 
 async def test_catalog_campaigns_and_forgetting_work_across_nodes(cluster_store: Store) -> None:
-    from adserver.core.product import parse_feed
+    from adserver.feeds.validation import parse_feed
 
     rows = [orjson.dumps(product_row(f"sku-{n}")) for n in range(3)]
     products = parse_feed(b"\n".join(rows), "application/x-ndjson").accepted

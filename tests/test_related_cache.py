@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from adserver.core.lessons import LearningConfig
 from adserver.core.shopper import AdvertiserHistory, Shopper
-from adserver.learning.cooccurrence import LearningConfig
 from adserver.learning.related import NeighbourCache, RankingConfig
 from adserver.runtime.embedded_redis import free_port
 from adserver.store import RedisError, Store, connect, keys

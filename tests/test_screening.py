@@ -7,9 +7,10 @@ from decimal import Decimal
 
 import pytest
 
+from adserver.core.lessons import StreamEvent
 from adserver.core.shopper import LineItem, ShopperEvent
 from adserver.feeds.grace import FeedGrace, releaser
-from adserver.learning.cooccurrence import StreamEvent, sold_only
+from adserver.learning.cooccurrence import sold_only
 from pixel.provenance import from_own_pages
 from pixel.screening import screen
 

@@ -20,10 +20,11 @@ from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
 from adserver.config.settings import Settings, SettingsError
-from adserver.core.product import FeedError, FeedValidator, Product, clean_url, parse_feed
+from adserver.core.product import Product, clean_url
 from adserver.delivery.market_cache import upsell_index
 from adserver.feeds import reader as feed_reader
 from adserver.feeds.reader import MAX_RECORD
+from adserver.feeds.validation import FeedError, FeedValidator, parse_feed
 from adserver.http.app_keys import MARKET, STORE
 from adserver.runtime.embedded_redis import EmbeddedRedis
 from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, product_row, put_catalog

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from adserver.core.lessons import LearningConfig
 from adserver.core.shopper import ShopperEvent
-from adserver.learning.cooccurrence import LearningConfig
 from adserver.learning.related import NeighbourCache, RankingConfig
 from adserver.learning.worker import RelatedWorker
 from adserver.store import Store, connect, keys

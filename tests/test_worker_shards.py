@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from adserver.core.lessons import LearningConfig
 from adserver.core.shopper import ShopperEvent
-from adserver.learning.cooccurrence import LearningConfig
 from adserver.learning.worker import RelatedWorker
 from adserver.runtime.embedded_redis import EmbeddedRedis
 from adserver.store import Store, connect, keys

@@ -27,7 +27,7 @@ from adserver.core.campaigns import (
 )
 from adserver.core.product import Product
 from adserver.core.shopper import AdvertiserHistory, Shopper
-from adserver.learning.related import Suggestions
+from adserver.core.suggestions import Suggestions
 
 
 class Market(Protocol):

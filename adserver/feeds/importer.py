@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterable
 
-from adserver.core.product import FeedValidator, Product
+from adserver.core.product import Product
+from adserver.feeds.validation import FeedValidator
 from adserver.runtime.loop_share import LOOP_SHARE
 from adserver.store import RedisError
 from adserver.store.catalog_store import CatalogUpload

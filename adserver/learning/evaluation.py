@@ -19,11 +19,12 @@ from typing import Any, TextIO
 
 from adserver.core.campaigns import Campaign, default_campaign
 from adserver.core.decision import Slot, decide
+from adserver.core.lessons import PLAIN_COOCCURRENCE, LearningConfig
 from adserver.core.product import Product
 from adserver.core.shopper import Shopper, ShopperEvent
-from adserver.learning.cooccurrence import PLAIN_COOCCURRENCE, LearningConfig
+from adserver.core.suggestions import Suggestions
 from adserver.learning.datasets import Dataset, Session
-from adserver.learning.related import PLAIN_RANKING, NeighbourCache, RankingConfig, Suggestions
+from adserver.learning.related import PLAIN_RANKING, NeighbourCache, RankingConfig
 from adserver.learning.worker import RelatedWorker
 from adserver.store import Store
 from adserver.store.learning import LearningStore

@@ -12,11 +12,12 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from adserver.core.shopper import AdvertiserHistory, Shopper
+from adserver.core.suggestions import Suggestions
 from adserver.store.learning import EMPTY_LIST, LearningStore, NeighbourList
 
 log = logging.getLogger(__name__)
@@ -46,42 +47,6 @@ PLAIN_RANKING = RankingConfig(
     candidate_exponent=0.0,
     session_boost=0.0,
 )
-
-
-Ranking = tuple[str, ...]
-
-
-class Suggestions:
-    """Ranked candidates for one shop, before catalog and purchase filtering.
-
-    Each ranking may be given as a function and is then computed on first use: most decisions
-    fill their slot from the cart and recent views and never look at one."""
-
-    __slots__ = ("_cross_sell", "_related")
-
-    def __init__(
-        self,
-        related: Sequence[str] | Callable[[], Sequence[str]] = (),
-        cross_sell: Sequence[str] | Callable[[], Sequence[str]] = (),
-    ) -> None:
-        self._related = related
-        self._cross_sell = cross_sell
-
-    @property
-    def related(self) -> Ranking:
-        if not isinstance(self._related, tuple):
-            self._related = tuple(self._related() if callable(self._related) else self._related)
-        return self._related
-
-    @property
-    def cross_sell(self) -> Ranking:
-        if not isinstance(self._cross_sell, tuple):
-            made = self._cross_sell() if callable(self._cross_sell) else self._cross_sell
-            self._cross_sell = tuple(made)
-        return self._cross_sell
-
-    def __repr__(self) -> str:
-        return f"Suggestions(related={self.related!r}, cross_sell={self.cross_sell!r})"
 
 
 def _norm(count: float, exponent: float) -> float:

@@ -29,13 +29,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from adserver.learning.cooccurrence import (
-    CREDIT_SCALE,
-    LearningConfig,
-    Lessons,
-    ShopperState,
-    StreamEvent,
-)
+from adserver.core.lessons import CREDIT_SCALE, LearningConfig, Lessons, ShopperState, StreamEvent
 from adserver.store import keys, scripts
 from adserver.store.base import execute, raise_first_error
 

@@ -9,9 +9,9 @@ import logging
 
 from aiohttp import web
 
-from adserver.core.product import FeedError, FeedTooLong, FeedValidator
 from adserver.delivery.market_cache import MarketCache
 from adserver.feeds.importer import import_feed
+from adserver.feeds.validation import FeedError, FeedTooLong, FeedValidator
 from adserver.http.app_keys import MARKET, METRICS, SETTINGS, STORE, forget_buffered
 from adserver.http.bodies import BodyTooLarge, body_pieces
 from adserver.http.responses import json_error, json_response

@@ -25,8 +25,9 @@ from adserver.feeds.grace import FeedGrace, releaser
 from adserver.http import ads as ad_handlers
 from adserver.http import ops
 from adserver.http.admin import campaigns as admin_campaigns
-from adserver.http.admin import products as admin
+from adserver.http.admin import products as admin_products
 from adserver.http.admin import reports as admin_reports
+from adserver.http.admin import users as admin_users
 from adserver.http.app_keys import (
     CLICK_WRITER,
     EVENT_WRITER,
@@ -288,15 +289,15 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/tag.js", pixel_handlers.tag_script)
     app.router.add_get("/optout", optout.optout)
     app.router.add_post("/optout", optout.undo_optout)
-    app.router.add_delete("/api/v1/users/{uid}", admin.forget_user)
+    app.router.add_delete("/api/v1/users/{uid}", admin_users.forget_user)
     app.router.add_get("/ad", ad_handlers.ad_html)
     app.router.add_get("/ad.js", ad_handlers.ad_script)
     app.router.add_get("/ad.json", ad_handlers.ad_json)
     app.router.add_get("/c/{token}", ad_handlers.click)
     app.router.add_get("/i/{token}", ad_handlers.rendered)
     products = "/api/v1/advertisers/{advertiser}/products"
-    app.router.add_put(products, admin.put_products)
-    app.router.add_get(products, admin.get_products)
+    app.router.add_put(products, admin_products.put_products)
+    app.router.add_get(products, admin_products.get_products)
     campaigns = "/api/v1/advertisers/{advertiser}/campaigns"
     app.router.add_get(campaigns, admin_campaigns.list_campaigns)
     app.router.add_put(campaigns + "/{campaign}", admin_campaigns.put_campaign)

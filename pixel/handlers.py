@@ -27,15 +27,8 @@ from adserver.http.app_keys import (
 )
 from adserver.http.bodies import read_body
 from adserver.http.responses import gif, javascript, json_error, unavailable
-from adserver.identity.gates import (
-    consented,
-    is_bot,
-    is_secure_context,
-    new_uid,
-    opted_out,
-    read_uid,
-    set_uid_cookie,
-)
+from adserver.identity.gates import Gates
+from adserver.identity.uid_cookie import is_secure_context, new_uid, set_uid_cookie
 from pixel.events import (
     MAX_BATCH_BYTES,
     Reject,
@@ -55,11 +48,13 @@ TAG_CACHE_SECONDS = 3600
 MAX_PIXEL_TARGET = 8190
 
 
-async def _store(request: web.Request, events: Sequence[ShopperEvent]) -> tuple[str | None, bool]:
+async def _store(
+    request: web.Request, gates: Gates, events: Sequence[ShopperEvent]
+) -> tuple[str | None, bool]:
     """Record one shopper's events; returns the uid to (re)issue and whether the events were
     accepted (False: the buffer is full, they were shed and counted, nothing is stored)."""
     app = request.app
-    uid = read_uid(request.cookies) or new_uid()
+    uid = gates.uid or new_uid()
     now = time.time()
     events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
     events = [_attributable(request, e, now) for e in events]
@@ -120,7 +115,7 @@ def _with_uid(request: web.Request, response: web.StreamResponse, uid: str | Non
         set_uid_cookie(
             response,
             uid,
-            secure=is_secure_context(request),
+            secure=is_secure_context(request, request.app[SETTINGS].public_url),
             domain=request.app[SETTINGS].cookie_domain,
         )
 
@@ -131,10 +126,12 @@ async def pixel(request: web.Request) -> web.StreamResponse:
     if len(request.raw_path) > MAX_PIXEL_TARGET:
         metrics.tracking_rejects.labels("query_too_long").inc()
         return response
-    if opted_out(request) or is_bot(request):
-        metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()
+    gates = Gates.of_query(request, request.app[SETTINGS])
+    untracked = gates.untracked()
+    if untracked is not None:
+        metrics.tracking_rejects.labels(untracked).inc()
         return response
-    if not consented(request, request.query.get("gdpr"), request.query.get("gdpr_consent")):
+    if not gates.consented:
         metrics.tracking_rejects.labels("no_consent").inc()
         return response
     event = parse_pixel_query(request.query, request.app[SETTINGS].advertisers)
@@ -144,7 +141,7 @@ async def pixel(request: web.Request) -> web.StreamResponse:
     if not _on_own_pages(request, event.advertiser):
         metrics.tracking_rejects.labels("foreign_origin").inc()
         return response
-    uid, _ = await _store(request, [event])  # shed or not, the GIF (counted in _store)
+    uid, _ = await _store(request, gates, [event])  # shed or not, the GIF (counted in _store)
     _with_uid(request, response, uid)
     return response
 
@@ -177,7 +174,8 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         metrics.tracking_rejects.labels(parsed.reason).inc()
         status = 413 if parsed.reason == "body_too_large" else 400
         return json_error(status, f"bad event batch: {parsed.reason}")
-    if not consented(request, parsed.gdpr, parsed.gdpr_consent):
+    gates = Gates(request, request.app[SETTINGS], parsed.gdpr, parsed.gdpr_consent)
+    if not gates.consented:
         metrics.tracking_rejects.labels("no_consent").inc()
         return web.Response(status=204)
     events = [e for e in parsed.events if isinstance(e, ShopperEvent)]
@@ -192,10 +190,11 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         if not own:
             return json_error(403, "events from a page not on the advertiser's domains")
         events = own
-    if opted_out(request) or is_bot(request):
-        metrics.tracking_rejects.labels("bot" if is_bot(request) else "opted_out").inc()
+    untracked = gates.untracked()
+    if untracked is not None:
+        metrics.tracking_rejects.labels(untracked).inc()
         return web.Response(status=204)
-    uid, accepted = await _store(request, events)
+    uid, accepted = await _store(request, gates, events)
     if not accepted:  # the tag keeps the batch and sends it again after Retry-After
         return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
     response = web.Response(status=204)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from adserver.http.app_keys import METRICS, SETTINGS, STORE, forget_buffered
-from adserver.identity.gates import OPTOUT_COOKIE, UID_COOKIE, is_secure_context, read_uid
+from adserver.identity.gates import OPTOUT_COOKIE
+from adserver.identity.uid_cookie import UID_COOKIE, is_secure_context, read_uid
 from adserver.store import RedisError
 
 OPTOUT_MAX_AGE_SECONDS = 5 * 365 * 86400
@@ -64,7 +65,7 @@ REFUSED = PAGE.format(
 
 
 def _cookie_args(request: web.Request) -> dict[str, object]:
-    secure = is_secure_context(request)
+    secure = is_secure_context(request, request.app[SETTINGS].public_url)
     return {
         "path": "/",
         "domain": request.app[SETTINGS].cookie_domain,

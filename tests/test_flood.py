@@ -23,7 +23,8 @@ import pytest
 import redis
 
 from adserver.app import create_app
-from adserver.buffering.buffered_writer import Entry, EventWriter
+from adserver.buffering.buffered_writer import EventWriter
+from adserver.buffering.spill_codecs import Entry
 from adserver.config.settings import Settings
 from adserver.core.shopper import ShopperEvent
 from adserver.runtime.embedded_redis import EmbeddedCluster, EmbeddedRedis

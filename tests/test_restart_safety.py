@@ -28,7 +28,8 @@ import pytest
 import redis
 
 from adserver.app import UNSENT_DIR
-from adserver.buffering.buffered_writer import Entry, EventWriter
+from adserver.buffering.buffered_writer import EventWriter
+from adserver.buffering.spill_codecs import Entry
 from adserver.core.shopper import LineItem, ShopperEvent
 from adserver.runtime.embedded_redis import EmbeddedRedis, free_port
 from adserver.store import RedisError, Store, connect

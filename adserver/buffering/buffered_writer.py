@@ -1,5 +1,6 @@
-"""Writes that must survive Redis trouble: the pixel's events (`EventWriter`), and clicks,
-impressions and renders (`BufferedWriter`s with the codecs of `delivery_counts`).
+"""Writes that must survive Redis trouble (`BufferedWriter`): the pixel's events
+(`EventWriter`), and clicks, impressions and renders, each kind with its codec of
+`spill_codecs`.
 
 Entries go to Redis by group commit (see `group_commit`). A request waits for its write at most
 `deadline` seconds (`write`), or not at all (`write_later`: counters that need not hold up an
@@ -32,15 +33,15 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import orjson
 
 from adserver.buffering.backlog import Backlog, SpillCodec, new_write_id
 from adserver.buffering.group_commit import Batch, GroupCommit
-from adserver.core.shopper import EVENT_KINDS, LineItem, ShopperEvent
+from adserver.buffering.spill_codecs import EVENTS, Entry
 from adserver.runtime.waiting import pause
 from adserver.store import RedisError
 
@@ -48,7 +49,6 @@ __all__ = ["REPLAY_BATCH", "BufferedWriter", "EventWriter", "Marked", "Outcome",
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[str, ShopperEvent, float]  # uid, event, time
 Span = tuple[str, int]  # a write's id, how many entries it holds
 E = TypeVar("E")
 REPLAY_BATCH = 1000  # entries per replay slice (whole writes; one larger write goes alone)
@@ -491,46 +491,3 @@ class EventWriter(BufferedWriter[Entry]):
         on_shed: Callable[[int], None] = lambda n: None,
     ) -> None:
         super().__init__(write, codec=EVENTS, deadline=deadline, capacity=capacity, on_shed=on_shed)
-
-
-def _encode(entry: Entry) -> dict[str, Any]:
-    uid, event, at = entry
-    return {
-        "uid": uid,
-        "at": at,
-        "advertiser": event.advertiser,
-        "kind": event.kind,
-        "items": list(event.items),
-        "order": event.order,
-        "revenue": None if event.revenue is None else str(event.revenue),
-        "currency": event.currency,
-        "attributable": event.attributable,
-        "lines": [
-            [line.sku, None if line.price is None else str(line.price), line.quantity]
-            for line in event.lines
-        ],
-    }
-
-
-def _decode(raw: dict[str, Any]) -> Entry:
-    if raw["kind"] not in EVENT_KINDS:
-        raise ValueError(f"not an event kind: {raw['kind']!r}")
-    event = ShopperEvent(
-        advertiser=str(raw["advertiser"]),
-        kind=raw["kind"],
-        items=tuple(str(sku) for sku in raw["items"]),
-        order=raw["order"],
-        revenue=None if raw["revenue"] is None else Decimal(raw["revenue"]),
-        currency=raw["currency"],
-        attributable=bool(raw.get("attributable", True)),  # absent in files of before
-        lines=tuple(
-            LineItem(str(sku), None if price is None else Decimal(price), int(quantity))
-            for sku, price, quantity in raw["lines"]
-        ),
-    )
-    return str(raw["uid"]), event, float(raw["at"])
-
-
-EVENTS: SpillCodec[Entry] = SpillCodec(
-    "events", _encode, _decode, lambda entry: entry[0], lambda entry: 1 + len(entry[1].items)
-)

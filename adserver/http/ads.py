@@ -27,7 +27,7 @@ from adserver.delivery.served_ad import (
 )
 from adserver.delivery.tokens import InvalidToken
 from adserver.http.ad_request import BadAdRequest, parse_ad_request
-from adserver.http.admin.products import bearer_token
+from adserver.http.admin.auth import bearer_token
 from adserver.http.app_keys import (
     CLICK_WRITER,
     GEO,
@@ -43,14 +43,8 @@ from adserver.http.app_keys import (
 )
 from adserver.http.edge.middleware import public_base_url
 from adserver.http.responses import creative_html, gif, javascript, json_error, json_response
-from adserver.identity.gates import (
-    consented,
-    is_bot,
-    is_secure_context,
-    opted_out,
-    read_uid,
-    set_uid_cookie,
-)
+from adserver.identity.gates import Gates
+from adserver.identity.uid_cookie import is_secure_context, set_uid_cookie
 from adserver.runtime.waiting import within
 from adserver.store import RedisError
 from adserver.store.ledger import RENDER_BEACON_SECONDS, Click, Shown
@@ -101,12 +95,8 @@ async def _serve(
     With an `explanation` (debug) nothing is counted."""
     app = request.app
     store, metrics = app[STORE], app[METRICS]
-    bot = is_bot(request)
-    query = request.query
-    private = opted_out(request) or not consented(
-        request, query.get("gdpr"), query.get("gdpr_consent")
-    )
-    uid = None if bot or private else read_uid(request.cookies)
+    gates = Gates.of_query(request, app[SETTINGS])
+    bot, uid = gates.bot, gates.personal_uid()
     deadline = app[SETTINGS].redis_deadline_ms / 1000
     try:
         shopper = await within(store.load_shopper(uid), deadline)
@@ -165,14 +155,15 @@ def _client(request: web.Request) -> tuple[str, str]:
 
 
 def _refresh_uid(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    uid = read_uid(request.cookies)
-    consent = consented(request, request.query.get("gdpr"), request.query.get("gdpr_consent"))
-    if uid is not None and consent and not opted_out(request):
+    settings = request.app[SETTINGS]
+    gates = Gates.of_query(request, settings)
+    uid = gates.uid
+    if uid is not None and gates.consented and not gates.opted_out:
         set_uid_cookie(
             response,
             uid,
-            secure=is_secure_context(request),
-            domain=request.app[SETTINGS].cookie_domain,
+            secure=is_secure_context(request, settings.public_url),
+            domain=settings.cookie_domain,
         )
     return response
 
@@ -241,7 +232,8 @@ async def click(request: web.Request) -> web.StreamResponse:
     if landing is None:
         metrics.click_rejects.labels("bad_landing").inc()
         return json_error(400, "invalid or expired click link")
-    if is_bot(request):
+    gates = Gates(request, app[SETTINGS])
+    if gates.bot:
         metrics.bot_requests.labels("click").inc()
         raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
     now = time.time()
@@ -252,7 +244,7 @@ async def click(request: web.Request) -> web.StreamResponse:
         # A loop fetching ads and following every link: still redirected, not counted.
         metrics.clicks.labels("over_cap").inc()
         raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
-    uid = None if opted_out(request) else read_uid(request.cookies)
+    uid = None if gates.opted_out else gates.uid
     click = Click(uid, placement, sku, now, request.match_info["token"])
     # Waits at most the Redis deadline; a click Redis cannot take now is kept and replayed
     # (counted once all the same). `kaeru_clicks_total` is counted as clicks reach Redis.
@@ -269,7 +261,7 @@ async def rendered(request: web.Request) -> web.StreamResponse:
         reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
         app[METRICS].tracking_rejects.labels(f"render_{reason}").inc()
         return gif()
-    if is_bot(request):
+    if Gates(request, app[SETTINGS]).bot:
         app[METRICS].bot_requests.labels("render").inc()
         return gif()
     placement, (impression,) = parsed

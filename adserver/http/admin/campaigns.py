@@ -6,7 +6,8 @@ import orjson
 from aiohttp import web
 
 from adserver.core.campaigns import CAMPAIGN_ID, parse_campaign
-from adserver.http.admin.products import authorize_advertiser, refresh_quietly, store_unavailable
+from adserver.http.admin.auth import authorize_advertiser
+from adserver.http.admin.changes import refresh_quietly, store_unavailable
 from adserver.http.app_keys import MARKET, METRICS, RENDERER, SETTINGS, STORE
 from adserver.http.bodies import read_body
 from adserver.http.responses import json_error, json_response

@@ -12,11 +12,11 @@ from aiohttp import web
 
 from adserver.core.shopper import ShopperEvent
 from adserver.delivery.reports import ReportError, build_rows, parse_period, publisher_rows, to_csv
-from adserver.http.admin.products import authorize_advertiser, bearer_token
+from adserver.http.admin.auth import authorize_advertiser, bearer_token
 from adserver.http.app_keys import METRICS, SETTINGS, STORE
 from adserver.http.bodies import read_body
 from adserver.http.responses import NO_STORE, json_error, json_response
-from adserver.identity.gates import UID_PATTERN
+from adserver.identity.uid_cookie import UID_PATTERN
 from adserver.store import RedisError
 from pixel.events import Reject, parse_tag_event
 

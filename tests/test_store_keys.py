@@ -69,7 +69,7 @@ def test_the_profile_scripts_name_no_key_but_what_keys_gives() -> None:
 
 @pytest.mark.parametrize("text", ["cap:", "a'b", "back\\slash", "new\nline", "é ]]"])
 async def test_lua_strings_come_back_as_they_were(store: Store, text: str) -> None:
-    reply = await store.redis.eval(f"return {scripts.lua_string(text)}", 0)  # type: ignore[misc]
+    reply = await store.redis.eval(f"return {scripts.lua_string(text)}", 0)
     assert reply == text.encode()
 
 

@@ -3,6 +3,12 @@
 Per-user keys share the hash tag `{uid}` so every per-user operation is single-slot (and runs
 unchanged on Redis Cluster); the profile script derives the per-advertiser keys from
 `user_prefix`, which is why that prefix carries the tag too.
+
+A per-user per-advertiser key is `user_prefix(uid) + <suffix> + advertiser`, the suffix one of
+the constants below. Each `user_*` function and the Lua that builds such keys inside Redis (see
+`scripts.LOAD_SHOPPER`, generated from these constants) use the same constant, so renaming a
+key is one edit here. Every suffix ends in its only ':', so no key of one kind is the key of
+another kind for some other advertiser.
 """
 
 from __future__ import annotations
@@ -56,6 +62,28 @@ def user_prefix(uid: str) -> str:
     return f"u:{{{uid}}}:"
 
 
+ADVERTISERS = "a"  # user_prefix(uid) + ADVERTISERS: the shopper's advertisers (no suffix)
+VIEWED = "v:"
+CART = "c:"
+PURCHASED = "b:"
+ORDERS = "oa:"
+ORDERS_LEGACY = "o:"
+FACTS = "m:"
+CAPS = "cap:"
+CAPS_LEGACY = "f:"
+TOUCH = "t:"
+LEARNING_VIEWS = "wv:"
+LEARNING_PURCHASES = "wb:"
+LEARNING_COUNT = "wn:"
+LEARNING_CREDIT = "wk:"
+LEARNING_CREDIT_V1 = "wc:"
+
+
+def user_key(uid: str, suffix: str, advertiser: str) -> str:
+    """The shopper's key of one kind (`suffix`, a constant above) at one advertiser."""
+    return user_prefix(uid) + suffix + advertiser
+
+
 def user_forgotten(uid: str) -> str:
     """string: ms of the shopper's last erasure (opt-out, `DELETE /api/v1/users/UID`); events
     not newer are not written (a view waiting for a feed, or a replay, in another process).
@@ -67,62 +95,62 @@ def user_forgotten(uid: str) -> str:
 
 def user_advertisers(uid: str) -> str:
     """zset advertiser -> last seen (ms)."""
-    return user_prefix(uid) + "a"
+    return user_prefix(uid) + ADVERTISERS
 
 
 def user_viewed(uid: str, advertiser: str) -> str:
     """zset sku -> last viewed (ms), capped to the newest `max_views`."""
-    return f"{user_prefix(uid)}v:{advertiser}"
+    return user_key(uid, VIEWED, advertiser)
 
 
 def user_cart(uid: str, advertiser: str) -> str:
     """zset sku -> added to cart (ms); cleared by a purchase."""
-    return f"{user_prefix(uid)}c:{advertiser}"
+    return user_key(uid, CART, advertiser)
 
 
 def user_purchased(uid: str, advertiser: str) -> str:
     """zset sku -> bought (ms): never retargeted again."""
-    return f"{user_prefix(uid)}b:{advertiser}"
+    return user_key(uid, PURCHASED, advertiser)
 
 
 def user_orders(uid: str, advertiser: str) -> str:
     """hash order id -> 'touch<TAB>attribution key' ('<TAB>' when not attributed): the orders
     already recorded, to deduplicate repeated purchase events, each with its attribution, so a
     repeat (a replay after a failed write) can still have its conversion counted."""
-    return f"{user_prefix(uid)}oa:{advertiser}"
+    return user_key(uid, ORDERS, advertiser)
 
 
 def user_orders_legacy(uid: str, advertiser: str) -> str:
     """set of order ids, what `user_orders` was before it kept the attribution: still read to
     deduplicate (and deleted when forgetting) until it expires with the lookback."""
-    return f"{user_prefix(uid)}o:{advertiser}"
+    return user_key(uid, ORDERS_LEGACY, advertiser)
 
 
 def user_learning_views(uid: str, advertiser: str) -> str:
     """list: the worker's window of the shopper's latest views, oldest first."""
-    return f"{user_prefix(uid)}wv:{advertiser}"
+    return user_key(uid, LEARNING_VIEWS, advertiser)
 
 
 def user_learning_purchases(uid: str, advertiser: str) -> str:
     """list: the worker's window of the shopper's latest purchases, oldest first."""
-    return f"{user_prefix(uid)}wb:{advertiser}"
+    return user_key(uid, LEARNING_PURCHASES, advertiser)
 
 
 def user_learning_count(uid: str, advertiser: str) -> str:
     """int: events this shopper has taught the worker (their influence is bounded)."""
-    return f"{user_prefix(uid)}wn:{advertiser}"
+    return user_key(uid, LEARNING_COUNT, advertiser)
 
 
 def user_learning_credit(uid: str, advertiser: str) -> str:
     """string: what the shopper credited to the pairs of their window (see
     `learning.encode_credit`), so a pair gains at most 1 from them while both stay in it."""
-    return f"{user_prefix(uid)}wk:{advertiser}"
+    return user_key(uid, LEARNING_CREDIT, advertiser)
 
 
 def user_learning_credit_v1(uid: str, advertiser: str) -> str:
     """hash 'a<US>b' -> weight: the credit of every pair the shopper ever formed (before
     2026-11; no longer written, expires within a day of the upgrade)."""
-    return f"{user_prefix(uid)}wc:{advertiser}"
+    return user_key(uid, LEARNING_CREDIT_V1, advertiser)
 
 
 def all_user_keys(uid: str, advertiser: str) -> list[str]:
@@ -135,6 +163,7 @@ def all_user_keys(uid: str, advertiser: str) -> list[str]:
         user_orders_legacy,
         user_facts,
         user_caps,
+        user_caps_legacy,
         user_touch,
         user_learning_views,
         user_learning_purchases,
@@ -171,17 +200,26 @@ def learning_mark(advertiser: str, shard: int) -> str:
 def user_facts(uid: str, advertiser: str) -> str:
     """hash revenue, orders, cart_since (ms), bought_at (ms, the latest purchase, so a cart
     event that arrives after a newer purchase changes no cart): what audiences use."""
-    return f"{user_prefix(uid)}m:{advertiser}"
+    return user_key(uid, FACTS, advertiser)
 
 
 def user_caps(uid: str, advertiser: str) -> str:
-    """hash day, c:<campaign> and i:<sku> impression counts of that UTC day."""
-    return f"{user_prefix(uid)}f:{advertiser}"
+    """hash day, c:<campaign> and i:<sku> impression counts of that UTC day (the frequency
+    caps), expiring 2 days after the last impression. Named `f:` before 2026-12: after the
+    upgrade the old `f:` hashes are not read (a shopper's caps of that day start again from
+    0, once) and expire within 2 days; see `user_caps_legacy`."""
+    return user_key(uid, CAPS, advertiser)
+
+
+def user_caps_legacy(uid: str, advertiser: str) -> str:
+    """hash, what `user_caps` was named before 2026-12: no longer read or written, still
+    deleted when forgetting until it has expired (2 days after the upgrade)."""
+    return user_key(uid, CAPS_LEGACY, advertiser)
 
 
 def user_touch(uid: str, advertiser: str) -> str:
     """hash click, click_key, view, view_key: the last click and impression, for attribution."""
-    return f"{user_prefix(uid)}t:{advertiser}"
+    return user_key(uid, TOUCH, advertiser)
 
 
 def order_marker(advertiser: str, order: str, uid: str = "") -> str:

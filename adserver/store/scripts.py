@@ -1,9 +1,28 @@
-"""Lua run inside Redis, so that each per-user operation is one round trip and atomic."""
+"""Lua run inside Redis, so that each per-user operation is one round trip and atomic.
+
+Key names come from `keys`: as KEYS where the caller knows them, else (the per-advertiser keys
+LOAD_SHOPPER derives for advertisers only Redis knows) as Lua string literals of the `keys`
+suffixes, substituted when this module is imported. No script spells a key name itself (hash
+fields such as the caps hash's 'c:<campaign>' and marker values such as 'b:<revenue>' are
+values, not key names).
+"""
 
 from __future__ import annotations
 
-# KEYS: advertisers, viewed, cart, purchased, orders, facts, touch, forgotten (all of one user:
-#       one slot)
+from string import Template
+
+from adserver.store import keys
+
+
+def lua_string(text: str) -> str:
+    """`text` as a Lua string literal: letters, digits and ':' '_' '-' '.' as they are, every
+    other byte of its UTF-8 as a decimal escape (so no quote, backslash or newline gets in)."""
+    safe = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_-."
+    return "'" + "".join(chr(b) if b in safe else f"\\{b:03d}" for b in text.encode()) + "'"
+
+
+# KEYS: advertisers, viewed, cart, purchased, orders, facts, touch, forgotten, legacy orders
+#       (all of one user: one slot)
 # ARGV: kind, advertiser, now_ms, ttl_seconds, max_items, order, revenue,
 #       click_window_ms, view_window_ms, conversions cap, today, sku...
 # The conversions cap (0: none) bounds how many orders a day one shopper converts: past it a
@@ -17,8 +36,8 @@ from __future__ import annotations
 # The orders hash keeps each order's attribution ('touch<TAB>key'), and a purchase whose order
 # id was already recorded changes nothing and returns {0, touch, key} as first attributed, so
 # a replayed event (its conversion not counted the first time) still gets counted: the ledger
-# counts each order once. An order only in the pre-attribution set of orders (the key named
-# `o:` instead of `oa:`, derived from KEYS[1] = '<user prefix>a') returns {0}.
+# counts each order once. An order only in the pre-attribution set of orders (KEYS[9], see
+# keys.user_orders_legacy) returns {0}.
 # Events may come in any order (a replay arrives after newer live events) and twice: the result
 # is the same. Sets keep each member's newest time (ZADD GT), cart_since and bought_at (facts)
 # the newest, a purchase empties the cart only up to its time, and a cart older than the last
@@ -70,8 +89,7 @@ elseif kind == 'purchase' then
     end
     return {0, via, key}
   end
-  local legacy = string.sub(KEYS[1], 1, -2) .. 'o:' .. advertiser
-  if redis.call('SISMEMBER', legacy, order) == 1 then return {0} end
+  if redis.call('SISMEMBER', KEYS[9], order) == 1 then return {0} end
   add_items(KEYS[4])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)  -- the cart up to this purchase
   if redis.call('ZCARD', KEYS[3]) == 0 then redis.call('HDEL', KEYS[6], 'cart_since') end
@@ -120,13 +138,16 @@ return 1
 """
 
 # KEYS: advertisers (of one user). The per-advertiser keys are derived from ARGV[1], the
-# user's key prefix, which carries the same hash tag, so they live in the same slot.
+# user's key prefix, which carries the same hash tag, so they live in the same slot, as
+# keys.user_key builds them: prefix .. suffix .. advertiser, the suffixes those of `keys`
+# ($viewed and the like are replaced by them as Lua strings, see LOAD_SHOPPER below).
 # ARGV: user prefix, cutoff_ms (lookback), max advertisers, today (YYYYMMDD)
 # Returns a flat list per advertiser: advertiser, last_seen_ms, {sku, viewed_ms, ...},
 # {cart}, {purchased}, {revenue, orders, cart_since}, {today's cap counter, count, ...}
 # (items newest first).
-LOAD_SHOPPER = """
+_LOAD_SHOPPER = """
 local prefix, cutoff, limit, today = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local viewed, cart, purchased, facts_of, caps_of = $viewed, $cart, $purchased, $facts, $caps
 local out = {}
 local advertisers = redis.call(
   'ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
@@ -135,12 +156,13 @@ for i = 1, #advertisers, 2 do
   out[#out + 1] = advertiser
   out[#out + 1] = advertisers[i + 1]
   out[#out + 1] = redis.call(
-    'ZREVRANGEBYSCORE', prefix .. 'v:' .. advertiser, '+inf', cutoff, 'WITHSCORES')
-  out[#out + 1] = redis.call('ZREVRANGEBYSCORE', prefix .. 'c:' .. advertiser, '+inf', cutoff)
-  out[#out + 1] = redis.call('ZREVRANGE', prefix .. 'b:' .. advertiser, 0, -1)
-  local facts = redis.call('HMGET', prefix .. 'm:' .. advertiser, 'revenue', 'orders', 'cart_since')
+    'ZREVRANGEBYSCORE', prefix .. viewed .. advertiser, '+inf', cutoff, 'WITHSCORES')
+  out[#out + 1] = redis.call('ZREVRANGEBYSCORE', prefix .. cart .. advertiser, '+inf', cutoff)
+  out[#out + 1] = redis.call('ZREVRANGE', prefix .. purchased .. advertiser, 0, -1)
+  local facts = redis.call(
+    'HMGET', prefix .. facts_of .. advertiser, 'revenue', 'orders', 'cart_since')
   out[#out + 1] = {facts[1] or '0', facts[2] or '0', facts[3] or ''}
-  local caps = prefix .. 'f:' .. advertiser
+  local caps = prefix .. caps_of .. advertiser
   if redis.call('HGET', caps, 'day') == today then
     out[#out + 1] = redis.call('HGETALL', caps)
   else
@@ -149,6 +171,13 @@ for i = 1, #advertisers, 2 do
 end
 return out
 """
+LOAD_SHOPPER = Template(_LOAD_SHOPPER).substitute(
+    viewed=lua_string(keys.VIEWED),
+    cart=lua_string(keys.CART),
+    purchased=lua_string(keys.PURCHASED),
+    facts=lua_string(keys.FACTS),
+    caps=lua_string(keys.CAPS),
+)
 
 # An impression, on the shopper's keys: today's frequency counters and the last touch.
 # KEYS: caps, touch. ARGV: today, now_ms, touch_ttl_seconds, campaign, attribution key, sku...

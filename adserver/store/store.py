@@ -214,7 +214,7 @@ class Store:
         return (
             "EVALSHA",
             self._record_event.sha,
-            8,
+            9,
             keys.user_advertisers(uid),
             keys.user_viewed(uid, adv),
             keys.user_cart(uid, adv),
@@ -223,6 +223,7 @@ class Store:
             keys.user_facts(uid, adv),
             keys.user_touch(uid, adv),
             keys.user_forgotten(uid),
+            keys.user_orders_legacy(uid, adv),
             event.kind,
             adv,
             now_ms,

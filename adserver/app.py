@@ -58,8 +58,8 @@ from adserver.store import RedisError, Store, StoreLimits, connect
 from adserver.store.learning import LearningStore
 from adserver.store.ledger import CLOCK_SKEW_SECONDS, Click, Ledger, Shown
 from creatives.renderer import CreativeRenderer
+from pixel import conversions, optout
 from pixel import handlers as pixel_handlers
-from pixel import optout
 
 log = logging.getLogger(__name__)
 IMPRESSION_LINGER_SECONDS = 0.005
@@ -304,9 +304,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get(campaigns + "/{campaign}", admin_campaigns.get_campaign)
     app.router.add_delete(campaigns + "/{campaign}", admin_campaigns.delete_campaign)
     app.router.add_get("/api/v1/advertisers/{advertiser}/report", admin_reports.report)
-    app.router.add_post(
-        "/api/v1/advertisers/{advertiser}/conversions", admin_reports.post_conversion
-    )
+    app.router.add_post("/api/v1/advertisers/{advertiser}/conversions", conversions.post_conversion)
     app.router.add_get("/api/v1/publishers/{publisher}/report", admin_reports.publisher_report)
     app.router.add_get("/report", admin_reports.report_page)
     app.router.add_get("/healthz", ops.healthz)

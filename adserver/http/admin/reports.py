@@ -1,24 +1,17 @@
-"""Admin API: delivery reports (JSON or CSV), server-to-server conversions, the report page."""
+"""Admin API: delivery reports (JSON or CSV) for advertisers and publishers, the report page.
+Server-to-server conversions are shop-side tracking: `pixel.conversions`."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
 
-import orjson
 from aiohttp import web
 
-from adserver.core.shopper import ShopperEvent
 from adserver.delivery.reports import ReportError, build_rows, parse_period, publisher_rows, to_csv
 from adserver.http.admin.auth import authorize_advertiser, bearer_token
-from adserver.http.app_keys import METRICS, SETTINGS, STORE
-from adserver.http.bodies import read_body
+from adserver.http.app_keys import SETTINGS, STORE
 from adserver.http.responses import NO_STORE, json_error, json_response
-from adserver.identity.uid_cookie import UID_PATTERN
-from adserver.store import RedisError
-from pixel.events import Reject, parse_tag_event
 
 REPORT_PAGE = resources.files("adserver").joinpath("static/report.html").read_text("utf-8")
 
@@ -91,47 +84,6 @@ async def publisher_report(request: web.Request) -> web.StreamResponse:
         return json_error(400, str(exc))
     body = {"publisher": publisher, "from": days[0].isoformat(), "to": days[-1].isoformat()}
     return json_response({**body, "by": by, "rows": rows})
-
-
-async def post_conversion(request: web.Request) -> web.StreamResponse:
-    """A shop confirms an order server-side: `{"uid", "order", "revenue", "currency",
-    "items": [...]}`. Recorded like the tag's purchase (deduplicated by order id with it),
-    and attributed to the shopper's last click or impression."""
-    advertiser = authorize_advertiser(request)
-    try:
-        document = orjson.loads(await read_body(request, 64 * 1024))
-    except orjson.JSONDecodeError:
-        return json_error(400, "body must be a JSON object")
-    if not isinstance(document, dict):
-        return json_error(400, "body must be a JSON object")
-    uid = document.get("uid")
-    if not isinstance(uid, str) or not UID_PATTERN.match(uid):
-        return json_error(400, "uid must be the shopper's Kaeru uid cookie value")
-    event = parse_tag_event(
-        {**document, "advertiser": advertiser, "event": "purchase"}, [advertiser]
-    )
-    if isinstance(event, Reject):
-        request.app[METRICS].tracking_rejects.labels(event.reason).inc()
-        return json_error(400, f"invalid conversion: {event.reason}")
-    # The shop's own server says so: its revenue stands (see pixel.events.at_catalog_value).
-    return await _record(request, uid, replace(event, server_reported=True))
-
-
-async def _record(request: web.Request, uid: str, event: ShopperEvent) -> web.StreamResponse:
-    try:
-        conversions = await request.app[STORE].record_events(uid, [event], time.time())
-    except (RedisError, OSError):
-        request.app[METRICS].store_errors.labels("conversion").inc()
-        return json_error(503, "storage unavailable, retry later")
-    attributed = conversions[0] if conversions else None
-    return json_response(
-        {
-            "order": event.order,
-            "attributed": attributed is not None,
-            "touch": attributed.touch if attributed else None,
-            "campaign": attributed.campaign if attributed else None,
-        }
-    )
 
 
 async def report_page(request: web.Request) -> web.StreamResponse:

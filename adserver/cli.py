@@ -349,7 +349,7 @@ def _report_import(advertiser: str, tally: FeedTally, version: int | None) -> in
 async def _import_file(
     redis_url: str, advertiser: str, handle: BinaryIO, validator: FeedValidator
 ) -> int | None:
-    """The file read and stored as the server reads a feed (see feed_import)."""
+    """The file read and stored as the server reads a feed (see adserver.feeds.importer)."""
 
     async def pieces() -> AsyncIterator[bytes]:
         while chunk := handle.read(FILE_CHUNK):

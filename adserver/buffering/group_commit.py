@@ -2,7 +2,7 @@
 
 The first write of a loop tick starts a flush task; everything queued until it runs goes out
 in one batch. `enqueue` returns the batch an item goes out with: its `written` future is done
-when the batch is acknowledged or failed (`event_writer` waits on it with a deadline, or only
+when the batch is acknowledged or failed (`buffered_writer` waits on it with a deadline, or only
 watches it, and keeps what failed for a replay); `drain` waits for what is queued.
 
 The writers of one batch share one future, and `Batch.settled_within` one deadline timer: at

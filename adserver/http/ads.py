@@ -137,10 +137,10 @@ async def _serve(
 
 
 def _counts_impression(request: web.Request, shopper: Shopper, slot: Slot, now: float) -> bool:
-    """Whether this impression counts (see `impression_caps`): a browser Kaeru knows (its
-    uid has a profile) is capped by uid (and with the others of its publisher and address);
-    anyone else (no cookie, or a made-up one) by
-    publisher, address and User-Agent, hashed in memory, never kept."""
+    """Whether this impression counts (see `adserver.delivery.impression_caps`): a browser
+    Kaeru knows (its uid has a profile) is capped by uid (and with the others of its publisher
+    and address); anyone else (no cookie, or a made-up one) by publisher, address and
+    User-Agent, hashed in memory, never kept."""
     caps = request.app[IMPRESSION_CAPS]
     address, user_agent = _client(request)
     if shopper.uid is not None and shopper.histories:

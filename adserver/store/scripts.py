@@ -27,10 +27,10 @@ def lua_string(text: str) -> str:
 #       click_window_ms, view_window_ms, conversions cap, today, sku...
 # The conversions cap (0: none) bounds how many orders a day one shopper converts: past it a
 # purchase is recorded but not attributed (the facts hash counts them: cv_day, cv_n); -1: this
-# purchase is not attributed (its client is past the hourly cap, see impression_caps). A
-# purchase refused attribution by a cap is kept as '<TAB>capped' in the orders hash: the same
-# order from the shop's server (cap 0) is then attributed to the last touch (the server is
-# trusted), once (the ledger counts each order once).
+# purchase is not attributed (its client is past the hourly cap, see
+# adserver.delivery.impression_caps). A purchase refused attribution by a cap is kept as
+# '<TAB>capped' in the orders hash: the same order from the shop's server (cap 0) is then
+# attributed to the last touch (the server is trusted), once (the ledger counts each order once).
 # Returns {1} when stored; for a new purchase {1, 'click'|'view'|'', attribution key}: the last
 # click within the click window, else the last impression within the view window, else nothing.
 # The orders hash keeps each order's attribution ('touch<TAB>key'), and a purchase whose order

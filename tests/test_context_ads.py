@@ -33,11 +33,12 @@ CATALOG = [
     product_row("boot", title="Rain Boot", category="Apparel > Shoes > Boots"),
     product_row("runner", title="Trail Runner", category="Apparel > Shoes", brand="Hoppa"),
     product_row("sneaker", title="軽量 スニーカー", category="靴 > スニーカー"),
+    product_row("kurta", title="लाल कुर्ता", category="कपड़े"),
     product_row(
         "sandal", title="Beach Sandal", category="Apparel > Shoes", availability="out_of_stock"
     ),
 ]
-VIEWS = {"tee": 7, "mug": 6, "sandal": 5, "boot": 4, "runner": 3, "sneaker": 2}
+VIEWS = {"tee": 7, "mug": 6, "sandal": 5, "boot": 4, "runner": 3, "sneaker": 2, "kurta": 1}
 
 
 async def shop_with_popularity(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
@@ -100,6 +101,9 @@ async def test_keywords_match_titles_in_other_scripts(shop: TestClient[Any, Any]
     # Full-width letters are the plain ones.
     assert shown(await ad_json(shop, kw="ＦＲＯＧ"))[0] == ("mug", "contextual")
     assert shown(await ad_json(shop, cat="靴"))[0] == ("sneaker", "contextual")
+    # Devanagari: the vowel signs are part of the word.
+    assert shown(await ad_json(shop, kw="कुर्ता"))[0] == ("kurta", "contextual")
+    assert shown(await ad_json(shop, cat="कपड़े"))[0] == ("kurta", "contextual")
 
 
 async def test_no_match_or_no_context_is_popular(shop: TestClient[Any, Any]) -> None:
@@ -221,3 +225,12 @@ async def test_bad_context_is_a_clear_400(
     assert "<body></body>" in await response.text()  # the framed 400: nothing in the page
     counted_400 = await metric(client, "kaeru_bad_requests_total", route="ad", reason=reason)
     assert counted_400 == 3
+
+
+async def test_a_new_feed_moves_what_matches(shop: TestClient[Any, Any]) -> None:
+    assert shown(await ad_json(shop, kw="frog"))[0] == ("mug", "contextual")
+    renamed = [{**row, "title": "Toad Cup"} if row["id"] == "mug" else row for row in CATALOG]
+    await put_catalog(shop, renamed)
+    await learn_all(shop)  # the market cache reloads the catalog
+    assert shown(await ad_json(shop, kw="frog"))[0] == ("tee", "popular")
+    assert shown(await ad_json(shop, kw="toad"))[0] == ("mug", "contextual")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adserver.core.campaigns import DEFAULT_STRATEGIES, What
 from adserver.core.context import (
@@ -82,6 +84,7 @@ def test_words_are_letters_and_digits_of_any_script_casefolded() -> None:
     assert words("Trail-Runner, 2 GROSSE Straße!") == ["trail", "runner", "2", "grosse", "strasse"]
     assert words("軽量 スニーカー／ＡＢＣ") == ["軽量", "スニーカー", "abc"]
     assert words("snake_case") == ["snake", "case"]
+    assert words("लाल जूते, รองเท้า") == ["लाल", "जूते", "รองเท้า"]  # vowel signs stay in
 
 
 def test_a_category_is_a_path_of_normalised_levels() -> None:
@@ -244,3 +247,15 @@ def test_with_context_the_newcomer_ranking_gives_the_same_ad_as_checking_every_c
     fast = decide(who, fake, chosen, shops, NOW)
     checked = decide(who, fake, chosen, shops, NOW, None, Explanation())
     assert fast == checked
+
+
+@settings(max_examples=300, deadline=None)
+@given(kw=st.text(max_size=300), cat=st.text(max_size=300))
+def test_any_context_parses_or_is_a_bad_request_within_bounds(kw: str, cat: str) -> None:
+    parsed = parse_context({"kw": kw, "cat": cat})
+    if isinstance(parsed, BadAdRequest):
+        assert parsed.reason in ("bad_keywords", "bad_category")
+        return
+    assert len(parsed.keywords) <= 10 and all(0 < len(k) <= 40 for k in parsed.keywords)
+    assert all(k == k.casefold() and k[0].isalnum() for k in parsed.keywords)
+    assert len(parsed.category) <= 10 and len(" > ".join(parsed.category)) <= 200 * 2

@@ -9,20 +9,35 @@ space, so `apparel accessories > shoes` on either side is the same path.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from adserver.core.product import Product
 
-WORD = re.compile(r"[^\W_]+")  # letters and digits of any script
+JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner (Persian, Indic)
 CATEGORY_SEPARATOR = ">"
 
 
 def words(text: str) -> list[str]:
-    """The words of `text`, normalised, in order (repeats kept)."""
-    return WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    """The words of `text`, normalised, in order (repeats kept): runs of letters and digits of
+    any script, with the combining marks and joiners inside them (the vowel signs of Devanagari
+    or Thai, which `\\w` alone would cut words at)."""
+    found: list[str] = []
+    start = -1
+    normalised = unicodedata.normalize("NFKC", text).casefold()
+    for at, char in enumerate(normalised):
+        if char.isalnum() or (
+            start >= 0 and (char in JOINERS or unicodedata.category(char)[0] == "M")
+        ):
+            if start < 0:
+                start = at
+        elif start >= 0:
+            found.append(normalised[start:at])
+            start = -1
+    if start >= 0:
+        found.append(normalised[start:])
+    return found
 
 
 def category_path(text: str) -> tuple[str, ...]:

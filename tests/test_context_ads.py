@@ -139,13 +139,18 @@ async def test_a_campaign_restricted_to_contextual_fills_only_on_matching_pages(
     for params in ({"cat": "Toys"}, {}):
         response = await shop.get("/ad.json", params={"pub": "news1", "size": "728x90", **params})
         assert response.status == 204, params  # nothing matches: no fill
-    # The report by strategy shows what was served.
+    # A click on a contextual product lands on it; the report by strategy shows both.
+    click = urlsplit(body["products"][0]["click_url"])
+    response = await shop.get(click.path, allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == "https://shop1.example/p/boot"
+    await counted(shop)
     response = await shop.get(
         f"/api/v1/advertisers/{SHOP}/report", params={"by": "strategy"}, headers=AUTH
     )
     assert response.status == 200
-    strategies = {row["strategy"] for row in (await response.json())["rows"]}
-    assert "contextual" in strategies
+    rows = {row["strategy"]: row for row in (await response.json())["rows"]}
+    assert rows["contextual"]["impressions"] >= 1 and rows["contextual"]["clicks"] == 1
 
 
 async def test_an_unknown_strategy_is_still_refused(shop: TestClient[Any, Any]) -> None:

@@ -9,16 +9,20 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
+from adserver.buffering.spill_codecs import CLICKS
 from adserver.config.settings import Settings
 from adserver.core.product import MAX_URL
 from adserver.delivery.click_ids import mint_click_id, open_click_id, with_click_id
 from adserver.delivery.tokens import InvalidToken, Signer
+from adserver.http.app_keys import STORE
 from adserver.runtime.embedded_redis import free_port
 from adserver.store import Placement
+from adserver.store.ledger import Click
 from tests.conftest import (
     BROWSER,
     OTHER_SHOP,
@@ -333,3 +337,27 @@ async def test_postback_refuses_forged_altered_expired_or_foreign_click_ids(
     status, answer = await postback(shop)  # neither uid nor click_id
     assert status == 400 and "uid" in answer["error"] and "click_id" in answer["error"]
     assert await by_campaign(shop) == before
+
+
+# -- underneath: the touch kept for Redis, and never an older click over a later one ---------
+
+
+def test_a_click_touch_kept_for_redis_comes_back_as_a_touch() -> None:
+    placement = Placement(SHOP, "default", "news1", "recent", "300x250")
+    touch = Click("u1", placement, "sku-1", 1_700_000_000.5, touch_only=True)
+    assert CLICKS.decode(orjson.loads(orjson.dumps(CLICKS.encode(touch)))) == touch
+    before = {k: v for k, v in CLICKS.encode(touch).items() if k != "touch_only"}
+    assert CLICKS.decode(before) == replace(touch, touch_only=False)  # spilled by an older Kaeru
+
+
+async def test_a_reported_click_never_replaces_a_later_click_touch(
+    client: TestClient[Any, Any],
+) -> None:
+    ledger = client.app[STORE].ledger
+    placement = Placement(SHOP, "default", "news1", "recent", "300x250")
+    now = time.time()
+    assert await ledger.record_click_touch("u" * 22, placement, now)
+    assert not await ledger.record_click_touch(
+        "u" * 22, replace(placement, campaign="old"), now - 60
+    )
+    assert await ledger.record_click_touch("u" * 22, replace(placement, campaign="new"), now + 1)

@@ -16,6 +16,7 @@ import orjson
 
 from adserver.core.product import Product
 from adserver.core.shopper import EVENT_KINDS, EventKind, LineItem, ShopperEvent, is_valid_sku
+from adserver.delivery.click_ids import CLICK_ID_TEXT
 
 MAX_ITEMS = 50
 MAX_EVENTS_PER_BATCH = 50
@@ -195,11 +196,23 @@ class Batch:
     events: list[ShopperEvent | Reject]
     gdpr: str | None = None
     gdpr_consent: str | None = None
+    kclid: str | Reject | None = None  # the landing page's click id (or why it was ignored)
 
 
 def _consent_field(document: object, name: str) -> str | None:
     value = document.get(name) if isinstance(document, dict) else None
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def _click_id_field(document: object) -> str | Reject | None:
+    """The `kclid` a landing page sends (a sealed click id: URL-safe, bounded), checked for
+    shape only; it is opened by the handler."""
+    value = document.get("kclid") if isinstance(document, dict) else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not CLICK_ID_TEXT.match(value):
+        return Reject("bad_kclid")
+    return value
 
 
 def parse_batch(body: bytes, advertisers: Collection[str]) -> Batch | Reject:
@@ -219,6 +232,7 @@ def parse_batch(body: bytes, advertisers: Collection[str]) -> Batch | Reject:
         [parse_tag_event(raw, advertisers) for raw in raw_events],
         _consent_field(document, "gdpr"),
         _consent_field(document, "gdpr_consent"),
+        kclid=_click_id_field(document),
     )
 
 

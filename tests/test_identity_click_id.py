@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 import orjson
@@ -361,10 +361,3 @@ async def test_a_reported_click_never_replaces_a_later_click_touch(
         "u" * 22, replace(placement, campaign="old"), now - 60
     )
     assert await ledger.record_click_touch("u" * 22, replace(placement, campaign="new"), now + 1)
-
-
-def landing_of(location: str) -> str:
-    """A click's Location without the click id Kaeru appended (tests of where a click lands)."""
-    parts = urlsplit(location)
-    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("kclid="))
-    return urlunsplit(parts._replace(query=query))

@@ -488,13 +488,24 @@ def test_three_sites_identity_click_conversion_and_opt_out(context: Any, sites: 
         "logged in on the partner, the ads show the viewed products", needs="part A: eid links"
     ):
         viewed = [TITLES[sku] for sku in reversed(VIEWED)]
+        loads: list[dict[str, float]] = []
+
+        def load() -> tuple[dict[str, list[str]], dict[str, float]]:
+            # Reloaded until personalised: an ad that waits on Redis past its deadline degrades,
+            # as designed, to a non-personalised one (and linking may take a moment).
+            got = open_partner(news, sites)
+            loads.append(got[1])
+            return got
+
         slots, served = poll(
-            lambda: open_partner(news, sites),
-            lambda got: got[0].get("side", [])[:2] == viewed,
-            "the viewed products in the 300x250 slot",
+            load,
+            lambda got: got[0].get("side", [])[:2] == viewed and set(got[1]) <= PERSONALISED,
+            "the viewed products in the 300x250 slot, every slot personalised",
         )
-        share = scenario.share("with identity (logged in with the same e-mail)", served)
-        assert share == 1.0, served
+        label = "with identity (logged in with the same e-mail)"
+        scenario.share(label if len(loads) == 1 else f"{label}, page load {len(loads)}", served)
+        if len(loads) > 1:
+            scenario.share(f"{label}, first page load", loads[0])
 
     with scenario.step("a click lands on the shop with a click id", needs="part B: kclid"):
         slot = next(f for f in ad_frames(news) if "slot=side" in f.url)

@@ -190,7 +190,10 @@ def test_in_chromium_the_partner_hashes_the_e_mail_and_kaeru_never_sees_it(
     tmp_path: Path,
 ) -> None:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+        missing = f"{CHROMIUM} not installed (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {missing}: .ci/run should have installed it")
+        pytest.skip(missing)
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
     with cross_site_demo(tmp_path / "data") as port, sync_api.sync_playwright() as playwright:

@@ -58,7 +58,8 @@ async def test_the_shop_links_the_partner_site_and_loads_kaerus_tag(client: Clie
     html = await text(client, "/demo/shop/p/sku-102")
     assert '<script async src="http://localhost:8080/tag.js"></script>' in html
     assert 'href="http://127.0.0.1:8080/demo/partner/"' in html
-    assert 'href="http://localhost:8080/optout"' in html
+    assert 'href="http://localhost:8080/optout" id="optout"' in html
+    assert "this.href = kaeru.optoutUrl(advertiser)" in html  # names the first-party id
     assert 'href="/demo/shop/p/sku-' in html  # its own pages stay relative
     assert '<form class="login" id="login"' in html and 'id="email"' in html
     assert 'kaeru.push(["identify", {advertiser: advertiser, email: email}]);' in html

@@ -16,7 +16,8 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -36,9 +37,13 @@ from adserver.runtime.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from adserver.runtime.listen import ListenError, open_listeners
 from adserver.store import RedisError, Store, StoreLimits, connect
 
+if TYPE_CHECKING:
+    from adserver.demo.pages import DemoSites
+
 log = logging.getLogger("kaeru")
 
 DEMO_TOKEN_FILE = "demo-token"
+LOOPBACK_HOSTS = ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost")
 FILE_CHUNK = 256 * 1024
 FEED_TYPES = {
     ".csv": "text/csv",
@@ -65,6 +70,27 @@ def _parser() -> argparse.ArgumentParser:
             "--host", help="address to listen on (default: $KAERU_HOST or 127.0.0.1)"
         )
         command.add_argument("--port", type=int, help="port (default: $KAERU_PORT or 8080)")
+        if name == "demo":
+            command.add_argument(
+                "--cross-site",
+                action="store_true",
+                help="serve the shop and the partner on two different sites (default: the "
+                "shop on http://localhost:PORT with Kaeru, the partner on http://127.0.0.1:PORT), "
+                "each with a fake log-in box, to see third-party cookies blocked and what "
+                "hashed e-mails, click ids and context do then",
+            )
+            command.add_argument(
+                "--shop-url",
+                metavar="ORIGIN",
+                help="with --cross-site: the origin browsers reach the shop at (default: "
+                "Kaeru's own, $KAERU_PUBLIC_URL or http://localhost:PORT)",
+            )
+            command.add_argument(
+                "--partner-url",
+                metavar="ORIGIN",
+                help="with --cross-site: the origin browsers reach the partner at "
+                "(default: http://127.0.0.1:PORT)",
+            )
         if name == "serve":
             command.add_argument(
                 "--workers",
@@ -164,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(settings, args.workers)
         if args.command == "demo":
-            return demo(settings)
+            sites = demo_sites(settings, args.cross_site, args.shop_url, args.partner_url)
+            return demo(settings, sites)
         if args.command == "worker":
             return run_worker(settings, args.name)
         return import_catalog(settings, args.file, args.advertiser, args.format)
@@ -240,12 +267,48 @@ def public_base_url(settings: Settings) -> str:
     if settings.public_url:
         return settings.public_url
     host = settings.host
-    if host in ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost"):
+    if host in LOOPBACK_HOSTS:
         host = "localhost"
     return f"http://{host}:{settings.port}"
 
 
-def demo(settings: Settings) -> int:
+def _origin(url: str, flag: str) -> str:
+    """`url` as an origin (scheme://host[:port], no path), or SettingsError naming `flag`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise SettingsError([f"{flag} must be an http(s) origin such as http://localhost:8080"])
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise SettingsError([f"{flag} must be an http(s) origin such as http://localhost:8080"])
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def demo_sites(
+    settings: Settings,
+    cross_site: bool,
+    shop_url: str | None = None,
+    partner_url: str | None = None,
+) -> DemoSites | None:
+    """Where the demo's shop, partner and Kaeru live: None (one site) without `cross_site`."""
+    from adserver.demo.pages import DemoSites
+
+    if not cross_site:
+        if shop_url or partner_url:
+            raise SettingsError(["--shop-url and --partner-url need --cross-site"])
+        return None
+    kaeru = public_base_url(settings)
+    shop = _origin(shop_url, "--shop-url") if shop_url else kaeru
+    if partner_url:
+        partner = _origin(partner_url, "--partner-url")
+    elif settings.host in LOOPBACK_HOSTS:
+        partner = f"http://127.0.0.1:{settings.port}"
+    else:
+        raise SettingsError([f"--cross-site on {settings.host}: give the partner's --partner-url"])
+    if urlsplit(partner).hostname == urlsplit(shop).hostname:
+        raise SettingsError(["--cross-site: the shop and the partner need different host names"])
+    return DemoSites(shop=shop, partner=partner, kaeru=kaeru)
+
+
+def demo(settings: Settings, sites: DemoSites | None = None) -> int:
     from adserver.app import create_app
     from adserver.demo.pages import DEMO_ADVERTISER, add_demo_routes, demo_catalog
     from adserver.http.app_keys import MARKET, STORE
@@ -253,17 +316,25 @@ def demo(settings: Settings) -> int:
     token = settings.advertisers.get(DEMO_ADVERTISER) or _demo_token(settings.data_dir)
     settings = replace(settings, advertisers={**settings.advertisers, DEMO_ADVERTISER: token})
     base = public_base_url(settings)
+    shop = sites.shop if sites else base
+    partner = sites.partner if sites else base
 
     async def load_catalog(app: web.Application) -> None:
-        products = [parse_product(row) for row in demo_catalog(base)]
+        products = [parse_product(row) for row in demo_catalog(shop)]
         await app[STORE].replace_catalog(
             DEMO_ADVERTISER, [p for p in products if isinstance(p, Product)]
         )
         await app[MARKET].refresh()
+        two_sites = (
+            "  The shop and the partner are two sites: log in with the same e-mail on both.\n"
+            if sites
+            else ""
+        )
         print(
-            f"\nKaeru demo is running. Open {base}/demo/\n"
-            f"  shop:     {base}/demo/shop/\n"
-            f"  partner:  {base}/demo/partner/\n"
+            f"\nKaeru demo is running. Open {shop}/demo/\n"
+            f"  shop:     {shop}/demo/shop/\n"
+            f"  partner:  {partner}/demo/partner/\n"
+            f"{two_sites}"
             f"  metrics:  {base}/metrics\n"
             f"  admin API token for {DEMO_ADVERTISER}: {token}\n"
             "Press Ctrl-C to stop.\n",
@@ -272,7 +343,7 @@ def demo(settings: Settings) -> int:
 
     def run(settings: Settings) -> int:
         app = create_app(settings)
-        add_demo_routes(app)
+        add_demo_routes(app, sites)
         app.on_startup.append(load_catalog)
         _run_app(app, settings, sockets)
         return 0

@@ -1,8 +1,13 @@
-"""The demo: a shop and a partner news site, served by Kaeru itself on the same site.
+"""The demo: a shop and a partner news site, served by Kaeru itself.
 
-Same site means Kaeru's cookie is first-party on both, so the demo works in every browser.
+By default all three share one site, so Kaeru's cookie is first-party on both and the demo
+works in every browser. `kaeru demo --cross-site` puts the shop and the partner on two sites
+(Kaeru on the shop's, by default): the partner's ads then see no Kaeru cookie where the browser
+blocks third-party cookies, and each page has a fake log-in box whose e-mail, hashed in the
+browser, carries the shopper across instead (`identify` on the shop, `eid=` on the partner).
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +24,39 @@ from adserver.demo.catalog import (
 )
 from adserver.demo.picture import product_picture
 
-__all__ = ["DEMO_ADVERTISER", "DEMO_PUBLISHER", "add_demo_routes", "demo_catalog"]
+__all__ = [
+    "DEMO_ADVERTISER",
+    "DEMO_PUBLISHER",
+    "PARTNER_CATEGORY",
+    "PARTNER_KEYWORDS",
+    "DemoSites",
+    "add_demo_routes",
+    "demo_catalog",
+]
 
 DEMO_PUBLISHER = "demo-news"
 PICTURE_CACHE_CONTROL = "public, max-age=604800"
+# What the partner's article is about, passed as context (`kw=`, `cat=`) on its ad requests
+# in the cross-site demo.
+PARTNER_KEYWORDS = ("camping", "tent", "sleeping bag", "head torch", "mug")
+PARTNER_CATEGORY = "Camping"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSites:
+    """Where the browser reaches the shop, the partner and Kaeru: origins such as
+    `http://localhost:8080`, or all "" (links relative to the one site serving everything)."""
+
+    shop: str = ""
+    partner: str = ""
+    kaeru: str = ""
+
+    @property
+    def cross_site(self) -> bool:
+        return self.shop != self.partner
+
+
+SITES = web.AppKey("demo_sites", DemoSites)
 
 _ENV = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
@@ -32,36 +66,43 @@ _ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_ENV.globals.update(advertiser=DEMO_ADVERTISER, publisher=DEMO_PUBLISHER)
+_ENV.globals.update(
+    advertiser=DEMO_ADVERTISER,
+    publisher=DEMO_PUBLISHER,
+    partner_keywords=",".join(PARTNER_KEYWORDS),
+    partner_category=PARTNER_CATEGORY,
+)
 _PAGES: dict[str, Template] = {
     name: _ENV.get_template(f"{name}.html")
     for name in ("landing", "shop", "product", "thanks", "partner", "not_found")
 }
 
 
-def _page(name: str, status: int = 200, **context: Any) -> web.Response:
-    html = _PAGES[name].render(**context)
+def _page(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
+    html = _PAGES[name].render(sites=request.app[SITES], **context)
     return web.Response(text=html, status=status, content_type="text/html")
 
 
-def _not_found(what: str) -> web.Response:
-    return _page("not_found", status=404, what=what)
+def _not_found(request: web.Request, what: str) -> web.Response:
+    return _page(request, "not_found", status=404, what=what)
 
 
 async def landing(request: web.Request) -> web.Response:
-    return _page("landing")
+    return _page(request, "landing")
 
 
 async def shop(request: web.Request) -> web.Response:
-    return _page("shop", products=SHOP_PRODUCTS)
+    return _page(request, "shop", products=SHOP_PRODUCTS)
 
 
 async def product_page(request: web.Request) -> web.Response:
     product = find_product(request.match_info["sku"])
     if product is None:
-        return _not_found("This product")
+        return _not_found(request, "This product")
     checkout = {"id": product.id, "price": float(product.amount), "currency": product.currency}
-    return _page("product", product=product, checkout=checkout, more=more_products(product.id))
+    return _page(
+        request, "product", product=product, checkout=checkout, more=more_products(product.id)
+    )
 
 
 async def product_image(request: web.Request) -> web.Response:
@@ -77,11 +118,11 @@ async def product_image(request: web.Request) -> web.Response:
 
 
 async def thanks(request: web.Request) -> web.Response:
-    return _page("thanks", product=find_product(request.query.get("sku", "")))
+    return _page(request, "thanks", product=find_product(request.query.get("sku", "")))
 
 
 async def partner(request: web.Request) -> web.Response:
-    return _page("partner")
+    return _page(request, "partner")
 
 
 def _redirect_to(location: str) -> Handler:
@@ -91,8 +132,10 @@ def _redirect_to(location: str) -> Handler:
     return redirect
 
 
-def add_demo_routes(app: web.Application) -> None:
-    """Register the demo pages under /demo/ (GET only)."""
+def add_demo_routes(app: web.Application, sites: DemoSites | None = None) -> None:
+    """Register the demo pages under /demo/ (GET only); `sites`: where each one lives (default:
+    all on the one site serving them)."""
+    app[SITES] = sites or DemoSites()
     app.router.add_routes(
         [
             web.get("/demo/", landing),

@@ -20,6 +20,7 @@ from adserver.delivery.impression_caps import ADDRESS_FACTOR
 from adserver.http.app_keys import (
     EVENT_WRITER,
     FEED_GRACE,
+    IDENTITY,
     IMPRESSION_CAPS,
     MARKET,
     METRICS,
@@ -28,7 +29,10 @@ from adserver.http.app_keys import (
 from adserver.http.bodies import read_body
 from adserver.http.responses import gif, javascript, json_error, unavailable
 from adserver.identity.gates import Gates
+from adserver.identity.identifiers import Identify
 from adserver.identity.uid_cookie import is_secure_context, new_uid, set_uid_cookie
+from adserver.runtime.waiting import within
+from adserver.store import RedisError
 from pixel.events import (
     MAX_BATCH_BYTES,
     Reject,
@@ -49,12 +53,16 @@ MAX_PIXEL_TARGET = 8190
 
 
 async def _store(
-    request: web.Request, gates: Gates, events: Sequence[ShopperEvent]
+    request: web.Request,
+    gates: Gates,
+    events: Sequence[ShopperEvent],
+    known_uid: str | None = None,
 ) -> tuple[str | None, bool]:
-    """Record one shopper's events; returns the uid to (re)issue and whether the events were
-    accepted (False: the buffer is full, they were shed and counted, nothing is stored)."""
+    """Record one shopper's events (under `known_uid`, else the uid cookie, else a new uid);
+    returns the uid to (re)issue and whether the events were accepted (False: the buffer is
+    full, they were shed and counted, nothing is stored)."""
     app = request.app
-    uid = gates.uid or new_uid()
+    uid = known_uid or gates.uid or new_uid()
     now = time.time()
     events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
     events = [_attributable(request, e, now) for e in events]
@@ -179,27 +187,62 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         metrics.tracking_rejects.labels("no_consent").inc()
         return web.Response(status=204)
     events = [e for e in parsed.events if isinstance(e, ShopperEvent)]
+    identifies = [e for e in parsed.events if isinstance(e, Identify)]
     rejects = [r.reason for r in parsed.events if isinstance(r, Reject)]
     for reason in rejects:
         metrics.tracking_rejects.labels(reason).inc()
-    if not events:
+    if parsed.bad_fpid:  # ignored: the batch is stored as if it had none
+        metrics.tracking_rejects.labels("bad_fpid").inc()
+    if not events and not identifies:
         return json_error(400, "no valid event in batch", rejects=rejects)
     own = [e for e in events if _on_own_pages(request, e.advertiser)]
-    if len(own) < len(events):
-        metrics.tracking_rejects.labels("foreign_origin").inc(len(events) - len(own))
-        if not own:
+    told = [e for e in identifies if _on_own_pages(request, e.advertiser)]
+    foreign = len(events) + len(identifies) - len(own) - len(told)
+    if foreign:
+        metrics.tracking_rejects.labels("foreign_origin").inc(foreign)
+        if not own and not told:
             return json_error(403, "events from a page not on the advertiser's domains")
-        events = own
+        events, identifies = own, told
     untracked = gates.untracked()
     if untracked is not None:
         metrics.tracking_rejects.labels(untracked).inc()
         return web.Response(status=204)
-    uid, accepted = await _store(request, gates, events)
+    known = await _identified(request, gates, events, identifies, parsed.fpid)
+    if not events:  # identify only: the links are written, the uid cookie refreshed
+        response = web.Response(status=204)
+        _with_uid(request, response, known)
+        return response
+    uid, accepted = await _store(request, gates, events, known)
     if not accepted:  # the tag keeps the batch and sends it again after Retry-After
         return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
     response = web.Response(status=204)
     _with_uid(request, response, uid)
     return response
+
+
+async def _identified(
+    request: web.Request,
+    gates: Gates,
+    events: Sequence[ShopperEvent],
+    identifies: Sequence[Identify],
+    fpid: str | None,
+) -> str | None:
+    """The uid of a batch that passed every gate, by its identity links (see
+    `adserver.identity.links`), with the links written; None when the batch names no
+    identifier (then `_store` decides as it always did). When Redis cannot answer within the
+    deadline: the uid cookie or a new uid, no link (counted)."""
+    if fpid is None and not identifies:
+        return None
+    app = request.app
+    advertisers = [e.advertiser for e in events] + [e.advertiser for e in identifies]
+    try:
+        return await within(
+            app[IDENTITY].shop_uid(gates.uid, advertisers, fpid, identifies, time.time()),
+            app[SETTINGS].redis_deadline_ms / 1000,
+        )
+    except (RedisError, OSError, TimeoutError):
+        app[METRICS].store_errors.labels("identity").inc()
+        return gates.uid or new_uid()
 
 
 async def tag_script(request: web.Request) -> web.StreamResponse:

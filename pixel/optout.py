@@ -1,7 +1,9 @@
 """`/optout`: a shopper says no, and may take it back.
 
 `GET /optout` sets a 5-year `optout=1` cookie, forgets everything Kaeru knew about the
-browser's uid and stops tracking it. Any page may send a shopper there: it only protects them.
+browser's uid (and every uid linked to it through a first-party id, hashed e-mail or
+customer id: `adserver.http.app_keys.forget_linked`) and stops tracking it. Any page may
+send a shopper there: it only protects them.
 Taking it back is another matter, so only the opt-out page's own button does it: a
 `POST /optout` the browser marks `Sec-Fetch-Site: same-origin` (or, from a browser that does
 not send Fetch metadata, whose `Origin` is Kaeru's own). Anything else (another site's form,
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adserver.http.app_keys import METRICS, SETTINGS, STORE, forget_buffered
+from adserver.http.app_keys import METRICS, SETTINGS, forget_linked
 from adserver.identity.gates import OPTOUT_COOKIE
 from adserver.identity.uid_cookie import UID_COOKIE, is_secure_context, read_uid
 from adserver.store import RedisError
@@ -96,8 +98,7 @@ async def optout(request: web.Request) -> web.StreamResponse:
     uid = read_uid(request.cookies)
     if uid is not None:
         try:
-            await forget_buffered(request.app, uid)
-            await request.app[STORE].forget(uid, request.app[SETTINGS].advertisers)
+            await forget_linked(request.app, [uid])  # and every uid linked to it
         except (RedisError, OSError):
             request.app[METRICS].store_errors.labels("forget").inc()
             return web.Response(

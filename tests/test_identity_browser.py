@@ -1,0 +1,154 @@
+"""The shop tag's identity in a real Chromium (`kaeru demo`, see tests/test_browser.py): the
+first-party id cookie, `identify` hashing in the page, and a partner's `eid` finding the
+history after Kaeru's own cookie is gone. Skips like tests/test_browser.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PUBLISHER,
+    TITLES,
+    demo_env,
+    running_demo,
+)
+
+from playwright.sync_api import Browser, Page, Request, sync_playwright  # noqa: E402, I001
+
+EMAIL = "  Ana.Shopper@Example.COM "
+EMAIL_SHA256 = hashlib.sha256(EMAIL.strip().lower().encode()).hexdigest()
+ADVERTISER = "demo-shop"
+DEADLINE_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("identity-demo")
+    with running_demo(data_dir, demo_env(data_dir)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Chromium as a person's Chrome (see tests/test_browser.py), `shop.test` mapped to
+    loopback: plain http there is no secure context (no `crypto.subtle`)."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                *CHROMIUM_ARGS,
+                "--host-resolver-rules=MAP shop.test 127.0.0.1",
+                "--user-agent=Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
+                "(KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36",
+            ],
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def batches(page: Page) -> list[dict[str, Any]]:
+    """Every `/e` body the page sends from now on (filled as they go)."""
+    sent: list[dict[str, Any]] = []
+
+    def on_request(request: Request) -> None:
+        if urlsplit(request.url).path == "/e" and request.method == "POST":
+            sent.append(json.loads(request.post_data or "{}"))
+
+    page.on("request", on_request)
+    return sent
+
+
+def wait_until(page: Page, check: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not after {DEADLINE_S}s"
+        page.wait_for_timeout(100)
+
+
+def identified(sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for b in sent for e in b.get("events", []) if e.get("event") == "identify"]
+
+
+def test_first_party_id_identify_and_a_partner_eid(browser: Browser, demo: str) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        sent = batches(page)
+        page.goto(f"{demo}/demo/shop/p/sku-101")
+        wait_until(page, lambda: sent, "the first batch")
+        (fp,) = [c for c in context.cookies(demo) if c["name"] == "_kaeru_fp"]
+        assert len(fp["value"]) == 22 and fp["sameSite"] == "Lax" and not fp["httpOnly"]
+        assert 395 * 86400 < fp["expires"] - time.time() <= 396 * 86400 + 60
+        assert sent[0]["fpid"] == fp["value"]
+
+        page.evaluate(
+            "([adv, email]) => kaeru.push(['identify', {advertiser: adv, email: email}])",
+            [ADVERTISER, EMAIL],
+        )
+        wait_until(page, lambda: identified(sent), "the identify event")
+        assert identified(sent) == [
+            {"advertiser": ADVERTISER, "event": "identify", "email_sha256": EMAIL_SHA256}
+        ]
+        assert all("Ana" not in json.dumps(b) and "example.com" not in json.dumps(b) for b in sent)
+
+        # Kaeru's cookie is gone (as where third-party cookies are blocked): the fpid carries.
+        context.clear_cookies(name="uid")
+        with page.expect_response(lambda r: urlsplit(r.url).path == "/e"):
+            page.goto(f"{demo}/demo/shop/p/sku-102")
+        assert sent[-1]["fpid"] == fp["value"]
+
+        # A partner's reader, no cookie at all: the publisher passes the same hashed e-mail.
+        context.clear_cookies()
+
+        def titles() -> str:
+            return str(
+                page.evaluate(
+                    """async (url) => {
+                        const r = await fetch(url, {credentials: "omit", cache: "no-store"});
+                        return await r.text();
+                    }""",
+                    f"/ad?pub={PUBLISHER}&size=300x250&eid={EMAIL_SHA256}",
+                )
+            )
+
+        wait_until(
+            page,
+            lambda: TITLES["sku-101"] in (t := titles()) and TITLES["sku-102"] in t,
+            "both viewed products in the eid ad",
+        )
+    finally:
+        context.close()
+
+
+def test_without_a_secure_context_identify_sends_nothing(browser: Browser, demo: str) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        warnings: list[str] = []
+        page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+        sent = batches(page)
+        port = urlsplit(demo).port
+        page.goto(f"http://shop.test:{port}/demo/shop/p/sku-101")
+        assert page.evaluate("window.isSecureContext") is False
+        page.evaluate(
+            "([adv, email]) => kaeru.push(['identify', {advertiser: adv, email: email}])",
+            [ADVERTISER, EMAIL],
+        )
+        wait_until(page, lambda: any("crypto.subtle" in w for w in warnings), "the warning")
+        page.evaluate("window.dispatchEvent(new Event('pagehide'))")  # flush what is queued
+        page.wait_for_timeout(200)
+        assert identified(sent) == []
+        assert all(EMAIL_SHA256 not in json.dumps(b) for b in sent)
+    finally:
+        context.close()

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import Browser, Page, Request, sync_playwright  # noqa: E402, I001
 
 from tests.test_browser import (
     CHROMIUM,
@@ -21,8 +22,6 @@ from tests.test_browser import (
     demo_env,
     running_demo,
 )
-
-from playwright.sync_api import Browser, Page, Request, sync_playwright  # noqa: E402, I001
 
 EMAIL = "  Ana.Shopper@Example.COM "
 EMAIL_SHA256 = hashlib.sha256(EMAIL.strip().lower().encode()).hexdigest()

@@ -12,9 +12,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, sync_playwright  # noqa: E402, I001
 
-from tests.test_browser import (
+pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+
+from playwright.sync_api import Browser, Page, Request, sync_playwright  # noqa: E402
+
+from tests.test_browser import (  # noqa: E402  (skips without Chromium)
     CHROMIUM,
     CHROMIUM_ARGS,
     PUBLISHER,

@@ -207,7 +207,10 @@ async def _batch(request: web.Request) -> web.StreamResponse:
     if untracked is not None:
         metrics.tracking_rejects.labels(untracked).inc()
         return web.Response(status=204)
-    known = await _identified(request, gates, events, identifies, parsed.fpid)
+    known, opted_out = await _identified(request, gates, events, identifies, parsed.fpid)
+    if opted_out:  # through an identifier, where no cookie could say so
+        metrics.tracking_rejects.labels("opted_out").inc()
+        return web.Response(status=204)
     if not events:  # identify only: the links are written, the uid cookie refreshed
         response = web.Response(status=204)
         _with_uid(request, response, known)
@@ -226,23 +229,25 @@ async def _identified(
     events: Sequence[ShopperEvent],
     identifies: Sequence[Identify],
     fpid: str | None,
-) -> str | None:
+) -> tuple[str | None, bool]:
     """The uid of a batch that passed every gate, by its identity links (see
-    `adserver.identity.links`), with the links written; None when the batch names no
-    identifier (then `_store` decides as it always did). When Redis cannot answer within the
-    deadline: the uid cookie or a new uid, no link (counted)."""
+    `adserver.identity.links`), with the links written, and whether one of its identifiers
+    opted out (then nothing is tracked). The uid is None when the batch names no identifier
+    (then `_store` decides as it always did). When Redis cannot answer within the deadline:
+    the uid cookie or a new uid, no link (counted)."""
     if fpid is None and not identifies:
-        return None
+        return None, False
     app = request.app
     advertisers = [e.advertiser for e in events] + [e.advertiser for e in identifies]
     try:
-        return await within(
+        uid = await within(
             app[IDENTITY].shop_uid(gates.uid, advertisers, fpid, identifies, time.time()),
             app[SETTINGS].redis_deadline_ms / 1000,
         )
     except (RedisError, OSError, TimeoutError):
         app[METRICS].store_errors.labels("identity").inc()
-        return gates.uid or new_uid()
+        return gates.uid or new_uid(), False
+    return uid, uid is None
 
 
 async def tag_script(request: web.Request) -> web.StreamResponse:

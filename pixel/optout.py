@@ -14,10 +14,13 @@ site can lay the button under a shopper's click (clickjacking).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
-from adserver.http.app_keys import METRICS, SETTINGS, forget_linked
+from adserver.http.app_keys import IDENTITY, METRICS, SETTINGS, STORE, forget_linked
 from adserver.identity.gates import OPTOUT_COOKIE
+from adserver.identity.identifiers import valid_fpid
 from adserver.identity.uid_cookie import UID_COOKIE, is_secure_context, read_uid
 from adserver.store import RedisError
 
@@ -35,9 +38,11 @@ PAGE = """<!doctype html>
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:3em auto;padding:0 1em}}
 a{{color:#0b5}}button{{font:inherit;padding:.3em 1em}}</style></head>
 <body><h1>{title}</h1><p>{text}</p>{action}</body></html>"""
+UNDO_HIDDEN = '<input type="hidden" name="undo" value="1">'
 UNDO_BUTTON = (
-    '<form method="post" action="/optout"><input type="hidden" name="undo" value="1">'
-    '<button type="submit">Undo: allow personalised ads again</button></form>'
+    '<form method="post" action="/optout">'
+    + UNDO_HIDDEN
+    + '<button type="submit">Undo: allow personalised ads again</button></form>'
 )
 OPT_OUT_LINK = '<p><a href="/optout">Opt out</a></p>'
 OPTED_OUT = PAGE.format(
@@ -96,28 +101,69 @@ async def optout(request: web.Request) -> web.StreamResponse:
     if request.query.get("undo") == "1":
         return _page(CONFIRM_UNDO)
     uid = read_uid(request.cookies)
-    if uid is not None:
+    first_party = _first_party(request, request.query)
+    if uid is not None or first_party is not None:
+        tokens = [first_party[2]] if first_party else []
         try:
-            await forget_linked(request.app, [uid])  # and every uid linked to it
+            # ... and every uid linked to it; its identifiers remember the opt-out, so that
+            # no site where Kaeru's cookie is blocked tracks or personalises them again.
+            linked, _ = await forget_linked(request.app, [uid] if uid else [], tokens)
+            identities = request.app[STORE].identities
+            await identities.suppress(linked.identifiers, OPTOUT_MAX_AGE_SECONDS)
         except (RedisError, OSError):
             request.app[METRICS].store_errors.labels("forget").inc()
             return web.Response(
                 status=503, text="Please try again in a moment.", headers=PAGE_HEADERS
             )
-    response = _page(OPTED_OUT)
+    response = _page(_opted_out(first_party))
     response.set_cookie(OPTOUT_COOKIE, "1", max_age=OPTOUT_MAX_AGE_SECONDS, **_cookie_args(request))  # type: ignore[arg-type]
     response.del_cookie(UID_COOKIE, **_cookie_args(request))  # type: ignore[arg-type]
     return response
 
 
+def _first_party(request: web.Request, fields: Mapping[str, object]) -> tuple[str, str, str] | None:
+    """`a=ADV&fpid=FPID` (the shop tag's first-party id, see `kaeru.optoutUrl` in tag.js):
+    (advertiser, fpid, its identifier token), or None when absent or malformed. Where
+    Kaeru's own cookie is blocked, this is how the opt-out page knows whom it protects."""
+    advertiser, fpid = fields.get("a"), valid_fpid(fields.get("fpid"))
+    if not isinstance(advertiser, str) or advertiser not in request.app[SETTINGS].advertisers:
+        return None
+    if fpid is None:
+        return None
+    return advertiser, fpid, request.app[IDENTITY].hasher.fpid(advertiser, fpid)
+
+
+def _opted_out(first_party: tuple[str, str, str] | None) -> str:
+    """The opted-out page; its undo button carries the first-party id it was given (an
+    advertiser Kaeru serves and a validated fpid: nothing to escape)."""
+    if first_party is None:
+        return OPTED_OUT
+    advertiser, fpid, _ = first_party
+    hidden = (
+        f'<input type="hidden" name="a" value="{advertiser}">'
+        f'<input type="hidden" name="fpid" value="{fpid}">'
+    )
+    return OPTED_OUT.replace(UNDO_HIDDEN, UNDO_HIDDEN + hidden)
+
+
 async def undo_optout(request: web.Request) -> web.StreamResponse:
-    """`POST /optout`: the opt-out page's undo button, and nothing else, removes the cookie."""
+    """`POST /optout`: the opt-out page's undo button, and nothing else, removes the cookie
+    (and the opt-out of the first-party id the page was given)."""
     own_origin = f"{request.scheme}://{request.host}"
     headers = request.headers
     reason = cross_site_reason(headers.get("Sec-Fetch-Site"), headers.get("Origin"), own_origin)
     if reason is not None:
         request.app[METRICS].bad_requests.labels("optout", reason).inc()
         return _page(REFUSED, status=403)
+    first_party = _first_party(request, await request.post())
+    if first_party is not None:
+        try:
+            await request.app[STORE].identities.unsuppress([first_party[2]])
+        except (RedisError, OSError):
+            request.app[METRICS].store_errors.labels("forget").inc()
+            return web.Response(
+                status=503, text="Please try again in a moment.", headers=PAGE_HEADERS
+            )
     response = _page(OPTED_IN)
     response.del_cookie(OPTOUT_COOKIE, **_cookie_args(request))  # type: ignore[arg-type]
     return response

@@ -21,7 +21,6 @@ from tests.test_browser import (  # noqa: E402  (skips without Chromium)
     CHROMIUM,
     CHROMIUM_ARGS,
     PUBLISHER,
-    TITLES,
     demo_env,
     running_demo,
 )
@@ -30,12 +29,14 @@ EMAIL = "  Ana.Shopper@Example.COM "
 EMAIL_SHA256 = hashlib.sha256(EMAIL.strip().lower().encode()).hexdigest()
 ADVERTISER = "demo-shop"
 DEADLINE_S = 15.0
+OPERATOR = "operator-token-0123456789"
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("identity-demo")
-    with running_demo(data_dir, demo_env(data_dir)) as url:
+    env = {**demo_env(data_dir), "KAERU_OPERATOR_TOKEN": OPERATOR}  # may send eid on ad.json
+    with running_demo(data_dir, env) as url:
         yield url
 
 
@@ -111,24 +112,39 @@ def test_first_party_id_identify_and_a_partner_eid(browser: Browser, demo: str) 
         assert sent[-1]["fpid"] == fp["value"]
 
         # A partner's reader, no cookie at all: the publisher passes the same hashed e-mail.
-        context.clear_cookies()
+        context.clear_cookies(name="uid")
 
-        def titles() -> str:
-            return str(
-                page.evaluate(
-                    """async (url) => {
-                        const r = await fetch(url, {credentials: "omit", cache: "no-store"});
-                        return await r.text();
-                    }""",
-                    f"/ad?pub={PUBLISHER}&size=300x250&eid={EMAIL_SHA256}",
-                )
+        def ad() -> tuple[str | None, set[str]]:
+            answer = page.evaluate(
+                """async ([url, token]) => {
+                    const r = await fetch(url, {credentials: "omit", cache: "no-store",
+                                                headers: {Authorization: "Bearer " + token}});
+                    return r.status === 200 ? await r.json() : null;
+                }""",
+                [f"/ad.json?pub={PUBLISHER}&size=300x250&eid={EMAIL_SHA256}", OPERATOR],
             )
+            if answer is None:
+                return None, set()
+            return answer["strategy"], {p["id"] for p in answer["products"]}
 
         wait_until(
             page,
-            lambda: TITLES["sku-101"] in (t := titles()) and TITLES["sku-102"] in t,
+            lambda: (a := ad())[0] == "recent" and {"sku-101", "sku-102"} <= a[1],
             "both viewed products in the eid ad",
         )
+
+        # The shop's opt-out link names the first-party id: the opt-out holds with Kaeru's
+        # cookies gone, on the shop and for the partner's eid.
+        optout = str(page.evaluate("kaeru.optoutUrl('demo-shop')"))
+        assert f"fpid={fp['value']}" in optout
+        page.goto(optout)
+        assert "opted out" in page.content()
+        context.clear_cookies(name="uid")
+        context.clear_cookies(name="optout")
+        with page.expect_response(lambda r: urlsplit(r.url).path == "/e"):
+            page.goto(f"{demo}/demo/shop/p/sku-103")
+        assert sent[-1]["fpid"] == fp["value"]
+        assert ad()[0] in ("popular", None)
     finally:
         context.close()
 

@@ -306,6 +306,58 @@ async def test_forgetting_a_uid_through_the_api_carries_through_the_links(
     await no_trace(shop, {first, second})
 
 
+async def user_key_count(client: TestClient[Any, Any]) -> int:
+    return len([k for k in await all_keys(client) if k.startswith("u:")])
+
+
+async def test_an_optout_by_first_party_id_holds_where_kaerus_cookie_cannot(
+    shop: TestClient[Any, Any],
+) -> None:
+    """Kaeru's cookies blocked (the jar cleared before every request): the shop's opt-out
+    link names the tag's first-party id; the opt-out then holds for it and for the e-mail it
+    was linked to, on the shop and on the partner, and the page's undo button lifts it."""
+    await send(shop, identify(email_sha256=EMAIL_SHA256), view("sku-1"), fpid=FPID)
+    first = uid_cookie(shop)
+    shop.session.cookie_jar.clear()
+    page = await shop.get("/optout", params={"a": SHOP, "fpid": FPID})
+    assert page.status == 200 and f'name="fpid" value="{FPID}"' in await page.text()
+    await no_trace(shop, {str(first)})
+    assert sorted(k.split("{")[0] for k in await all_keys(shop) if k.startswith("ido:")) == [
+        "ido:",
+        "ido:",
+    ]  # the first-party id and the e-mail remember the opt-out
+
+    shop.session.cookie_jar.clear()  # the optout cookie is Kaeru's too: blocked
+    await send(shop, view("sku-2"), fpid=FPID)
+    shop.session.cookie_jar.clear()
+    await send(shop, identify(email_sha256=EMAIL_SHA256), view("sku-3"), fpid=OTHER_FPID)
+    assert await user_key_count(shop) == 0 and await link_keys(shop) == []
+    status, answer = await ad_json(shop, eid=EMAIL_SHA256)
+    assert status == 204 or answer["strategy"] == "popular"
+    metrics = await (await shop.get("/metrics")).text()
+    assert 'kaeru_tracking_rejects_total{reason="opted_out"} 2.0' in metrics
+
+    shop.session.cookie_jar.clear()
+    undo = await shop.post(
+        "/optout",
+        data={"undo": "1", "a": SHOP, "fpid": FPID},
+        headers={"Sec-Fetch-Site": "same-origin"},
+    )
+    assert undo.status == 200
+    shop.session.cookie_jar.clear()
+    await send(shop, view("sku-4"), fpid=FPID)
+    assert await user_key_count(shop) > 0  # tracked again
+
+
+async def test_a_malformed_first_party_id_on_the_optout_page_is_ignored(
+    shop: TestClient[Any, Any],
+) -> None:
+    for params in ({"a": SHOP, "fpid": "x<script>"}, {"a": "nobody", "fpid": FPID}):
+        page = await shop.get("/optout", params=params)
+        assert page.status == 200 and "fpid" not in await page.text()
+    assert [k for k in await all_keys(shop) if k.startswith("ido:")] == []
+
+
 async def test_the_operator_forgets_by_hashed_email(shop: TestClient[Any, Any]) -> None:
     first, second = await linked_pair(shop)
     auth = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
@@ -380,4 +432,4 @@ async def test_a_partner_eid_decision_takes_two_round_trips(
     status, answer = await ad_json(shop, eid=EMAIL_SHA256)
     during = list(sent)
     assert status == 200 and answer["strategy"] == "recent"
-    assert during == [["ZREVRANGE"], ["EVALSHA"]]
+    assert during == [["ZREVRANGE", "EXISTS"], ["EVALSHA"]]  # link and opt-out; profile

@@ -49,17 +49,23 @@ class IdentityResolver:
         fpid: str | None,
         identifies: Sequence[Identify],
         now: float,
-    ) -> str:
+    ) -> str | None:
         """The uid a tag batch is stored under (see the module's docstring), its links written:
-        at most two round trips (resolve the first-party id when there is no cookie; link)."""
+        two round trips (resolve the first-party id when there is no cookie, and check that
+        none of the batch's identifiers opted out; link). None: one of them opted out (on
+        another site, maybe, where Kaeru's cookie cannot tell): nothing may be tracked."""
         first_party, told = self.tokens(advertisers, fpid, identifies)
-        uid = cookie_uid
-        if uid is None and first_party:
-            uid = await self._store.identities.resolve(first_party)
-        uid = uid or new_uid()
+        resolving = first_party if cookie_uid is None else []
+        checked = [t for t in (*first_party, *told) if t not in resolving]
+        found, opted_out = await self._store.identities.resolve(resolving, checked)
+        if opted_out:
+            return None
+        uid = cookie_uid or found or new_uid()
         await self._store.identities.link(uid, [*first_party, *told], now)
         return uid
 
     async def partner_uid(self, email_sha256: str) -> str | None:
-        """The uid most recently linked to a publisher-provided hashed e-mail, if any."""
-        return await self._store.identities.resolve([self.hasher.email(email_sha256)])
+        """The uid most recently linked to a publisher-provided hashed e-mail, if any and if
+        its shopper did not opt out (one round trip)."""
+        uid, opted_out = await self._store.identities.resolve([self.hasher.email(email_sha256)])
+        return None if opted_out else uid

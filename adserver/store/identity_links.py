@@ -36,20 +36,40 @@ class IdentityLinks:
         self.redis = redis
         self.limits = limits
 
-    async def resolve(self, identifiers: Sequence[str]) -> str | None:
-        """The uid most recently linked to the first of `identifiers` that has one (one round
-        trip), or None."""
-        if not identifiers:
-            return None
+    async def resolve(
+        self, identifiers: Sequence[str], also_check: Sequence[str] = ()
+    ) -> tuple[str | None, bool]:
+        """The uid most recently linked to the first of `identifiers` that has one (or None),
+        and whether any of `identifiers` and `also_check` opted out (see `suppress`): one
+        round trip."""
         commands: list[Command] = [
             ("ZREVRANGE", keys.identity_link(token), 0, 0) for token in identifiers
         ]
+        checked = list(dict.fromkeys([*identifiers, *also_check]))
+        commands += [("EXISTS", keys.identity_optout(token)) for token in checked]
+        if not commands:
+            return None, False
         replies = await send_commands(self.redis, commands)
         raise_first_error(replies)
-        for reply in replies:
+        opted_out = any(int(reply) for reply in replies[len(identifiers) :])
+        for reply in replies[: len(identifiers)]:
             if reply:
-                return _text(reply[0])
-        return None
+                return _text(reply[0]), opted_out
+        return None, opted_out
+
+    async def suppress(self, identifiers: Iterable[str], seconds: int) -> None:
+        """Remember for `seconds` that these identifiers' shopper opted out."""
+        commands: list[Command] = [
+            ("SET", keys.identity_optout(token), 1, "EX", seconds) for token in identifiers
+        ]
+        if commands:
+            raise_first_error(await send_commands(self.redis, commands))
+
+    async def unsuppress(self, identifiers: Iterable[str]) -> None:
+        """The opt-out taken back (the opt-out page's undo button)."""
+        commands: list[Command] = [("DEL", keys.identity_optout(t)) for t in identifiers]
+        if commands:
+            raise_first_error(await send_commands(self.redis, commands))
 
     async def link(self, uid: str, identifiers: Iterable[str], now: float) -> None:
         """Link `uid` to each identifier (refreshing links that exist), in one round trip; a

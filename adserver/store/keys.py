@@ -192,6 +192,13 @@ def identity_link(identifier: str) -> str:
     return f"id:{{{identifier}}}"
 
 
+def identity_optout(identifier: str) -> str:
+    """string: this identifier's shopper opted out (`GET /optout` reached it through links):
+    nothing sent with it is tracked and an `eid` of it personalises nothing, on any site, until
+    it expires with the opt-out (5 years). A keyed hash, as `identity_link`, in its slot."""
+    return f"ido:{{{identifier}}}"
+
+
 # An advertiser's model (neighbour lists and popularity) shares the hash tag `{advertiser}`,
 # so a neighbour list and the counts that normalise it are read by one script in one slot.
 

@@ -93,6 +93,13 @@
     if (v) o.fpid = v;
     return o;
   }
+  // The opt-out link where Kaeru's own cookie is blocked names the first-party id, so the
+  // opt-out reaches this browser's history and holds for it: a.href = kaeru.optoutUrl("shop1").
+  q.optoutUrl = function (advertiser) {
+    const adv = advertiser || defaults.advertiser, v = firstPartyId();
+    const p = adv && v ? "?" + new URLSearchParams({ a: String(adv), fpid: v }) : "";
+    return base + "/optout" + p;
+  };
   // kaeru.push(["identify", {email}]) hashes in the page (trim, lowercase, SHA-256 hex, as
   // Google Enhanced Conversions and Meta's Conversions API do): the e-mail itself never leaves
   // the page, and without crypto.subtle (not a secure context) nothing is sent. Or

@@ -23,6 +23,11 @@ AUDIENCE_NAMES = ("viewers", "cart_abandoners", "past_buyers", "lapsed", "high_v
 AUDIENCES: frozenset[str] = frozenset(AUDIENCE_NAMES)
 STRATEGIES: tuple[str, ...] = ("cart", "recent", "related", "cross_sell", "upsell", "popular")
 DEFAULT_STRATEGIES: tuple[str, ...] = ("cart", "recent", "related", "cross_sell", "popular")
+# The page's context (`kw=`/`cat=`): popular products matching it. A campaign may name it like
+# any other strategy; one that falls back on `popular` without naming it tries it just before
+# `popular` (see `What.effective`), so the default order is ..., cross_sell, contextual, popular.
+CONTEXTUAL = "contextual"
+STRATEGY_NAMES: tuple[str, ...] = (*STRATEGIES[:-1], CONTEXTUAL, STRATEGIES[-1])
 STATUSES: tuple[str, ...] = ("active", "paused")
 BID_TYPES: tuple[str, ...] = ("cpm", "cpc")
 CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
@@ -55,6 +60,16 @@ class Who:
 class What:
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES  # in order of preference
     products: int | None = None  # max products per creative; None: the slot's own max
+
+    @property
+    def effective(self) -> tuple[str, ...]:
+        """The strategies the decision tries, in order: `strategies`, with `contextual` just
+        before `popular` when the campaign falls back on `popular` without naming `contextual`
+        (with no context on the page, `contextual` gives nothing and `popular` fills)."""
+        if CONTEXTUAL in self.strategies or "popular" not in self.strategies:
+            return self.strategies
+        at = self.strategies.index("popular")
+        return (*self.strategies[:at], CONTEXTUAL, *self.strategies[at:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +437,7 @@ class _Parser:
         return Who(include, exclude, cart_abandoned_hours, lapsed_days, high_value)
 
     def what(self, obj: Mapping[str, object]) -> What:
-        strategy = _known("strategy", STRATEGIES)
+        strategy = _known("strategy", STRATEGY_NAMES)
         strategies = self.strings(obj, "what", "strategies", strategy, DEFAULT_STRATEGIES)
         if obj.get("strategies") == []:
             self.problems.append("what.strategies: must name at least one strategy")

@@ -11,12 +11,13 @@ ad".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 from adserver.core.campaigns import (
+    CONTEXTUAL,
     Campaign,
     ShopperFacts,
     audiences,
@@ -25,6 +26,7 @@ from adserver.core.campaigns import (
     runs_at,
     targets,
 )
+from adserver.core.context import NO_CONTEXT, PageContext, ProductContext
 from adserver.core.product import Product
 from adserver.core.shopper import AdvertiserHistory, Shopper
 from adserver.core.suggestions import Suggestions
@@ -35,6 +37,11 @@ class Market(Protocol):
 
     def catalog(self, advertiser: str) -> Mapping[str, Product]: ...
     def popular(self, advertiser: str) -> Sequence[str]: ...
+    def product_context(self, advertiser: str, sku: str) -> ProductContext | None:
+        """What the product offers to match a page (kept per catalog load for popular
+        products), or None: the decision then works it out from the product."""
+        ...
+
     def upsell(self, advertiser: str, sku: str) -> Sequence[str]: ...
     def campaigns(self, advertiser: str) -> Sequence[Campaign]: ...
     def ctr(self, advertiser: str, campaign: str) -> float: ...
@@ -50,6 +57,7 @@ class Slot:
     max_products: int
     name: str = ""
     country: str | None = None
+    context: PageContext = NO_CONTEXT  # the page's keywords and category (`kw=`, `cat=`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +105,13 @@ def facts_of(history: AdvertiserHistory | None) -> ShopperFacts:
 
 def may_serve_newcomers(campaign: Campaign) -> bool:
     """Whether the campaign can ever fill a slot for a shopper with no history at its shop:
-    it is active, wants such a shopper, and falls back on popular products (the only
-    strategy that gives products without a history)."""
+    it is active, wants such a shopper, and falls back on popular products (`popular`, or
+    `contextual` on a page that says what it is about: the only strategies that give products
+    without a history)."""
+    strategies = campaign.what.strategies
     return (
         campaign.status == "active"
-        and "popular" in campaign.what.strategies
+        and ("popular" in strategies or CONTEXTUAL in strategies)
         and targets(campaign, facts_of(None), 0.0)[0]
     )
 
@@ -173,7 +183,9 @@ def _newcomer_decision(
 ) -> Decision | None:
     """The advertiser's best ad for a shopper new to it that beats `to_beat` (a shop later in
     the order must be strictly better), or None. Every such campaign shows the same popular
-    products, so the first one that runs now and fits the slot is the advertiser's best."""
+    products (those matching the page first), so the first one that runs now, fits the slot and
+    finds products is the advertiser's best; a campaign only `contextual` may find none on this
+    page, a later one falling back on `popular` still may."""
     for campaign in market.newcomer_campaigns(advertiser, slot.size):
         value = expected_value(campaign, market.ctr(advertiser, campaign.id))
         if to_beat is not None and value <= to_beat:
@@ -182,7 +194,9 @@ def _newcomer_decision(
             continue
         if not fits_slot(campaign, slot.size, slot.publisher, slot.country)[0]:
             continue
-        return _consider(campaign, None, Suggestions(), market, slot, now)[0]
+        decision = _consider(campaign, None, Suggestions(), market, slot, now)[0]
+        if decision is not None or "popular" in campaign.what.strategies:
+            return decision  # no popular product for one campaign: none for the others either
     return None
 
 
@@ -212,12 +226,19 @@ def _consider(
         if not ok:
             note["skipped"] = reason
             return None, note
-    sources = _sources(campaign, history, suggested, market, now)
+    matched: dict[str, str] = {}
+    sources = _sources(campaign, history, suggested, market, slot, now, matched)
     limit = min(slot.max_products, campaign.what.products or slot.max_products)
     picks, candidates = _pick(
         campaign, market.catalog(campaign.advertiser), history, sources, limit
     )
     note["candidates"] = candidates
+    if slot.context and CONTEXTUAL in candidates:
+        note["context"] = {
+            "keywords": sorted(slot.context.keywords),
+            "category": " > ".join(slot.context.category),
+            "matched": {sku: matched[sku] for sku in candidates[CONTEXTUAL]},
+        }
     if not picks:
         note["skipped"] = "no eligible product"
         return None, note
@@ -231,10 +252,13 @@ def _sources(
     history: AdvertiserHistory | None,
     suggested: Suggestions,
     market: Market,
+    slot: Slot,
     now: float,
+    matched: dict[str, str],
 ) -> list[tuple[str, Callable[[], Iterable[str]]]]:
     """The campaign's strategies in order, each as a function giving its candidates: a
-    strategy is only computed if the slot is not full by the time `_pick` reaches it."""
+    strategy is only computed if the slot is not full by the time `_pick` reaches it.
+    `matched` receives how each contextual candidate matched the page (for debug)."""
     adv = campaign.advertiser
     cutoff = now - campaign.when.lookback_days * 86400
 
@@ -251,9 +275,33 @@ def _sources(
         "related": lambda: suggested.related,
         "cross_sell": lambda: suggested.cross_sell,
         "upsell": lambda: [u for sku in viewed()[:3] for u in market.upsell(adv, sku)],
+        "contextual": lambda: _contextual(market, adv, slot.context, matched),
         "popular": lambda: market.popular(adv),
     }
-    return [(strategy, by_strategy[strategy]) for strategy in campaign.what.strategies]
+    return [
+        (strategy, by_strategy[strategy])
+        for strategy in campaign.what.effective
+        if slot.context or strategy != CONTEXTUAL  # nothing to match: nothing to try
+    ]
+
+
+def _contextual(
+    market: Market, advertiser: str, page: PageContext, matched: dict[str, str]
+) -> Iterator[str]:
+    """The shop's popular products matching the page, most popular first: a scan of the
+    popular list (short), each product's words worked out once per catalog load."""
+    catalog = market.catalog(advertiser)
+    for sku in market.popular(advertiser):
+        context = market.product_context(advertiser, sku)
+        if context is None:
+            product = catalog.get(sku)
+            if product is None:
+                continue
+            context = ProductContext.of(product)
+        how = context.matches(page)
+        if how is not None:
+            matched[sku] = how
+            yield sku
 
 
 def _pick(

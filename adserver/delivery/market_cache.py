@@ -23,6 +23,7 @@ from adserver.core.campaigns import (
     parse_campaign,
     smoothed_ctr,
 )
+from adserver.core.context import ProductContext, context_index
 from adserver.core.decision import may_serve_newcomers, rank_for_newcomers
 from adserver.core.product import Product
 from adserver.runtime.loop_share import LOOP_SHARE, no_full_collections
@@ -54,6 +55,7 @@ class MarketCache:
         self._products: dict[str, Mapping[str, Product]] = {}
         self._upsell: dict[str, dict[str, list[str]]] = {}
         self._popular: dict[str, Sequence[str]] = {}
+        self._contexts: dict[str, dict[str, ProductContext]] = {}  # of popular products
         self._campaigns: dict[str, list[Campaign]] = {}
         self._totals: dict[str, dict[str, int]] = {}
         # Called with each catalog loaded (a feed landed): see adserver.feeds.grace.
@@ -69,6 +71,9 @@ class MarketCache:
 
     def popular(self, advertiser: str) -> Sequence[str]:
         return self._popular.get(advertiser, ())
+
+    def product_context(self, advertiser: str, sku: str) -> ProductContext | None:
+        return self._contexts.get(advertiser, {}).get(sku)
 
     def upsell(self, advertiser: str, sku: str) -> Sequence[str]:
         return self._upsell.get(advertiser, {}).get(sku, ())
@@ -114,6 +119,12 @@ class MarketCache:
             a: [sku for sku in skus if sku in self._products.get(a, {})]
             for a, skus in snapshot.popular.items()
         }
+        # What the contextual strategy matches, worked out once per product and catalog load
+        # (popular lists are short: POPULAR_DEPTH), never per request.
+        self._contexts = {
+            a: context_index(self._products.get(a, {}), skus, self._contexts.get(a, {}))
+            for a, skus in self._popular.items()
+        }
         totals = await self.store.ledger.campaign_totals(self.advertisers)
         for advertiser in self.advertisers:
             if totals.get(advertiser) != self._totals.get(advertiser):
@@ -137,6 +148,7 @@ class MarketCache:
                 await LOOP_SHARE.pause_if_due()
         self._products[advertiser] = products
         self._upsell[advertiser] = upsell
+        self._contexts.pop(advertiser, None)  # a product's title or category may have moved
         self._versions[advertiser] = version
         for listener in self.on_catalog:
             listener(advertiser, products)

@@ -6,11 +6,18 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from adserver.core.context import NO_CONTEXT, PageContext, category_path, words
 from adserver.core.decision import Slot
 from creatives.renderer import CreativeFormat
 
 PUBLISHER = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 SLOT_NAME = re.compile(r"^[A-Za-z0-9._-]{0,64}\Z")
+MAX_KEYWORDS = 10
+MAX_KEYWORD = 40  # characters of one keyword
+MAX_KEYWORDS_TEXT = 1000  # characters of `kw=` as sent
+MAX_CATEGORY = 200  # characters of `cat=` as sent
+MAX_CATEGORY_LEVELS = 10
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,4 +54,40 @@ def parse_ad_request(
     name = query.get("slot", "")
     if not SLOT_NAME.match(name):
         return BadAdRequest("bad_slot", "slot must be up to 64 letters, digits, '.', '_' or '-'")
-    return Slot(publisher, size, creative.max_products, name)
+    context = parse_context(query)
+    if isinstance(context, BadAdRequest):
+        return context
+    return Slot(publisher, size, creative.max_products, name, context=context)
+
+
+def parse_context(query: Mapping[str, str]) -> PageContext | BadAdRequest:
+    """The page's keywords (`kw=`, comma- or space-separated: punctuation splits words) and
+    category (`cat=`, a `>` path such as `Apparel > Shoes`), normalised (see
+    `adserver.core.context`). Absent or empty: no context."""
+    raw_keywords, raw_category = query.get("kw", ""), query.get("cat", "")
+    if not raw_keywords and not raw_category:
+        return NO_CONTEXT
+    if len(raw_keywords) > MAX_KEYWORDS_TEXT or CONTROL.search(raw_keywords):
+        return BadAdRequest(
+            "bad_keywords", f"kw must be up to {MAX_KEYWORDS_TEXT} printable characters"
+        )
+    keywords = list(dict.fromkeys(words(raw_keywords)))
+    if len(keywords) > MAX_KEYWORDS:
+        return BadAdRequest("bad_keywords", f"kw may name up to {MAX_KEYWORDS} keywords")
+    if any(len(keyword) > MAX_KEYWORD for keyword in keywords):
+        return BadAdRequest(
+            "bad_keywords", f"each keyword in kw must be up to {MAX_KEYWORD} characters"
+        )
+    if len(raw_category) > MAX_CATEGORY or CONTROL.search(raw_category):
+        return BadAdRequest(
+            "bad_category", f"cat must be up to {MAX_CATEGORY} printable characters"
+        )
+    category = category_path(raw_category)
+    levels = raw_category.split(">")
+    if raw_category and (len(category) != len(levels) or len(levels) > MAX_CATEGORY_LEVELS):
+        return BadAdRequest(
+            "bad_category",
+            f"cat must be a category path such as 'Apparel > Shoes': up to "
+            f"{MAX_CATEGORY_LEVELS} levels, each with a letter or digit",
+        )
+    return PageContext(frozenset(keywords), category)

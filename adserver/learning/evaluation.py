@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 from adserver.core.campaigns import Campaign, default_campaign
+from adserver.core.context import ProductContext
 from adserver.core.decision import Slot, decide
 from adserver.core.lessons import PLAIN_COOCCURRENCE, LearningConfig
 from adserver.core.product import Product
@@ -120,6 +121,9 @@ class EvalMarket:
 
     def popular(self, advertiser: str) -> Sequence[str]:
         return self.most_viewed
+
+    def product_context(self, advertiser: str, sku: str) -> ProductContext | None:
+        return None  # the replay passes no page context
 
     def upsell(self, advertiser: str, sku: str) -> Sequence[str]:
         return ()

@@ -50,6 +50,10 @@ TAG_CACHE_SECONDS = 3600
 # No valid pixel comes near this (aiohttp's former request-line limit); longer ones get the GIF
 # and are stored nowhere (the line limit itself is adserver.http.edge.MAX_REQUEST_LINE).
 MAX_PIXEL_TARGET = 8190
+# A batch's identity links wait longer than its events (which a buffer keeps when Redis is
+# slow): a uid decided without its links would split the shopper's history. No page waits on
+# the answer (the tag sends with keepalive).
+IDENTITY_DEADLINE_FACTOR = 10
 
 
 async def _store(
@@ -233,8 +237,8 @@ async def _identified(
     """The uid of a batch that passed every gate, by its identity links (see
     `adserver.identity.links`), with the links written, and whether one of its identifiers
     opted out (then nothing is tracked). The uid is None when the batch names no identifier
-    (then `_store` decides as it always did). When Redis cannot answer within the deadline:
-    the uid cookie or a new uid, no link (counted)."""
+    (then `_store` decides as it always did). When Redis cannot answer within ten times the
+    Redis deadline: the uid cookie or a new uid, no link (counted)."""
     if fpid is None and not identifies:
         return None, False
     app = request.app
@@ -242,7 +246,7 @@ async def _identified(
     try:
         uid = await within(
             app[IDENTITY].shop_uid(gates.uid, advertisers, fpid, identifies, time.time()),
-            app[SETTINGS].redis_deadline_ms / 1000,
+            app[SETTINGS].redis_deadline_ms / 1000 * IDENTITY_DEADLINE_FACTOR,
         )
     except (RedisError, OSError, TimeoutError):
         app[METRICS].store_errors.labels("identity").inc()

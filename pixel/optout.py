@@ -18,13 +18,16 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from adserver.http.app_keys import IDENTITY, METRICS, SETTINGS, STORE, forget_linked
+from adserver.delivery.tokens import InvalidToken
+from adserver.http.app_keys import IDENTITY, METRICS, SETTINGS, SIGNER, STORE, forget_linked
 from adserver.identity.gates import OPTOUT_COOKIE
 from adserver.identity.identifiers import valid_fpid
 from adserver.identity.uid_cookie import UID_COOKIE, is_secure_context, read_uid
 from adserver.store import RedisError
 
 OPTOUT_MAX_AGE_SECONDS = 5 * 365 * 86400
+UNDO_PURPOSE = "optout-undo"  # sealed identifiers on the undo button
+MAX_UNDONE = 100  # identifiers an opt-out remembers itself on (a sealed token stays < 4 KiB)
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -103,62 +106,73 @@ async def optout(request: web.Request) -> web.StreamResponse:
     uid = read_uid(request.cookies)
     first_party = _first_party(request, request.query)
     if uid is not None or first_party is not None:
-        tokens = [first_party[2]] if first_party else []
+        tokens = [first_party] if first_party else []
         try:
-            # ... and every uid linked to it; its identifiers remember the opt-out, so that
-            # no site where Kaeru's cookie is blocked tracks or personalises them again.
+            # ... and every uid linked to it. Named by its first-party id (Kaeru's cookies
+            # blocked: the optout cookie will not hold either), the identifiers reached
+            # remember the opt-out, so that no site tracks or personalises them again.
             linked, _ = await forget_linked(request.app, [uid] if uid else [], tokens)
-            identities = request.app[STORE].identities
-            await identities.suppress(linked.identifiers, OPTOUT_MAX_AGE_SECONDS)
+            suppressed = sorted(linked.identifiers)[:MAX_UNDONE] if tokens else []
+            await request.app[STORE].identities.suppress(suppressed, OPTOUT_MAX_AGE_SECONDS)
         except (RedisError, OSError):
             request.app[METRICS].store_errors.labels("forget").inc()
             return web.Response(
                 status=503, text="Please try again in a moment.", headers=PAGE_HEADERS
             )
-    response = _page(_opted_out(first_party))
+    else:
+        suppressed = []
+    response = _page(_opted_out(request, suppressed))
     response.set_cookie(OPTOUT_COOKIE, "1", max_age=OPTOUT_MAX_AGE_SECONDS, **_cookie_args(request))  # type: ignore[arg-type]
     response.del_cookie(UID_COOKIE, **_cookie_args(request))  # type: ignore[arg-type]
     return response
 
 
-def _first_party(request: web.Request, fields: Mapping[str, object]) -> tuple[str, str, str] | None:
-    """`a=ADV&fpid=FPID` (the shop tag's first-party id, see `kaeru.optoutUrl` in tag.js):
-    (advertiser, fpid, its identifier token), or None when absent or malformed. Where
-    Kaeru's own cookie is blocked, this is how the opt-out page knows whom it protects."""
+def _first_party(request: web.Request, fields: Mapping[str, object]) -> str | None:
+    """`a=ADV&fpid=FPID` (the shop tag's first-party id, see `kaeru.optoutUrl` in tag.js): its
+    identifier token, or None when absent or malformed. Where Kaeru's own cookie is blocked,
+    this is how the opt-out page knows whom it protects."""
     advertiser, fpid = fields.get("a"), valid_fpid(fields.get("fpid"))
     if not isinstance(advertiser, str) or advertiser not in request.app[SETTINGS].advertisers:
         return None
-    if fpid is None:
-        return None
-    return advertiser, fpid, request.app[IDENTITY].hasher.fpid(advertiser, fpid)
+    return None if fpid is None else request.app[IDENTITY].hasher.fpid(advertiser, fpid)
 
 
-def _opted_out(first_party: tuple[str, str, str] | None) -> str:
-    """The opted-out page; its undo button carries the first-party id it was given (an
-    advertiser Kaeru serves and a validated fpid: nothing to escape)."""
-    if first_party is None:
+def _opted_out(request: web.Request, suppressed: list[str]) -> str:
+    """The opted-out page. Its undo button carries the identifiers the opt-out was remembered
+    on, sealed (`adserver.delivery.tokens.Signer`: no page learns them, none can be forged to
+    lift someone else's opt-out), so that taking it back lifts exactly those."""
+    if not suppressed:
         return OPTED_OUT
-    advertiser, fpid, _ = first_party
-    hidden = (
-        f'<input type="hidden" name="a" value="{advertiser}">'
-        f'<input type="hidden" name="fpid" value="{fpid}">'
-    )
+    sealed = request.app[SIGNER].sign(UNDO_PURPOSE, list(suppressed))  # URL-safe base64
+    hidden = f'<input type="hidden" name="ids" value="{sealed}">'
     return OPTED_OUT.replace(UNDO_HIDDEN, UNDO_HIDDEN + hidden)
+
+
+def _undone(request: web.Request, sealed: object) -> list[str]:
+    """The identifiers an undo button carries (see `_opted_out`); none when absent or
+    not sealed by Kaeru for this."""
+    if not isinstance(sealed, str) or not sealed:
+        return []
+    fields = request.app[SIGNER].verify(UNDO_PURPOSE, sealed, OPTOUT_MAX_AGE_SECONDS)
+    if isinstance(fields, InvalidToken):
+        request.app[METRICS].bad_requests.labels("optout", "bad_undo_token").inc()
+        return []
+    return [f for f in fields if isinstance(f, str)]
 
 
 async def undo_optout(request: web.Request) -> web.StreamResponse:
     """`POST /optout`: the opt-out page's undo button, and nothing else, removes the cookie
-    (and the opt-out of the first-party id the page was given)."""
+    (and the opt-out remembered on the identifiers the button carries)."""
     own_origin = f"{request.scheme}://{request.host}"
     headers = request.headers
     reason = cross_site_reason(headers.get("Sec-Fetch-Site"), headers.get("Origin"), own_origin)
     if reason is not None:
         request.app[METRICS].bad_requests.labels("optout", reason).inc()
         return _page(REFUSED, status=403)
-    first_party = _first_party(request, await request.post())
-    if first_party is not None:
+    undone = _undone(request, (await request.post()).get("ids"))
+    if undone:
         try:
-            await request.app[STORE].identities.unsuppress([first_party[2]])
+            await request.app[STORE].identities.unsuppress(undone)
         except (RedisError, OSError):
             request.app[METRICS].store_errors.labels("forget").inc()
             return web.Response(

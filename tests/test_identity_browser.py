@@ -170,3 +170,43 @@ def test_without_a_secure_context_identify_sends_nothing(browser: Browser, demo:
         assert all(EMAIL_SHA256 not in json.dumps(b) for b in sent)
     finally:
         context.close()
+
+
+COOKIES_REFUSED = """Object.defineProperty(Document.prototype, "cookie", {
+    configurable: true, get() { return ""; }, set(value) {} });"""
+GPC = """Object.defineProperty(Navigator.prototype, "globalPrivacyControl", {
+    configurable: true, get() { return true; } });"""
+
+
+def test_where_cookies_are_refused_the_fpid_lives_in_local_storage(
+    browser: Browser, demo: str
+) -> None:
+    context = browser.new_context()
+    try:
+        context.add_init_script(COOKIES_REFUSED)
+        page = context.new_page()
+        sent = batches(page)
+        page.goto(f"{demo}/demo/shop/p/sku-104")
+        wait_until(page, lambda: sent, "the first batch")
+        kept = page.evaluate("localStorage.getItem('_kaeru_fp')")
+        assert isinstance(kept, str) and len(kept) == 22 and sent[0]["fpid"] == kept
+        page.goto(f"{demo}/demo/shop/p/sku-105")  # the next page keeps it
+        wait_until(page, lambda: len(sent) >= 2, "the second batch")
+        assert sent[-1]["fpid"] == kept
+    finally:
+        context.close()
+
+
+def test_under_global_privacy_control_there_is_no_fpid(browser: Browser, demo: str) -> None:
+    context = browser.new_context()
+    try:
+        context.add_init_script(GPC)
+        page = context.new_page()
+        sent = batches(page)
+        page.goto(f"{demo}/demo/shop/p/sku-104")
+        wait_until(page, lambda: sent, "the first batch")
+        assert "fpid" not in sent[0]
+        assert not [c for c in context.cookies(demo) if c["name"] == "_kaeru_fp"]
+        assert page.evaluate("localStorage.getItem('_kaeru_fp')") is None
+    finally:
+        context.close()

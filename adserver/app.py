@@ -181,6 +181,10 @@ def _click_recorder(
 ) -> Callable[[Sequence[Click]], Awaitable[None]]:
     async def record(clicks: Sequence[Click]) -> None:
         for c in clicks:  # a replayed batch counts a click once: see Ledger.record_click
+            if c.touch_only:  # a click id sent back by the landing page: counted before
+                if c.uid is not None:
+                    await ledger.record_click_touch(c.uid, c.placement, c.at)
+                continue
             counted = await ledger.record_click(c.uid, c.placement, c.sku, c.at, c.token_id)
             metrics.clicks.labels("counted" if counted else "replayed").inc()
 

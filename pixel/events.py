@@ -16,6 +16,7 @@ import orjson
 
 from adserver.core.product import Product
 from adserver.core.shopper import EVENT_KINDS, EventKind, LineItem, ShopperEvent, is_valid_sku
+from adserver.delivery.click_ids import CLICK_ID_TEXT
 from adserver.identity.identifiers import (
     Identify,
     valid_customer_id,
@@ -232,6 +233,7 @@ class Batch:
     events: list[ShopperEvent | Identify | Reject]
     gdpr: str | None = None
     gdpr_consent: str | None = None
+    kclid: str | Reject | None = None  # the landing page's click id (or why it was ignored)
     fpid: str | None = None
     bad_fpid: bool = False
 
@@ -239,6 +241,17 @@ class Batch:
 def _consent_field(document: object, name: str) -> str | None:
     value = document.get(name) if isinstance(document, dict) else None
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def _click_id_field(document: object) -> str | Reject | None:
+    """The `kclid` a landing page sends (a sealed click id: URL-safe, bounded), checked for
+    shape only; it is opened by the handler."""
+    value = document.get("kclid") if isinstance(document, dict) else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not CLICK_ID_TEXT.match(value):
+        return Reject("bad_kclid")
+    return value
 
 
 def parse_batch(body: bytes, advertisers: Collection[str]) -> Batch | Reject:
@@ -261,7 +274,8 @@ def parse_batch(body: bytes, advertisers: Collection[str]) -> Batch | Reject:
         [parse_batch_event(raw, advertisers) for raw in raw_events],
         _consent_field(document, "gdpr"),
         _consent_field(document, "gdpr_consent"),
-        fpid,
+        kclid=_click_id_field(document),
+        fpid=fpid,
         bad_fpid=raw_fpid is not None and fpid is None,
     )
 

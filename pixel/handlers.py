@@ -6,6 +6,7 @@ by reason and stored nowhere.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -16,8 +17,11 @@ from aiohttp import web
 
 from adserver.buffering.buffered_writer import RETRY_AFTER_SECONDS, Outcome
 from adserver.core.shopper import ShopperEvent
+from adserver.delivery.click_ids import open_click_id
 from adserver.delivery.impression_caps import ADDRESS_FACTOR
+from adserver.delivery.tokens import InvalidToken
 from adserver.http.app_keys import (
+    CLICK_WRITER,
     EVENT_WRITER,
     FEED_GRACE,
     IDENTITY,
@@ -25,6 +29,7 @@ from adserver.http.app_keys import (
     MARKET,
     METRICS,
     SETTINGS,
+    SIGNER,
 )
 from adserver.http.bodies import read_body
 from adserver.http.responses import gif, javascript, json_error, unavailable
@@ -33,6 +38,7 @@ from adserver.identity.identifiers import Identify
 from adserver.identity.uid_cookie import is_secure_context, new_uid, set_uid_cookie
 from adserver.runtime.waiting import within
 from adserver.store import RedisError
+from adserver.store.ledger import Click
 from pixel.events import (
     MAX_BATCH_BYTES,
     Reject,
@@ -222,6 +228,7 @@ async def _batch(request: web.Request) -> web.StreamResponse:
     uid, accepted = await _store(request, gates, events, known)
     if not accepted:  # the tag keeps the batch and sends it again after Retry-After
         return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
+    await _landing_click(request, parsed.kclid, uid, events)
     response = web.Response(status=204)
     _with_uid(request, response, uid)
     return response
@@ -254,5 +261,44 @@ async def _identified(
     return uid, uid is None
 
 
+async def _landing_click(
+    request: web.Request, kclid: str | Reject | None, uid: str | None, events: list[ShopperEvent]
+) -> None:
+    """A landing page's click id (`kclid`, see adserver.delivery.click_ids): a valid one of
+    an advertiser of the batch makes that click the last touch of the shopper the batch was
+    stored for (not counted again), so a purchase reported later is attributed to it. A bad,
+    forged, expired or another advertiser's click id changes nothing (counted)."""
+    if kclid is None:
+        return
+    app = request.app
+    if isinstance(kclid, Reject):
+        app[METRICS].tracking_rejects.labels(kclid.reason).inc()
+        return
+    if uid is None:
+        return
+    click = open_click_id(app[SIGNER], kclid, app[SETTINGS].click_window_days * 86400)
+    if not isinstance(click, InvalidToken) and all(
+        e.advertiser != click.placement.advertiser for e in events
+    ):
+        click = InvalidToken("other_advertiser")
+    if isinstance(click, InvalidToken):
+        app[METRICS].click_ids.labels(f"tag_{click.reason}").inc()
+        return
+    touch = Click(uid, click.placement, click.sku, click.at, touch_only=True)
+    await app[CLICK_WRITER].write([touch])  # kept and replayed if Redis cannot take it now
+    app[METRICS].click_ids.labels("tag_touch").inc()
+
+
 async def tag_script(request: web.Request) -> web.StreamResponse:
-    return javascript(TAG_JS, cache_seconds=TAG_CACHE_SECONDS)
+    source = tag_source(request.app[SETTINGS].click_id_param)
+    return javascript(source, cache_seconds=TAG_CACHE_SECONDS)
+
+
+TAG_CLICK_ID_PARAM = 'const CLICK_ID_PARAM = "kclid";'
+
+
+@functools.cache
+def tag_source(click_id_param: str) -> str:
+    """tag.js reading the click id under the configured name (letters, digits, underscores:
+    see Settings); made once per name, so every answer is the same bytes."""
+    return TAG_JS.replace(TAG_CLICK_ID_PARAM, f'const CLICK_ID_PARAM = "{click_id_param}";')

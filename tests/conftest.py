@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
@@ -229,3 +230,10 @@ async def sell(store: Any, advertiser: str, skus: Iterable[str]) -> None:
             for sku in skus
         ],
     )
+
+
+def landing_of(location: str) -> str:
+    """A click's Location without the click id Kaeru appended (tests of where a click lands)."""
+    parts = urlsplit(location)
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("kclid="))
+    return urlunsplit(parts._replace(query=query))

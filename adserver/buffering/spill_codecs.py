@@ -112,6 +112,7 @@ def _encode_click(click: Click) -> dict[str, Any]:
         "sku": click.sku,
         "at": click.at,
         "token_id": click.token_id,
+        "touch_only": click.touch_only,
     }
 
 
@@ -122,6 +123,7 @@ def _decode_click(raw: dict[str, Any]) -> Click:
         str(raw["sku"]),
         float(raw["at"]),
         str(raw["token_id"]),
+        touch_only=bool(raw.get("touch_only", False)),  # absent in files written before
     )
 
 

@@ -22,6 +22,7 @@ PUBLISHER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")  # as `pub=` on ad request
 MIN_TOKEN_LENGTH = 16
 MIN_SECRET_LENGTH = 32
 SECRET_FILE = "secret"
+CLICK_ID_PARAM = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")  # the landing URL's click id parameter
 HOSTNAME = re.compile(r"^\.?([a-z0-9-]{1,63}\.)*[a-z0-9-]{1,63}\Z", re.IGNORECASE)
 
 
@@ -69,6 +70,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     public_url: str | None = None  # origin browsers reach Kaeru at, for absolute links
     click_window_days: int = 30
+    click_id_param: str = "kclid"  # the landing URL parameter carrying the click id
     view_window_days: int = 1
     impression_cap_per_hour: int = 240  # counted per browser / cookie-less client (0: none)
     max_publishers_per_day: int = 200  # distinct pub ids per advertiser-day, then 'other'
@@ -131,6 +133,7 @@ class Settings:
             "trusted_proxies": reader.networks("KAERU_TRUSTED_PROXIES"),
             "public_url": reader.public_url("KAERU_PUBLIC_URL"),
             "click_window_days": reader.integer("KAERU_CLICK_WINDOW_DAYS", 30, 1, 400),
+            "click_id_param": reader.click_id_param("KAERU_CLICK_ID_PARAM"),
             "view_window_days": reader.integer("KAERU_VIEW_WINDOW_DAYS", 1, 0, 400),
             "impression_cap_per_hour": reader.integer(
                 "KAERU_IMPRESSION_CAP_PER_HOUR", 240, 0, 10**6
@@ -369,6 +372,13 @@ class _Reader:
             self.problems.append(f"{name}: must be at least {MIN_TOKEN_LENGTH} characters")
             return None
         return raw
+
+    def click_id_param(self, name: str) -> str:
+        raw = self._raw(name)
+        if raw is not None and not CLICK_ID_PARAM.match(raw):
+            self.problems.append(f"{name}={raw!r}: 1 to 32 letters, digits or underscores")
+            return "kclid"
+        return raw or "kclid"
 
     def hostname(self, name: str) -> str | None:
         raw = self._raw(name)

@@ -16,6 +16,7 @@ from aiohttp import web
 from adserver.core.decision import Explanation, Slot, decide
 from adserver.core.product import clean_url
 from adserver.core.shopper import Shopper
+from adserver.delivery.click_ids import mint_click_id, with_click_id
 from adserver.delivery.served_ad import (
     CLICK_PURPOSE,
     RENDER_PURPOSE,
@@ -303,7 +304,20 @@ async def click(request: web.Request) -> web.StreamResponse:
     # Waits at most the Redis deadline; a click Redis cannot take now is kept and replayed
     # (counted once all the same). `kaeru_clicks_total` is counted as clicks reach Redis.
     await app[CLICK_WRITER].write([click])
-    raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
+    raise web.HTTPFound(_landing_with_click_id(request, landing, click), headers=NO_STORE)
+
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _landing_with_click_id(request: web.Request, landing: str, click: Click) -> str:
+    """The landing URL with the counted click's id (`kclid`), or without when it would be too
+    long (see adserver.delivery.click_ids)."""
+    app = request.app
+    click_id = mint_click_id(app[SIGNER], click.placement, click.sku, click.uid or "", click.at)
+    url = with_click_id(landing, app[SETTINGS].click_id_param, click_id)
+    app[METRICS].click_ids.labels("minted" if url else "too_long").inc()
+    return url or landing
 
 
 async def rendered(request: web.Request) -> web.StreamResponse:

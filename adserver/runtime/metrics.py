@@ -115,6 +115,14 @@ class Metrics:
         self.click_rejects = Counter(
             "kaeru_click_rejects", "Click tokens refused", ["reason"], registry=r
         )
+        self.click_ids = Counter(
+            "kaeru_click_ids",
+            "Click ids on landing URLs: minted, too_long (redirected without one), and sent "
+            "back by the tag (tag_touch, or tag_<reason> when refused) or the conversions "
+            "postback (postback, or postback_<reason>)",
+            ["outcome"],
+            registry=r,
+        )
         self.feed_rows = Counter(
             "kaeru_feed_rows", "Catalog feed rows by outcome", ["outcome"], registry=r
         )

@@ -71,13 +71,16 @@ class Shown:
 
 @dataclass(frozen=True, slots=True)
 class Click:
-    """A click link followed; `token_id` names the link (a replay of it counts once)."""
+    """A click link followed; `token_id` names the link (a replay of it counts once). With
+    `touch_only`, a click already counted that the landing page reported back (its click id):
+    only the shopper's last touch is set (see Ledger.record_click_touch)."""
 
     uid: str | None
     placement: Placement
     sku: str
     at: float
     token_id: str = ""
+    touch_only: bool = False
 
 
 def _rest(placement: Placement) -> str:
@@ -131,6 +134,7 @@ class Ledger:
         self._count_stats = redis.register_script(scripts.COUNT_STATS)
         self._record_conversion = redis.register_script(scripts.RECORD_CONVERSION)
         self._record_click = redis.register_script(scripts.RECORD_CLICK)
+        self._set_click_touch = redis.register_script(scripts.SET_CLICK_TOUCH)
 
     async def record_impression(
         self, uid: str | None, placement: Placement, skus: Sequence[str], now: float | None = None
@@ -234,6 +238,13 @@ class Ledger:
         append_to_stream(pipe, uid, orjson.dumps(document), self.limits.stream_maxlen)
         await execute(pipe)
         return True
+
+    async def record_click_touch(self, uid: str, placement: Placement, at: float) -> bool:
+        """Make a click counted before (a click id the landing page sent back) the shopper's
+        last click touch, unless a later click is there; counts nothing. True when set."""
+        touch = keys.user_touch(uid, placement.advertiser)
+        ttl = self.limits.click_window_seconds
+        return bool(await self._set_click_touch([touch], [int(at * 1000), placement.key, ttl]))
 
     async def record_conversions(self, conversions: Iterable[Conversion]) -> list[bool]:
         """Count attributed purchases, once per shopper and order id (a made-up shopper who

@@ -235,6 +235,17 @@ return refused
 """
 )
 
+# A click the shopper's landing page reported (its click id): the shopper's last click touch,
+# unless a later click is there already. Counts nothing. KEYS: the shopper's touch hash.
+# ARGV: click time ms, placement key, ttl seconds. Returns 1 when set.
+SET_CLICK_TOUCH = """
+local kept = redis.call('HGET', KEYS[1], 'click')
+if kept and tonumber(kept) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'click', ARGV[1], 'click_key', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 # A click, on the advertiser's keys, counted once per click link for the link's lifetime.
 # KEYS: click marker, daily stats, campaign totals, the day's publisher set. ARGV: campaign,
 # publisher, strategy<TAB>size, marker ttl seconds, publisher cap, set ttl.

@@ -140,6 +140,16 @@
     if (consent.gdpr_consent != null) o.gdpr_consent = String(consent.gdpr_consent);
     return o;
   }
+  // The click id Kaeru's click redirect put on this landing page's URL: sent with the first
+  // batch of the page view. The name is set by the server (KAERU_CLICK_ID_PARAM).
+  const CLICK_ID_PARAM = "kclid";
+  let clickId = null;
+  try { clickId = new URLSearchParams(w.location.search).get(CLICK_ID_PARAM); } catch (err) { /* */ }
+  function withClickId(o) {
+    if (clickId) o.kclid = String(clickId).slice(0, 512);
+    clickId = null;
+    return o;
+  }
   function pixel(e) {
     const p = { a: e.advertiser, e: e.event }, items = e.items || [];
     if (items.length) p.i = items.map(id).join(",");
@@ -221,7 +231,7 @@
     const sent = batch;
     batch = [];
     let body = null;
-    try { body = JSON.stringify(identity(privacy({ events: sent }))); } catch (err) { /* pixels */ }
+    try { body = JSON.stringify(identity(withClickId(privacy({ events: sent })))); } catch (err) { /* pixels */ }
     if (body === null) return sent.forEach((e) => { try { pixel(e); } catch (err) { /* */ } });
     send(body, 0, sent);
   }

@@ -217,7 +217,10 @@ async def _batch(request: web.Request) -> web.StreamResponse:
     if untracked is not None:
         metrics.tracking_rejects.labels(untracked).inc()
         return web.Response(status=204)
-    known, opted_out = await _identified(request, gates, events, identifies, parsed.fpid)
+    identified = await _identified(request, gates, events, identifies, parsed.fpid)
+    if identified is None:  # the opt-out could not be checked: the tag keeps the batch
+        return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
+    known, opted_out = identified
     if opted_out:  # through an identifier, where no cookie could say so
         metrics.tracking_rejects.labels("opted_out").inc()
         return web.Response(status=204)
@@ -240,12 +243,14 @@ async def _identified(
     events: Sequence[ShopperEvent],
     identifies: Sequence[Identify],
     fpid: str | None,
-) -> tuple[str | None, bool]:
+) -> tuple[str | None, bool] | None:
     """The uid of a batch that passed every gate, by its identity links (see
     `adserver.identity.links`), with the links written, and whether one of its identifiers
     opted out (then nothing is tracked). The uid is None when the batch names no identifier
-    (then `_store` decides as it always did). When Redis cannot answer within ten times the
-    Redis deadline: the uid cookie or a new uid, no link (counted)."""
+    (then `_store` decides as it always did). None when Redis cannot answer within ten times
+    the Redis deadline (counted): whether the batch's identifiers opted out (an opt-out by
+    first-party id, where no cookie says so) is unknown, so nothing of it may be stored or
+    buffered; the batch is refused as when the buffer is full (503, the tag sends it again)."""
     if fpid is None and not identifies:
         return None, False
     app = request.app
@@ -257,7 +262,7 @@ async def _identified(
         )
     except (RedisError, OSError, TimeoutError):
         app[METRICS].store_errors.labels("identity").inc()
-        return gates.uid or new_uid(), False
+        return None
     return uid, uid is None
 
 

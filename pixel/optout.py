@@ -14,12 +14,21 @@ site can lay the button under a shopper's click (clickjacking).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 
 from adserver.delivery.tokens import InvalidToken
-from adserver.http.app_keys import IDENTITY, METRICS, SETTINGS, SIGNER, STORE, forget_linked
+from adserver.http.app_keys import (
+    IDENTITY,
+    IMPRESSION_CAPS,
+    METRICS,
+    SETTINGS,
+    SIGNER,
+    STORE,
+    forget_linked,
+)
 from adserver.identity.gates import OPTOUT_COOKIE
 from adserver.identity.identifiers import valid_fpid
 from adserver.identity.uid_cookie import UID_COOKIE, is_secure_context, read_uid
@@ -28,6 +37,10 @@ from adserver.store import RedisError
 OPTOUT_MAX_AGE_SECONDS = 5 * 365 * 86400
 UNDO_PURPOSE = "optout-undo"  # sealed identifiers on the undo button
 MAX_UNDONE = 100  # identifiers an opt-out remembers itself on (a sealed token stays < 4 KiB)
+# Opt-outs by first-party id that leave marks (5-year keys; a made-up fpid needs no link to
+# leave one), per client address an hour (adserver.delivery.impression_caps); past it the
+# opt-out still forgets and sets its cookie, but keeps no mark (counted).
+MARKING_OPTOUTS_PER_HOUR = 20
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -112,7 +125,7 @@ async def optout(request: web.Request) -> web.StreamResponse:
             # blocked: the optout cookie will not hold either), the identifiers reached
             # remember the opt-out, so that no site tracks or personalises them again.
             linked, _ = await forget_linked(request.app, [uid] if uid else [], tokens)
-            suppressed = sorted(linked.identifiers)[:MAX_UNDONE] if tokens else []
+            suppressed = _to_mark(request, tokens, linked.identifiers)
             await request.app[STORE].identities.suppress(suppressed, OPTOUT_MAX_AGE_SECONDS)
         except (RedisError, OSError):
             request.app[METRICS].store_errors.labels("forget").inc()
@@ -125,6 +138,21 @@ async def optout(request: web.Request) -> web.StreamResponse:
     response.set_cookie(OPTOUT_COOKIE, "1", max_age=OPTOUT_MAX_AGE_SECONDS, **_cookie_args(request))  # type: ignore[arg-type]
     response.del_cookie(UID_COOKIE, **_cookie_args(request))  # type: ignore[arg-type]
     return response
+
+
+def _to_mark(request: web.Request, named: list[str], reached: Iterable[str]) -> list[str]:
+    """The identifiers an opt-out by first-party id remembers itself on: the one it names
+    first (links may reach more than MAX_UNDONE: it must never be the one left out), then
+    those reached. None past the client's hourly bound (MARKING_OPTOUTS_PER_HOUR)."""
+    if not named:
+        return []
+    address = request.remote or ""
+    caps = request.app[IMPRESSION_CAPS]
+    if not caps.count_address("optout", address, MARKING_OPTOUTS_PER_HOUR, time.time()):
+        request.app[METRICS].bad_requests.labels("optout", "marks_over_cap").inc()
+        return []
+    others = sorted(set(reached) - set(named))
+    return [*named, *others][:MAX_UNDONE]
 
 
 def _first_party(request: web.Request, fields: Mapping[str, object]) -> str | None:

@@ -85,6 +85,15 @@ class ImpressionCaps:
         name = self._name("purchase", advertiser, client_network(address))
         return self._take(name, cap, int(now // 3600))
 
+    def count_address(self, kind: str, address: str, cap: int, now: float) -> bool:
+        """Whether one more of `kind` (something a client may do only so often, e.g. an
+        opt-out leaving marks) is allowed from this address: at most `cap` an hour (0: no cap)."""
+        if cap <= 0:
+            return True
+        return self._take(
+            self._name("address-" + kind, client_network(address)), cap, int(now // 3600)
+        )
+
     def count_anonymous(self, publisher: str, address: str, user_agent: str, now: float) -> bool:
         """Whether an impression for a cookie-less client on this publisher is counted."""
         if self.cap <= 0:

@@ -123,10 +123,16 @@ async def optout(request: web.Request) -> web.StreamResponse:
         try:
             # ... and every uid linked to it. Named by its first-party id (Kaeru's cookies
             # blocked: the optout cookie will not hold either), the identifiers reached
-            # remember the opt-out, so that no site tracks or personalises them again.
+            # remember the opt-out, so that no site tracks or personalises them again; the
+            # one named first, so that a batch landing meanwhile (the page's last, sent as
+            # it unloads) finds it and starts no new history after the erasure.
+            identities = request.app[STORE].identities
+            marking = bool(tokens) and _may_mark(request)
+            if marking:
+                await identities.suppress(tokens, OPTOUT_MAX_AGE_SECONDS)
             linked, _ = await forget_linked(request.app, [uid] if uid else [], tokens)
-            suppressed = _to_mark(request, tokens, linked.identifiers)
-            await request.app[STORE].identities.suppress(suppressed, OPTOUT_MAX_AGE_SECONDS)
+            suppressed = _marks(tokens, linked.identifiers) if marking else []
+            await identities.suppress(suppressed[len(tokens) :], OPTOUT_MAX_AGE_SECONDS)
         except (RedisError, OSError):
             request.app[METRICS].store_errors.labels("forget").inc()
             return web.Response(
@@ -140,17 +146,21 @@ async def optout(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _to_mark(request: web.Request, named: list[str], reached: Iterable[str]) -> list[str]:
-    """The identifiers an opt-out by first-party id remembers itself on: the one it names
-    first (links may reach more than MAX_UNDONE: it must never be the one left out), then
-    those reached. None past the client's hourly bound (MARKING_OPTOUTS_PER_HOUR)."""
-    if not named:
-        return []
-    address = request.remote or ""
+def _may_mark(request: web.Request) -> bool:
+    """Whether this client may leave opt-out marks once more this hour (a made-up fpid needs
+    no link to leave one: see MARKING_OPTOUTS_PER_HOUR); counted when not."""
     caps = request.app[IMPRESSION_CAPS]
-    if not caps.count_address("optout", address, MARKING_OPTOUTS_PER_HOUR, time.time()):
-        request.app[METRICS].bad_requests.labels("optout", "marks_over_cap").inc()
-        return []
+    address = request.remote or ""
+    if caps.count_address("optout", address, MARKING_OPTOUTS_PER_HOUR, time.time()):
+        return True
+    request.app[METRICS].bad_requests.labels("optout", "marks_over_cap").inc()
+    return False
+
+
+def _marks(named: list[str], reached: Iterable[str]) -> list[str]:
+    """The identifiers an opt-out by first-party id remembers itself on: those it names first
+    (links may reach more than MAX_UNDONE: the named one must never be left out), then
+    those reached."""
     others = sorted(set(reached) - set(named))
     return [*named, *others][:MAX_UNDONE]
 

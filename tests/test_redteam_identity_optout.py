@@ -136,3 +136,27 @@ async def test_an_optout_by_fpid_holds_while_redis_cannot_check_it(
         await asyncio.sleep(0.05)
     await shop.app[EVENT_WRITER].flush()
     assert await keys_named(shop, "u:") == []
+
+
+async def test_a_batch_landing_while_the_optout_erases_is_not_kept(
+    shop: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shopper clicks the shop's opt-out link: the page's last batch (sent as the page
+    unloads) reaches Kaeru while the opt-out is under way. Landing just after the erasure, it
+    must meet the opt-out already remembered on its first-party id, not start a new history."""
+    import pixel.optout
+
+    assert (await send_view(shop, "sku-1")).status == 204
+    real = pixel.optout.forget_linked
+
+    async def beacon_during(app: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = await real(app, *args, **kwargs)
+        shop.session.cookie_jar.clear()
+        assert (await send_view(shop, "sku-2")).status == 204  # the unload beacon
+        return answer
+
+    monkeypatch.setattr(pixel.optout, "forget_linked", beacon_during)
+    shop.session.cookie_jar.clear()
+    assert (await shop.get("/optout", params={"a": SHOP, "fpid": FPID})).status == 200
+    assert await keys_named(shop, "u:") == []
+    assert await keys_named(shop, "id:") == []

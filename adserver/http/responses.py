@@ -39,8 +39,18 @@ def unavailable(message: str, retry_after: int) -> web.Response:
     return response
 
 
+# A creative's address carries what the partner passed (`eid`, a hashed e-mail; `kw`): the
+# shop's image servers and landing pages it sends the browser to get Kaeru's origin at most,
+# whatever the browser's default.
+CREATIVE_REFERRER_POLICY = "strict-origin"
+
+
 def creative_html(html: str, status: int = 200) -> web.Response:
-    headers = {**NO_STORE, "Content-Security-Policy": CREATIVE_CSP}
+    headers = {
+        **NO_STORE,
+        "Content-Security-Policy": CREATIVE_CSP,
+        "Referrer-Policy": CREATIVE_REFERRER_POLICY,
+    }
     return web.Response(text=html, status=status, content_type="text/html", headers=headers)
 
 

@@ -55,6 +55,7 @@ async def send_view(client: TestClient[Any, Any], sku: str) -> aiohttp.ClientRes
     return await client.post("/e", json=body)
 
 
+@pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 async def test_an_optout_by_fpid_holds_however_many_identifiers_its_links_reach(
     shop: TestClient[Any, Any],
 ) -> None:
@@ -89,6 +90,7 @@ async def test_an_optout_by_fpid_holds_however_many_identifiers_its_links_reach(
     assert await keys_named(shop, "u:") == []  # the opted-out browser is not tracked again
 
 
+@pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 async def test_optouts_by_made_up_fpids_leave_a_bounded_number_of_five_year_marks(
     shop: TestClient[Any, Any],
 ) -> None:
@@ -138,6 +140,7 @@ async def test_an_optout_by_fpid_holds_while_redis_cannot_check_it(
     assert await keys_named(shop, "u:") == []
 
 
+@pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 async def test_a_batch_landing_while_the_optout_erases_is_not_kept(
     shop: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -94,6 +94,20 @@ class ImpressionCaps:
             self._name("address-" + kind, client_network(address)), cap, int(now // 3600)
         )
 
+    def count_distinct(self, kind: str, address: str, value: str, cap: int, now: float) -> bool:
+        """Whether `value` may be used from this address this hour: one used already this hour
+        may again; a new one while fewer than `cap` distinct were (0: no cap)."""
+        if cap <= 0:
+            return True
+        hour, network = int(now // 3600), client_network(address)
+        pair = self._name("value-" + kind, network, value)
+        if self._counters.get(pair, (None, 0))[0] == hour:
+            self._counters.move_to_end(pair)
+            return True
+        if not self._take(self._name("values-" + kind, network), cap, hour):
+            return False
+        return self._take(pair, 1, hour)
+
     def count_anonymous(self, publisher: str, address: str, user_agent: str, now: float) -> bool:
         """Whether an impression for a cookie-less client on this publisher is counted."""
         if self.cap <= 0:

@@ -66,6 +66,13 @@ AD_JS = (
 )
 
 
+# Distinct publisher-provided hashed e-mails (`eid=` on `/ad`, `/ad.js`: no token) one client
+# address gets resolved an hour: a reader's own, sent with every ad, is one; a script reading
+# the frame with a list of hashed e-mails would otherwise read each one's history. Past it the
+# ad is not personalised by `eid` (kaeru_eids_over_cap_total). `/ad.json` with the publisher's
+# token (its server, speaking for its readers) is not capped.
+EIDS_PER_ADDRESS_HOUR = 50
+
 # What an iframe shows for a bad request: nothing (JSON would be printed inside the partner's
 # page). Not empty: some browsers show their own error page for an empty 4xx document.
 EMPTY_DOCUMENT = "<!doctype html><html><head><title></title></head><body></body></html>"
@@ -113,13 +120,21 @@ def _eid(request: web.Request, slot: Slot, *, needs_token: bool) -> str | None |
     return eid
 
 
-async def _personal_uid(request: web.Request, gates: Gates, eid: str | None) -> str | None:
+async def _personal_uid(
+    request: web.Request, gates: Gates, eid: str | None, *, eid_capped: bool
+) -> str | None:
     """The uid cookie the gates allow, else (with the same gates) the uid linked to the
-    publisher's hashed e-mail: one round trip more, within the Redis deadline."""
+    publisher's hashed e-mail: one round trip more, within the Redis deadline. `eid_capped`:
+    the eid came without a token (see EIDS_PER_ADDRESS_HOUR)."""
     uid = gates.personal_uid()
     if uid is not None or eid is None or gates.bot or gates.opted_out or not gates.consented:
         return uid
     app = request.app
+    if eid_capped and not app[IMPRESSION_CAPS].count_distinct(
+        "eid", request.remote or "", eid, EIDS_PER_ADDRESS_HOUR, time.time()
+    ):
+        app[METRICS].eids_over_cap.inc()
+        return None
     try:
         return await within(app[IDENTITY].partner_uid(eid), app[SETTINGS].redis_deadline_ms / 1000)
     except (RedisError, OSError, TimeoutError):
@@ -132,14 +147,16 @@ async def _serve(
     slot: Slot,
     explanation: Explanation | None = None,
     eid: str | None = None,
+    *,
+    eid_capped: bool = True,
 ) -> ServedAd | None:
     """Decide and count the impression; a Redis failure degrades to a non-personalised ad.
     With an `explanation` (debug) nothing is counted. `eid`: a publisher-provided hashed
-    e-mail (see `_eid`), used when no uid cookie is."""
+    e-mail (see `_eid`), used when no uid cookie is; `eid_capped`: it came without a token."""
     app = request.app
     store, metrics = app[STORE], app[METRICS]
     gates = Gates.of_query(request, app[SETTINGS])
-    bot, uid = gates.bot, await _personal_uid(request, gates, eid)
+    bot, uid = gates.bot, await _personal_uid(request, gates, eid, eid_capped=eid_capped)
     deadline = app[SETTINGS].redis_deadline_ms / 1000
     try:
         shopper = await within(store.load_shopper(uid), deadline)
@@ -259,7 +276,7 @@ async def ad_json(request: web.Request) -> web.StreamResponse:
             request.app[METRICS].bad_requests.labels("ad", eid.reason).inc()
             return json_error(403, eid.message)
         return _bad_request(request, eid)
-    served = await _serve(request, slot, explanation, eid)
+    served = await _serve(request, slot, explanation, eid, eid_capped=False)  # with a token
     if explanation is not None:
         answer = served.as_json() if served else {"no_fill": True}
         return json_response({**answer, "explanation": explanation.as_json()})

@@ -85,6 +85,12 @@ class Metrics:
             "past its hourly cap (ten times KAERU_BROWSER_CONVERSIONS_PER_DAY)",
             registry=r,
         )
+        self.eids_over_cap = Counter(
+            "kaeru_eids_over_cap",
+            "Ad requests whose eid (no token) was not resolved: their client address had "
+            "tried more distinct hashed e-mails this hour than it may",
+            registry=r,
+        )
         self.renders_uncounted = Counter(
             "kaeru_renders_uncounted",
             "Render beacons not counted: their impression's render was counted already, "

@@ -39,7 +39,8 @@ UNDO_PURPOSE = "optout-undo"  # sealed identifiers on the undo button
 MAX_UNDONE = 100  # identifiers an opt-out remembers itself on (a sealed token stays < 4 KiB)
 # Opt-outs by first-party id that leave marks (5-year keys; a made-up fpid needs no link to
 # leave one), per client address an hour (adserver.delivery.impression_caps); past it the
-# opt-out still forgets and sets its cookie, but keeps no mark (counted).
+# opt-out still forgets and sets its cookie, and marks only the fpid it names, and only if
+# that fpid was linked to a shopper (counted).
 MARKING_OPTOUTS_PER_HOUR = 20
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -131,8 +132,12 @@ async def optout(request: web.Request) -> web.StreamResponse:
             if marking:
                 await identities.suppress(tokens, OPTOUT_MAX_AGE_SECONDS)
             linked, _ = await forget_linked(request.app, [uid] if uid else [], tokens)
-            suppressed = _marks(tokens, linked.identifiers) if marking else []
-            await identities.suppress(suppressed[len(tokens) :], OPTOUT_MAX_AGE_SECONDS)
+            if marking:
+                suppressed = _marks(tokens, linked.identifiers)
+                await identities.suppress(suppressed[len(tokens) :], OPTOUT_MAX_AGE_SECONDS)
+            else:  # past the bound, a browser that was tracked still holds by its own fpid
+                suppressed = tokens if tokens and len(linked.uids) > (uid is not None) else []
+                await identities.suppress(suppressed, OPTOUT_MAX_AGE_SECONDS)
         except (RedisError, OSError):
             request.app[METRICS].store_errors.labels("forget").inc()
             return web.Response(

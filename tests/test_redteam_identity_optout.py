@@ -95,7 +95,8 @@ async def test_optouts_by_made_up_fpids_leave_a_bounded_number_of_five_year_mark
     shop: TestClient[Any, Any],
 ) -> None:
     """`GET /optout?a=ADV&fpid=…` needs no link to exist: every made-up fpid was a 5-year key.
-    From one client, past the hourly bound, no more are kept (the page still answers)."""
+    From one client, past the hourly bound, no more are kept (the page still answers), but a
+    shopper Kaeru tracked by their fpid behind that address still opts out for good."""
     for _ in range(MARKING_OPTOUTS_PER_HOUR + 30):
         fpid = secrets.token_urlsafe(16)[:22]
         page = await shop.get("/optout", params={"a": SHOP, "fpid": fpid})
@@ -103,6 +104,16 @@ async def test_optouts_by_made_up_fpids_leave_a_bounded_number_of_five_year_mark
     assert len(await keys_named(shop, "ido:")) == MARKING_OPTOUTS_PER_HOUR
     metrics = await (await shop.get("/metrics")).text()
     assert 'kaeru_bad_requests_total{reason="marks_over_cap",route="optout"} 30.0' in metrics
+
+    shop.session.cookie_jar.clear()  # a shopper behind the same address, cookies blocked
+    assert (await send_view(shop, "sku-1")).status == 204 and await keys_named(shop, "u:")
+    shop.session.cookie_jar.clear()
+    assert (await shop.get("/optout", params={"a": SHOP, "fpid": FPID})).status == 200
+    assert await keys_named(shop, "u:") == []
+    shop.session.cookie_jar.clear()
+    assert (await send_view(shop, "sku-2")).status == 204
+    assert await keys_named(shop, "u:") == []  # held, by the one mark on their fpid
+    assert len(await keys_named(shop, "ido:")) == MARKING_OPTOUTS_PER_HOUR + 1
 
 
 @pytest.fixture

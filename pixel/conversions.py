@@ -93,6 +93,7 @@ async def _record_click(
         *("click", click.placement.key, now),
         server_reported=True,
         uid=uid or "",
+        click_ms=str(round(click.at * 1000)),  # as the landing page's touch keeps it
     )
     try:
         (counted,) = await store.ledger.record_conversions([conversion])

@@ -143,9 +143,10 @@ class Store:
                     at,
                     event.server_reported,
                     uid,
+                    _text(reply[3]) if len(reply) > 3 else "",
                 )
                 for (uid, event, at), reply in zip(entries, replies, strict=True)
-                if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])
+                if event.kind == "purchase" and len(reply) >= 3 and _text(reply[1])
             ]
             counted = await self.ledger.record_conversions(conversions) if conversions else []
         except BaseException:

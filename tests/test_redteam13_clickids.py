@@ -1,0 +1,78 @@
+"""Red team of issue 13's click ids, against a real Redis: one order reported by the landing
+page's tag and by the shop's server with the click id counts once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from adserver.config.settings import Settings
+from tests.conftest import SHOP, counted, product_row, put_catalog
+from tests.test_identity_click_id import (
+    LANDING,
+    batch,
+    by_campaign,
+    clicked,
+    cookie_blocked,
+    postback,
+    purchase,
+)
+
+VIEW = {"advertiser": SHOP, "event": "view", "item": "sku-1"}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, impression_cap_per_hour=3)  # as tests/test_identity_click_id.py
+
+
+@pytest.fixture
+async def shop(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    rows = [product_row(f"sku-{n}") for n in range(1, 7)]
+    rows[0] = product_row("sku-1", link=LANDING)
+    await put_catalog(client, rows)
+    return client
+
+
+async def test_tag_purchase_then_postback_with_the_click_id_count_the_order_once(
+    shop: TestClient[Any, Any],
+) -> None:
+    """Kaeru's cookie blocked on the shop: the landing page's shopper is a new uid, the click
+    id names the uid of the click. The tag reports the order, then the shop's server."""
+    kclid = await clicked(shop)
+    cookie_blocked(shop)
+    await batch(shop, [VIEW], kclid=kclid)
+    await batch(shop, [purchase("srv-1")])
+    await counted(shop)
+    status, answer = await postback(shop, click_id=kclid)
+    assert (status, answer["attributed"]) == (200, False)  # the tag's report counted it
+    row = (await by_campaign(shop))["default"]
+    assert (row["clicks"], row["conversions"], row["revenue"]) == (1, 1, "49.90")  # server's
+
+
+async def test_postback_with_the_click_id_then_tag_purchase_count_the_order_once(
+    shop: TestClient[Any, Any],
+) -> None:
+    kclid = await clicked(shop)
+    cookie_blocked(shop)
+    await batch(shop, [VIEW], kclid=kclid)
+    status, answer = await postback(shop, click_id=kclid)
+    assert (status, answer["attributed"]) == (200, True)
+    await batch(shop, [purchase("srv-1")])  # the thank-you page's tag, later
+    await counted(shop)
+    row = (await by_campaign(shop))["default"]
+    assert (row["clicks"], row["conversions"], row["revenue"]) == (1, 1, "49.90")
+
+
+async def test_two_orders_of_one_click_are_two_conversions(shop: TestClient[Any, Any]) -> None:
+    kclid = await clicked(shop)
+    cookie_blocked(shop)
+    await batch(shop, [VIEW], kclid=kclid)
+    await batch(shop, [purchase("srv-1")])
+    await counted(shop)
+    assert (await postback(shop, click_id=kclid))[1]["attributed"] is False
+    assert (await postback(shop, click_id=kclid, order="srv-2"))[1]["attributed"] is True
+    assert (await by_campaign(shop))["default"]["conversions"] == 2

@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.config.settings import Settings
+from adserver.http.app_keys import STORE
 from tests.conftest import SHOP, counted, product_row, put_catalog
 from tests.test_identity_click_id import (
     LANDING,
@@ -19,6 +20,7 @@ from tests.test_identity_click_id import (
     cookie_blocked,
     postback,
     purchase,
+    uid_of,
 )
 
 VIEW = {"advertiser": SHOP, "event": "view", "item": "sku-1"}
@@ -76,3 +78,20 @@ async def test_two_orders_of_one_click_are_two_conversions(shop: TestClient[Any,
     assert (await postback(shop, click_id=kclid))[1]["attributed"] is False
     assert (await postback(shop, click_id=kclid, order="srv-2"))[1]["attributed"] is True
     assert (await by_campaign(shop))["default"]["conversions"] == 2
+
+
+async def test_postback_with_a_click_id_of_an_opted_out_shopper_brings_nothing_back(
+    shop: TestClient[Any, Any],
+) -> None:
+    """The click id holds the uid of the click; the shopper opts out afterwards (everything
+    Kaeru knew erased). The shop's server posts the order with that click id: attributed to
+    the click (a count, nothing about anybody), but no profile comes back for that uid."""
+    kclid = await clicked(shop)
+    uid = uid_of(shop)
+    assert (await shop.get("/optout")).status == 200
+    redis = shop.app[STORE].redis
+    assert await redis.keys(f"u:{{{uid}}}:*") == []
+    status, answer = await postback(shop, click_id=kclid)
+    assert (status, answer["attributed"]) == (200, True)
+    assert await redis.keys(f"u:{{{uid}}}:*") == []
+    assert (await by_campaign(shop))["default"]["conversions"] == 1

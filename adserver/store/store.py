@@ -239,6 +239,11 @@ class Store:
             *event.items,
         )
 
+    async def has_profile(self, uid: str) -> bool:
+        """Whether Kaeru keeps anything of this shopper's events (none once forgotten, or
+        past the lookback)."""
+        return bool(await self.redis.exists(keys.user_advertisers(uid)))
+
     async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
         """The shopper's recent histories in one round trip (one server-side script)."""
         if uid is None:

@@ -95,3 +95,27 @@ async def test_postback_with_a_click_id_of_an_opted_out_shopper_brings_nothing_b
     assert (status, answer["attributed"]) == (200, True)
     assert await redis.keys(f"u:{{{uid}}}:*") == []
     assert (await by_campaign(shop))["default"]["conversions"] == 1
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [{"headers": {"Sec-GPC": "1"}}, {"cookies": {"optout": "1"}}, {"body": {"gdpr": 1}}],
+    ids=["gpc", "optout_cookie", "gdpr_without_consent"],
+)
+async def test_a_landing_batch_of_a_browser_that_said_no_stores_no_touch(
+    shop: TestClient[Any, Any], refusal: dict[str, Any]
+) -> None:
+    kclid = await clicked(shop)
+    cookie_blocked(shop)
+    redis = shop.app[STORE].redis
+    before = set(await redis.keys("u:*"))
+    body = {"events": [VIEW], "kclid": kclid, **refusal.get("body", {})}
+    for name, value in refusal.get("cookies", {}).items():
+        shop.session.cookie_jar.update_cookies({name: value}, shop.make_url("/"))
+    response = await shop.post("/e", json=body, headers=refusal.get("headers", {}))
+    assert response.status == 204
+    assert "uid" not in response.cookies
+    await counted(shop)
+    assert set(await redis.keys("u:*")) == before
+    await batch(shop, [purchase("o-9")], **refusal.get("body", {}))
+    assert (await by_campaign(shop))["default"]["conversions"] == 0

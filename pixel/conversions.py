@@ -86,13 +86,14 @@ async def _record_click(
 ) -> web.StreamResponse:
     """An order attributed to the click its click id names, counted once per order id (and
     shopper, when one is known: then the purchase goes into their profile too, so its items
-    are not retargeted). The click id's own uid is the shopper's only while Kaeru keeps their
-    profile: one who opted out (or was forgotten) since the click gets none back."""
+    are not retargeted). The click id's own uid is the shopper's only while Kaeru still knows
+    them (the click's touch, their events): one who opted out or was forgotten since the
+    click gets nothing back."""
     store, now = request.app[STORE], time.time()
     uid = posted_uid or click.uid or None
     try:
-        if uid is not None and posted_uid is None and not await store.has_profile(uid):
-            uid = None
+        if uid is not None and posted_uid is None:
+            uid = uid if await store.knows(uid, click.placement.advertiser) else None
     except (RedisError, OSError):
         request.app[METRICS].store_errors.labels("conversion").inc()
         return json_error(503, "storage unavailable, retry later")

@@ -11,16 +11,21 @@ from aiohttp.test_utils import TestClient
 
 from adserver.config.settings import Settings
 from adserver.http.app_keys import STORE
+from adserver.store import keys
 from tests.conftest import SHOP, counted, product_row, put_catalog
 from tests.test_identity_click_id import (
     LANDING,
+    ad,
     batch,
     by_campaign,
+    click,
+    click_id_of,
     clicked,
     cookie_blocked,
     postback,
     purchase,
     uid_of,
+    view,
 )
 
 VIEW = {"advertiser": SHOP, "event": "view", "item": "sku-1"}
@@ -119,3 +124,19 @@ async def test_a_landing_batch_of_a_browser_that_said_no_stores_no_touch(
     assert set(await redis.keys("u:*")) == before
     await batch(shop, [purchase("o-9")], **refusal.get("body", {}))
     assert (await by_campaign(shop))["default"]["conversions"] == 0
+
+
+async def test_postback_with_a_click_id_of_a_shopper_known_only_by_the_click_keeps_it(
+    shop: TestClient[Any, Any],
+) -> None:
+    """A Kaeru cookie but no event at the shop yet (the click is all Kaeru knows of them): the
+    purchase still goes into their profile (its items are not shown to them again)."""
+    await view(shop, "sku-1")
+    served = await ad(shop)  # to another shopper: the link is the ad's, not theirs
+    uid = "R" * 22
+    shop.session.cookie_jar.update_cookies({"uid": uid}, shop.make_url("/"))
+    kclid = click_id_of(await click(shop, served))
+    status, answer = await postback(shop, click_id=kclid)
+    assert (status, answer["attributed"]) == (200, True)
+    redis = shop.app[STORE].redis
+    assert await redis.zrange(keys.user_purchased(uid, SHOP), 0, -1) == [b"sku-1"]

@@ -239,10 +239,11 @@ class Store:
             *event.items,
         )
 
-    async def has_profile(self, uid: str) -> bool:
-        """Whether Kaeru keeps anything of this shopper's events (none once forgotten, or
-        past the lookback)."""
-        return bool(await self.redis.exists(keys.user_advertisers(uid)))
+    async def knows(self, uid: str, advertiser: str) -> bool:
+        """Whether Kaeru keeps this shopper's events or their last touch at `advertiser` (a
+        click sets it for the click window): nothing of either once they were forgotten."""
+        touch, seen = keys.user_touch(uid, advertiser), keys.user_advertisers(uid)
+        return bool(await self.redis.exists(touch, seen))
 
     async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
         """The shopper's recent histories in one round trip (one server-side script)."""

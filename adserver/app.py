@@ -33,6 +33,7 @@ from adserver.http.app_keys import (
     EVENT_WRITER,
     FEED_GRACE,
     GEO,
+    IDENTITY,
     IMPRESSION_CAPS,
     MARKET,
     METRICS,
@@ -50,6 +51,7 @@ from adserver.http.edge.forwarding import TrustedProxies
 from adserver.http.edge.geo import GeoLocator
 from adserver.http.edge.middleware import believe_trusted_proxies, limit_targets
 from adserver.http.middleware import observe
+from adserver.identity.links import IdentityResolver
 from adserver.learning.related import NeighbourCache, RankingConfig
 from adserver.learning.worker import RelatedWorker
 from adserver.runtime.listen import open_listeners
@@ -97,6 +99,8 @@ def create_app(settings: Settings) -> web.Application:
             # Registered publishers are a bounded list of their own: no fold then.
             max_publishers_per_day=0 if settings.publishers else settings.max_publishers_per_day,
             browser_conversions_per_day=settings.browser_conversions_per_day,
+            uids_per_identifier=settings.uids_per_identifier,
+            identifiers_per_uid=settings.identifiers_per_uid,
         ),
     )
     app[SETTINGS] = settings
@@ -109,6 +113,7 @@ def create_app(settings: Settings) -> web.Application:
     app[GEO] = GeoLocator(settings.geoip_db)
     app[SIGNER] = Signer(settings.secret)
     app[IMPRESSION_CAPS] = ImpressionCaps(settings.impression_cap_per_hour)
+    app[IDENTITY] = IdentityResolver(store, settings.secret)
     app[EVENT_WRITER] = EventWriter(
         lambda entries: store.record_many(entries, entries.spans),  # applied once per write
         deadline=settings.redis_deadline_ms / 1000,
@@ -294,6 +299,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/optout", optout.optout)
     app.router.add_post("/optout", optout.undo_optout)
     app.router.add_delete("/api/v1/users/{uid}", admin_users.forget_user)
+    app.router.add_delete("/api/v1/identities/{sha256}", admin_users.forget_identity)
     app.router.add_get("/ad", ad_handlers.ad_html)
     app.router.add_get("/ad.js", ad_handlers.ad_script)
     app.router.add_get("/ad.json", ad_handlers.ad_json)

@@ -17,6 +17,12 @@ import orjson
 from adserver.core.product import Product
 from adserver.core.shopper import EVENT_KINDS, EventKind, LineItem, ShopperEvent, is_valid_sku
 from adserver.delivery.click_ids import CLICK_ID_TEXT
+from adserver.identity.identifiers import (
+    Identify,
+    valid_customer_id,
+    valid_email_sha256,
+    valid_fpid,
+)
 
 MAX_ITEMS = 50
 MAX_EVENTS_PER_BATCH = 50
@@ -189,14 +195,47 @@ def parse_tag_event(raw: object, advertisers: Collection[str]) -> ShopperEvent |
     )
 
 
+def parse_identify(raw: dict[str, object], advertisers: Collection[str]) -> Identify | Reject:
+    """`{"advertiser", "event": "identify", "email_sha256": "<64 lowercase hex>"}` (or
+    `"customer_id": "..."`): who the shopper told the shop they are. It carries no items; the
+    values are checked here and never kept as sent (see adserver.identity.identifiers)."""
+    advertiser = raw.get("advertiser")
+    if not isinstance(advertiser, str) or advertiser not in advertisers:
+        return Reject("unknown_advertiser")
+    if "email_sha256" in raw:
+        email_sha256 = valid_email_sha256(raw["email_sha256"])
+        return (
+            Identify(advertiser, email_sha256=email_sha256)
+            if email_sha256
+            else Reject("bad_email_sha256")
+        )
+    if "customer_id" in raw:
+        customer = valid_customer_id(raw["customer_id"])
+        return Identify(advertiser, customer_id=customer) if customer else Reject("bad_customer_id")
+    return Reject("missing_identifier")
+
+
+def parse_batch_event(
+    raw: object, advertisers: Collection[str]
+) -> ShopperEvent | Identify | Reject:
+    """One event object of a `/e` batch: an `identify` event or a shopping event."""
+    if isinstance(raw, dict) and raw.get("event") == "identify":
+        return parse_identify(raw, advertisers)
+    return parse_tag_event(raw, advertisers)
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A `/e` body: its events (or why each was refused) and the TCF fields sent with them."""
+    """A `/e` body: its events (or why each was refused), the TCF fields sent with them, and
+    the tag's first-party id (`fpid`: None when absent; `bad_fpid` when sent malformed, then
+    ignored)."""
 
-    events: list[ShopperEvent | Reject]
+    events: list[ShopperEvent | Identify | Reject]
     gdpr: str | None = None
     gdpr_consent: str | None = None
     kclid: str | Reject | None = None  # the landing page's click id (or why it was ignored)
+    fpid: str | None = None
+    bad_fpid: bool = False
 
 
 def _consent_field(document: object, name: str) -> str | None:
@@ -216,7 +255,8 @@ def _click_id_field(document: object) -> str | Reject | None:
 
 
 def parse_batch(body: bytes, advertisers: Collection[str]) -> Batch | Reject:
-    """A `/e` body: `{"events": [...], "gdpr": 1, "gdpr_consent": "..."}` or a bare list."""
+    """A `/e` body: `{"events": [...], "gdpr": 1, "gdpr_consent": "...", "fpid": "..."}` or a
+    bare list."""
     if len(body) > MAX_BATCH_BYTES:
         return Reject("body_too_large")
     try:
@@ -228,11 +268,15 @@ def parse_batch(body: bytes, advertisers: Collection[str]) -> Batch | Reject:
         return Reject("bad_json")
     if len(raw_events) > MAX_EVENTS_PER_BATCH:
         return Reject("too_many_events")
+    raw_fpid = document.get("fpid") if isinstance(document, dict) else None
+    fpid = valid_fpid(raw_fpid)
     return Batch(
-        [parse_tag_event(raw, advertisers) for raw in raw_events],
+        [parse_batch_event(raw, advertisers) for raw in raw_events],
         _consent_field(document, "gdpr"),
         _consent_field(document, "gdpr_consent"),
         kclid=_click_id_field(document),
+        fpid=fpid,
+        bad_fpid=raw_fpid is not None and fpid is None,
     )
 
 

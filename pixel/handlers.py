@@ -24,6 +24,7 @@ from adserver.http.app_keys import (
     CLICK_WRITER,
     EVENT_WRITER,
     FEED_GRACE,
+    IDENTITY,
     IMPRESSION_CAPS,
     MARKET,
     METRICS,
@@ -33,7 +34,10 @@ from adserver.http.app_keys import (
 from adserver.http.bodies import read_body
 from adserver.http.responses import gif, javascript, json_error, unavailable
 from adserver.identity.gates import Gates
+from adserver.identity.identifiers import Identify
 from adserver.identity.uid_cookie import is_secure_context, new_uid, set_uid_cookie
+from adserver.runtime.waiting import within
+from adserver.store import RedisError
 from adserver.store.ledger import Click
 from pixel.events import (
     MAX_BATCH_BYTES,
@@ -52,15 +56,23 @@ TAG_CACHE_SECONDS = 3600
 # No valid pixel comes near this (aiohttp's former request-line limit); longer ones get the GIF
 # and are stored nowhere (the line limit itself is adserver.http.edge.MAX_REQUEST_LINE).
 MAX_PIXEL_TARGET = 8190
+# A batch's identity links wait longer than its events (which a buffer keeps when Redis is
+# slow): a uid decided without its links would split the shopper's history. No page waits on
+# the answer (the tag sends with keepalive).
+IDENTITY_DEADLINE_FACTOR = 10
 
 
 async def _store(
-    request: web.Request, gates: Gates, events: Sequence[ShopperEvent]
+    request: web.Request,
+    gates: Gates,
+    events: Sequence[ShopperEvent],
+    known_uid: str | None = None,
 ) -> tuple[str | None, bool]:
-    """Record one shopper's events; returns the uid to (re)issue and whether the events were
-    accepted (False: the buffer is full, they were shed and counted, nothing is stored)."""
+    """Record one shopper's events (under `known_uid`, else the uid cookie, else a new uid);
+    returns the uid to (re)issue and whether the events were accepted (False: the buffer is
+    full, they were shed and counted, nothing is stored)."""
     app = request.app
-    uid = gates.uid or new_uid()
+    uid = known_uid or gates.uid or new_uid()
     now = time.time()
     events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
     events = [_attributable(request, e, now) for e in events]
@@ -185,28 +197,68 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         metrics.tracking_rejects.labels("no_consent").inc()
         return web.Response(status=204)
     events = [e for e in parsed.events if isinstance(e, ShopperEvent)]
+    identifies = [e for e in parsed.events if isinstance(e, Identify)]
     rejects = [r.reason for r in parsed.events if isinstance(r, Reject)]
     for reason in rejects:
         metrics.tracking_rejects.labels(reason).inc()
-    if not events:
+    if parsed.bad_fpid:  # ignored: the batch is stored as if it had none
+        metrics.tracking_rejects.labels("bad_fpid").inc()
+    if not events and not identifies:
         return json_error(400, "no valid event in batch", rejects=rejects)
     own = [e for e in events if _on_own_pages(request, e.advertiser)]
-    if len(own) < len(events):
-        metrics.tracking_rejects.labels("foreign_origin").inc(len(events) - len(own))
-        if not own:
+    told = [e for e in identifies if _on_own_pages(request, e.advertiser)]
+    foreign = len(events) + len(identifies) - len(own) - len(told)
+    if foreign:
+        metrics.tracking_rejects.labels("foreign_origin").inc(foreign)
+        if not own and not told:
             return json_error(403, "events from a page not on the advertiser's domains")
-        events = own
+        events, identifies = own, told
     untracked = gates.untracked()
     if untracked is not None:
         metrics.tracking_rejects.labels(untracked).inc()
         return web.Response(status=204)
-    uid, accepted = await _store(request, gates, events)
+    known, opted_out = await _identified(request, gates, events, identifies, parsed.fpid)
+    if opted_out:  # through an identifier, where no cookie could say so
+        metrics.tracking_rejects.labels("opted_out").inc()
+        return web.Response(status=204)
+    if not events:  # identify only: the links are written, the uid cookie refreshed
+        response = web.Response(status=204)
+        _with_uid(request, response, known)
+        return response
+    uid, accepted = await _store(request, gates, events, known)
     if not accepted:  # the tag keeps the batch and sends it again after Retry-After
         return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
     await _landing_click(request, parsed.kclid, uid, events)
     response = web.Response(status=204)
     _with_uid(request, response, uid)
     return response
+
+
+async def _identified(
+    request: web.Request,
+    gates: Gates,
+    events: Sequence[ShopperEvent],
+    identifies: Sequence[Identify],
+    fpid: str | None,
+) -> tuple[str | None, bool]:
+    """The uid of a batch that passed every gate, by its identity links (see
+    `adserver.identity.links`), with the links written, and whether one of its identifiers
+    opted out (then nothing is tracked). The uid is None when the batch names no identifier
+    (then `_store` decides as it always did). When Redis cannot answer within ten times the
+    Redis deadline: the uid cookie or a new uid, no link (counted)."""
+    if fpid is None and not identifies:
+        return None, False
+    app = request.app
+    advertisers = [e.advertiser for e in events] + [e.advertiser for e in identifies]
+    try:
+        uid = await within(
+            app[IDENTITY].shop_uid(gates.uid, advertisers, fpid, identifies, time.time()),
+            app[SETTINGS].redis_deadline_ms / 1000 * IDENTITY_DEADLINE_FACTOR,
+        )
+    except (RedisError, OSError, TimeoutError):
+        app[METRICS].store_errors.labels("identity").inc()
+        return gates.uid or new_uid(), False
+    return uid, uid is None
 
 
 async def _landing_click(

@@ -76,6 +76,8 @@ class Settings:
     max_publishers_per_day: int = 200  # distinct pub ids per advertiser-day, then 'other'
     publishers: Mapping[str, str] = field(default_factory=dict, repr=False)  # pub -> token
     browser_conversions_per_day: int = 5  # browser-reported, per shopper and advertiser
+    uids_per_identifier: int = 5  # identity links: shoppers one identifier links, newest kept
+    identifiers_per_uid: int = 10  # identity links: identifiers of one shopper, newest kept
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -143,6 +145,8 @@ class Settings:
             "browser_conversions_per_day": reader.integer(
                 "KAERU_BROWSER_CONVERSIONS_PER_DAY", 5, 0, 10_000
             ),
+            "uids_per_identifier": reader.integer("KAERU_UIDS_PER_IDENTIFIER", 5, 1, 100),
+            "identifiers_per_uid": reader.integer("KAERU_IDENTIFIERS_PER_UID", 10, 1, 100),
             "host": env.get("KAERU_HOST") or "127.0.0.1",
             "port": reader.integer("KAERU_PORT", 8080, 1, 65535),
         }

@@ -32,6 +32,7 @@ from adserver.http.admin.auth import bearer_token
 from adserver.http.app_keys import (
     CLICK_WRITER,
     GEO,
+    IDENTITY,
     IMPRESSION_CAPS,
     MARKET,
     METRICS,
@@ -45,6 +46,7 @@ from adserver.http.app_keys import (
 from adserver.http.edge.middleware import public_base_url
 from adserver.http.responses import creative_html, gif, javascript, json_error, json_response
 from adserver.identity.gates import Gates
+from adserver.identity.identifiers import valid_email_sha256
 from adserver.identity.uid_cookie import is_secure_context, set_uid_cookie
 from adserver.runtime.waiting import within
 from adserver.store import RedisError
@@ -89,15 +91,55 @@ def _locate(request: web.Request, slot: Slot) -> Slot:
     return replace(slot, country=request.app[GEO].country(request.remote))
 
 
+def _eid(request: web.Request, slot: Slot, *, needs_token: bool) -> str | None | BadAdRequest:
+    """The publisher-provided hashed e-mail (`eid=`: SHA-256 hex of the trimmed, lowercased
+    address), None when absent. On `/ad.json` (whose answer the partner's page reads) only
+    with the publisher's own token (KAERU_PUBLISHERS) or the operator's."""
+    raw = request.query.get("eid")
+    if raw is None or raw == "":
+        return None
+    eid = valid_email_sha256(raw)
+    if eid is None:
+        return BadAdRequest("bad_eid", "eid must be the SHA-256 hex (64 lowercase) of an e-mail")
+    if needs_token:
+        token = bearer_token(request)
+        settings = request.app[SETTINGS]
+        if token is None or (
+            settings.publisher_of_token(token) != slot.publisher and not settings.is_operator(token)
+        ):
+            return BadAdRequest(
+                "eid_without_token", "eid on /ad.json needs the publisher's bearer token"
+            )
+    return eid
+
+
+async def _personal_uid(request: web.Request, gates: Gates, eid: str | None) -> str | None:
+    """The uid cookie the gates allow, else (with the same gates) the uid linked to the
+    publisher's hashed e-mail: one round trip more, within the Redis deadline."""
+    uid = gates.personal_uid()
+    if uid is not None or eid is None or gates.bot or gates.opted_out or not gates.consented:
+        return uid
+    app = request.app
+    try:
+        return await within(app[IDENTITY].partner_uid(eid), app[SETTINGS].redis_deadline_ms / 1000)
+    except (RedisError, OSError, TimeoutError):
+        app[METRICS].store_errors.labels("identity").inc()
+        return None
+
+
 async def _serve(
-    request: web.Request, slot: Slot, explanation: Explanation | None = None
+    request: web.Request,
+    slot: Slot,
+    explanation: Explanation | None = None,
+    eid: str | None = None,
 ) -> ServedAd | None:
     """Decide and count the impression; a Redis failure degrades to a non-personalised ad.
-    With an `explanation` (debug) nothing is counted."""
+    With an `explanation` (debug) nothing is counted. `eid`: a publisher-provided hashed
+    e-mail (see `_eid`), used when no uid cookie is."""
     app = request.app
     store, metrics = app[STORE], app[METRICS]
     gates = Gates.of_query(request, app[SETTINGS])
-    bot, uid = gates.bot, gates.personal_uid()
+    bot, uid = gates.bot, await _personal_uid(request, gates, eid)
     deadline = app[SETTINGS].redis_deadline_ms / 1000
     try:
         shopper = await within(store.load_shopper(uid), deadline)
@@ -175,7 +217,10 @@ async def ad_html(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(slot, BadAdRequest):
         return _bad_frame_request(request, slot)
-    served = await _serve(request, slot)
+    eid = _eid(request, slot, needs_token=False)
+    if isinstance(eid, BadAdRequest):
+        return _bad_frame_request(request, eid)
+    served = await _serve(request, slot, eid=eid)
     html = served.html if served else request.app[RENDERER].no_fill(slot.size)
     return _refresh_uid(request, creative_html(html))
 
@@ -187,6 +232,9 @@ async def ad_script(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(slot, BadAdRequest):
         return _bad_request(request, slot)
+    bad_eid = _eid(request, slot, needs_token=False)
+    if isinstance(bad_eid, BadAdRequest):
+        return _bad_request(request, bad_eid)
     creative = request.app[RENDERER].formats[slot.size]
     src = f"{base_url(request)}/ad?{urlencode(list(request.query.items()), quote_via=quote)}"
     src_literal = orjson.dumps(src).decode().replace("<", "\\u003c")
@@ -205,7 +253,13 @@ async def ad_json(request: web.Request) -> web.StreamResponse:
         if token is None or not request.app[SETTINGS].is_operator(token):
             return json_error(403, "debug=1 needs the operator token")
         explanation = Explanation()
-    served = await _serve(request, slot, explanation)
+    eid = _eid(request, slot, needs_token=True)
+    if isinstance(eid, BadAdRequest):
+        if eid.reason == "eid_without_token":
+            request.app[METRICS].bad_requests.labels("ad", eid.reason).inc()
+            return json_error(403, eid.message)
+        return _bad_request(request, eid)
+    served = await _serve(request, slot, explanation, eid)
     if explanation is not None:
         answer = served.as_json() if served else {"no_fill": True}
         return json_response({**answer, "explanation": explanation.as_json()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -13,10 +14,11 @@ from adserver.delivery.market_cache import MarketCache
 from adserver.delivery.tokens import Signer
 from adserver.feeds.grace import FeedGrace
 from adserver.http.edge.geo import GeoLocator
+from adserver.identity.links import IdentityResolver
 from adserver.learning.related import NeighbourCache
 from adserver.learning.worker import RelatedWorker
 from adserver.runtime.metrics import Metrics
-from adserver.store import Store
+from adserver.store import Linked, Store
 from adserver.store.ledger import Click, Shown
 from creatives.renderer import CreativeRenderer
 
@@ -34,6 +36,7 @@ FEED_GRACE = web.AppKey("feed_grace", FeedGrace)  # events of products not fed y
 SHOWN_WRITER = web.AppKey("shown_writer", BufferedWriter[Shown])  # impressions and renders
 CLICK_WRITER = web.AppKey("click_writer", BufferedWriter[Click])
 IMPRESSION_CAPS = web.AppKey("impression_caps", ImpressionCaps)
+IDENTITY = web.AppKey("identity", IdentityResolver)  # first-party ids, hashed e-mails
 
 
 def buffered_writers(app: web.Application) -> list[BufferedWriter[Any]]:
@@ -50,3 +53,17 @@ async def forget_buffered(app: web.Application, uid: str) -> None:
     for writer in buffered_writers(app):
         await writer.flush()
         await writer.discard(uid)
+
+
+async def forget_linked(
+    app: web.Application, uids: Sequence[str] = (), identifiers: Sequence[str] = ()
+) -> tuple[Linked, int]:
+    """Forget these uids, the uids of these identifier tokens, and everyone linked to them
+    through identity links (opt-out, `DELETE /api/v1/users/UID`,
+    `DELETE /api/v1/identities/SHA256`): what this process buffers for each, then their keys,
+    then the links. Returns what was reached and how many keys existed."""
+    store = app[STORE]
+    linked = await store.identities.linked(uids, identifiers)
+    for uid in sorted(linked.uids):
+        await forget_buffered(app, uid)
+    return linked, await store.forget_reached(linked, app[SETTINGS].advertisers)

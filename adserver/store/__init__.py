@@ -8,5 +8,6 @@ from adserver.store.base import Conversion as Conversion
 from adserver.store.base import Placement as Placement
 from adserver.store.base import StoreLimits as StoreLimits
 from adserver.store.base import day_of as day_of
+from adserver.store.identity_links import Linked as Linked
 from adserver.store.store import Store as Store
 from adserver.store.store import connect as connect

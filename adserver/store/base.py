@@ -40,6 +40,8 @@ class StoreLimits:
     click_link_seconds: int = 30 * 86400 + 300  # a click link counts once within its lifetime
     max_publishers_per_day: int = 200  # per advertiser; more fold into 'other' (0: no bound)
     browser_conversions_per_day: int = 5  # per shopper and advertiser (0: no bound)
+    uids_per_identifier: int = 5  # identity links: the newest kept per identifier
+    identifiers_per_uid: int = 10  # ... and per shopper
 
 
 @dataclass(frozen=True, slots=True)

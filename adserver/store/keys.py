@@ -174,6 +174,31 @@ def all_user_keys(uid: str, advertiser: str) -> list[str]:
     return [kind(uid, advertiser) for kind in kinds]
 
 
+IDENTIFIERS = "ids"  # user_prefix(uid) + IDENTIFIERS: the identifiers linked to the shopper
+
+
+def user_identifiers(uid: str) -> str:
+    """zset identifier token -> last linked (ms): the first-party ids, hashed e-mails and
+    customer ids linked to this shopper (tokens as `adserver.identity.identifiers` makes
+    them), so forgetting the shopper finds every link. Not per advertiser: deleted by
+    `Store.forget` beside `user_advertisers`; expires with the lookback."""
+    return user_prefix(uid) + IDENTIFIERS
+
+
+def identity_link(identifier: str) -> str:
+    """zset uid -> last linked (ms): the shoppers one identifier token is linked to (a keyed
+    hash, never the raw value), the newest few kept; expires with the lookback. Its slot is
+    the identifier's: a link touches two slots and is pipelined, never scripted."""
+    return f"id:{{{identifier}}}"
+
+
+def identity_optout(identifier: str) -> str:
+    """string: this identifier's shopper opted out (`GET /optout` reached it through links):
+    nothing sent with it is tracked and an `eid` of it personalises nothing, on any site, until
+    it expires with the opt-out (5 years). A keyed hash, as `identity_link`, in its slot."""
+    return f"ido:{{{identifier}}}"
+
+
 # An advertiser's model (neighbour lists and popularity) shares the hash tag `{advertiser}`,
 # so a neighbour list and the counts that normalise it are read by one script in one slot.
 

@@ -32,10 +32,12 @@ from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
 from adserver.store.catalog_store import CatalogUpload
 from adserver.store.cluster import RedisCluster, connect_cluster
+from adserver.store.identity_links import IdentityLinks, Linked
 from adserver.store.ledger import Ledger
 
 __all__ = [
     "Conversion",
+    "Linked",
     "Placement",
     "RedisError",
     "Store",
@@ -86,6 +88,7 @@ class Store:
         self._confirmed: dict[int, list[str]] = {}
         self.ledger = Ledger(redis, self.limits)
         self.campaigns = CampaignStore(redis)
+        self.identities = IdentityLinks(redis, self.limits)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -267,7 +270,7 @@ class Store:
         names), atomically; returns how many keys existed. Idempotent."""
         known: Any = await self.redis.zrange(keys.user_advertisers(uid), 0, -1)
         shops = dict.fromkeys([*advertisers, *(_text(a) for a in known)])
-        doomed = [keys.user_advertisers(uid)]
+        doomed = [keys.user_advertisers(uid), keys.user_identifiers(uid)]
         for shop in shops:
             doomed += keys.all_user_keys(uid, shop)
         # First the mark that refuses this shopper's older events (one waiting for a feed or a
@@ -278,6 +281,16 @@ class Store:
         )
         # One DEL is atomic, and all these keys share the {uid} slot (one node on a cluster).
         return int(await self.redis.delete(*doomed))
+
+    async def forget_reached(self, linked: Linked, advertisers: Iterable[str]) -> int:
+        """Forget every uid of `linked` (see `IdentityLinks.linked`: everything reachable
+        through identity links), then erase its links; how many keys existed. The caller drops
+        what it keeps buffered for those uids first."""
+        shops = list(advertisers)
+        deleted = 0
+        for uid in sorted(linked.uids):
+            deleted += await self.forget(uid, shops)
+        return deleted + await self.identities.erase(linked)
 
     async def read_events(self, count: int = 100) -> list[dict[str, Any]]:
         """The newest `count` stream entries of all shards, oldest first (by stream id, so

@@ -35,6 +35,7 @@
     const name = cmd[0], a = cmd[1] || {};
     if (name === "set") return Object.assign(defaults, a);
     if (name === "consent") return Object.assign(consent, a);
+    if (name === "identify") return identify(a);
     if (!Object.prototype.hasOwnProperty.call(EVENTS, name)) return warn("unknown command " + name);
     const adv = a.advertiser || defaults.advertiser;
     if (!adv) return warn("no advertiser for " + name);
@@ -50,6 +51,88 @@
     }
     batch.push(e);
     if (timer === null) timer = setTimeout(flush, 0);
+  }
+
+  // Identity links (see the README, "Identity beyond third-party cookies"). The first-party
+  // id: 128 random bits the tag keeps in its own cookie on the shop's site (localStorage only
+  // where the cookie is refused), refreshed on every page, sent as "fpid" with every batch, so
+  // Kaeru finds the shopper where its own third-party cookie is blocked. None under Global
+  // Privacy Control or Do Not Track.
+  const FP_NAME = "_kaeru_fp", FP_MAX_AGE = 396 * 86400, FP_ID = /^[A-Za-z0-9_-]{22}$/;
+  const FP_COOKIE = /(?:^|;\s*)_kaeru_fp=([A-Za-z0-9_-]{22})(?:;|$)/;
+  let fpid = null;
+  function declined() {
+    const n = w.navigator || {};
+    return n.globalPrivacyControl === true || n.doNotTrack === "1" || w.doNotTrack === "1";
+  }
+  function newFpid() {
+    const c = w.crypto;
+    if (!c || !c.getRandomValues || !w.btoa) return null;
+    const bytes = c.getRandomValues(new Uint8Array(16));
+    const text = String.fromCharCode.apply(null, Array.from(bytes));
+    return w.btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+  function fpCookie() {
+    try { const m = FP_COOKIE.exec(d.cookie || ""); return m ? m[1] : null; } catch (err) { return null; }
+  }
+  function firstPartyId() {
+    if (fpid || declined()) return fpid;
+    const s = storage();
+    let v = fpCookie();
+    if (!v) { try { v = s && s.getItem(FP_NAME); } catch (err) { v = null; } }
+    if (!v || !FP_ID.test(v)) v = newFpid();
+    if (!v) return null;
+    const secure = w.location && w.location.protocol === "https:" ? "; Secure" : "";
+    try { d.cookie = FP_NAME + "=" + v + "; Max-Age=" + FP_MAX_AGE + "; Path=/; SameSite=Lax" + secure; } catch (err) { /* refused */ }
+    try { if (s) fpCookie() === v ? s.removeItem(FP_NAME) : s.setItem(FP_NAME, v); } catch (err) { /* blocked */ }
+    fpid = v;
+    return v;
+  }
+  function identity(o) {
+    const v = firstPartyId();
+    if (v) o.fpid = v;
+    return o;
+  }
+  // The opt-out link where Kaeru's own cookie is blocked names the first-party id, so the
+  // opt-out reaches this browser's history and holds for it: a.href = kaeru.optoutUrl("shop1").
+  q.optoutUrl = function (advertiser) {
+    const adv = advertiser || defaults.advertiser, v = firstPartyId();
+    const p = adv && v ? "?" + new URLSearchParams({ a: String(adv), fpid: v }) : "";
+    return base + "/optout" + p;
+  };
+  // kaeru.push(["identify", {email}]) hashes in the page (trim, lowercase, SHA-256 hex, as
+  // Google Enhanced Conversions and Meta's Conversions API do): the e-mail itself never leaves
+  // the page, and without crypto.subtle (not a secure context) nothing is sent. Or
+  // {email_sha256} (64 hex digits), or {customer_id} (the shop's own, 1-128 characters).
+  const HEX64 = /^[0-9a-f]{64}$/;
+  function identify(a) {
+    const adv = a.advertiser || defaults.advertiser;
+    if (!adv) return warn("no advertiser for identify");
+    const e = { advertiser: String(adv), event: "identify" };
+    const queue = () => {
+      batch.push(e);
+      if (timer === null) timer = setTimeout(flush, 0);
+    };
+    if (a.email_sha256 != null) {
+      const h = String(a.email_sha256).trim().toLowerCase();
+      if (!HEX64.test(h)) return warn("identify: email_sha256 must be 64 hex digits");
+      e.email_sha256 = h;
+      return queue();
+    }
+    if (a.customer_id != null) {
+      e.customer_id = String(a.customer_id);
+      return queue();
+    }
+    if (a.email == null) return warn("identify needs email, email_sha256 or customer_id");
+    const subtle = w.crypto && w.crypto.subtle;
+    if (!subtle || !w.TextEncoder) return warn("identify: no crypto.subtle (not https): nothing sent");
+    const email = String(a.email).trim().toLowerCase();
+    if (!email) return warn("identify: empty e-mail");
+    subtle.digest("SHA-256", new w.TextEncoder().encode(email)).then((digest) => {
+      e.email_sha256 = Array.from(new Uint8Array(digest))
+        .map((b) => (b < 16 ? "0" : "") + b.toString(16)).join("");
+      queue();
+    }, () => warn("identify: hashing failed: nothing sent"));
   }
 
   function privacy(o) {
@@ -148,7 +231,7 @@
     const sent = batch;
     batch = [];
     let body = null;
-    try { body = JSON.stringify(withClickId(privacy({ events: sent }))); } catch (err) { /* pixels */ }
+    try { body = JSON.stringify(identity(withClickId(privacy({ events: sent })))); } catch (err) { /* pixels */ }
     if (body === null) return sent.forEach((e) => { try { pixel(e); } catch (err) { /* */ } });
     send(body, 0, sent);
   }
@@ -161,6 +244,7 @@
   };
   pending.forEach(run);
   restore();
+  firstPartyId(); // refreshed on every page
   if (w.addEventListener) w.addEventListener("pagehide", flush);
   if (d.addEventListener) {
     d.addEventListener("visibilitychange", () => d.visibilityState === "hidden" && flush());

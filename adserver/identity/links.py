@@ -1,0 +1,71 @@
+"""Who a request is, beyond the uid cookie: the identity links the handlers use.
+
+- Shop side (`pixel.handlers.batch`): a tag batch is stored under the uid cookie when the
+  browser sends a valid one (and the batch's first-party id gets linked to it); else under the
+  uid that first-party id is linked to; else under a new uid (linked to it). `identify` events
+  link their hashed e-mail or customer id to that uid. A hashed e-mail or customer id never
+  decides the uid a browser is given: anyone may send anyone's hashed e-mail, and a browser
+  that took over its owner's uid would be shown their history. A first-party id is 128
+  random bits the shop's own page keeps: only that browser knows it.
+- Partner side (`adserver.http.ads`): with no usable uid cookie, a publisher-provided hashed
+  e-mail (`eid=`) resolves to the uid most recently linked to it (one round trip; the profile
+  read is the second).
+
+Handlers call this only once the request passed the gates (`adserver.identity.gates.Gates`):
+links are stored, and used, only with the consent tracking needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from adserver.identity.identifiers import IdentifierHasher, Identify
+from adserver.identity.uid_cookie import new_uid
+from adserver.store import Store
+
+
+class IdentityResolver:
+    __slots__ = ("hasher", "_store")
+
+    def __init__(self, store: Store, secret: bytes) -> None:
+        self._store = store
+        self.hasher = IdentifierHasher(secret)
+
+    def tokens(
+        self, advertisers: Iterable[str], fpid: str | None, identifies: Sequence[Identify]
+    ) -> tuple[list[str], list[str]]:
+        """The identifier tokens of a batch: (its first-party ids, one per advertiser of the
+        batch; its identified e-mails and customer ids)."""
+        first_party = (
+            [self.hasher.fpid(a, fpid) for a in dict.fromkeys(advertisers)] if fpid else []
+        )
+        told = [t for t in map(self.hasher.of_identify, identifies) if t is not None]
+        return first_party, told
+
+    async def shop_uid(
+        self,
+        cookie_uid: str | None,
+        advertisers: Iterable[str],
+        fpid: str | None,
+        identifies: Sequence[Identify],
+        now: float,
+    ) -> str | None:
+        """The uid a tag batch is stored under (see the module's docstring), its links written:
+        two round trips (resolve the first-party id when there is no cookie, and check that
+        none of the batch's identifiers opted out; link). None: one of them opted out (on
+        another site, maybe, where Kaeru's cookie cannot tell): nothing may be tracked."""
+        first_party, told = self.tokens(advertisers, fpid, identifies)
+        resolving = first_party if cookie_uid is None else []
+        checked = [t for t in (*first_party, *told) if t not in resolving]
+        found, opted_out = await self._store.identities.resolve(resolving, checked)
+        if opted_out:
+            return None
+        uid = cookie_uid or found or new_uid()
+        await self._store.identities.link(uid, [*first_party, *told], now)
+        return uid
+
+    async def partner_uid(self, email_sha256: str) -> str | None:
+        """The uid most recently linked to a publisher-provided hashed e-mail, if any and if
+        its shopper did not opt out (one round trip)."""
+        uid, opted_out = await self._store.identities.resolve([self.hasher.email(email_sha256)])
+        return None if opted_out else uid

@@ -140,3 +140,22 @@ async def test_postback_with_a_click_id_of_a_shopper_known_only_by_the_click_kee
     assert (status, answer["attributed"]) == (200, True)
     redis = shop.app[STORE].redis
     assert await redis.zrange(keys.user_purchased(uid, SHOP), 0, -1) == [b"sku-1"]
+
+
+async def test_under_a_first_party_id_the_tag_and_the_postback_count_one_order_once(
+    shop: TestClient[Any, Any],
+) -> None:
+    """Kaeru's cookie blocked on every request to it from the shop (Chromium as it comes): the
+    tag's batches are one shopper by their first-party id, not the click id's uid."""
+    kclid, fpid = await clicked(shop), "F" * 22
+    cookie_blocked(shop)
+    await batch(shop, [VIEW], kclid=kclid, fpid=fpid)
+    cookie_blocked(shop)
+    await batch(shop, [purchase("srv-1")], fpid=fpid)
+    await counted(shop)
+    row = (await by_campaign(shop))["default"]
+    assert (row["clicks"], row["conversions"]) == (1, 1)  # the tag's purchase, by the click
+    status, answer = await postback(shop, click_id=kclid)
+    assert (status, answer["attributed"]) == (200, False)
+    row = (await by_campaign(shop))["default"]
+    assert (row["clicks"], row["conversions"], row["revenue"]) == (1, 1, "49.90")

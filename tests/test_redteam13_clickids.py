@@ -22,6 +22,7 @@ from tests.test_identity_click_id import (
     click_id_of,
     clicked,
     cookie_blocked,
+    metric,
     postback,
     purchase,
     uid_of,
@@ -159,3 +160,22 @@ async def test_under_a_first_party_id_the_tag_and_the_postback_count_one_order_o
     assert (status, answer["attributed"]) == (200, False)
     row = (await by_campaign(shop))["default"]
     assert (row["clicks"], row["conversions"], row["revenue"]) == (1, 1, "49.90")
+
+
+async def test_a_landing_batch_with_only_an_identify_event_keeps_its_click_id(
+    shop: TestClient[Any, Any],
+) -> None:
+    """The landing page tells who is logged in before its first view (an app that fetches the
+    product first): the tag sends its click id with that first batch, and only then."""
+    kclid, fpid = await clicked(shop), "G" * 22
+    cookie_blocked(shop)
+    identify = {"advertiser": SHOP, "event": "identify", "customer_id": "c-42"}
+    await batch(shop, [identify], kclid=kclid, fpid=fpid)
+    cookie_blocked(shop)
+    await batch(shop, [VIEW], fpid=fpid)  # the page view's next batch: no click id
+    cookie_blocked(shop)
+    await batch(shop, [purchase("o-1")], fpid=fpid)
+    await counted(shop)
+    row = (await by_campaign(shop))["default"]
+    assert (row["clicks"], row["conversions"]) == (1, 1)
+    assert await metric(shop, 'kaeru_click_ids_total{outcome="tag_touch"}') == 1

@@ -179,3 +179,12 @@ async def test_a_landing_batch_with_only_an_identify_event_keeps_its_click_id(
     row = (await by_campaign(shop))["default"]
     assert (row["clicks"], row["conversions"]) == (1, 1)
     assert await metric(shop, 'kaeru_click_ids_total{outcome="tag_touch"}') == 1
+
+
+async def test_one_order_posted_with_one_click_id_under_many_uids_counts_once(
+    shop: TestClient[Any, Any],
+) -> None:
+    kclid = await clicked(shop)
+    answers = [(await postback(shop, click_id=kclid, uid=f"{n:022d}"))[1] for n in range(5)]
+    assert [a["attributed"] for a in answers] == [True, False, False, False, False]
+    assert (await by_campaign(shop))["default"]["conversions"] == 1

@@ -56,7 +56,7 @@ async def post_conversion(request: web.Request) -> web.StreamResponse:
     event = replace(event, server_reported=True)
     if click is None:
         return await _record(request, str(uid), event)
-    return await _record_click(request, uid or click.uid or None, click, event)
+    return await _record_click(request, uid, click, event)
 
 
 def _open_click(request: web.Request, advertiser: str, click_id: object) -> ClickId | web.Response:
@@ -82,17 +82,27 @@ def _open_click(request: web.Request, advertiser: str, click_id: object) -> Clic
 
 
 async def _record_click(
-    request: web.Request, uid: str | None, click: ClickId, event: ShopperEvent
+    request: web.Request, posted_uid: str | None, click: ClickId, event: ShopperEvent
 ) -> web.StreamResponse:
     """An order attributed to the click its click id names, counted once per order id (and
     shopper, when one is known: then the purchase goes into their profile too, so its items
-    are not retargeted)."""
+    are not retargeted). The click id's own uid is the shopper's only while Kaeru still knows
+    them (the click's touch, their events): one who opted out or was forgotten since the
+    click gets nothing back."""
     store, now = request.app[STORE], time.time()
+    uid = posted_uid or click.uid or None
+    try:
+        if uid is not None and posted_uid is None:
+            uid = uid if await store.knows(uid, click.placement.advertiser) else None
+    except (RedisError, OSError):
+        request.app[METRICS].store_errors.labels("conversion").inc()
+        return json_error(503, "storage unavailable, retry later")
     conversion = Conversion(
         *(click.placement.advertiser, event.order or "", event.revenue or Decimal(0)),
         *("click", click.placement.key, now),
         server_reported=True,
         uid=uid or "",
+        click_ms=str(round(click.at * 1000)),  # as the landing page's touch keeps it
     )
     try:
         (counted,) = await store.ledger.record_conversions([conversion])

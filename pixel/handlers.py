@@ -225,13 +225,15 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         metrics.tracking_rejects.labels("opted_out").inc()
         return web.Response(status=204)
     if not events:  # identify only: the links are written, the uid cookie refreshed
+        # The landing page's first batch may be this one: its click id is sent only once.
+        await _landing_click(request, parsed.kclid, known, [e.advertiser for e in identifies])
         response = web.Response(status=204)
         _with_uid(request, response, known)
         return response
     uid, accepted = await _store(request, gates, events, known)
     if not accepted:  # the tag keeps the batch and sends it again after Retry-After
         return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
-    await _landing_click(request, parsed.kclid, uid, events)
+    await _landing_click(request, parsed.kclid, uid, [e.advertiser for e in events])
     response = web.Response(status=204)
     _with_uid(request, response, uid)
     return response
@@ -267,7 +269,7 @@ async def _identified(
 
 
 async def _landing_click(
-    request: web.Request, kclid: str | Reject | None, uid: str | None, events: list[ShopperEvent]
+    request: web.Request, kclid: str | Reject | None, uid: str | None, advertisers: list[str]
 ) -> None:
     """A landing page's click id (`kclid`, see adserver.delivery.click_ids): a valid one of
     an advertiser of the batch makes that click the last touch of the shopper the batch was
@@ -282,9 +284,7 @@ async def _landing_click(
     if uid is None:
         return
     click = open_click_id(app[SIGNER], kclid, app[SETTINGS].click_window_days * 86400)
-    if not isinstance(click, InvalidToken) and all(
-        e.advertiser != click.placement.advertiser for e in events
-    ):
+    if not isinstance(click, InvalidToken) and click.placement.advertiser not in advertisers:
         click = InvalidToken("other_advertiser")
     if isinstance(click, InvalidToken):
         app[METRICS].click_ids.labels(f"tag_{click.reason}").inc()

@@ -72,6 +72,7 @@ class Conversion:
     at: float
     server_reported: bool = False  # by the shop's server: its revenue replaces the browser's
     uid: str = ""  # the shopper who bought: an order counts once per shopper and order id
+    click_ms: str = ""  # the click's time (ms) when attributed to a click: once per click too
 
     @property
     def campaign(self) -> str:

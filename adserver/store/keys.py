@@ -253,6 +253,14 @@ def order_marker(advertiser: str, order: str, uid: str = "") -> str:
     return f"ord:{{{advertiser}}}:{uid}:{order}" if uid else f"ord:{{{advertiser}}}:{order}"
 
 
+def click_order_marker(advertiser: str, order: str, click_ms: str) -> str:
+    """string, set once per click and order id (next to order_marker): an order attributed to
+    a click counts once whoever reported it (the landing page's shopper through the tag, the
+    shop's server with the click id). `click_ms` is the click's time, which the shopper's touch
+    and the click id both carry; '@' is no uid's character."""
+    return f"ord:{{{advertiser}}}:@{click_ms}:{order}"
+
+
 def click_marker(advertiser: str, token_digest: str) -> str:
     """string, set for the lifetime of a click link: it counts once."""
     return f"clk:{{{advertiser}}}:{token_digest}"

@@ -244,23 +244,29 @@ class Ledger:
         last click touch, unless a later click is there; counts nothing. True when set."""
         touch = keys.user_touch(uid, placement.advertiser)
         ttl = self.limits.click_window_seconds
-        return bool(await self._set_click_touch([touch], [int(at * 1000), placement.key, ttl]))
+        # round: `at` came from a click id's milliseconds (ms / 1000), which int() may cut to
+        # the millisecond before; the touch keeps the click's own time (see click_order_marker)
+        clicked = round(at * 1000)
+        return bool(await self._set_click_touch([touch], [clicked, placement.key, ttl]))
 
     async def record_conversions(self, conversions: Iterable[Conversion]) -> list[bool]:
         """Count attributed purchases, once per shopper and order id (a made-up shopper who
-        reports an order id first does not take the real buyer's conversion); True where newly
-        counted. The shop server's revenue for an order the browser reported first replaces
-        the browser's."""
+        reports an order id first does not take the real buyer's conversion) and, attributed
+        to a click, once per click and order id (the tag's purchase on the landing page and
+        the postback with that click's id are one order); True where newly counted. The
+        shop server's revenue for an order the browser reported first replaces the browser's."""
         pipe = self.redis.pipeline(transaction=False)
         for c in conversions:
             campaign, publisher, rest = (c.key.split("\t", 2) + ["", ""])[:3]
             day = day_of(c.at)
+            by_click = [keys.click_order_marker(c.advertiser, c.order, c.click_ms)]
             await self._record_conversion(
                 [
                     keys.order_marker(c.advertiser, c.order, c.uid),
                     keys.daily_stats(c.advertiser, day),
                     keys.campaign_totals(c.advertiser),
                     keys.publishers_of_day(c.advertiser, day),
+                    *(by_click if c.touch == "click" and c.click_ms else []),
                 ],
                 [
                     *(campaign, publisher, rest, str(c.revenue), ORDER_MARKER_TTL_SECONDS),

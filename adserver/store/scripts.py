@@ -31,8 +31,10 @@ def lua_string(text: str) -> str:
 # adserver.delivery.impression_caps). A purchase refused attribution by a cap is kept as
 # '<TAB>capped' in the orders hash: the same order from the shop's server (cap 0) is then
 # attributed to the last touch (the server is trusted), once (the ledger counts each order once).
-# Returns {1} when stored; for a new purchase {1, 'click'|'view'|'', attribution key}: the last
-# click within the click window, else the last impression within the view window, else nothing.
+# Returns {1} when stored; for a new purchase {1, 'click'|'view'|'', attribution key, click
+# time ms ('' unless a click)}: the last click within the click window, else the last
+# impression within the view window, else nothing. The click time names the click (a click id
+# carries it too): the ledger counts an order once per click, whoever's browser reported it.
 # The orders hash keeps each order's attribution ('touch<TAB>key'), and a purchase whose order
 # id was already recorded changes nothing and returns {0, touch, key} as first attributed, so
 # a replayed event (its conversion not counted the first time) still gets counted: the ledger
@@ -73,19 +75,21 @@ elseif kind == 'purchase' then
   local function last_touch()
     local touch = redis.call('HMGET', KEYS[7], 'click', 'click_key', 'view', 'view_key')
     if touch[1] and now - tonumber(touch[1]) <= tonumber(ARGV[8]) then
-      return 'click', touch[2]
+      return 'click', touch[2], touch[1]
     elseif touch[3] and now - tonumber(touch[3]) <= tonumber(ARGV[9]) then
-      return 'view', touch[4]
+      return 'view', touch[4], ''
     end
-    return '', ''
+    return '', '', ''
   end
   if kept then
     local tab = string.find(kept, '\t', 1, true)
     local via, key = string.sub(kept, 1, tab - 1), string.sub(kept, tab + 1)
     if kept == '\tcapped' and tonumber(ARGV[10]) == 0 then
       -- reported by the browser past a cap, now by the shop's server (no cap): attributed
-      via, key = last_touch()
+      local clicked
+      via, key, clicked = last_touch()
       redis.call('HSET', KEYS[5], order, via .. '\t' .. key)
+      return {0, via, key, clicked}
     end
     return {0, via, key}
   end
@@ -97,7 +101,7 @@ elseif kind == 'purchase' then
   redis.call('HINCRBYFLOAT', KEYS[6], 'revenue', ARGV[7])
   redis.call('HINCRBY', KEYS[6], 'orders', 1)
   redis.call('EXPIRE', KEYS[6], ttl)
-  local via, key = last_touch()
+  local via, key, clicked = last_touch()
   local conversions_cap = tonumber(ARGV[10])
   if via ~= '' and conversions_cap < 0 then
     via, key = '', 'capped'
@@ -113,7 +117,7 @@ elseif kind == 'purchase' then
   end
   redis.call('HSET', KEYS[5], order, via .. '\t' .. key)
   redis.call('EXPIRE', KEYS[5], ttl)
-  return {1, via, key}
+  return {1, via, key, clicked}
 end
 return {1}
 """
@@ -263,16 +267,19 @@ return 1
 )
 
 # A conversion, on the advertiser's keys (one slot): counted once per order id.
-# KEYS: order marker, daily stats, campaign totals, the day's publisher set. ARGV: campaign,
+# KEYS: order marker, daily stats, campaign totals, the day's publisher set, and for an order
+# attributed to a click its marker for that click (keys.click_order_marker). ARGV: campaign,
 # publisher, strategy<TAB>size, revenue, marker ttl, publisher cap, set ttl, '1' when the
 # shop's server reported it (the postback), else '0'. The marker keeps what was counted
 # ('b:<revenue>' from the browser, 's:<revenue>' from the server): the server's word on an
 # order the browser reported first replaces the browser's revenue (on the postback's day).
+# An order counts once per shopper and once per click: one of its markers there is enough.
 # Returns 1 when counted, 0 for an order already counted.
 RECORD_CONVERSION = (
     PUBLISHER_OF
     + """
-local kept = redis.call('GET', KEYS[1])
+local markers = {KEYS[1], KEYS[5]}
+local kept = redis.call('GET', KEYS[1]) or (KEYS[5] and redis.call('GET', KEYS[5]))
 local function suffix()
   local publisher = publisher_of(KEYS[4], ARGV[2], tonumber(ARGV[6]), ARGV[7])
   return ARGV[1] .. '\t' .. publisher .. '\t' .. ARGV[3]
@@ -282,12 +289,18 @@ if kept then
     local delta = tonumber(ARGV[4]) - tonumber(string.sub(kept, 3))
     redis.call('HINCRBYFLOAT', KEYS[2], 'revenue\t' .. suffix(), string.format('%.6f', delta))
     redis.call('EXPIRE', KEYS[2], 34560000)
-    redis.call('SET', KEYS[1], 's:' .. ARGV[4], 'KEEPTTL')
+    for _, marker in ipairs(markers) do
+      if redis.call('EXISTS', marker) == 1 then
+        redis.call('SET', marker, 's:' .. ARGV[4], 'KEEPTTL')
+      end
+    end
   end
   return 0
 end
 local source = ARGV[8] == '1' and 's:' or 'b:'
-redis.call('SET', KEYS[1], source .. ARGV[4], 'EX', ARGV[5])
+for _, marker in ipairs(markers) do
+  redis.call('SET', marker, source .. ARGV[4], 'EX', ARGV[5])
+end
 local fields = suffix()
 redis.call('HINCRBY', KEYS[2], 'conv\t' .. fields, 1)
 redis.call('HINCRBYFLOAT', KEYS[2], 'revenue\t' .. fields, ARGV[4])

@@ -146,9 +146,10 @@ class Store:
                     at,
                     event.server_reported,
                     uid,
+                    _text(reply[3]) if len(reply) > 3 else "",
                 )
                 for (uid, event, at), reply in zip(entries, replies, strict=True)
-                if event.kind == "purchase" and len(reply) == 3 and _text(reply[1])
+                if event.kind == "purchase" and len(reply) >= 3 and _text(reply[1])
             ]
             counted = await self.ledger.record_conversions(conversions) if conversions else []
         except BaseException:
@@ -240,6 +241,12 @@ class Store:
             day_of(now_ms / 1000),
             *event.items,
         )
+
+    async def knows(self, uid: str, advertiser: str) -> bool:
+        """Whether Kaeru keeps this shopper's events or their last touch at `advertiser` (a
+        click sets it for the click window): nothing of either once they were forgotten."""
+        touch, seen = keys.user_touch(uid, advertiser), keys.user_advertisers(uid)
+        return bool(await self.redis.exists(touch, seen))
 
     async def load_shopper(self, uid: str | None, now: float | None = None) -> Shopper:
         """The shopper's recent histories in one round trip (one server-side script)."""

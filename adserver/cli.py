@@ -13,6 +13,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("kaeru")
 
 DEMO_TOKEN_FILE = "demo-token"
+DEMO_PUBLISHER_TOKEN_FILE = "demo-publisher-token"
+DEMO_EID_SECONDS = 3600  # how long the cross-site demo's partner signs its reader's eid for
 LOOPBACK_HOSTS = ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost")
 FILE_CHUNK = 256 * 1024
 FEED_TYPES = {
@@ -310,11 +313,27 @@ def demo_sites(
 
 def demo(settings: Settings, sites: DemoSites | None = None) -> int:
     from adserver.app import create_app
-    from adserver.demo.pages import DEMO_ADVERTISER, add_demo_routes, demo_catalog
+    from adserver.demo.pages import (
+        DEMO_ADVERTISER,
+        DEMO_PUBLISHER,
+        EidSigner,
+        add_demo_routes,
+        demo_catalog,
+    )
     from adserver.http.app_keys import MARKET, STORE
 
     token = settings.advertisers.get(DEMO_ADVERTISER) or _demo_token(settings.data_dir)
     settings = replace(settings, advertisers={**settings.advertisers, DEMO_ADVERTISER: token})
+    signer: EidSigner | None = None
+    publisher_line = ""
+    if sites is not None:  # the partner's own server signs its reader's eid: a registered token
+        publisher_token = settings.publishers.get(DEMO_PUBLISHER) or _demo_token(
+            settings.data_dir, DEMO_PUBLISHER_TOKEN_FILE
+        )
+        publishers = {**settings.publishers, DEMO_PUBLISHER: publisher_token}
+        settings = replace(settings, publishers=publishers)
+        signer = _demo_eid_signer(DEMO_PUBLISHER, publisher_token)
+        publisher_line = f"  publisher token for {DEMO_PUBLISHER}: {publisher_token}\n"
     base = public_base_url(settings)
     shop = sites.shop if sites else base
     partner = sites.partner if sites else base
@@ -337,13 +356,14 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
             f"{two_sites}"
             f"  metrics:  {base}/metrics\n"
             f"  admin API token for {DEMO_ADVERTISER}: {token}\n"
+            f"{publisher_line}"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
 
     def run(settings: Settings) -> int:
         app = create_app(settings)
-        add_demo_routes(app, sites)
+        add_demo_routes(app, sites, signer)
         app.on_startup.append(load_catalog)
         _run_app(app, settings, sockets)
         return 0
@@ -356,8 +376,19 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
             sock.close()
 
 
-def _demo_token(data_dir: Path) -> str:
-    path = data_dir / DEMO_TOKEN_FILE
+def _demo_eid_signer(publisher: str, token: str) -> Callable[[str], tuple[str, int]]:
+    """The cross-site demo's publisher server: signs a hashed e-mail for `DEMO_EID_SECONDS`."""
+    from adserver.identity.eid_signatures import sign_eid
+
+    def sign(eid: str) -> tuple[str, int]:
+        expiry = int(time.time()) + DEMO_EID_SECONDS
+        return sign_eid(token, publisher, eid, expiry), expiry
+
+    return sign
+
+
+def _demo_token(data_dir: Path, name: str = DEMO_TOKEN_FILE) -> str:
+    path = data_dir / name
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -5,6 +5,7 @@ expiry and forgetting."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from adserver.app import create_app
 from adserver.config.settings import Settings
 from adserver.http.app_keys import IDENTITY, STORE
+from adserver.identity.eid_signatures import sign_eid
 from adserver.identity.identifiers import FPID_PATTERN, email_sha256_of
 from adserver.runtime.embedded_redis import free_port
 from adserver.store import keys
@@ -84,6 +86,13 @@ async def all_keys(client: TestClient[Any, Any]) -> list[str]:
 
 async def link_keys(client: TestClient[Any, Any]) -> list[str]:
     return [k for k in await all_keys(client) if k.startswith("id:")]
+
+
+def signed_eid(eid: str) -> dict[str, str]:
+    """`eid` with its publisher's signature, as the publisher's server adds it to its tags."""
+    expiry = int(time.time()) + 600
+    sig = sign_eid(PUBLISHER_TOKEN, PUBLISHER, eid, expiry)
+    return {"eid": eid, "eid_sig": sig, "eid_exp": str(expiry)}
 
 
 async def ad_json(client: TestClient[Any, Any], **params: str) -> tuple[int, Any]:
@@ -159,9 +168,11 @@ async def test_identify_links_the_hashed_email_and_a_partner_eid_finds_the_histo
     assert {p["id"] for p in known["products"]} >= {"sku-2", "sku-4"}
     assert EMAIL_SHA256 not in str(known)
 
-    frame = await shop.get("/ad", params={**AD, "eid": EMAIL_SHA256})  # no token needed
+    # No token needed: the publisher's server signed its reader's hash (eid_sig, eid_exp).
+    vouched = signed_eid(EMAIL_SHA256)
+    frame = await shop.get("/ad", params={**AD, **vouched})
     assert frame.status == 200 and "Product sku-4" in await frame.text()
-    script = await shop.get("/ad.js", params={**AD, "eid": EMAIL_SHA256})
+    script = await shop.get("/ad.js", params={**AD, **vouched})
     assert script.status == 200 and "eid=" + EMAIL_SHA256 in await script.text()
 
 

@@ -5,8 +5,16 @@ works in every browser. `kaeru demo --cross-site` puts the shop and the partner 
 (Kaeru on the shop's, by default): the partner's ads then see no Kaeru cookie where the browser
 blocks third-party cookies, and each page has a fake log-in box whose e-mail, hashed in the
 browser, carries the shopper across instead (`identify` on the shop, `eid=` on the partner).
+
+On the partner the demo also plays the publisher's server: `POST /demo/partner/sign` takes the
+hash (never the e-mail) and answers it signed with the demo publisher's token (`eid_sig`,
+`eid_exp`), which the page adds to its ad tags; Kaeru personalises an `eid` on `/ad` only so
+vouched for. A real publisher signs only the hash of the reader logged in on its own site;
+this demo, whose log-in takes any address without a password, signs any hash it is sent.
 """
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +38,18 @@ __all__ = [
     "PARTNER_CATEGORY",
     "PARTNER_KEYWORDS",
     "DemoSites",
+    "EidSigner",
     "add_demo_routes",
     "demo_catalog",
 ]
 
 DEMO_PUBLISHER = "demo-news"
+SIGN_PATH = "/demo/partner/sign"
+SIGN_BODY_BYTES = 1024
+HASHED_EMAIL = re.compile(r"^[0-9a-f]{64}\Z")
+# What the demo's publisher server answers for a hashed e-mail: its signature and expiry
+# (unix seconds), as `adserver.identity.eid_signatures.sign_eid` computes them.
+EidSigner = Callable[[str], tuple[str, int]]
 PICTURE_CACHE_CONTROL = "public, max-age=604800"
 # What the partner's article is about, passed as context (`kw=`, `cat=`) on its ad requests
 # in the cross-site demo.
@@ -57,6 +72,7 @@ class DemoSites:
 
 
 SITES = web.AppKey("demo_sites", DemoSites)
+SIGNER: web.AppKey[EidSigner] = web.AppKey("demo_eid_signer")
 
 _ENV = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
@@ -122,7 +138,33 @@ async def thanks(request: web.Request) -> web.Response:
 
 
 async def partner(request: web.Request) -> web.Response:
-    return _page(request, "partner")
+    return _page(request, "partner", sign_path=SIGN_PATH)
+
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _refused(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=NO_STORE)
+
+
+async def sign(request: web.Request) -> web.Response:
+    """`POST /demo/partner/sign` `{"eid": "<64 lowercase hex>"}`: the demo publisher's server
+    signing its reader's hashed e-mail: `{"eid", "eid_sig", "eid_exp"}`. Only a hash is taken
+    (an e-mail, or anything else, is a 400, and nothing of the body is logged or kept)."""
+    if request.content_length is None or request.content_length > SIGN_BODY_BYTES:
+        return _refused(f"a JSON body of at most {SIGN_BODY_BYTES} bytes", 413)
+    try:
+        body = await request.json()
+    except ValueError:
+        return _refused('the body must be JSON: {"eid": "<SHA-256 hex of the e-mail>"}')
+    eid = body.get("eid") if isinstance(body, dict) else None
+    if not isinstance(eid, str) or not HASHED_EMAIL.match(eid):
+        return _refused("eid must be the SHA-256 hex (64 lowercase) of an e-mail, not an e-mail")
+    signature, expiry = request.app[SIGNER](eid)
+    return web.json_response(
+        {"eid": eid, "eid_sig": signature, "eid_exp": expiry}, headers=NO_STORE
+    )
 
 
 def _redirect_to(location: str) -> Handler:
@@ -132,10 +174,16 @@ def _redirect_to(location: str) -> Handler:
     return redirect
 
 
-def add_demo_routes(app: web.Application, sites: DemoSites | None = None) -> None:
+def add_demo_routes(
+    app: web.Application, sites: DemoSites | None = None, signer: EidSigner | None = None
+) -> None:
     """Register the demo pages under /demo/ (GET only); `sites`: where each one lives (default:
-    all on the one site serving them)."""
+    all on the one site serving them). With two sites and a `signer` (the demo publisher's
+    token at work), the partner's publisher server too: `POST /demo/partner/sign`."""
     app[SITES] = sites or DemoSites()
+    if signer is not None and app[SITES].cross_site:
+        app[SIGNER] = signer
+        app.router.add_post(SIGN_PATH, sign)
     app.router.add_routes(
         [
             web.get("/demo/", landing),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -45,6 +45,12 @@ from adserver.http.app_keys import (
 )
 from adserver.http.edge.middleware import public_base_url
 from adserver.http.responses import creative_html, gif, javascript, json_error, json_response
+from adserver.identity.eid_signatures import (
+    EidSignature,
+    MalformedSignature,
+    parse_signature,
+    refusal,
+)
 from adserver.identity.gates import Gates
 from adserver.identity.identifiers import valid_email_sha256
 from adserver.identity.uid_cookie import is_secure_context, set_uid_cookie
@@ -66,11 +72,13 @@ AD_JS = (
 )
 
 
-# Distinct publisher-provided hashed e-mails (`eid=` on `/ad`, `/ad.js`: no token) one client
-# address gets resolved an hour: a reader's own, sent with every ad, is one; a script reading
-# the frame with a list of hashed e-mails would otherwise read each one's history. Past it the
-# ad is not personalised by `eid` (kaeru_eids_over_cap_total). `/ad.json` with the publisher's
-# token (its server, speaking for its readers) is not capped.
+# Distinct publisher-provided hashed e-mails (`eid=` on `/ad`, `/ad.js`: signed by the
+# publisher, no token) one client address gets resolved an hour: a reader's own, sent with
+# every ad, is one. An eid counts there only with its publisher's signature (see
+# `adserver.identity.eid_signatures`: a hash alone is no secret); signatures read off
+# publishers' pages and replayed from one address are bounded too. Past it the ad is not
+# personalised by `eid` (kaeru_eids_over_cap_total). `/ad.json` with the publisher's token
+# (its server, speaking for its readers) is not capped.
 EIDS_PER_ADDRESS_HOUR = 50
 
 # What an iframe shows for a bad request: nothing (JSON would be printed inside the partner's
@@ -98,11 +106,24 @@ def _locate(request: web.Request, slot: Slot) -> Slot:
     return replace(slot, country=request.app[GEO].country(request.remote))
 
 
-def _eid(request: web.Request, slot: Slot, *, needs_token: bool) -> str | None | BadAdRequest:
+@dataclass(frozen=True, slots=True)
+class PartnerEid:
+    """A well-formed `eid` and, on `/ad` and `/ad.js`, the publisher's signature of it
+    (None: unsigned; `/ad.json` needs none, its bearer token speaks for the publisher)."""
+
+    eid: str
+    signed: EidSignature | None = None
+
+
+def _eid(
+    request: web.Request, slot: Slot, *, needs_token: bool
+) -> PartnerEid | None | BadAdRequest:
     """The publisher-provided hashed e-mail (`eid=`: SHA-256 hex of the trimmed, lowercased
-    address), None when absent. On `/ad.json` (whose answer the partner's page reads) only
-    with the publisher's own token (KAERU_PUBLISHERS) or the operator's."""
-    raw = request.query.get("eid")
+    address), None when absent, well-formed or a 400. On `/ad.json` (whose answer the
+    partner's page reads) only with the publisher's own token (KAERU_PUBLISHERS) or the
+    operator's; elsewhere with the signature `eid_sig`, `eid_exp` (checked by `_vouched`)."""
+    query = request.query
+    raw = query.get("eid")
     if raw is None or raw == "":
         return None
     eid = valid_email_sha256(raw)
@@ -117,7 +138,26 @@ def _eid(request: web.Request, slot: Slot, *, needs_token: bool) -> str | None |
             return BadAdRequest(
                 "eid_without_token", "eid on /ad.json needs the publisher's bearer token"
             )
-    return eid
+        return PartnerEid(eid)
+    signed = parse_signature(query.get("eid_sig"), query.get("eid_exp"))
+    if isinstance(signed, MalformedSignature):
+        return BadAdRequest(signed.reason, signed.message)
+    return PartnerEid(eid, signed)
+
+
+def _vouched(request: web.Request, slot: Slot, partner: PartnerEid | None) -> str | None:
+    """The eid of `/ad` if its publisher signed it (for this `pub=`, unexpired, at most a day
+    ahead), else None: the ad is not personalised by it, and the refusal is counted
+    (kaeru_eids_refused_total{reason}). Pure: no Redis."""
+    if partner is None:
+        return None
+    settings = request.app[SETTINGS]
+    token = settings.publishers.get(slot.publisher)
+    refused = refusal(token, slot.publisher, partner.eid, partner.signed, time.time())
+    if refused is not None:
+        request.app[METRICS].eids_refused.labels(refused).inc()
+        return None
+    return partner.eid
 
 
 async def _personal_uid(
@@ -125,7 +165,7 @@ async def _personal_uid(
 ) -> str | None:
     """The uid cookie the gates allow, else (with the same gates) the uid linked to the
     publisher's hashed e-mail: one round trip more, within the Redis deadline. `eid_capped`:
-    the eid came without a token (see EIDS_PER_ADDRESS_HOUR)."""
+    the eid came signed on `/ad`, without a token (see EIDS_PER_ADDRESS_HOUR)."""
     uid = gates.personal_uid()
     if uid is not None or eid is None or gates.bot or gates.opted_out or not gates.consented:
         return uid
@@ -152,7 +192,8 @@ async def _serve(
 ) -> ServedAd | None:
     """Decide and count the impression; a Redis failure degrades to a non-personalised ad.
     With an `explanation` (debug) nothing is counted. `eid`: a publisher-provided hashed
-    e-mail (see `_eid`), used when no uid cookie is; `eid_capped`: it came without a token."""
+    e-mail its publisher vouched for (see `_eid`, `_vouched`), used when no uid cookie is;
+    `eid_capped`: it came without a token."""
     app = request.app
     store, metrics = app[STORE], app[METRICS]
     gates = Gates.of_query(request, app[SETTINGS])
@@ -234,16 +275,17 @@ async def ad_html(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(slot, BadAdRequest):
         return _bad_frame_request(request, slot)
-    eid = _eid(request, slot, needs_token=False)
-    if isinstance(eid, BadAdRequest):
-        return _bad_frame_request(request, eid)
-    served = await _serve(request, slot, eid=eid)
+    partner = _eid(request, slot, needs_token=False)
+    if isinstance(partner, BadAdRequest):
+        return _bad_frame_request(request, partner)
+    served = await _serve(request, slot, eid=_vouched(request, slot, partner))
     html = served.html if served else request.app[RENDERER].no_fill(slot.size)
     return _refresh_uid(request, creative_html(html))
 
 
 async def ad_script(request: web.Request) -> web.StreamResponse:
-    """`/ad.js`: a script that frames `/ad` with the same query; it decides nothing."""
+    """`/ad.js`: a script that frames `/ad` with the same query (`eid`, `eid_sig` and `eid_exp`
+    with it, checked there); it decides nothing."""
     slot = parse_ad_request(
         request.query, request.app[RENDERER].formats, request.app[SETTINGS].publishers
     )
@@ -270,12 +312,13 @@ async def ad_json(request: web.Request) -> web.StreamResponse:
         if token is None or not request.app[SETTINGS].is_operator(token):
             return json_error(403, "debug=1 needs the operator token")
         explanation = Explanation()
-    eid = _eid(request, slot, needs_token=True)
-    if isinstance(eid, BadAdRequest):
-        if eid.reason == "eid_without_token":
-            request.app[METRICS].bad_requests.labels("ad", eid.reason).inc()
-            return json_error(403, eid.message)
-        return _bad_request(request, eid)
+    partner = _eid(request, slot, needs_token=True)
+    if isinstance(partner, BadAdRequest):
+        if partner.reason == "eid_without_token":
+            request.app[METRICS].bad_requests.labels("ad", partner.reason).inc()
+            return json_error(403, partner.message)
+        return _bad_request(request, partner)
+    eid = partner.eid if partner else None
     served = await _serve(request, slot, explanation, eid, eid_capped=False)  # with a token
     if explanation is not None:
         answer = served.as_json() if served else {"no_fill": True}

@@ -91,6 +91,14 @@ class Metrics:
             "tried more distinct hashed e-mails this hour than it may",
             registry=r,
         )
+        self.eids_refused = Counter(
+            "kaeru_eids_refused",
+            "Ad requests (/ad, /ad.js frames) whose eid was ignored, not personalising the ad: "
+            "unsigned, unregistered_publisher, expired, too_far_ahead (eid_exp more than a "
+            "day ahead) or bad_signature (not the publisher's for this pub, eid and eid_exp)",
+            ["reason"],
+            registry=r,
+        )
         self.renders_uncounted = Counter(
             "kaeru_renders_uncounted",
             "Render beacons not counted: their impression's render was counted already, "

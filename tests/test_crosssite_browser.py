@@ -346,6 +346,11 @@ def log_in(page: Any, email: str) -> None:
 
 
 def ad_frames(page: Any) -> list[Any]:
+    """The page's ad frames as loaded now. `page.frames` alone is what Playwright's sync API
+    has taken in so far: a round trip first lets it see frames that navigated since (the
+    partner's log-in fills its slots once its server has signed the reader's hash, which may
+    be after the page's load event)."""
+    page.evaluate("0")
     return [frame for frame in page.frames if urlsplit(frame.url).path == "/ad"]
 
 
@@ -438,6 +443,11 @@ def test_three_sites_identity_click_conversion_and_opt_out(context: Any, sites: 
     scenario = Scenario()
     shop, news = context.new_page(), context.new_page()
     watch_batches(shop)
+    signing: list[str] = []  # what the partner's page sent its own server to sign
+    news.on(
+        "request",
+        lambda r: signing.append(r.post_data or "") if "/demo/partner/sign" in r.url else None,
+    )
 
     others_view(sites)
     with scenario.step("an anonymous reader on the partner gets contextual or popular ads"):
@@ -481,6 +491,9 @@ def test_three_sites_identity_click_conversion_and_opt_out(context: Any, sites: 
             "eid= on every ad request",
         )
         assert all("kw=" in q and "cat=" in q for q in requested), requested
+        # Vouched for by the partner's server, which got the hash, never the e-mail.
+        assert all("eid_sig=" in q and "eid_exp=" in q for q in requested), requested
+        assert signing and all(orjson.loads(b) == {"eid": EMAIL_SHA256} for b in signing)
 
     with scenario.step("the shop's tag sends its first-party id", needs="part A: fpid"):
         sent = batches(shop)

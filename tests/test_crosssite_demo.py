@@ -228,6 +228,10 @@ def test_in_chromium_the_partner_hashes_the_e_mail_and_kaeru_never_sees_it(
                 time.sleep(0.1)
             partner.goto(f"http://127.0.0.1:{port}/demo/partner/")
             assert all(f"&eid={EMAIL_SHA256}" in src for src in partner.evaluate(frames))
+            # signed by the partner's own server (the demo), which got only the hash
+            assert all("&eid_sig=" in src for src in partner.evaluate(frames))
+            signing = [s for s in sent if "/demo/partner/sign" in s]
+            assert signing and all(s.endswith(f'{{"eid":"{EMAIL_SHA256}"}}') for s in signing)
         finally:
             browser.close()
     address = EMAIL.strip().lower()

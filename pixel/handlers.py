@@ -219,7 +219,8 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         metrics.tracking_rejects.labels(untracked).inc()
         return web.Response(status=204)
     identified = await _identified(request, gates, events, identifies, parsed.fpid)
-    if identified is None:  # the opt-out could not be checked: the tag keeps the batch
+    if identified is None:  # the opt-out could not be checked: shed, the tag keeps the batch
+        metrics.events_shed.labels("e").inc(len(events) + len(identifies))
         return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
     found, opted_out = identified
     if opted_out:  # through an identifier, where no cookie could say so
@@ -263,11 +264,13 @@ async def _identified(
         return None, False
     app = request.app
     advertisers = [e.advertiser for e in events] + [e.advertiser for e in identifies]
+    wait = app[SETTINGS].redis_deadline_ms / 1000 * IDENTITY_DEADLINE_FACTOR
+    give_up_at = time.monotonic() + wait
+    resolving = app[IDENTITY].shop_uid(
+        gates.uid, advertisers, fpid, identifies, time.time(), give_up_at
+    )
     try:
-        uid = await within(
-            app[IDENTITY].shop_uid(gates.uid, advertisers, fpid, identifies, time.time()),
-            app[SETTINGS].redis_deadline_ms / 1000 * IDENTITY_DEADLINE_FACTOR,
-        )
+        uid = await within(resolving, wait)
     except (RedisError, OSError, TimeoutError):
         app[METRICS].store_errors.labels("identity").inc()
         return None

@@ -232,3 +232,15 @@ async def test_the_links_kept_for_forgetting_are_bounded_and_trimmed_by_age(
 
     linked = await identities.linked(identifiers=[token])
     assert set(uids[-FORGETTING_BOUND:]) <= linked.uids and stale not in linked.uids
+
+
+async def test_a_batch_given_up_on_links_nothing(shop: TestClient[Any, Any]) -> None:
+    """A batch refused because its identity step took too long (Redis slow) leaves no link to
+    the uid it would have had: the browser's next batch gets a uid, and its cookie, anew."""
+    resolver = shop.app[IDENTITY]
+    late = await resolver.shop_uid(None, [SHOP], FPID, [], time.time(), time.monotonic() - 1)
+    assert late is not None and not late.issue
+    fresh = await resolver.shop_uid(None, [SHOP], FPID, [], time.time())
+    assert fresh is not None and fresh.issue and fresh.uid != late.uid
+    again = await resolver.shop_uid(None, [SHOP], FPID, [], time.time())
+    assert again is not None and again.uid == fresh.uid and not again.issue

@@ -21,6 +21,8 @@ links are stored, and used, only with the consent tracking needs.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -64,11 +66,16 @@ class IdentityResolver:
         fpid: str | None,
         identifies: Sequence[Identify],
         now: float,
+        give_up_at: float = math.inf,
     ) -> ShopUid | None:
         """The uid a tag batch is stored under (see the module's docstring), its links written:
         two round trips (resolve the first-party id when there is no cookie, and check that
         none of the batch's identifiers opted out; link). None: one of them opted out (on
-        another site, maybe, where Kaeru's cookie cannot tell): nothing may be tracked."""
+        another site, maybe, where Kaeru's cookie cannot tell): nothing may be tracked.
+
+        Past `give_up_at` (`time.monotonic()`) once the resolution answers, nothing is linked:
+        the caller stopped waiting and refused the batch, and a link to a uid its browser
+        never got would keep that browser's next batches from being given a cookie."""
         first_party, told = self.tokens(advertisers, fpid, identifies)
         resolving = first_party if cookie_uid is None else []
         checked = [t for t in (*first_party, *told) if t not in resolving]
@@ -76,6 +83,8 @@ class IdentityResolver:
         if opted_out:
             return None
         uid = cookie_uid or found or new_uid()
+        if time.monotonic() > give_up_at:
+            return ShopUid(uid, issue=False)
         await self._store.identities.link(uid, [*first_party, *told], now)
         return ShopUid(uid, issue=cookie_uid is not None or found is None)
 

@@ -35,6 +35,7 @@ from adserver.http.bodies import read_body
 from adserver.http.responses import gif, javascript, json_error, unavailable
 from adserver.identity.gates import Gates
 from adserver.identity.identifiers import Identify
+from adserver.identity.links import ShopUid
 from adserver.identity.uid_cookie import is_secure_context, new_uid, set_uid_cookie
 from adserver.runtime.waiting import within
 from adserver.store import RedisError
@@ -218,24 +219,29 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         metrics.tracking_rejects.labels(untracked).inc()
         return web.Response(status=204)
     identified = await _identified(request, gates, events, identifies, parsed.fpid)
-    if identified is None:  # the opt-out could not be checked: the tag keeps the batch
+    if identified is None:  # the opt-out could not be checked: shed, the tag keeps the batch
+        metrics.events_shed.labels("e").inc(len(events) + len(identifies))
         return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
-    known, opted_out = identified
+    found, opted_out = identified
     if opted_out:  # through an identifier, where no cookie could say so
         metrics.tracking_rejects.labels("opted_out").inc()
         return web.Response(status=204)
+    known = found.uid if found else None
+    # A uid found through the first-party id is never handed out (see ShopUid): whoever
+    # sends a shopper's fpid (any script on the shop's page can read it) gets no cookie.
+    issue = found is None or found.issue
     if not events:  # identify only: the links are written, the uid cookie refreshed
         # The landing page's first batch may be this one: its click id is sent only once.
         await _landing_click(request, parsed.kclid, known, [e.advertiser for e in identifies])
         response = web.Response(status=204)
-        _with_uid(request, response, known)
+        _with_uid(request, response, known if issue else None)
         return response
     uid, accepted = await _store(request, gates, events, known)
     if not accepted:  # the tag keeps the batch and sends it again after Retry-After
         return unavailable("busy: send the batch again later", RETRY_AFTER_SECONDS)
     await _landing_click(request, parsed.kclid, uid, [e.advertiser for e in events])
     response = web.Response(status=204)
-    _with_uid(request, response, uid)
+    _with_uid(request, response, uid if issue else None)
     return response
 
 
@@ -245,11 +251,12 @@ async def _identified(
     events: Sequence[ShopperEvent],
     identifies: Sequence[Identify],
     fpid: str | None,
-) -> tuple[str | None, bool] | None:
+) -> tuple[ShopUid | None, bool] | None:
     """The uid of a batch that passed every gate, by its identity links (see
-    `adserver.identity.links`), with the links written, and whether one of its identifiers
-    opted out (then nothing is tracked). The uid is None when the batch names no identifier
-    (then `_store` decides as it always did). None when Redis cannot answer within ten times
+    `adserver.identity.links`: with whether the answer may issue it as the uid cookie), with
+    the links written, and whether one of its identifiers opted out (then nothing is
+    tracked). The uid is None when the batch names no identifier (then `_store` decides as
+    it always did). None when Redis cannot answer within ten times
     the Redis deadline (counted): whether the batch's identifiers opted out (an opt-out by
     first-party id, where no cookie says so) is unknown, so nothing of it may be stored or
     buffered; the batch is refused as when the buffer is full (503, the tag sends it again)."""
@@ -257,11 +264,13 @@ async def _identified(
         return None, False
     app = request.app
     advertisers = [e.advertiser for e in events] + [e.advertiser for e in identifies]
+    wait = app[SETTINGS].redis_deadline_ms / 1000 * IDENTITY_DEADLINE_FACTOR
+    give_up_at = time.monotonic() + wait
+    resolving = app[IDENTITY].shop_uid(
+        gates.uid, advertisers, fpid, identifies, time.time(), give_up_at
+    )
     try:
-        uid = await within(
-            app[IDENTITY].shop_uid(gates.uid, advertisers, fpid, identifies, time.time()),
-            app[SETTINGS].redis_deadline_ms / 1000 * IDENTITY_DEADLINE_FACTOR,
-        )
+        uid = await within(resolving, wait)
     except (RedisError, OSError, TimeoutError):
         app[METRICS].store_errors.labels("identity").inc()
         return None

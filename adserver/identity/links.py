@@ -6,7 +6,11 @@
   link their hashed e-mail or customer id to that uid. A hashed e-mail or customer id never
   decides the uid a browser is given: anyone may send anyone's hashed e-mail, and a browser
   that took over its owner's uid would be shown their history. A first-party id is 128
-  random bits the shop's own page keeps: only that browser knows it.
+  random bits the shop's own page keeps, yet not only that browser knows it: every script on
+  the shop's pages can read it (and the shop itself). So a uid found through a first-party id
+  stays on the server: the batch is stored under it, and the answer never issues it as the
+  uid cookie (`ShopUid.issue`), or whoever sends a shopper's first-party id would get their
+  uid, and with it their history at every advertiser.
 - Partner side (`adserver.http.ads`): with no usable uid cookie, a publisher-provided hashed
   e-mail (`eid=`) resolves to the uid most recently linked to it (one round trip; the profile
   read is the second).
@@ -17,11 +21,24 @@ links are stored, and used, only with the consent tracking needs.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from adserver.identity.identifiers import IdentifierHasher, Identify
 from adserver.identity.uid_cookie import new_uid
 from adserver.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class ShopUid:
+    """The uid a tag batch is stored under, and whether the answer may issue it as the uid
+    cookie: yes for the browser's own valid cookie (refreshed) and for a new uid; no for a uid
+    found through a first-party id (see the module's docstring)."""
+
+    uid: str
+    issue: bool
 
 
 class IdentityResolver:
@@ -49,11 +66,16 @@ class IdentityResolver:
         fpid: str | None,
         identifies: Sequence[Identify],
         now: float,
-    ) -> str | None:
+        give_up_at: float = math.inf,
+    ) -> ShopUid | None:
         """The uid a tag batch is stored under (see the module's docstring), its links written:
         two round trips (resolve the first-party id when there is no cookie, and check that
         none of the batch's identifiers opted out; link). None: one of them opted out (on
-        another site, maybe, where Kaeru's cookie cannot tell): nothing may be tracked."""
+        another site, maybe, where Kaeru's cookie cannot tell): nothing may be tracked.
+
+        Past `give_up_at` (`time.monotonic()`) once the resolution answers, nothing is linked:
+        the caller stopped waiting and refused the batch, and a link to a uid its browser
+        never got would keep that browser's next batches from being given a cookie."""
         first_party, told = self.tokens(advertisers, fpid, identifies)
         resolving = first_party if cookie_uid is None else []
         checked = [t for t in (*first_party, *told) if t not in resolving]
@@ -61,8 +83,10 @@ class IdentityResolver:
         if opted_out:
             return None
         uid = cookie_uid or found or new_uid()
+        if time.monotonic() > give_up_at:
+            return ShopUid(uid, issue=False)
         await self._store.identities.link(uid, [*first_party, *told], now)
-        return uid
+        return ShopUid(uid, issue=cookie_uid is not None or found is None)
 
     async def partner_uid(self, email_sha256: str) -> str | None:
         """The uid most recently linked to a publisher-provided hashed e-mail, if any and if

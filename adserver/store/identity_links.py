@@ -6,6 +6,14 @@ last linked). Both are bounded (the oldest link falls out, on both sides) and ex
 lookback. The two keys live in different slots, so a link is a pipeline, never a script; a
 half-written link (one side only) is harmless: resolution reads one side, forgetting walks
 both.
+
+Those bounds are what resolution sees, and anyone can push a shopper out of them (five
+identify calls from made-up uids, with the shopper's hashed e-mail). So each side also keeps
+what forgetting walks: `keys.identity_link_ever` and `keys.user_identifiers_ever`, every link
+within the lookback up to FORGETTING_BOUND (trimmed by age, the oldest falling out past the
+bound, never cleaned up by the other side's bound), written in the same round trip, never
+read by resolution. An erasure by e-mail, uid or first-party id reaches a shopper a flood
+pushed out of the links resolution sees.
 """
 
 from __future__ import annotations
@@ -19,8 +27,14 @@ from adserver.store.base import Command, StoreLimits, raise_first_error, send_co
 from adserver.store.base import text as _text
 
 # Forgetting walks links from a uid or identifier to every uid and identifier reachable; the
-# bounds per key keep that small, this keeps it finite whatever is stored.
+# bounds per key keep that small, these keep it finite whatever is stored (nearest first:
+# what the walk reaches in fewer steps is never left out for what it reaches in more).
 MAX_LINKED_UIDS = 200
+MAX_LINKED_IDENTIFIERS = 1000
+# The links forgetting walks, per identifier and per uid (at least twice what resolution
+# sees): a flood must link this many made-up uids to an e-mail within the lookback to push
+# its shopper out of reach of an erasure by that e-mail.
+FORGETTING_BOUND = 50
 
 
 @dataclass(slots=True)
@@ -73,7 +87,8 @@ class IdentityLinks:
 
     async def link(self, uid: str, identifiers: Iterable[str], now: float) -> None:
         """Link `uid` to each identifier (refreshing links that exist), in one round trip; a
-        second only when a bound pushed older links out (their other sides are removed)."""
+        second only when a bound pushed older links out (their other sides are removed). The
+        same round trip records the links for forgetting (see the module's docstring)."""
         tokens = list(dict.fromkeys(identifiers))
         if not tokens:
             return
@@ -85,6 +100,13 @@ class IdentityLinks:
             commands += _bounded_add(keys.identity_link(token), {uid: now_ms}, per_token, ttl_ms)
         own = keys.user_identifiers(uid)
         commands += _bounded_add(own, dict.fromkeys(tokens, now_ms), per_uid, ttl_ms)
+        # After the links (whose replies the clean-up below reads by position).
+        ever_token = max(FORGETTING_BOUND, 2 * per_token)
+        for token in tokens:
+            commands += _recorded(keys.identity_link_ever(token), {uid: now_ms}, ever_token, ttl_ms)
+        ever_uid = max(FORGETTING_BOUND, 2 * per_uid)
+        ever = keys.user_identifiers_ever(uid)
+        commands += _recorded(ever, dict.fromkeys(tokens, now_ms), ever_uid, ttl_ms)
         replies = await send_commands(self.redis, commands)
         raise_first_error(replies)
         cleanup: list[Command] = []
@@ -97,25 +119,34 @@ class IdentityLinks:
             raise_first_error(await send_commands(self.redis, cleanup))
 
     async def linked(self, uids: Iterable[str] = (), identifiers: Iterable[str] = ()) -> Linked:
-        """Every uid and identifier reachable through links from these (one round trip per
-        step of the walk; bounded by MAX_LINKED_UIDS)."""
+        """Every uid and identifier reachable from these through the links and the links
+        kept for forgetting (one round trip per step of the walk; at most MAX_LINKED_UIDS
+        uids and MAX_LINKED_IDENTIFIERS identifiers, the nearest first)."""
         found = Linked()
         todo_uids, todo_tokens = set(uids), set(identifiers)
-        while (todo_uids or todo_tokens) and len(found.uids) < MAX_LINKED_UIDS:
+        while todo_uids or todo_tokens:
+            todo_uids = set(sorted(todo_uids)[: max(0, MAX_LINKED_UIDS - len(found.uids))])
+            room = max(0, MAX_LINKED_IDENTIFIERS - len(found.identifiers))
+            todo_tokens = set(sorted(todo_tokens)[:room])
             found.uids |= todo_uids
             found.identifiers |= todo_tokens
             order: list[tuple[bool, str]] = [(True, u) for u in sorted(todo_uids)]
             order += [(False, t) for t in sorted(todo_tokens)]
-            commands: list[Command] = [
-                ("ZRANGE", keys.user_identifiers(name) if is_uid else keys.identity_link(name))
-                + (0, -1)
-                for is_uid, name in order
-            ]
+            commands: list[Command] = []
+            for is_uid, name in order:
+                if is_uid:
+                    commands.append(("ZRANGE", keys.user_identifiers(name), 0, -1))
+                    commands.append(("ZRANGE", keys.user_identifiers_ever(name), 0, -1))
+                else:
+                    commands.append(("ZRANGE", keys.identity_link(name), 0, -1))
+                    commands.append(("ZRANGE", keys.identity_link_ever(name), 0, -1))
+            if not commands:
+                break
             replies = await send_commands(self.redis, commands)
             raise_first_error(replies)
             todo_uids, todo_tokens = set(), set()
-            for (is_uid, _), reply in zip(order, replies, strict=True):
-                names = {_text(member) for member in reply or ()}
+            for n, (is_uid, _) in enumerate(order):
+                names = {_text(m) for reply in replies[2 * n : 2 * n + 2] for m in reply or ()}
                 if is_uid:
                     todo_tokens |= names - found.identifiers
                 else:
@@ -123,9 +154,19 @@ class IdentityLinks:
         return found
 
     async def erase(self, linked: Linked) -> int:
-        """Delete the link keys of these uids and identifiers; returns how many existed."""
-        commands: list[Command] = [("DEL", keys.user_identifiers(u)) for u in sorted(linked.uids)]
-        commands += [("DEL", keys.identity_link(t)) for t in sorted(linked.identifiers)]
+        """Delete the link keys of these uids and identifiers (and those kept for
+        forgetting); returns how many existed."""
+        commands: list[Command] = []
+        for uid in sorted(linked.uids):
+            commands += [
+                ("DEL", keys.user_identifiers(uid)),
+                ("DEL", keys.user_identifiers_ever(uid)),
+            ]
+        for token in sorted(linked.identifiers):
+            commands += [
+                ("DEL", keys.identity_link(token)),
+                ("DEL", keys.identity_link_ever(token)),
+            ]
         if not commands:
             return 0
         replies = await send_commands(self.redis, commands)
@@ -142,6 +183,21 @@ def _bounded_add(key: str, members: dict[str, int], bound: int, ttl_ms: int) -> 
     return [
         ("ZADD", key, *pairs),
         ("ZRANGE", key, 0, -(bound + 1)),
+        ("ZREMRANGEBYRANK", key, 0, -(bound + 1)),
+        ("PEXPIRE", key, ttl_ms),
+    ]
+
+
+def _recorded(key: str, members: dict[str, int], bound: int, ttl_ms: int) -> list[Command]:
+    """The links kept for forgetting: ZADD, then those older than the lookback removed, then
+    those past the newest `bound`, then the TTL (four commands; nothing is read back)."""
+    pairs: list[str | int] = []
+    for member, score in members.items():
+        pairs += [score, member]
+    newest = max(members.values())
+    return [
+        ("ZADD", key, *pairs),
+        ("ZREMRANGEBYSCORE", key, "-inf", f"({newest - ttl_ms}"),
         ("ZREMRANGEBYRANK", key, 0, -(bound + 1)),
         ("PEXPIRE", key, ttl_ms),
     ]

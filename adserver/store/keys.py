@@ -185,11 +185,40 @@ def user_identifiers(uid: str) -> str:
     return user_prefix(uid) + IDENTIFIERS
 
 
+IDENTIFIERS_EVER = "idf"  # user_prefix(uid) + IDENTIFIERS_EVER: what forgetting walks
+
+
+def user_identifiers_ever(uid: str) -> str:
+    """zset identifier token -> last linked (ms): every identifier linked to this shopper
+    within the lookback, under a larger bound than `user_identifiers` (the newest
+    `adserver.store.identity_links.FORGETTING_BOUND`), trimmed by age, expiring with the
+    lookback. Read only by forgetting, never by resolution: a flood of links that pushes this
+    shopper's identifiers out of `user_identifiers` leaves them here, so an erasure still
+    reaches them. Deleted by `Store.forget` beside `user_identifiers`."""
+    return user_prefix(uid) + IDENTIFIERS_EVER
+
+
+def user_link_keys(uid: str) -> list[str]:
+    """The shopper's identity-link keys (not per advertiser: deleted by `Store.forget` beside
+    `user_advertisers`)."""
+    return [user_identifiers(uid), user_identifiers_ever(uid)]
+
+
 def identity_link(identifier: str) -> str:
     """zset uid -> last linked (ms): the shoppers one identifier token is linked to (a keyed
     hash, never the raw value), the newest few kept; expires with the lookback. Its slot is
     the identifier's: a link touches two slots and is pipelined, never scripted."""
     return f"id:{{{identifier}}}"
+
+
+def identity_link_ever(identifier: str) -> str:
+    """zset uid -> last linked (ms): every shopper linked to this identifier token within the
+    lookback, a larger bound than `identity_link` (see
+    `adserver.store.identity_links.FORGETTING_BOUND`), trimmed by age, expiring with the
+    lookback. Read only by forgetting, never by resolution (which sees `identity_link`'s
+    newest few): made-up uids flooding an e-mail push its shopper off `identity_link`, not
+    off this, so forgetting by that e-mail still reaches them. In the identifier's slot."""
+    return f"idf:{{{identifier}}}"
 
 
 def identity_optout(identifier: str) -> str:

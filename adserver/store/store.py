@@ -270,7 +270,7 @@ class Store:
         names), atomically; returns how many keys existed. Idempotent."""
         known: Any = await self.redis.zrange(keys.user_advertisers(uid), 0, -1)
         shops = dict.fromkeys([*advertisers, *(_text(a) for a in known)])
-        doomed = [keys.user_advertisers(uid), keys.user_identifiers(uid)]
+        doomed = [keys.user_advertisers(uid), *keys.user_link_keys(uid)]
         for shop in shops:
             doomed += keys.all_user_keys(uid, shop)
         # First the mark that refuses this shopper's older events (one waiting for a feed or a

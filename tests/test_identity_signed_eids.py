@@ -37,6 +37,8 @@ from adserver.identity.identifiers import email_sha256_of
 from adserver.runtime.embedded_redis import free_port
 from tests.conftest import BROWSER, SHOP, product_row, put_catalog
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
+
 PUBLISHER, PUBLISHER_TOKEN = "news1", "news1-token-0123456789"
 OTHER_PUBLISHER, OTHER_PUBLISHER_TOKEN = "news2", "news2-token-0123456789"
 VICTIM = email_sha256_of("victim@example.com")

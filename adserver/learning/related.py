@@ -99,6 +99,19 @@ def rank_neighbours(
     return sorted(scores, key=lambda sku: (-scores[sku], -views.get(sku, 0.0), sku))
 
 
+def item_ranking(config: RankingConfig) -> RankingConfig:
+    """The ranking for one item on its own (a product page's "viewed this also viewed"): its
+    neighbour list only, with no boost of a shopper's own items."""
+    return replace(config, recent_items=1, session_boost=0.0)
+
+
+def rank_item(item: str, found: PreparedList, config: RankingConfig) -> list[str]:
+    """The neighbours of `item` ranked as `rank_neighbours` ranks a one-item history, without
+    the item itself."""
+    ranked = rank_neighbours([item], {item: found}, item_ranking(config))
+    return [sku for sku in ranked if sku != item]
+
+
 def wanted_lists(history: AdvertiserHistory, config: RankingConfig) -> list[Request]:
     adv = history.advertiser
     return [("viewed", adv, item) for item in history.viewed[: config.recent_items]] + [
@@ -236,6 +249,15 @@ class NeighbourCache:
             return {}
         found, missing = self._cached(wanted)
         return None if missing else self._suggestions(shopper, found)
+
+    async def related_to(self, advertiser: str, item: str) -> list[str]:
+        """The products viewed together with `item` at `advertiser`, best first, for one item
+        alone (no shopper history): what a product page's related block ranks."""
+        request = ("viewed", advertiser, item)
+        entry = (await self._entries_for([request])).get(request)
+        if entry is None:
+            return []
+        return rank_item(item, entry[3], self.config)
 
     async def suggest(self, shopper: Shopper) -> dict[str, Suggestions]:
         """Related and cross-sell candidates for every shop in the shopper's history."""

@@ -24,6 +24,7 @@ from adserver.delivery.tokens import Signer
 from adserver.feeds.grace import FeedGrace, releaser
 from adserver.http import ads as ad_handlers
 from adserver.http import ops
+from adserver.http import recs as recs_handlers
 from adserver.http.admin import campaigns as admin_campaigns
 from adserver.http.admin import products as admin_products
 from adserver.http.admin import reports as admin_reports
@@ -303,6 +304,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/ad", ad_handlers.ad_html)
     app.router.add_get("/ad.js", ad_handlers.ad_script)
     app.router.add_get("/ad.json", ad_handlers.ad_json)
+    app.router.add_get("/recs.json", recs_handlers.recs_json)
     app.router.add_get("/c/{token}", ad_handlers.click)
     app.router.add_get("/i/{token}", ad_handlers.rendered)
     products = "/api/v1/advertisers/{advertiser}/products"

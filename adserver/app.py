@@ -44,6 +44,7 @@ from adserver.http.app_keys import (
     SHOWN_WRITER,
     SIGNER,
     STORE,
+    TRENDING,
     WORKER,
     buffered_writers,
 )
@@ -55,6 +56,7 @@ from adserver.http.middleware import observe
 from adserver.identity.links import IdentityResolver
 from adserver.learning.related import NeighbourCache, RankingConfig
 from adserver.learning.worker import RelatedWorker
+from adserver.recs.trending import TrendingCache
 from adserver.runtime.listen import open_listeners
 from adserver.runtime.metrics import Metrics
 from adserver.store import RedisError, Store, StoreLimits, connect
@@ -150,6 +152,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     config = LearningConfig()
     app[NEIGHBOURS] = NeighbourCache(LearningStore(store.redis, config), RankingConfig())
+    app[TRENDING] = TrendingCache(LearningStore(store.redis, config))
     # The worker blocks on the stream: it gets its own connections, away from the hot paths.
     worker_redis = connect(settings.redis_url, timeout=WORKER_SOCKET_TIMEOUT)
     app[WORKER] = RelatedWorker(

@@ -43,6 +43,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str], bool]] = {  # path, query, with t
     "recs cart": (RECS, {"a": ADVERTISER, "placement": "cart"}, True),
     "recs home": (RECS, {"a": ADVERTISER, "placement": "home"}, True),
     "recs thanks": (RECS, {"a": ADVERTISER, "placement": "thanks", "item": "sku-3"}, True),
+    "recs trending": (RECS, {"a": ADVERTISER, "placement": "trending"}, True),
     "recs home, newcomer": (RECS, {"a": ADVERTISER, "placement": "home"}, False),
 }
 

@@ -102,3 +102,15 @@ def test_only_the_advertisers_pages_read_a_personal_answer(
 ) -> None:
     assert may_personalise_for(origin, ["shop1.example"]) is personal
     assert may_personalise_for(origin, []) is (origin is None)
+
+
+def test_trending_compares_the_last_day_with_the_week_before() -> None:
+    from adserver.recs.trending import rank_trending
+
+    noon = 20_000 * 86400 + 43200  # half of today gone: yesterday counts half
+    counts = {
+        "steady": (20.0, 40.0, *[40.0] * 6),  # 40 in the last day, 40 a day all week
+        "rising": (6.0, 2.0, *[0.0] * 6),  # 7 in the last day, almost nothing before
+        "few": (2.0, 0.0),  # under the threshold: no trend
+    }
+    assert rank_trending(counts, noon) == ["rising", "steady"]

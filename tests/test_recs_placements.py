@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from adserver.http.app_keys import STORE
+from adserver.store import keys
 from tests.conftest import SHOP, counted, landing_of, learn_all, product_row, put_catalog
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
@@ -171,3 +174,26 @@ async def test_other_sites_and_opted_out_shoppers_get_no_personal_recommendation
     assert (await opted_out.json())["personalised"] is False
     no_consent = await shop.get("/recs.json", params={**params, "gdpr": "1", "gdpr_consent": ""})
     assert (await no_consent.json())["personalised"] is False
+
+
+async def test_trending_is_what_rises_over_the_last_day_against_the_week(
+    shop: TestClient[Any, Any],
+) -> None:
+    # last week: sku-1 was viewed 40 times a day, sku-2 never
+    today = int(time.time() // 86400)
+    r = shop.app[STORE].redis  # what the learner kept of the days before
+    for back in range(1, 8):
+        await r.zadd(keys.popular_day(SHOP, today - back), {"sku-1": 40})
+    # today: sku-1 as usual or less, sku-2 suddenly (and sku-3 only twice: no trend)
+    for _ in range(5):
+        await track(shop, "view", "sku-1", "sku-2")
+        await another_shopper(shop)
+    await track(shop, "view", "sku-3", "sku-3")
+    await learn_all(shop)
+    found = await recs(shop, "trending")
+    assert found[0] == ("sku-2", "trending")
+    assert ("sku-1", "trending") in found  # above its threshold, far below its week
+    assert [sku for sku, reason in found if reason == "trending"] == ["sku-2", "sku-1"]
+    # the learner's day counts are bounded in time
+    assert 0 < await r.ttl(keys.popular_day(SHOP, today)) <= 9 * 86400
+    assert await r.zscore(keys.popular_day(SHOP, today), "sku-2") == 5

@@ -17,7 +17,7 @@ from aiohttp import web
 from adserver.core.shopper import Shopper
 from adserver.core.suggestions import Suggestions
 from adserver.delivery.served_ad import onsite_click_url, onsite_placement
-from adserver.http.app_keys import MARKET, METRICS, NEIGHBOURS, SETTINGS, SIGNER, STORE
+from adserver.http.app_keys import MARKET, METRICS, NEIGHBOURS, SETTINGS, SIGNER, STORE, TRENDING
 from adserver.http.edge.middleware import public_base_url
 from adserver.http.responses import json_error, json_response
 from adserver.identity.gates import Gates
@@ -70,6 +70,7 @@ async def recs_json(request: web.Request) -> web.StreamResponse:
     history = next((h for h in shopper.histories if h.advertiser == query.advertiser), None)
     suggestions = await _suggestions(request, shopper, query.advertiser) if history else None
     market = app[MARKET]
+    trending = await _trending(request, query.advertiser) if query.placement == "trending" else []
     chosen = recommend(
         query,
         history,
@@ -78,6 +79,7 @@ async def recs_json(request: web.Request) -> web.StreamResponse:
         market.catalog(query.advertiser),
         market.popular(query.advertiser),
         lambda sku: market.upsell(query.advertiser, sku),
+        trending,
     )
     base, signer = public_base_url(request), app[SIGNER]
     impression = new_impression_id(time.time())
@@ -135,6 +137,19 @@ async def _read(
         except (RedisError, OSError, TimeoutError):
             metrics.store_errors.labels("neighbours").inc()
     return shopper, lists
+
+
+async def _trending(request: web.Request, advertiser: str) -> list[str]:
+    """The shop's trending ranking: cached in process (a minute), else one round trip."""
+    cache = request.app[TRENDING]
+    found = cache.cached(advertiser)
+    if found is not None:
+        return found
+    try:
+        return await within(cache.fetch(advertiser), request.app[SETTINGS].redis_deadline_ms / 1000)
+    except (RedisError, OSError, TimeoutError):
+        request.app[METRICS].store_errors.labels("trending").inc()
+        return []
 
 
 async def _both(

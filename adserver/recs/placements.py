@@ -19,7 +19,7 @@ from adserver.core.shopper import AdvertiserHistory, is_valid_sku
 from adserver.core.suggestions import Suggestions
 from adserver.store.learning import NeighbourList
 
-PLACEMENTS = ("product", "complements", "cart", "home", "thanks")
+PLACEMENTS = ("product", "complements", "cart", "home", "thanks", "trending")
 NEEDS_ITEM = frozenset(("product",))  # the others work from the shopper's history alone
 DEFAULT_N = 6
 MAX_N = 24
@@ -112,14 +112,18 @@ def recommend(
     catalog: Mapping[str, Product],
     popular: Sequence[str],
     upsell: Callable[[str], Sequence[str]],
+    trending: Sequence[str] = (),
 ) -> list[Recommendation]:
-    """At most `query.n` products for the placement, best first."""
+    """At most `query.n` products for the placement, best first (`trending`: the shop's
+    trending ranking, see adserver.recs.trending)."""
     excluded = set(history.purchased) if history else set()
     if query.item:
         excluded.add(query.item)
     if query.placement == "cart" and history:
         excluded.update(history.cart)
     sources = _sources(query, history, suggestions, lists, catalog, popular, upsell)
+    if query.placement == "trending":
+        sources = [("trending", trending), ("popular", popular)]
     chosen: list[Recommendation] = []
     seen: set[str] = set()
     for reason, skus in sources:

@@ -197,3 +197,28 @@ async def test_trending_is_what_rises_over_the_last_day_against_the_week(
     # the learner's day counts are bounded in time
     assert 0 < await r.ttl(keys.popular_day(SHOP, today)) <= 9 * 86400
     assert await r.zscore(keys.popular_day(SHOP, today), "sku-2") == 5
+
+
+FPID = "AbCdEfGhIjKlMnOpQrSt_-"
+
+
+async def test_the_shops_first_party_id_personalises_when_kaerus_cookie_is_blocked(
+    shop: TestClient[Any, Any],
+) -> None:
+    batch = {"fpid": FPID, "events": [{"advertiser": SHOP, "event": "view", "items": ["sku-3"]}]}
+    assert (await shop.post("/e", json=batch)).status == 204
+    await another_shopper(shop)  # Kaeru's cookie blocked: only the shop's first-party id
+    await learn_all(shop)
+    params = {"a": SHOP, "placement": "home"}
+    response = await shop.get("/recs.json", params={**params, "fpid": FPID})
+    body = await response.json()
+    assert body["personalised"] is True
+    assert body["products"][0]["id"] == "sku-3"
+    unknown = await shop.get("/recs.json", params={**params, "fpid": "Z" * 22})
+    assert (await unknown.json())["personalised"] is False
+    bad = await shop.get("/recs.json", params={**params, "fpid": "short"})
+    assert bad.status == 400 and (await bad.json())["reason"] == "bad_fpid"
+    opted_out = await shop.get(
+        "/recs.json", params={**params, "fpid": FPID}, headers={"Sec-GPC": "1"}
+    )
+    assert (await opted_out.json())["personalised"] is False

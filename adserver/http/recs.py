@@ -17,10 +17,20 @@ from aiohttp import web
 from adserver.core.shopper import Shopper
 from adserver.core.suggestions import Suggestions
 from adserver.delivery.served_ad import onsite_click_url, onsite_placement
-from adserver.http.app_keys import MARKET, METRICS, NEIGHBOURS, SETTINGS, SIGNER, STORE, TRENDING
+from adserver.http.app_keys import (
+    IDENTITY,
+    MARKET,
+    METRICS,
+    NEIGHBOURS,
+    SETTINGS,
+    SIGNER,
+    STORE,
+    TRENDING,
+)
 from adserver.http.edge.middleware import public_base_url
 from adserver.http.responses import json_error, json_response
 from adserver.identity.gates import Gates
+from adserver.identity.identifiers import valid_fpid
 from adserver.recs.placements import (
     BadRecsQuery,
     ListKey,
@@ -60,10 +70,16 @@ async def recs_json(request: web.Request) -> web.StreamResponse:
         response = json_error(400, query.message, reason=query.reason)
         _cors(request, response, personal=False)
         return response
+    fpid = request.query.get("fpid") or None
+    if fpid is not None and valid_fpid(fpid) is None:
+        metrics.bad_requests.labels(ROUTE, "bad_fpid").inc()
+        response = json_error(400, "fpid must be the shop tag's first-party id", reason="bad_fpid")
+        _cors(request, response, personal=False)
+        return response
     gates = Gates.of_query(request, settings)
     domains = settings.advertiser_domains.get(query.advertiser, ())
     personal = may_personalise_for(request.headers.get("Origin"), domains)
-    uid = gates.personal_uid() if personal else None
+    uid = await _shopper_uid(request, gates, query.advertiser, fpid) if personal else None
     if gates.bot:
         metrics.bot_requests.labels(ROUTE).inc()
     shopper, lists = await _read(request, query, uid)
@@ -137,6 +153,23 @@ async def _read(
         except (RedisError, OSError, TimeoutError):
             metrics.store_errors.labels("neighbours").inc()
     return shopper, lists
+
+
+async def _shopper_uid(
+    request: web.Request, gates: Gates, advertiser: str, fpid: str | None
+) -> str | None:
+    """The uid cookie the gates allow, else (same gates) the uid the shop tag's first-party
+    id is linked to: one round trip more, within the Redis deadline."""
+    uid = gates.personal_uid()
+    if uid is not None or fpid is None or gates.bot or gates.opted_out or not gates.consented:
+        return uid
+    app = request.app
+    try:
+        resolving = app[IDENTITY].first_party_uid(advertiser, fpid)
+        return await within(resolving, app[SETTINGS].redis_deadline_ms / 1000)
+    except (RedisError, OSError, TimeoutError):
+        app[METRICS].store_errors.labels("identity").inc()
+        return None
 
 
 async def _trending(request: web.Request, advertiser: str) -> list[str]:

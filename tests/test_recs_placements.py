@@ -222,3 +222,22 @@ async def test_the_shops_first_party_id_personalises_when_kaerus_cookie_is_block
         "/recs.json", params={**params, "fpid": FPID}, headers={"Sec-GPC": "1"}
     )
     assert (await opted_out.json())["personalised"] is False
+
+
+async def test_a_purchase_after_a_recommendation_click_is_attributed_to_onsite(
+    shop: TestClient[Any, Any],
+) -> None:
+    await track(shop, "view", "sku-6")
+    await learn_all(shop)
+    response = await shop.get("/recs.json", params={"a": SHOP, "placement": "home", "n": "1"})
+    product = (await response.json())["products"][0]
+    await shop.get(urlsplit(product["click_url"]).path, allow_redirects=False)
+    await counted(shop)
+    await buy(shop, "o-9", "sku-6")
+    report = await shop.get(
+        f"/api/v1/advertisers/{SHOP}/report",
+        params={"by": "publisher"},
+        headers={"Authorization": "Bearer shop1-token-0123456789"},
+    )
+    rows = {row["publisher"]: row["conversions"] for row in (await report.json())["rows"]}
+    assert rows == {"onsite": 1}

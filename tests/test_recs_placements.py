@@ -11,7 +11,16 @@ from aiohttp.test_utils import TestClient
 
 from adserver.http.app_keys import STORE
 from adserver.store import keys
-from tests.conftest import SHOP, counted, landing_of, learn_all, product_row, put_catalog
+from tests.conftest import (
+    OTHER_SHOP,
+    OTHER_TOKEN,
+    SHOP,
+    counted,
+    landing_of,
+    learn_all,
+    product_row,
+    put_catalog,
+)
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -241,3 +250,15 @@ async def test_a_purchase_after_a_recommendation_click_is_attributed_to_onsite(
     )
     rows = {row["publisher"]: row["conversions"] for row in (await report.json())["rows"]}
     assert rows == {"onsite": 1}
+
+
+async def test_another_shops_history_is_not_used(shop: TestClient[Any, Any]) -> None:
+    await put_catalog(shop, [product_row("x-1")], advertiser=OTHER_SHOP, token=OTHER_TOKEN)
+    await track(shop, "view", "sku-6")
+    await another_shopper(shop)
+    await learn_all(shop)
+    assert (await shop.get("/px", params={"a": OTHER_SHOP, "e": "view", "i": "x-1"})).status == 200
+    response = await shop.get("/recs.json", params={"a": SHOP, "placement": "home"})
+    body = await response.json()
+    assert body["personalised"] is False
+    assert [(p["id"], p["reason"]) for p in body["products"]] == [("sku-6", "popular")]

@@ -84,7 +84,9 @@ async def recs_json(request: web.Request) -> web.StreamResponse:
         metrics.bot_requests.labels(ROUTE).inc()
     shopper, lists = await _read(request, query, uid)
     history = next((h for h in shopper.histories if h.advertiser == query.advertiser), None)
-    suggestions = await _suggestions(request, shopper, query.advertiser) if history else None
+    # the rankings of this shop only (the ad decision's cover every shop the shopper visited)
+    here = Shopper(shopper.uid, (history,)) if history else None
+    suggestions = await _suggestions(request, here, query.advertiser) if here else None
     market = app[MARKET]
     trending = await _trending(request, query.advertiser) if query.placement == "trending" else []
     chosen = recommend(

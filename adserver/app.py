@@ -24,6 +24,7 @@ from adserver.delivery.tokens import Signer
 from adserver.feeds.grace import FeedGrace, releaser
 from adserver.http import ads as ad_handlers
 from adserver.http import ops
+from adserver.http import recs as recs_handlers
 from adserver.http.admin import campaigns as admin_campaigns
 from adserver.http.admin import products as admin_products
 from adserver.http.admin import reports as admin_reports
@@ -43,6 +44,7 @@ from adserver.http.app_keys import (
     SHOWN_WRITER,
     SIGNER,
     STORE,
+    TRENDING,
     WORKER,
     buffered_writers,
 )
@@ -54,6 +56,7 @@ from adserver.http.middleware import observe
 from adserver.identity.links import IdentityResolver
 from adserver.learning.related import NeighbourCache, RankingConfig
 from adserver.learning.worker import RelatedWorker
+from adserver.recs.trending import TrendingCache
 from adserver.runtime.listen import open_listeners
 from adserver.runtime.metrics import Metrics
 from adserver.store import RedisError, Store, StoreLimits, connect
@@ -149,6 +152,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     config = LearningConfig()
     app[NEIGHBOURS] = NeighbourCache(LearningStore(store.redis, config), RankingConfig())
+    app[TRENDING] = TrendingCache(LearningStore(store.redis, config))
     # The worker blocks on the stream: it gets its own connections, away from the hot paths.
     worker_redis = connect(settings.redis_url, timeout=WORKER_SOCKET_TIMEOUT)
     app[WORKER] = RelatedWorker(
@@ -303,6 +307,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/ad", ad_handlers.ad_html)
     app.router.add_get("/ad.js", ad_handlers.ad_script)
     app.router.add_get("/ad.json", ad_handlers.ad_json)
+    app.router.add_get("/recs.json", recs_handlers.recs_json)
     app.router.add_get("/c/{token}", ad_handlers.click)
     app.router.add_get("/i/{token}", ad_handlers.rendered)
     products = "/api/v1/advertisers/{advertiser}/products"

@@ -76,3 +76,7 @@ class Lessons:
     popular: dict[str, dict[str, float]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(float))
     )
+    # (advertiser, unix day) -> sku -> views that UTC day, undecayed: what `trending` compares
+    popular_days: dict[tuple[str, int], dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )

@@ -79,6 +79,36 @@ def click_url(
     return f"{base_url}/c/{token}"
 
 
+# A recommendation on the shop's own pages (`/recs.json`) is clicked through the same signed
+# links as an ad, its placement marking the channel: campaign `recs`, publisher `onsite`, the
+# strategy the source that found the product, the size the placement (`product`, `cart`...).
+ONSITE_CAMPAIGN = "recs"
+ONSITE_PUBLISHER = "onsite"
+
+
+def onsite_placement(advertiser: str, placement: str, reason: str) -> Placement:
+    return Placement(advertiser, ONSITE_CAMPAIGN, ONSITE_PUBLISHER, reason, placement)
+
+
+def onsite_click_url(
+    base_url: str,
+    signer: Signer,
+    placement: Placement,
+    sku: str,
+    landing: str,
+    impression: str,
+) -> str:
+    """`click_url` for a recommendation: counted and attributed like an ad click by `/c/`."""
+    token = signer.sign(
+        CLICK_PURPOSE,
+        [
+            *(placement.advertiser, placement.campaign, placement.publisher),
+            *(placement.strategy, placement.size, sku, landing, impression),
+        ],
+    )
+    return f"{base_url}/c/{token}"
+
+
 def placement_from_token(fields: list[object]) -> tuple[Placement, list[str]] | None:
     """The placement and the remaining fields of a verified token, if well formed."""
     if len(fields) < 5 or not all(isinstance(f, str) for f in fields):

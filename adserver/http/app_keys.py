@@ -17,6 +17,7 @@ from adserver.http.edge.geo import GeoLocator
 from adserver.identity.links import IdentityResolver
 from adserver.learning.related import NeighbourCache
 from adserver.learning.worker import RelatedWorker
+from adserver.recs.trending import TrendingCache
 from adserver.runtime.metrics import Metrics
 from adserver.store import Linked, Store
 from adserver.store.ledger import Click, Shown
@@ -31,6 +32,7 @@ RENDERER = web.AppKey("renderer", CreativeRenderer)
 SIGNER = web.AppKey("signer", Signer)
 NEIGHBOURS = web.AppKey("neighbours", NeighbourCache)
 WORKER = web.AppKey("worker", RelatedWorker)
+TRENDING = web.AppKey("trending", TrendingCache)  # the `trending` placement of /recs.json
 EVENT_WRITER = web.AppKey("event_writer", EventWriter)
 FEED_GRACE = web.AppKey("feed_grace", FeedGrace)  # events of products not fed yet
 SHOWN_WRITER = web.AppKey("shown_writer", BufferedWriter[Shown])  # impressions and renders

@@ -88,6 +88,13 @@ class IdentityResolver:
         await self._store.identities.link(uid, [*first_party, *told], now)
         return ShopUid(uid, issue=cookie_uid is not None or found is None)
 
+    async def first_party_uid(self, advertiser: str, fpid: str) -> str | None:
+        """The uid the shop tag's first-party id is linked to, if any and if its shopper did
+        not opt out (one round trip): who a shop page's `/recs.json` is for when Kaeru's
+        cookie is blocked. Links nothing."""
+        uid, opted_out = await self._store.identities.resolve([self.hasher.fpid(advertiser, fpid)])
+        return None if opted_out else uid
+
     async def partner_uid(self, email_sha256: str) -> str | None:
         """The uid most recently linked to a publisher-provided hashed e-mail, if any and if
         its shopper did not opt out (one round trip)."""

@@ -63,8 +63,10 @@ def learn(
         state.events += 1
         scale = decay_factor(event.ts_ms, config.half_life_days)
         if event.kind == "view":
+            day = lessons.popular_days[(event.advertiser, event.ts_ms // 86_400_000)]
             for item in event.items:
                 _learn_view(lessons, state, event.advertiser, item, scale, config)
+                day[item] += 1.0
         else:
             _learn_purchase(lessons, state, event.advertiser, event.items, scale, config)
     return lessons

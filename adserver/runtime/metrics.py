@@ -112,6 +112,12 @@ class Metrics:
             ["strategy"],
             registry=r,
         )
+        self.recs = Counter(
+            "kaeru_recs",
+            "Answers of /recs.json by placement, filled or empty",
+            ["placement", "outcome"],
+            registry=r,
+        )
         self.no_fill = Counter("kaeru_ads_no_fill", "Ad requests with nothing to show", registry=r)
         self.clicks = Counter(
             "kaeru_clicks",

@@ -329,6 +329,13 @@ def popular(advertiser: str) -> str:
     return f"pop:{{{advertiser}}}"
 
 
+def popular_day(advertiser: str, day: int) -> str:
+    """zset sku -> views of that UTC day (`day`: days since 1970), undecayed: the `trending`
+    placement compares the last day with the week before. At most POPULAR_DAY_CAP products
+    (trimmed when twice that), kept POPULAR_DAY_SECONDS (in adserver.store.learning)."""
+    return f"popd:{{{advertiser}}}:{day}"
+
+
 def daily_stats(advertiser: str, day: str) -> str:
     """hash '<metric>\t<campaign>\t<publisher>\t<strategy>\t<size>' -> count, for one
     advertiser and UTC day (YYYYMMDD); metrics: imp, click, render, conv, revenue."""

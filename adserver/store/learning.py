@@ -34,6 +34,8 @@ from adserver.store import keys, scripts
 from adserver.store.base import execute, raise_first_error
 
 NEIGHBOUR_TTL_SECONDS = 180 * 86400
+POPULAR_DAY_CAP = 2000  # products kept per advertiser and day (keys.popular_day)
+POPULAR_DAY_SECONDS = 9 * 86400  # a day's views are compared for a week after it
 BACKLOG_SCAN_LIMIT = 10_000  # entries counted per shard when Redis does not report the lag
 
 ModelUpdate = tuple[list[str], list[Any]]  # list keys, and per list: cap, n, n (member, weight)
@@ -120,6 +122,7 @@ class LearningStore:
         self.config = config
         self._read_neighbours = redis.register_script(scripts.READ_NEIGHBOURS)
         self._apply_lessons = redis.register_script(scripts.APPLY_LESSONS)
+        self._trending_counts = redis.register_script(scripts.TRENDING_COUNTS)
         self._heartbeat = redis.register_script(scripts.WORKER_HEARTBEAT)
         self._renew_lease = redis.register_script(scripts.RENEW_LEASE)
         self._release_lease = redis.register_script(scripts.RELEASE_LEASE)
@@ -276,7 +279,7 @@ class LearningStore:
         """A batch's lessons, grouped per advertiser (one slot each), and its new states."""
         updates: dict[str, ModelUpdate] = {}
 
-        def add(advertiser: str, key: str, cap: int, weights: Mapping[str, float]) -> None:
+        def add(advertiser: str, key: str, cap: int | str, weights: Mapping[str, float]) -> None:
             list_keys, args = updates.setdefault(advertiser, ([], []))
             list_keys.append(key)
             args += [cap, len(weights)]
@@ -291,6 +294,10 @@ class LearningStore:
                 add(advertiser, key_of(advertiser, item), self.config.cap, neighbours)
         for advertiser, counts in lessons.popular.items():
             add(advertiser, keys.popular(advertiser), self.config.popular_cap, counts)
+        for (advertiser, day), counts in lessons.popular_days.items():
+            # "cap/ttl": this key's own expiry (journals written before it carry a plain cap)
+            bounds = f"{POPULAR_DAY_CAP}/{POPULAR_DAY_SECONDS}"
+            add(advertiser, keys.popular_day(advertiser, day), bounds, counts)
         return Journal(shard, tuple(entry_ids), updates, dict(states))
 
     async def write_journal(self, journal: Journal, token: str, ttl_ms: int) -> bool:
@@ -392,6 +399,21 @@ class LearningStore:
         replies = await execute(pipe) if wanted else []
         return {
             request: _neighbour_list(reply) for request, reply in zip(wanted, replies, strict=True)
+        }
+
+    async def day_views(
+        self, advertiser: str, today: int, days: int, depth: int
+    ) -> dict[str, tuple[float, ...]]:
+        """The `depth` products most viewed `today` (days since 1970) and the day before, each
+        with its views of today and of each of the `days` days before, newest first: one
+        script call, one round trip."""
+        day_keys = [keys.popular_day(advertiser, today - back) for back in range(days + 1)]
+        reply = await self._trending_counts(day_keys, [depth])
+        values = [_text(v) for v in reply]
+        width = len(day_keys) + 1
+        return {
+            values[i]: tuple(float(v) for v in values[i + 1 : i + width])
+            for i in range(0, len(values) - width + 1, width)
         }
 
 

@@ -328,7 +328,8 @@ return out
 # popularity, all in the advertiser's slot), once: the advertiser's mark for the shard holds the
 # id of the last batch applied, and a batch not newer than it (a replay after a crash) is
 # skipped. KEYS: the mark, then the lists. ARGV: batch id ('ms-seq', the id of its last stream
-# entry), list ttl_seconds, then per list: cap (0 = unbounded), n, n (member, weight) pairs.
+# entry), list ttl_seconds, then per list: cap (0 = unbounded) or "cap/ttl" (that list's own
+# ttl_seconds), n, n (member, weight) pairs.
 # Trimming happens when a list reaches twice the cap, so new neighbours get room to grow.
 # Returns 1 when applied, 0 for a replay.
 APPLY_LESSONS = """
@@ -341,16 +342,37 @@ if mark then
 end
 local a = 3
 for k = 2, #KEYS do
-  local cap, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local cap, ttl = string.match(ARGV[a], '^(%d+)/(%d+)$')
+  if cap then cap = tonumber(cap) else cap, ttl = tonumber(ARGV[a]), ARGV[2] end
+  local n = tonumber(ARGV[a + 1])
   for i = a + 2, a + 2 * n, 2 do redis.call('ZINCRBY', KEYS[k], ARGV[i + 1], ARGV[i]) end
   if cap > 0 and redis.call('ZCARD', KEYS[k]) > 2 * cap then
     redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(cap + 1))
   end
-  redis.call('EXPIRE', KEYS[k], ARGV[2])
+  redis.call('EXPIRE', KEYS[k], ttl)
   a = a + 2 + 2 * n
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
+"""
+
+# The `trending` placement's counts: the products most viewed today or yesterday with their
+# views of each day. KEYS: the advertiser's day keys (keys.popular_day), today first, then each
+# day before (one slot). ARGV: how many of today's and of yesterday's best to take.
+# Returns sku, then its views in each KEYS day, for each product once.
+TRENDING_COUNTS = """
+local depth = tonumber(ARGV[1])
+local seen, out = {}, {}
+for k = 1, math.min(2, #KEYS) do
+  for _, sku in ipairs(redis.call('ZREVRANGE', KEYS[k], 0, depth - 1)) do
+    if not seen[sku] then
+      seen[sku] = true
+      out[#out + 1] = sku
+      for j = 1, #KEYS do out[#out + 1] = redis.call('ZSCORE', KEYS[j], sku) or '0' end
+    end
+  end
+end
+return out
 """
 
 # A worker's heartbeat: live workers share the event shards. KEYS: the workers zset.

@@ -1,0 +1,1 @@
+"""Recommendations on the shop's own pages: which products a placement shows (pure)."""

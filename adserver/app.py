@@ -27,6 +27,7 @@ from adserver.http import ops
 from adserver.http import recs as recs_handlers
 from adserver.http.admin import campaigns as admin_campaigns
 from adserver.http.admin import products as admin_products
+from adserver.http.admin import recommendations as admin_recommendations
 from adserver.http.admin import reports as admin_reports
 from adserver.http.admin import users as admin_users
 from adserver.http.app_keys import (
@@ -319,6 +320,9 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get(campaigns + "/{campaign}", admin_campaigns.get_campaign)
     app.router.add_delete(campaigns + "/{campaign}", admin_campaigns.delete_campaign)
     app.router.add_get("/api/v1/advertisers/{advertiser}/report", admin_reports.report)
+    app.router.add_get(
+        "/api/v1/advertisers/{advertiser}/recommendations", admin_recommendations.recommendations
+    )
     app.router.add_post("/api/v1/advertisers/{advertiser}/conversions", conversions.post_conversion)
     app.router.add_get("/api/v1/publishers/{publisher}/report", admin_reports.publisher_report)
     app.router.add_get("/report", admin_reports.report_page)

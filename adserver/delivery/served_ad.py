@@ -84,10 +84,17 @@ def click_url(
 # strategy the source that found the product, the size the placement (`product`, `cart`...).
 ONSITE_CAMPAIGN = "recs"
 ONSITE_PUBLISHER = "onsite"
+# The same recommendations in the shop's e-mails (the admin API's `recommendations`): publisher
+# `email`, so reports tell the two channels apart.
+EMAIL_PUBLISHER = "email"
 
 
 def onsite_placement(advertiser: str, placement: str, reason: str) -> Placement:
     return Placement(advertiser, ONSITE_CAMPAIGN, ONSITE_PUBLISHER, reason, placement)
+
+
+def email_placement(advertiser: str, placement: str, reason: str) -> Placement:
+    return Placement(advertiser, ONSITE_CAMPAIGN, EMAIL_PUBLISHER, reason, placement)
 
 
 def onsite_click_url(

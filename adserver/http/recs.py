@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -41,7 +42,7 @@ from adserver.recs.placements import (
     wanted_lists,
 )
 from adserver.runtime.waiting import within
-from adserver.store import RedisError
+from adserver.store import Placement, RedisError
 from adserver.store.learning import NeighbourList
 from adserver.store.ledger import new_impression_id
 
@@ -82,6 +83,31 @@ async def recs_json(request: web.Request) -> web.StreamResponse:
     uid = await _shopper_uid(request, gates, query.advertiser, fpid) if personal else None
     if gates.bot:
         metrics.bot_requests.labels(ROUTE).inc()
+    products, personalised = await recommend_products(request, query, uid, onsite_placement)
+    metrics.recs.labels(query.placement, "filled" if products else "empty").inc()
+    answer = {
+        "advertiser": query.advertiser,
+        "placement": query.placement,
+        "personalised": personalised,
+        "products": products,
+    }
+    response = json_response(answer)
+    _cors(request, response, personal=uid is not None)
+    return response
+
+
+PlacementOf = Callable[[str, str, str], Placement]  # (advertiser, placement, reason)
+
+
+async def recommend_products(
+    request: web.Request, query: RecsQuery, uid: str | None, placement_of: PlacementOf
+) -> tuple[list[dict[str, Any]], bool]:
+    """The products of a placement for `uid` (None: a new or anonymous shopper) as answered,
+    their click links signed with the channel's placement (`onsite_placement` for the shop's
+    pages, `email_placement` for its e-mails), and whether they were personalised. Shared by
+    `/recs.json` and the e-mail recommendations of the admin API: same engine, same
+    exclusions, same caches."""
+    app = request.app
     shopper, lists = await _read(request, query, uid)
     history = next((h for h in shopper.histories if h.advertiser == query.advertiser), None)
     # the rankings of this shop only (the ad decision's cover every shop the shopper visited)
@@ -104,7 +130,7 @@ async def recs_json(request: web.Request) -> web.StreamResponse:
     products: list[dict[str, Any]] = []
     for pick in chosen:
         product = pick.product
-        placement = onsite_placement(query.advertiser, query.placement, pick.reason)
+        placement = placement_of(query.advertiser, query.placement, pick.reason)
         products.append(
             {
                 "id": product.id,
@@ -120,16 +146,7 @@ async def recs_json(request: web.Request) -> web.StreamResponse:
                 "reason": pick.reason,
             }
         )
-    metrics.recs.labels(query.placement, "filled" if products else "empty").inc()
-    answer = {
-        "advertiser": query.advertiser,
-        "placement": query.placement,
-        "personalised": history is not None,
-        "products": products,
-    }
-    response = json_response(answer)
-    _cors(request, response, personal=uid is not None)
-    return response
+    return products, history is not None
 
 
 async def _read(

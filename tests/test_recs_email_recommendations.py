@@ -169,6 +169,19 @@ async def test_the_uid_form_reads_the_same_history(shop: TestClient[Any, Any]) -
     assert body["products"][0]["id"] == "sku-5"
 
 
+async def test_an_opted_out_uid_is_not_personalised(shop: TestClient[Any, Any]) -> None:
+    response = await shop.post(
+        "/e", json={"events": [{"advertiser": SHOP, "event": "view", "items": ["sku-5"]}]}
+    )
+    assert response.status == 204
+    uid = next(c.value for c in shop.session.cookie_jar if c.key == "uid")
+    await learn_all(shop)
+    assert (await shop.get("/optout")).status == 200  # the shopper's browser opts out
+    shop.session.cookie_jar.clear()
+    body = await ask(shop, uid=uid, placement="home")
+    assert body["personalised"] is False
+
+
 @pytest.mark.parametrize(
     ("params", "reason"),
     [

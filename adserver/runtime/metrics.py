@@ -114,7 +114,7 @@ class Metrics:
         )
         self.recs = Counter(
             "kaeru_recs",
-            "Answers of /recs.json by placement, filled or empty",
+            "Answers of /recs.json and the e-mail recommendations by placement, filled or empty",
             ["placement", "outcome"],
             registry=r,
         )

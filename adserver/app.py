@@ -25,6 +25,7 @@ from adserver.feeds.grace import FeedGrace, releaser
 from adserver.http import ads as ad_handlers
 from adserver.http import ops
 from adserver.http import recs as recs_handlers
+from adserver.http.admin import audiences as admin_audiences
 from adserver.http.admin import campaigns as admin_campaigns
 from adserver.http.admin import products as admin_products
 from adserver.http.admin import recommendations as admin_recommendations
@@ -322,6 +323,9 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/advertisers/{advertiser}/report", admin_reports.report)
     app.router.add_get(
         "/api/v1/advertisers/{advertiser}/recommendations", admin_recommendations.recommendations
+    )
+    app.router.add_get(
+        "/api/v1/advertisers/{advertiser}/audiences/{name}/members", admin_audiences.members
     )
     app.router.add_post("/api/v1/advertisers/{advertiser}/conversions", conversions.post_conversion)
     app.router.add_get("/api/v1/publishers/{publisher}/report", admin_reports.publisher_report)

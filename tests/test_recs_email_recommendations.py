@@ -99,15 +99,26 @@ async def test_unknown_and_opted_out_shoppers_get_the_non_personalised_products(
 async def test_a_purchased_product_or_the_item_itself_is_never_recommended(
     shop: TestClient[Any, Any],
 ) -> None:
-    await shopper_views(shop, "sku-2")
-    purchase = {"advertiser": SHOP, "event": "purchase", "items": ["sku-1"], "order": "o-1",
-                "value": "10", "currency": "EUR"}  # fmt: skip
-    await shop.post("/e", json={"events": [purchase], "fpid": FPID})
+    await shopper_views(shop, "sku-1", "sku-2")
+    await learn_all(shop)
+    before = await ask(shop, email_sha256=EMAIL_SHA256, placement="product", item="sku-2", n="24")
+    assert "sku-1" in {p["id"] for p in before["products"]}  # what the purchase must take away
+    purchase = {
+        "advertiser": SHOP,
+        "event": "purchase",
+        "order": "o-1",
+        "items": [{"id": "sku-1", "price": 10, "quantity": 1}],
+        "revenue": 10,
+        "currency": "EUR",
+    }
+    response = await shop.post("/e", json={"events": [purchase], "fpid": FPID})
+    assert response.status == 204, await response.text()
     shop.session.cookie_jar.clear()
     await learn_all(shop)
     body = await ask(shop, email_sha256=EMAIL_SHA256, placement="product", item="sku-2", n="24")
     found = {p["id"] for p in body["products"]}
-    assert "sku-2" not in found and found  # never the item itself
+    assert found and "sku-2" not in found  # never the item itself
+    assert "sku-1" not in found  # nor what the shopper bought
 
 
 async def test_the_html_block_is_email_safe_escaped_and_tracked(

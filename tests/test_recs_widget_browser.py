@@ -113,3 +113,43 @@ def test_product_page_recommendations_render_lazily_and_a_click_counts_onsite(
     assert match[2] is not None and match[2].startswith("?kclid="), page.url
     assert page.locator("h1").inner_text() == title
     poll(lambda: onsite_clicks(base, data_dir), lambda n: n == before + 1, "onsite click counted")
+
+
+SHOP_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>t</title>
+<script async src="/recs.js"></script></head><body>
+<template id="kaeru-recs-template"><a data-kaeru-field="link" class="mine">
+  <img data-kaeru-field="image"><b data-kaeru-field="title"></b> <i data-kaeru-field="price"></i>
+</a></template>
+<div style="margin-top: 3000px" id="w" data-kaeru-recs="product" data-advertiser="demo-shop"
+     data-item="sku-108" data-n="2"></div>
+</body></html>"""
+
+
+def test_a_shops_template_is_used_and_without_intersection_observer_it_loads_at_once(
+    context: BrowserContext, demo: tuple[str, Path]
+) -> None:
+    base, _ = demo
+    page = context.new_page()
+    page.set_viewport_size(VIEWPORT)
+    page.add_init_script("delete window.IntersectionObserver;")
+    page.route(
+        f"{base}/a-shop-page",
+        lambda route: route.fulfill(status=200, content_type="text/html", body=SHOP_PAGE),
+    )
+    page.goto(f"{base}/a-shop-page")
+    widget = page.locator("#w")
+    poll(
+        lambda: widget.get_attribute("data-kaeru-state"),
+        lambda state: state not in (None, "loading"),
+        "the placement fetched without scrolling (no IntersectionObserver)",
+    )
+    assert widget.get_attribute("data-kaeru-state") == "rendered"
+    items = widget.locator("ul > li")
+    assert 1 <= items.count() <= 2
+    titles = [items.nth(n).locator("b").inner_text() for n in range(items.count())]
+    assert TITLES["sku-107"] in titles  # same category, one step pricier
+    first = items.first
+    assert (first.locator("a.mine").get_attribute("href") or "").startswith(f"{base}/c/")
+    assert first.locator("img").get_attribute("alt") == titles[0]
+    assert first.locator("i").inner_text().startswith("€")
+    assert first.locator(".kaeru-recs-title").count() == 0  # the default markup is not used

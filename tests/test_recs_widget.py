@@ -9,10 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+
+from adserver.demo.pages import add_demo_routes
 
 RECS_JS = Path(__file__).parents[1] / "adserver" / "recs" / "static" / "recs.js"
 NODE = shutil.which("node")
+DEMO = 'data-advertiser="demo-shop"'
+
+
+@pytest.fixture
+async def demo_client(aiohttp_client: Any) -> TestClient[Any, Any]:
+    app = web.Application()
+    add_demo_routes(app)
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    return client
 
 
 async def test_recs_js_is_served_cacheable_as_javascript(client: TestClient[Any, Any]) -> None:
@@ -39,3 +51,21 @@ def test_recs_js_parses() -> None:
     assert NODE is not None
     checked = subprocess.run([NODE, "--check", str(RECS_JS)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "placement"),
+    [
+        ("/demo/shop/", f'data-kaeru-recs="home" {DEMO}'),
+        ("/demo/shop/p/sku-102", f'data-kaeru-recs="product" {DEMO} data-item="sku-102"'),
+        ("/demo/shop/p/sku-102", f'data-kaeru-recs="complements" {DEMO} data-item="sku-102"'),
+        ("/demo/shop/thanks?sku=sku-101", f'data-kaeru-recs="thanks" {DEMO} data-item="sku-101"'),
+        ("/demo/shop/thanks", f'data-kaeru-recs="thanks" {DEMO} data-n="4"'),
+    ],
+)
+async def test_demo_shop_pages_show_their_placements(
+    demo_client: TestClient[Any, Any], path: str, placement: str
+) -> None:
+    html = await (await demo_client.get(path)).text()
+    assert placement in html
+    assert '<script async src="/recs.js"></script>' in html

@@ -1,4 +1,5 @@
-"""`GET /recs.json?a=ADV&placement=P[&item=SKU][&n=N]`: recommendations for the shop's own pages.
+"""`GET /recs.json?a=ADV&placement=P[&item=SKU][&n=N]`: recommendations for the shop's own pages,
+and `GET /recs.js`, the widget that renders them (`adserver/recs/static/recs.js`, cacheable).
 
 Thin: the query is parsed and the products chosen by `adserver.recs.placements` (pure); this
 handler asks the gates, reads the profile (one round trip, the ad decision's script) and the
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +31,7 @@ from adserver.http.app_keys import (
     TRENDING,
 )
 from adserver.http.edge.middleware import public_base_url
-from adserver.http.responses import json_error, json_response
+from adserver.http.responses import javascript, json_error, json_response
 from adserver.identity.gates import Gates
 from adserver.identity.identifiers import valid_fpid
 from adserver.recs.placements import (
@@ -48,6 +50,15 @@ from adserver.store.ledger import new_impression_id
 
 log = logging.getLogger(__name__)
 ROUTE = "recs"
+
+# The widget: the same bytes for every shop (what it shows comes from `/recs.json`), cached
+# like the shop tag.
+RECS_JS = resources.files("adserver.recs").joinpath("static/recs.js").read_text(encoding="utf-8")
+RECS_JS_CACHE_SECONDS = 3600
+
+
+async def recs_script(request: web.Request) -> web.StreamResponse:
+    return javascript(RECS_JS, cache_seconds=RECS_JS_CACHE_SECONDS)
 
 
 def _cors(request: web.Request, response: web.StreamResponse, personal: bool) -> None:

@@ -121,9 +121,10 @@ def recommend(
         excluded.add(query.item)
     if query.placement == "cart" and history:
         excluded.update(history.cart)
-    sources = _sources(query, history, suggestions, lists, catalog, popular, upsell)
     if query.placement == "trending":
-        sources = [("trending", trending), ("popular", popular)]
+        sources: list[tuple[str, Sequence[str]]] = [("trending", trending), ("popular", popular)]
+    else:
+        sources = _sources(query, history, suggestions, lists, catalog, popular, upsell)
     chosen: list[Recommendation] = []
     seen: set[str] = set()
     for reason, skus in sources:

@@ -29,6 +29,7 @@ from adserver.config.settings import Settings
 from adserver.http.app_keys import MARKET, WORKER, buffered_writers
 from adserver.runtime.embedded_redis import EmbeddedRedis
 
+from report import percentile
 from seed import ADVERTISER, CATALOG_SIZE, catalog_json
 
 TOKEN = "bench-" + secrets.token_hex(12)
@@ -39,11 +40,6 @@ VARIANTS = {
     "kw= (no match)": {"kw": "spaceship,rocket"},
 }
 HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0.0.0 Safari/537.36"}
-
-
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 async def run(requests: int, tmp: Path) -> str:

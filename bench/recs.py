@@ -31,6 +31,7 @@ from adserver.config.settings import Settings
 from adserver.http.app_keys import MARKET, WORKER, buffered_writers
 from adserver.runtime.embedded_redis import EmbeddedRedis
 
+from report import percentile
 from seed import ADVERTISER, CATALOG_SIZE, catalog_json
 
 TOKEN = "bench-" + secrets.token_hex(12)
@@ -46,11 +47,6 @@ VARIANTS: dict[str, tuple[str, dict[str, str], bool]] = {  # path, query, with t
     "recs trending": (RECS, {"a": ADVERTISER, "placement": "trending"}, True),
     "recs home, newcomer": (RECS, {"a": ADVERTISER, "placement": "home"}, False),
 }
-
-
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 async def seed(client: TestClient[Any, Any]) -> str:

@@ -37,6 +37,12 @@ How to run: `.venv/bin/python bench/run.py [--duration 10] [--connections 64] \
 how to read it. Ratios matter, absolute numbers only describe this machine on this day."""
 
 
+def percentile(samples: list[float], share: float) -> float:
+    """The sample at `share` (0..1) of the sorted samples (nearest rank, no interpolation)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 @dataclass
 class Measured:
     label: str

@@ -237,3 +237,12 @@ def landing_of(location: str) -> str:
     parts = urlsplit(location)
     query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("kclid="))
     return urlunsplit(parts._replace(query=query))
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, to freeze (SIGSTOP) or stop without harming the others."""
+    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
+    server.start()
+    yield server
+    server.stop()

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from adserver.app import create_app
 from adserver.config.settings import Settings
@@ -19,14 +15,6 @@ from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, learn_all, product_row, pu
 
 EMAIL_SHA256 = email_sha256_of("ana@example.org")
 AUTH = {"Authorization": f"Bearer {SHOP_TOKEN}"}
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_a_frozen_redis_answers_popular_products_and_a_503_for_audiences(

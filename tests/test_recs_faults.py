@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from adserver.app import create_app
 from adserver.config.settings import Settings
@@ -19,14 +15,6 @@ from adserver.runtime.embedded_redis import EmbeddedRedis
 from adserver.store import keys
 from adserver.store.learning import Journal, LearningStore
 from tests.conftest import BROWSER, SHOP, learn_all, product_row, put_catalog
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_a_frozen_redis_answers_popular_products_within_the_deadline(

@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import pytest
 
 from adserver.app import create_app
 from adserver.buffering.buffered_writer import REPLAY_BATCH, EventWriter
@@ -32,14 +31,6 @@ from tests.conftest import (
     put_catalog,
     stream_events,
 )
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
-    server.start()
-    yield server
-    server.stop()
 
 
 @contextmanager

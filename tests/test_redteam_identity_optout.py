@@ -7,9 +7,7 @@ import asyncio
 import secrets
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -114,14 +112,6 @@ async def test_optouts_by_made_up_fpids_leave_a_bounded_number_of_five_year_mark
     assert (await send_view(shop, "sku-2")).status == 204
     assert await keys_named(shop, "u:") == []  # held, by the one mark on their fpid
     assert len(await keys_named(shop, "ido:")) == MARKING_OPTOUTS_PER_HOUR + 1
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_an_optout_by_fpid_holds_while_redis_cannot_check_it(

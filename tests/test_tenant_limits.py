@@ -7,10 +7,8 @@ from __future__ import annotations
 import io
 import signal
 import tracemalloc
-from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,15 +30,6 @@ from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, product_row, put_catalog
 PRODUCTS = f"/api/v1/advertisers/{SHOP}/products"
 AUTH = {"Authorization": f"Bearer {SHOP_TOKEN}"}
 JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis of this test's own, to freeze (SIGSTOP) without harming the others."""
-    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
-    server.start()
-    yield server
-    server.stop()
 
 
 BAD_LINKS = [

@@ -4,9 +4,10 @@ their Redis tests a second time on a private Redis Cluster (`--redis-cluster`: e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -246,3 +247,19 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.start()
     yield server
     server.stop()
+
+
+POLL_DEADLINE_S = 15.0  # what the browser tests wait for a page, an ad or a count at most
+T = TypeVar("T")
+
+
+def poll(probe: Callable[[], T], accept: Callable[[T], bool], what: str) -> T:
+    """`probe()` again every 0.1 s until `accept` takes its value (no fixed sleeps); fails
+    naming `what` and the last value after POLL_DEADLINE_S."""
+    deadline = time.monotonic() + POLL_DEADLINE_S
+    while True:
+        value = probe()
+        if accept(value):
+            return value
+        assert time.monotonic() < deadline, f"{what}: still {value!r} after {POLL_DEADLINE_S}s"
+        time.sleep(0.1)

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from adserver.runtime.embedded_redis import free_port
+from tests.conftest import poll
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not os.access(CHROMIUM, os.X_OK):
@@ -155,16 +156,6 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def poll(probe: Callable[[], T], accept: Callable[[T], bool], what: str) -> T:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = probe()
-        if accept(value):
-            return value
-        assert time.monotonic() < deadline, f"{what}: still {value!r} after {DEADLINE_S}s"
-        time.sleep(0.1)
 
 
 def view(page: Page, base: str, sku: str) -> None:

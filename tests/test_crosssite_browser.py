@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from adserver.runtime.embedded_redis import free_port
-from tests.conftest import BROWSER
+from tests.conftest import BROWSER, poll
 from tests.test_edge_nginx import NGINX, nginx_in_front_of
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -293,16 +293,6 @@ def context(browser: Any) -> Iterator[Any]:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def poll(probe: Callable[[], T], accept: Callable[[T], bool], what: str) -> T:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = probe()
-        if accept(value):
-            return value
-        assert time.monotonic() < deadline, f"{what}: still {value!r} after {DEADLINE_S}s"
-        time.sleep(0.1)
 
 
 def is_batch(response: Any) -> bool:

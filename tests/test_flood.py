@@ -30,13 +30,12 @@ from adserver.core.shopper import ShopperEvent
 from adserver.runtime.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from adserver.store import Store, connect, keys
 from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, stream_events
-from tests.test_redis_faults import own_redis, poll, revived_on
+from tests.test_redis_faults import poll, revived_on
 
 if TYPE_CHECKING:
     from adserver.buffering.buffered_writer import Marked
 
 pytestmark = pytest.mark.cluster
-__all__ = ["own_redis"]  # a fixture, used by name
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BYTES_PER_ENTRY = 500  # the README's sizing: "at most about 500 bytes per entry"

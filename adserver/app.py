@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> web.Application:
             browser_conversions_per_day=settings.browser_conversions_per_day,
             uids_per_identifier=settings.uids_per_identifier,
             identifiers_per_uid=settings.identifiers_per_uid,
+            email_audience_cap=settings.email_audience_cap,
         ),
     )
     app[SETTINGS] = settings

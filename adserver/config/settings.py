@@ -78,6 +78,7 @@ class Settings:
     browser_conversions_per_day: int = 5  # browser-reported, per shopper and advertiser
     uids_per_identifier: int = 5  # identity links: shoppers one identifier links, newest kept
     identifiers_per_uid: int = 10  # identity links: identifiers of one shopper, newest kept
+    email_audience_cap: int = 100_000  # shoppers an e-mail audience listing keeps per shop
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -147,6 +148,9 @@ class Settings:
             ),
             "uids_per_identifier": reader.integer("KAERU_UIDS_PER_IDENTIFIER", 5, 1, 100),
             "identifiers_per_uid": reader.integer("KAERU_IDENTIFIERS_PER_UID", 10, 1, 100),
+            "email_audience_cap": reader.integer(
+                "KAERU_EMAIL_AUDIENCE_CAP", 100_000, 1, 10_000_000
+            ),
             "host": env.get("KAERU_HOST") or "127.0.0.1",
             "port": reader.integer("KAERU_PORT", 8080, 1, 65535),
         }

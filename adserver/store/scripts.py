@@ -467,3 +467,38 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+# A page of an e-mail audience's index (keys.email_audience), oldest activity first, in the
+# order Redis keeps a zset (score, then member bytewise): entries from `since` on, or after
+# the cursor (score, uid) of the previous page: those tied with it at its score and after its
+# uid, then those above its score. Drops what is older than the lookback first.
+# KEYS: index. ARGV: since_ms, cursor score ('' on the first page), cursor uid, count, cutoff_ms.
+# Returns {uid, score, uid, score, ...}: at most `count` entries.
+EMAIL_AUDIENCE_PAGE = """
+local index, count = KEYS[1], tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[5])
+if ARGV[2] == '' then
+  return redis.call('ZRANGE', index, ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, count, 'WITHSCORES')
+end
+local function later(a, b)  -- a after b, bytewise as Redis orders members (not the locale's)
+  for i = 1, math.min(#a, #b) do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local out = {}
+local ties = redis.call('ZRANGE', index, ARGV[2], ARGV[2], 'BYSCORE', 'WITHSCORES')
+for i = 1, #ties, 2 do
+  if #out < 2 * count and later(ties[i], ARGV[3]) then
+    out[#out + 1] = ties[i]
+    out[#out + 1] = ties[i + 1]
+  end
+end
+if #out < 2 * count then
+  local rest = redis.call(
+    'ZRANGE', index, '(' .. ARGV[2], '+inf', 'BYSCORE', 'LIMIT', 0, count - #out / 2, 'WITHSCORES')
+  for i = 1, #rest do out[#out + 1] = rest[i] end
+end
+return out
+"""

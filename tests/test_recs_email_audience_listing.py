@@ -309,3 +309,17 @@ def test_the_cap_is_a_validated_setting() -> None:
     for bad in ("0", "lots", "10000001"):
         with pytest.raises(ValueError, match="KAERU_EMAIL_AUDIENCE_CAP"):
             Settings.from_env({"KAERU_EMAIL_AUDIENCE_CAP": bad})
+
+
+async def test_the_kept_email_expires_and_a_listing_drops_shoppers_whose_email_expired(
+    shop: TestClient[Any, Any],
+) -> None:
+    first = await new_shopper(shop, identify(1), view("sku-1"))
+    await new_shopper(shop, identify(2), view("sku-2"))
+    redis, lookback_ms = shop.app[STORE].redis, shop.app[STORE].limits.lookback_seconds * 1000
+    index = keys.email_audience(SHOP)
+    for key in (keys.user_email(first, SHOP), index):
+        assert 0 < await redis.pttl(key) <= lookback_ms
+    await redis.delete(keys.user_email(first, SHOP))  # as when it expires
+    assert await walk(shop) == [email(2)]
+    assert await redis.zscore(index, first) is None  # and the index forgot it

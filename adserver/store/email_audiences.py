@@ -10,7 +10,9 @@ each add; a forgotten shopper is removed from it (`forget_commands`), and a list
 uid only while its `user_email` exists, so an erasure hides a shopper at once.
 
 `page` reads one page in two round trips: the index script (`scripts.EMAIL_AUDIENCE_PAGE`),
-then per uid its e-mail and its profile (the ad decision's script) in one pipeline.
+then per uid its e-mail and its profile (the ad decision's script) in one pipeline. Shoppers
+it finds without their e-mail (it expired while their activity kept them in the index) are
+then dropped (`drop`, a third round trip only then).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from adserver.store.base import (
     day_of,
     history_of,
     raise_first_error,
-    send_commands,
     send_with_scripts,
 )
 from adserver.store.base import text as _text
@@ -58,6 +59,7 @@ class EmailAudiences:
         self.limits = limits
         self._load_shopper_sha = load_shopper_sha
         self._page = redis.register_script(scripts.EMAIL_AUDIENCE_PAGE)
+        self._drop = redis.register_script(scripts.EMAIL_AUDIENCE_DROP)
 
     def remember_commands(
         self, uid: str, emails: Sequence[tuple[str, str]], now: float
@@ -151,8 +153,13 @@ class EmailAudiences:
             entries.append(AudienceEntry(uid, _text(email) if email else None, last_ms, history))
         return entries
 
-    async def drop(self, advertiser: str, uids: Sequence[str]) -> None:
-        """Remove shoppers whose e-mail is gone (it expired) from the shop's index."""
-        if uids:
-            command: Command = ("ZREM", keys.email_audience(advertiser), *uids)
-            raise_first_error(await send_commands(self.redis, [command]))
+    async def drop(self, advertiser: str, entries: Sequence[AudienceEntry]) -> None:
+        """Take shoppers a page found without their e-mail (it expired) out of the shop's
+        index, unless they were active again since (their score moved)."""
+        if not entries:
+            return
+        sha = self._drop.sha
+        pairs = [arg for e in entries for arg in (e.uid, e.last_ms)]
+        command: Command = ("EVALSHA", sha, 1, keys.email_audience(advertiser), *pairs)
+        replies = await send_with_scripts(self.redis, [command], {sha: scripts.EMAIL_AUDIENCE_DROP})
+        raise_first_error(replies)

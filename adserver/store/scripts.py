@@ -502,3 +502,16 @@ if #out < 2 * count then
 end
 return out
 """
+
+# Shoppers a listing found without their e-mail (it expired) out of the index, each only if
+# its score is still the one the listing read: one who identified again meanwhile stays.
+# KEYS: index. ARGV: uid, score, uid, score, ... Returns how many were removed.
+EMAIL_AUDIENCE_DROP = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""

@@ -126,7 +126,7 @@ async def _page(
     )
     emails = [e.email_sha256 for e in page.entries if e.email_sha256]
     opted_out = await within(app[IDENTITY].opted_out_emails(emails), LISTING_DEADLINE_SECONDS)
-    gone = [e.uid for e in page.entries if e.email_sha256 is None]
+    gone = [e for e in page.entries if e.email_sha256 is None]
     await within(store.drop(advertiser, gone), LISTING_DEADLINE_SECONDS)  # expired e-mails
     sellable = _sellable(request, advertiser)
     listed = []

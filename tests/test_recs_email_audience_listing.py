@@ -323,3 +323,39 @@ async def test_the_kept_email_expires_and_a_listing_drops_shoppers_whose_email_e
     await redis.delete(keys.user_email(first, SHOP))  # as when it expires
     assert await walk(shop) == [email(2)]
     assert await redis.zscore(index, first) is None  # and the index forgot it
+
+
+async def test_shoppers_active_at_the_same_millisecond_are_each_listed_once(
+    shop: TestClient[Any, Any],
+) -> None:
+    at = time.time() - 60
+    identity, store = shop.app[IDENTITY], shop.app[STORE]
+    for n in range(6):
+        found = await identity.shop_uid(None, [SHOP], None, [Identify(SHOP, email(n))], at)
+        assert found is not None
+        await store.record_events(found.uid, [ShopperEvent(SHOP, "view", ("sku-1",))], at)
+    scores = await store.redis.zrange(keys.email_audience(SHOP), 0, -1, withscores=True)
+    assert len({score for _, score in scores}) == 1  # all tied
+    for limit in ("1", "2", "4"):
+        seen = await walk(shop, limit=limit)
+        assert sorted(seen) == sorted(email(n) for n in range(6))
+
+
+async def test_a_shopper_active_again_during_a_walk_moves_to_its_end(
+    shop: TestClient[Any, Any],
+) -> None:
+    uids = [await new_shopper(shop, identify(n), view("sku-1")) for n in range(5)]
+    first = await listing(shop, limit="2")
+    assert [m["email_sha256"] for m in first["members"]] == [email(0), email(1)]
+    # The cursor's own shopper (the page's last) and an earlier one come back.
+    store = shop.app[STORE]
+    for uid in (uids[1], uids[0]):
+        await store.record_events(uid, [ShopperEvent(SHOP, "view", ("sku-2",))])
+    seen = [m["email_sha256"] for m in first["members"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        body = await listing(shop, limit="2", cursor=cursor)
+        seen += [m["email_sha256"] for m in body["members"]]
+        cursor = body["next_cursor"]
+    assert seen[:5] == [email(n) for n in range(5)]  # nobody missed
+    assert sorted(seen[5:]) == sorted([email(0), email(1)])  # both again, newest activity

@@ -312,6 +312,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/ad.json", ad_handlers.ad_json)
     app.router.add_get("/recs.json", recs_handlers.recs_json)
     app.router.add_get("/recs.js", recs_handlers.recs_script)
+    app.router.add_get("/recs/i/{token}", recs_handlers.recs_viewed)
     app.router.add_get("/c/{token}", ad_handlers.click)
     app.router.add_get("/i/{token}", ad_handlers.rendered)
     products = "/api/v1/advertisers/{advertiser}/products"

@@ -19,6 +19,11 @@ from adserver.config.redis_url import RedisUrlError, check_url, with_password
 
 ADVERTISER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 PUBLISHER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")  # as `pub=` on ad requests
+# The publisher ids of Kaeru's own channels (the shop's pages, its e-mails): reports count
+# them as channels, so no partner page may use them (`/ad` refuses them, KAERU_PUBLISHERS too).
+ONSITE_PUBLISHER = "onsite"
+EMAIL_PUBLISHER = "email"
+RESERVED_PUBLISHERS = frozenset((ONSITE_PUBLISHER, EMAIL_PUBLISHER))
 MIN_TOKEN_LENGTH = 16
 MIN_SECRET_LENGTH = 32
 SECRET_FILE = "secret"
@@ -428,6 +433,8 @@ class _Reader:
                 )
             elif owner in pairs:
                 self.problems.append(f"{name}: {kind} {owner!r} is listed twice")
+            elif kind == "publisher" and owner in RESERVED_PUBLISHERS:
+                self.problems.append(f"{name}: {owner!r} is reserved for Kaeru's own channel")
             else:
                 pairs[owner] = token
         return pairs

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from string import Template
 
+import orjson
+
+from adserver.config.settings import RESERVED_PUBLISHERS
 from adserver.store import keys
 
 
@@ -202,9 +205,15 @@ return 1
 # publisher ids are bounded per advertiser and day. KEYS: the day's publisher set (same slot as
 # the stats). A publisher already in the set keeps its name; a new one joins while the set has
 # fewer than `cap` members (cap 0: no bound); past that it folds into the one 'other' row.
-PUBLISHER_OF = """
+# Kaeru's own channels (RESERVED_PUBLISHERS: no partner may send them) are never folded.
+PUBLISHER_OF = (
+    "local reserved = {"
+    + ", ".join(f"[{orjson.dumps(p).decode()}] = true" for p in sorted(RESERVED_PUBLISHERS))
+    + "}\n"
+    + """
 local function publisher_of(set, publisher, cap, ttl)
-  if cap <= 0 or redis.call('SISMEMBER', set, publisher) == 1 then return publisher end
+  if cap <= 0 or reserved[publisher] then return publisher end
+  if redis.call('SISMEMBER', set, publisher) == 1 then return publisher end
   if redis.call('SCARD', set) < cap then
     redis.call('SADD', set, publisher)
     redis.call('EXPIRE', set, ttl)
@@ -213,6 +222,7 @@ local function publisher_of(set, publisher, cap, ttl)
   return 'other'
 end
 """
+)
 
 # Impressions and renders of one advertiser and day, summed over a batch (group commit).
 # KEYS: daily stats, the day's publisher set, then render marker hashes (one per issue hour).

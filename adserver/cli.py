@@ -149,6 +149,22 @@ def _parser() -> argparse.ArgumentParser:
         help="replay only the first N test sessions (quick look)",
     )
 
+    value = commands.add_parser(
+        "value-eval",
+        help="measure the customer-value predictions (12-month value, next order, due status)",
+    )
+    value.add_argument(
+        "--shoppers", type=int, default=20_000, help="synthetic shoppers (default 20000)"
+    )
+    value.add_argument("--seed", type=int, default=1, help="seed of the synthetic shop")
+    value.add_argument(
+        "--data",
+        type=Path,
+        help="folder of the shared data sets, checked for purchases "
+        "(default: $KAERU_EVAL_DATA, else ../shared/data)",
+    )
+    value.add_argument("--json", action="store_true", help="print one JSON object")
+
     catalog = commands.add_parser("catalog", help="manage product catalogs")
     catalog_commands = catalog.add_subparsers(
         dest="catalog_command", required=True, metavar="ACTION"
@@ -189,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_evaluation(
                 args.dataset, args.data, args.mode, args.json, args.test_sessions, args.set
             )
+        if args.command == "value-eval":
+            return run_value_evaluation(args.shoppers, args.seed, args.data, args.json)
         settings = _settings(args)
         if args.command == "serve":
             return serve(settings, args.workers)
@@ -538,6 +556,22 @@ def run_evaluation(
             print(asyncio.run(measure(redis.start())))
         finally:
             redis.stop()
+    return 0
+
+
+def run_value_evaluation(shoppers: int, seed: int, data: Path | None, as_json: bool) -> int:
+    import orjson
+
+    from adserver.learning.datasets import default_data_root
+    from adserver.value.evaluation import evaluate_value, format_value_report
+
+    if not 100 <= shoppers <= 1_000_000:
+        print("kaeru: --shoppers must be between 100 and 1000000", file=sys.stderr)
+        return 2
+    if data is None:
+        data = default_data_root()
+    report = evaluate_value(shoppers, seed, data, progress=sys.stderr)
+    print(orjson.dumps(report.as_json()).decode() if as_json else format_value_report(report))
     return 0
 
 

@@ -23,7 +23,7 @@ def test_the_model_beats_last_year_again_and_the_lapsed_order_least() -> None:
         assert timing.cases > 100
         assert timing.due["lapsed"]["ordered_pct"] < timing.due["due_now"]["ordered_pct"]
     rhythmic = report.timing["rhythmic (gamma gaps, shape 4)"].next_order_mae
-    assert rhythmic["k=1"] < rhythmic["typical_only"]
+    assert rhythmic["k=0.5"] < rhythmic["typical_only"]
     assert max(report.segments, key=lambda s: report.segments[s]["next_year_value"]) == "champions"
 
 

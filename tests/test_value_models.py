@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from adserver.core.value_record import ValueRecord
 from adserver.value.models import (
     BgNbd,
     GammaGamma,
@@ -18,7 +19,6 @@ from adserver.value.models import (
     hyp2f1,
     nelder_mead,
 )
-from adserver.value.record import ValueRecord
 from adserver.value.synthetic import CALIBRATION_DAYS, TRUE_ORDERS, TRUE_SPEND, simulate
 
 

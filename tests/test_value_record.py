@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adserver.value.record import (
+from adserver.core.value_record import (
     MAX_CENTS,
     MAX_DAY,
     MAX_ENCODED,

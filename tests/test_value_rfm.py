@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from adserver.value.record import ValueRecord
+from adserver.core.value_record import ValueRecord
 from adserver.value.rfm import (
     MIDDLE,
     SEGMENTS,

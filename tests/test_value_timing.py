@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adserver.value.record import ValueRecord
+from adserver.core.value_record import ValueRecord
 from adserver.value.timing import (
     Due,
     due_status,

@@ -78,6 +78,7 @@ LEARNING_COUNT = "wn:"
 LEARNING_CREDIT = "wk:"
 LEARNING_CREDIT_V1 = "wc:"
 EMAIL = "em:"
+VALUE = "val:"
 
 
 def user_key(uid: str, suffix: str, advertiser: str) -> str:
@@ -162,6 +163,14 @@ def user_email(uid: str, advertiser: str) -> str:
     return user_key(uid, EMAIL, advertiser)
 
 
+def user_value(uid: str, advertiser: str) -> str:
+    """string: the shopper's value record at this shop (`adserver.core.value_record`: first
+    and last order day, orders, revenue, the latest order's fingerprint; ~30 bytes), changed
+    once per new order by `adserver.store.customer_values.CustomerValues.record_order`,
+    expiring with the lookback after the last order; erased with the shopper."""
+    return user_key(uid, VALUE, advertiser)
+
+
 def email_audience(advertiser: str) -> str:
     """zset uid -> last activity (ms): the shoppers of this shop with a `user_email`, for the
     e-mail audiences' listing (`adserver.store.email_audiences`). Added to by an identify with
@@ -189,6 +198,7 @@ def all_user_keys(uid: str, advertiser: str) -> list[str]:
         user_learning_credit,
         user_learning_credit_v1,
         user_email,
+        user_value,
     )
     return [kind(uid, advertiser) for kind in kinds]
 

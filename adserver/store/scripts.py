@@ -14,6 +14,7 @@ from string import Template
 import orjson
 
 from adserver.config.settings import RESERVED_PUBLISHERS
+from adserver.core import value_record
 from adserver.store import keys
 
 
@@ -525,3 +526,47 @@ for i = 1, #ARGV, 2 do
 end
 return removed
 """
+
+# A new order in the shopper's value record at one shop, kept as `value_record.encode_record`
+# writes it (the script folds the order in as `value_record.with_order` does; a contract test
+# holds the two together). KEYS: record, forgotten (one slot). ARGV: day, cents, fingerprint of
+# the order id, ttl_seconds, now_ms. The same fingerprint as the latest order changes nothing;
+# a value that is not a record starts again; an order not newer than the shopper's last
+# erasure (keys.user_forgotten) changes nothing and returns false. Returns the record kept.
+RECORD_VALUE = Template("""
+local forgotten = redis.call('GET', KEYS[2])
+if forgotten and tonumber(ARGV[5]) <= tonumber(forgotten) then return false end
+local day, cents, fingerprint = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local first, last, orders, total = day, day, 1, cents
+local kept = redis.call('GET', KEYS[1])
+if kept then
+  local v, f, s, o, c, k = string.match(
+    kept, '^([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]*)$$')
+  if v == '$version' then
+    if k == fingerprint then return kept end
+    f, s = tonumber(f, 36), tonumber(s, 36)
+    first, last = math.min(f, day), math.min(math.max(f + s, day), $max_day)
+    orders = math.min(tonumber(o, 36) + 1, $max_orders)
+    total = math.min(tonumber(c, 36) + cents, $max_cents)
+  end
+end
+local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function base36(n)
+  local text = ''
+  repeat
+    local d = n % 36
+    text = string.sub(digits, d + 1, d + 1) .. text
+    n = (n - d) / 36
+  until n == 0
+  return text
+end
+local record = table.concat({'$version', base36(first), base36(last - first), base36(orders),
+  base36(total), fingerprint}, '.')
+redis.call('SET', KEYS[1], record, 'EX', ARGV[4])
+return record
+""").substitute(
+    version=value_record.VERSION,
+    max_day=value_record.MAX_DAY,
+    max_orders=value_record.MAX_ORDERS,
+    max_cents=value_record.MAX_CENTS,
+)

@@ -20,8 +20,8 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any, TextIO
 
+from adserver.core.value_record import ValueRecord
 from adserver.value.models import ValueModel, fit_value_model
-from adserver.value.record import ValueRecord
 from adserver.value.rfm import rfm_cuts, rfm_score, segment
 from adserver.value.synthetic import (
     CALIBRATION_DAYS,

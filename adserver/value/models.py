@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from adserver.value.record import ValueRecord
+from adserver.core.value_record import ValueRecord
 
 HORIZON_DAYS = 365
 

@@ -29,7 +29,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from adserver.value.record import ValueRecord
+from adserver.core.value_record import ValueRecord
 
 LEVELS = 5
 MIDDLE = (LEVELS + 1) // 2  # every score without a distribution to compare with

@@ -14,8 +14,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from adserver.core.value_record import ValueRecord, with_order
 from adserver.value.models import BgNbd, GammaGamma
-from adserver.value.record import ValueRecord, with_order
 
 CALIBRATION_DAYS = 365
 HOLDOUT_DAYS = 365

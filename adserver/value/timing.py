@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from statistics import median
 
-from adserver.value.record import ValueRecord
+from adserver.core.value_record import ValueRecord
 
 SHRINK_K = 0.5  # the best of 0, 0.5, 1, 2, 5 on both synthetic shops (README: "Customer value")
 MIN_TOLERANCE_DAYS = 3.0

@@ -4,7 +4,10 @@ Only new orders are to be recorded: the profile script (`scripts.RECORD_EVENT`) 
 a new order id from one recorded before (the orders hash, `keys.user_orders`); the record's
 fingerprint of the latest order makes the same order sent twice in a row change nothing.
 Not called by the pixel yet: the integration into the purchase flow comes with the campaigns
-that use it.
+that use it. Calling this after `Store.record_many` only for purchases it reports as new would
+miss an order whose first write Redis applied but whose answer was lost (the replay reports it
+as seen); exactly once takes the update inside the profile script's new-purchase branch, or a
+consumer of the event stream with the learner's batch marks.
 """
 
 from __future__ import annotations

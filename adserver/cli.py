@@ -396,7 +396,12 @@ def _demo_email_recs(
     host = settings.host if settings.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     url = f"http://{host}:{settings.port}/api/v1/advertisers/{advertiser}/recommendations"
-    headers = {"Authorization": f"Bearer {token}"}
+    # as the browser names this server, so the e-mail's links (built from the request's host
+    # unless KAERU_PUBLIC_URL is set) reach the site the shopper's cookie is on
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Host": urlsplit(public_base_url(settings)).netloc,
+    }
 
     async def fetch(params: Mapping[str, str]) -> str | None:
         try:

@@ -13,8 +13,18 @@ from pathlib import Path
 import pytest
 
 from adserver.learning import datasets
-from adserver.learning.evaluation import ADVERTISER, Replay, Report, evaluate, format_report
+from adserver.learning.evaluation import (
+    ADVERTISER,
+    TOP,
+    EvalMarket,
+    Replay,
+    Report,
+    evaluate,
+    format_report,
+    product_placement,
+)
 from adserver.learning.related import PreparedList, RankingConfig, rank_item
+from adserver.recs.placements import RecsQuery, recommend
 from adserver.store import Store, StoreLimits, connect
 
 LONG_AGO = StoreLimits(lookback_seconds=20 * 365 * 86400, stream_maxlen=10**9)
@@ -185,3 +195,34 @@ def test_eval_of_a_missing_data_set_says_where_it_looked(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert str(tmp_path / "nothing-here") in result.stderr
+
+
+async def test_the_evaluated_product_placement_is_what_recs_json_ranks(store: Store) -> None:
+    """`kaeru eval`'s product placement and the shop's `product` placement
+    (`adserver.recs.placements.recommend`) answer the same list for the same learnt model."""
+    sessions: list[datasets.Session] = [
+        [("1", 1.0), ("2", 2.0), ("3", 3.0)],
+        [("1", 4.0), ("3", 5.0)],
+        [("4", 6.0), ("5", 7.0)],
+        [("5", 8.0), ("6", 9.0)],
+    ]
+    replay = Replay(store, "tuned")
+    await replay.train(sessions)
+    popular = (await store.catalog_snapshot([ADVERTISER])).popular[ADVERTISER]
+    market = EvalMarket([str(n) for n in range(1, 7)], popular)
+    for item in ("1", "3", "5", "6"):
+        key = ("viewed", ADVERTISER, item)
+        lists = await replay.ranking.lists([key])
+        shipped = recommend(
+            RecsQuery(ADVERTISER, "product", item, TOP),
+            None,
+            None,
+            lists,
+            market.catalog(ADVERTISER),
+            market.popular(ADVERTISER),
+            lambda sku: (),
+        )
+        evaluated = await product_placement(replay.ranking, market, ADVERTISER, item)
+        assert evaluated == [r.product.id for r in shipped]
+        assert item not in evaluated
+        assert set(evaluated) == {str(n) for n in range(1, 7)} - {item}  # popular fills up

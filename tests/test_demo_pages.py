@@ -158,6 +158,13 @@ async def test_outbox_shows_the_block_fetched_for_the_shopper_escaped_in_a_sandb
     assert "&lt;table role=&#34;presentation&#34;&gt;" in html  # escaped into srcdoc
     assert "&#34;Tent&#34; &amp; &lt;b&gt;co&lt;/b&gt;" in html
     assert '<table role="presentation">' not in html  # never raw in the shop's page
+    hashed = "ab" * 32
+    for_hash = await (await client.get("/demo/shop/outbox", params={"email_sha256": hashed})).text()
+    assert asked[-1] == {"email_sha256": hashed, "placement": "home", "n": "3"}
+    assert 'id="email-to">the address hashed abababababab' in for_hash
+    refused = await client.get("/demo/shop/outbox", params={"email_sha256": "ana@example.org"})
+    assert refused.status == 400 and len(asked) == 2
+    assert "must be the SHA-256 of an e-mail" in await refused.text()
     answers[0] = None
     failed = await (await client.get("/demo/shop/outbox", cookies={"uid": uid})).text()
     assert "Kaeru did not answer" in failed and "<iframe" not in failed

@@ -159,16 +159,36 @@ async def cart(request: web.Request) -> web.Response:
 
 async def outbox(request: web.Request) -> web.Response:
     """The e-mail a browse abandoner would get: the demo's e-mail service fetches the block
-    for the current shopper (Kaeru's uid cookie) and the page shows it as an e-mail."""
-    uid = request.cookies.get(UID_COOKIE, "")
+    for the current shopper (Kaeru's uid cookie), or for `?email_sha256=HEX` (an address an
+    e-mail audience lists), and the page shows it as an e-mail."""
+    email = request.query.get("email_sha256")
+    if email is not None and not HASHED_EMAIL.match(email):
+        refused = _page(
+            request,
+            "outbox",
+            status=400,
+            bad_email=True,
+            shopper=False,
+            connected=True,
+            block=None,
+            email_sha256=None,
+            placement=OUTBOX_PLACEMENT,
+            intro="",
+        )
+        refused.headers.update(NO_STORE)
+        return refused
+    who = {"email_sha256": email} if email else {"uid": request.cookies.get(UID_COOKIE, "")}
     fetch = request.app.get(EMAIL_RECS)
     block: str | None = None
+    uid = email or who["uid"]
     if uid and fetch is not None:
-        block = await fetch({"uid": uid, "placement": OUTBOX_PLACEMENT, "n": str(OUTBOX_N)})
+        block = await fetch({**who, "placement": OUTBOX_PLACEMENT, "n": str(OUTBOX_N)})
     page = _page(
         request,
         "outbox",
         shopper=bool(uid),
+        email_sha256=email,
+        bad_email=False,
         connected=fetch is not None,
         block=block,
         placement=OUTBOX_PLACEMENT,

@@ -14,12 +14,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from adserver.config.redis_url import redact
@@ -381,7 +382,7 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
 
     def run(settings: Settings) -> int:
         app = create_app(settings)
-        add_demo_routes(app, sites, signer)
+        add_demo_routes(app, sites, signer, _demo_email_recs(settings, DEMO_ADVERTISER, token))
         app.on_startup.append(load_catalog)
         _run_app(app, settings, sockets)
         return 0
@@ -403,6 +404,35 @@ def _demo_eid_signer(publisher: str, token: str) -> Callable[[str], tuple[str, i
         return sign_eid(token, publisher, eid, expiry), expiry
 
     return sign
+
+
+def _demo_email_recs(
+    settings: Settings, advertiser: str, token: str
+) -> Callable[[Mapping[str, str]], Awaitable[str | None]]:
+    """The demo shop's e-mail service: asks this very server, as a shop's server would (over
+    HTTP, with the advertiser's token), for the e-mail recommendations block."""
+    host = settings.host if settings.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    url = f"http://{host}:{settings.port}/api/v1/advertisers/{advertiser}/recommendations"
+    # as the browser names this server, so the e-mail's links (built from the request's host
+    # unless KAERU_PUBLIC_URL is set) reach the site the shopper's cookie is on
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Host": urlsplit(public_base_url(settings)).netloc,
+    }
+
+    async def fetch(params: Mapping[str, str]) -> str | None:
+        try:
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, params={**params, "format": "html"}, headers=headers) as answer,
+            ):
+                return await answer.text() if answer.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    return fetch
 
 
 def _demo_token(data_dir: Path, name: str = DEMO_TOKEN_FILE) -> str:

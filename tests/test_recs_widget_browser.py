@@ -19,7 +19,7 @@ pytest.importorskip(
     reason="playwright not installed (pip install playwright; no browser download needed)",
 )
 
-from playwright.sync_api import BrowserContext, Request  # noqa: E402  (after the skip)
+from playwright.sync_api import Browser, BrowserContext, Request  # noqa: E402  (after the skip)
 
 from tests.test_browser import (  # noqa: E402  (skips when Chromium is missing)
     PRODUCT_PAGE,
@@ -215,3 +215,55 @@ def test_a_rendered_list_counts_its_impressions_once_when_seen(
     page.wait_for_load_state("networkidle")
     assert len(beacons) == 1, beacons
     assert onsite_impressions(base, data_dir) == before + shown
+
+
+COOKIES_REFUSED = """Object.defineProperty(Document.prototype, "cookie", {
+    configurable: true, get() { return ""; }, set(value) {} });"""
+
+
+def done(state: str | None) -> bool:
+    return state not in (None, "loading")
+
+
+def test_where_cookies_are_refused_recs_js_sends_the_tags_local_storage_fpid(
+    browser: Browser, demo: tuple[str, Path]
+) -> None:
+    base, _ = demo
+    ctx = browser.new_context()
+    try:
+        ctx.add_init_script(COOKIES_REFUSED)
+        page = ctx.new_page()
+        asked: list[str] = []
+        page.on(
+            "request",
+            lambda r: asked.append(r.url) if urlsplit(r.url).path == "/recs.json" else None,
+        )
+        page.goto(f"{base}/demo/shop/p/sku-108")
+        page.locator("#recs-product").scroll_into_view_if_needed()
+        state = page.locator("#recs-product")
+        poll(lambda: state.get_attribute("data-kaeru-state"), done, "a placement fetched")
+        assert asked
+        kept = page.evaluate("localStorage.getItem('_kaeru_fp')")
+        assert isinstance(kept, str) and len(kept) == 22  # tag.js's fallback
+        assert all(parse_qs(urlsplit(u).query).get("fpid") == [kept] for u in asked), asked
+
+        # recs.js checks the value as tag.js does: a malformed one is not sent
+        bad = ctx.new_page()
+        bad_asked: list[str] = []
+        bad.on(
+            "request",
+            lambda r: bad_asked.append(r.url) if urlsplit(r.url).path == "/recs.json" else None,
+        )
+        bad.add_init_script("localStorage.setItem('_kaeru_fp', 'not an id<>');")
+        bad.route(
+            f"{base}/a-shop-page",
+            lambda route: route.fulfill(status=200, content_type="text/html", body=SHOP_PAGE),
+        )
+        bad.goto(f"{base}/a-shop-page")
+        bad.locator("#w").scroll_into_view_if_needed()
+        widget = bad.locator("#w")
+        poll(lambda: widget.get_attribute("data-kaeru-state"), done, "the placement fetched")
+        assert bad_asked
+        assert "fpid" not in parse_qs(urlsplit(bad_asked[0]).query), bad_asked
+    finally:
+        ctx.close()

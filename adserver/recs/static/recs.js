@@ -20,6 +20,9 @@
   try { base = new URL(me, w.location && w.location.href).origin; } catch (err) { /* page origin */ }
 
   const PLACEMENTS = /^[a-z_]{1,32}$/;
+  // tag.js's first-party id: its cookie, else (where the cookie is refused) its localStorage
+  // fallback, same name and same validation as tag.js reads them.
+  const FP_NAME = "_kaeru_fp", FP_ID = /^[A-Za-z0-9_-]{22}$/;
   const FP_COOKIE = /(?:^|;\s*)_kaeru_fp=([A-Za-z0-9_-]{22})(?:;|$)/;
   const STYLE_ID = "kaeru-recs-style";
   const CSS =
@@ -46,10 +49,15 @@
   }
 
   function fpid() {
+    let v = null;
     try {
       const m = FP_COOKIE.exec(d.cookie || "");
-      return m ? m[1] : null;
-    } catch (err) { return null; }
+      v = m ? m[1] : null;
+    } catch (err) { v = null; }
+    if (!v) {
+      try { v = w.localStorage ? w.localStorage.getItem(FP_NAME) : null; } catch (err) { v = null; }
+    }
+    return v && FP_ID.test(v) ? v : null;
   }
 
   function query(el) {

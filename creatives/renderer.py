@@ -1,4 +1,10 @@
-"""Ad creatives: one Jinja2 template per IAB size, listed in a manifest, checked at start-up.
+"""Ad creatives: one Jinja2 template per IAB size, listed in a manifest, checked at start-up,
+and the stylesheet they share (`creative.css`, served at a path naming its content's hash so
+browsers may keep it for a year).
+
+Templates are written one tag per line; at load the renderer drops every line break and the
+indentation after it from their source (never from the data rendered into them), so creatives
+go out without needless whitespace.
 
 Errors:
     CreativeError -- the template set is unusable; raised by `CreativeRenderer()` with every
@@ -8,9 +14,10 @@ Errors:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -21,7 +28,15 @@ import jinja2.meta
 
 DEFAULT_TEMPLATE_DIR = Path(__file__).parent / "templates"
 MANIFEST = "manifest.json"
-ALLOWED_CONTEXT = frozenset({"products", "advertiser", "width", "height", "impression_url"})
+STYLESHEET = "creative.css"
+STYLESHEET_ROUTE = "/static/creative.{version}.css"
+ALLOWED_CONTEXT = frozenset(
+    {"products", "advertiser", "width", "height", "impression_url", "stylesheet_url"}
+)
+_LINE_BREAK = re.compile(r"\r?\n[ \t]*")
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+# What the creatives' CSP (adserver/http/responses.py) would block in the stylesheet anyway.
+_CSS_FORBIDDEN = ("@import", "url(", "expression(")
 _SIZE = re.compile(r"([1-9][0-9]{0,3})x([1-9][0-9]{0,3})")
 _NO_FILL = (
     '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -50,6 +65,16 @@ class CreativeFormat:
     template: str
 
 
+@dataclass(frozen=True, slots=True)
+class Stylesheet:
+    """The shared stylesheet, minified: `path` names its version (a hash of `body`), so a
+    changed stylesheet is a new address and the old one may be cached forever."""
+
+    path: str
+    body: bytes
+    etag: str
+
+
 class CreativeError(Exception):
     pass
 
@@ -72,7 +97,7 @@ class CreativeRenderer:
     def __init__(self, template_dir: Path | None = None) -> None:
         directory = template_dir if template_dir is not None else DEFAULT_TEMPLATE_DIR
         self._dir = directory
-        self._loader = jinja2.FileSystemLoader(directory)
+        self._loader = _OneLineLoader(directory)
         self._env = jinja2.Environment(
             loader=self._loader,
             autoescape=True,
@@ -83,6 +108,7 @@ class CreativeRenderer:
             lstrip_blocks=True,
         )
         problems: list[str] = []
+        self._stylesheet = _read_stylesheet(directory / STYLESHEET, problems)
         formats = _read_manifest(directory / MANIFEST, problems)
         placeholders = self._compile_all(problems)
         self._templates: dict[str, jinja2.Template] = {}
@@ -103,6 +129,11 @@ class CreativeRenderer:
     def sizes(self) -> list[str]:
         return list(self._formats)
 
+    @property
+    def stylesheet(self) -> Stylesheet | None:
+        """The shared stylesheet, if the template directory has one (`creative.css`)."""
+        return self._stylesheet
+
     def render(
         self,
         size: str,
@@ -110,16 +141,21 @@ class CreativeRenderer:
         *,
         advertiser: str,
         impression_url: str = "",
+        base_url: str = "",
     ) -> str:
+        """The creative's document. `base_url`: Kaeru's origin, prefixed to the stylesheet's
+        path (empty: a path, for a document served by Kaeru itself)."""
         fmt = self._format(size)
         if not products:
             raise ValueError("a creative needs at least one product")
+        sheet = self._stylesheet
         return self._templates[fmt.template].render(
             products=list(products[: fmt.max_products]),
             advertiser=advertiser,
             width=fmt.width,
             height=fmt.height,
             impression_url=impression_url,
+            stylesheet_url=base_url + sheet.path if sheet else "",
         )
 
     def no_fill(self, size: str) -> str:
@@ -190,11 +226,50 @@ class CreativeRenderer:
                 width=fmt.width,
                 height=fmt.height,
                 impression_url="https://example.com/i",
+                stylesheet_url="/static/creative.0.css",
             )
         except (jinja2.TemplateError, TypeError, ValueError) as error:
             problems.append(f"{fmt.template}: fails to render a sample: {error}")
             return
         self._templates[fmt.template] = template
+
+
+class _OneLineLoader(jinja2.FileSystemLoader):
+    """Templates without the line breaks (and the indentation after them) of their source."""
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        return _LINE_BREAK.sub("", source), filename, uptodate
+
+
+def minify_css(source: str) -> str:
+    """Comments, line breaks and the spaces around punctuation removed (not inside strings:
+    the stylesheet has none but font names, which keep their inner spaces)."""
+    text = _CSS_COMMENT.sub("", source)
+    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r" ?([{};:,>]) ?", r"\1", text)
+    return text.replace(";}", "}").strip()
+
+
+def _read_stylesheet(path: Path, problems: list[str]) -> Stylesheet | None:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        problems.append(f"{STYLESHEET}: not UTF-8 text")
+        return None
+    except OSError as error:
+        problems.append(f"{STYLESHEET}: cannot be read ({error.strerror})")
+        return None
+    body = minify_css(source)
+    blocked = [word for word in _CSS_FORBIDDEN if word in body.lower()]
+    if blocked:
+        problems.append(f"{STYLESHEET}: uses {', '.join(blocked)}, which the creatives' CSP blocks")
+    version = hashlib.sha256(body.encode()).hexdigest()[:12]
+    return Stylesheet(STYLESHEET_ROUTE.format(version=version), body.encode(), f'"{version}"')
 
 
 def _read_manifest(path: Path, problems: list[str]) -> list[CreativeFormat]:

@@ -21,10 +21,14 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adserver.demo.picture import product_picture
 from adserver.http.responses import CREATIVE_CSP
 from creatives.renderer import CreativeProduct, CreativeRenderer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 REFERENCES = Path(__file__).resolve().parent / "cases" / "creatives"
@@ -116,25 +120,29 @@ def serving(files: Mapping[str, tuple[str, bytes]]) -> Iterator[str]:
         server.server_close()
 
 
-def screenshots(renderer: CreativeRenderer) -> dict[str, bytes]:
-    """`SIZE-N` -> PNG of that creative, each in a page of exactly its size."""
-    from playwright.sync_api import sync_playwright
+def screenshots(renderer: CreativeRenderer, browser: Browser | None = None) -> dict[str, bytes]:
+    """`SIZE-N` -> PNG of that creative, each in a page of exactly its size (in `browser`, or
+    a Chromium launched for the purpose)."""
+    if browser is None:
+        from playwright.sync_api import sync_playwright
 
+        with sync_playwright() as playwright:
+            own = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                return screenshots(renderer, own)
+            finally:
+                own.close()
     shots: dict[str, bytes] = {}
-    with serving(documents(renderer)) as base, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            for size, count in cases(renderer):
-                fmt = renderer.formats[size]
-                page = browser.new_page(
-                    viewport={"width": fmt.width, "height": fmt.height}, device_scale_factor=1
-                )
-                page.goto(f"{base}/{size}-{count}.html", wait_until="load")
-                page.evaluate("document.fonts.ready.then(() => true)")
-                shots[f"{size}-{count}"] = page.screenshot(animations="disabled", caret="hide")
-                page.close()
-        finally:
-            browser.close()
+    with serving(documents(renderer)) as base:
+        for size, count in cases(renderer):
+            fmt = renderer.formats[size]
+            page = browser.new_page(
+                viewport={"width": fmt.width, "height": fmt.height}, device_scale_factor=1
+            )
+            page.goto(f"{base}/{size}-{count}.html", wait_until="load")
+            page.evaluate("document.fonts.ready.then(() => true)")
+            shots[f"{size}-{count}"] = page.screenshot(animations="disabled", caret="hide")
+            page.close()
     return shots
 
 

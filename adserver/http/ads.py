@@ -69,12 +69,17 @@ from adserver.store.ledger import RENDER_BEACON_SECONDS, Click, Shown
 log = logging.getLogger(__name__)
 
 # The creative is never in the partner's page: the script inserts a cross-origin iframe on
-# Kaeru's `/ad` with the same query, which decides, counts and renders (once).
+# Kaeru's `/ad` with the same query, which decides, counts and renders (once). The sandbox runs
+# no script and navigates the top page only on a click; `allow-same-origin` leaves the frame
+# Kaeru's origin (still cross-origin to the partner, and without scripts nothing can use it):
+# with an opaque origin Chromium keeps nothing the frame loads in its HTTP cache, so the
+# creative stylesheet would be fetched again with every ad.
 AD_JS = (
     "(function(){{var s=document.currentScript,f=document.createElement('iframe');"
     "f.src={src};f.width='{w}';f.height='{h}';f.title='Advertisement';"
     "f.setAttribute('scrolling','no');f.style.border='0';f.setAttribute('sandbox','allow-popups "
-    "allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation');"
+    "allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation "
+    "allow-same-origin');"
     "if(s&&s.parentNode){{s.parentNode.insertBefore(f,s.nextSibling)}}"
     "else{{document.body.appendChild(f)}}}})();"
 )

@@ -14,17 +14,21 @@ Errors:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import operator
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import jinja2
 import jinja2.meta
+from markupsafe import escape
 
 DEFAULT_TEMPLATE_DIR = Path(__file__).parent / "templates"
 MANIFEST = "manifest.json"
@@ -33,6 +37,10 @@ STYLESHEET_ROUTE = "/static/creative.{version}.css"
 ALLOWED_CONTEXT = frozenset(
     {"products", "advertiser", "width", "height", "impression_url", "stylesheet_url"}
 )
+# Documents kept rendered, all but their links (per size, advertiser and products shown; the
+# oldest goes first): ~2-5 KB each, so some 10-20 MB at most per process.
+SKELETONS_KEPT = 4096
+_BEACON = "i"
 _LINE_BREAK = re.compile(r"\r?\n[ \t]*")
 _CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 # What the creatives' CSP (adserver/http/responses.py) would block in the stylesheet anyway.
@@ -54,6 +62,12 @@ class CreativeProduct:
     click_url: str
     brand: str = ""
     regular_price_text: str = ""
+
+
+# What a kept document depends on: every field but the click link (filled in per request).
+_SHOWN_FIELDS = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(CreativeProduct) if f.name != "click_url")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +126,10 @@ class CreativeRenderer:
         formats = _read_manifest(directory / MANIFEST, problems)
         placeholders = self._compile_all(problems)
         self._templates: dict[str, jinja2.Template] = {}
+        # Marks no catalog value can forge (a random nonce) where the request's links go.
+        self._nonce = secrets.token_hex(8)
+        self._holes = re.compile(f"\x00{self._nonce}:([0-9]+|{_BEACON})\x00")
+        self._skeletons: dict[tuple[object, ...], list[str]] = {}
         for fmt in formats:
             self._check_format(fmt, placeholders, problems)
         if problems:
@@ -144,19 +162,56 @@ class CreativeRenderer:
         base_url: str = "",
     ) -> str:
         """The creative's document. `base_url`: Kaeru's origin, prefixed to the stylesheet's
-        path (empty: a path, for a document served by Kaeru itself)."""
+        path (empty: a path, for a document served by Kaeru itself).
+
+        What only the request knows, the click links and the render beacon, is filled
+        (escaped) into the document Jinja rendered once for the same size, advertiser and
+        products (see `_skeleton`): the same products shown again cost a join, not a render."""
         fmt = self._format(size)
         if not products:
             raise ValueError("a creative needs at least one product")
+        shown = products[: fmt.max_products]
+        key = (
+            size,
+            advertiser,
+            bool(impression_url),
+            base_url,
+            tuple(map(_SHOWN_FIELDS, shown)),
+        )
+        parts = self._skeletons.get(key)
+        if parts is None:
+            parts = self._skeleton(fmt, shown, advertiser, bool(impression_url), base_url)
+            self._skeletons[key] = parts
+            if len(self._skeletons) > SKELETONS_KEPT:
+                del self._skeletons[next(iter(self._skeletons))]  # the oldest
+        return _fill(parts, shown, impression_url)
+
+    def _skeleton(
+        self,
+        fmt: CreativeFormat,
+        shown: Sequence[CreativeProduct],
+        advertiser: str,
+        beacon: bool,
+        base_url: str,
+    ) -> list[str]:
+        """The document rendered with a mark in place of each click link and of the beacon,
+        split there: text, hole name, text, ... (hole names: the product's index, `i`)."""
         sheet = self._stylesheet
-        return self._templates[fmt.template].render(
-            products=list(products[: fmt.max_products]),
+        html = self._templates[fmt.template].render(
+            products=[replace(p, click_url=self._mark(str(n))) for n, p in enumerate(shown)],
             advertiser=advertiser,
             width=fmt.width,
             height=fmt.height,
-            impression_url=impression_url,
+            impression_url=self._mark(_BEACON) if beacon else "",
             stylesheet_url=base_url + sheet.path if sheet else "",
         )
+        parts = self._holes.split(html)
+        if self._nonce in "".join(parts[::2]):  # a template changed a mark it was given
+            raise CreativeError(f"{fmt.template}: alters the click link or beacon URL")
+        return parts
+
+    def _mark(self, hole: str) -> str:
+        return f"\x00{self._nonce}:{hole}\x00"
 
     def no_fill(self, size: str) -> str:
         fmt = self._format(size)
@@ -219,19 +274,34 @@ class CreativeRenderer:
             problems.append(f"{fmt.template}: never uses 'products'")
             return
         template = self._env.get_template(fmt.template)
+        samples, beacon = [_SAMPLE] * fmt.max_products, "https://example.com/i?a=1&b=2"
+        sheet = self._stylesheet
         try:
-            template.render(
-                products=[_SAMPLE] * fmt.max_products,
+            direct = template.render(
+                products=samples,
                 advertiser="Advertiser",
                 width=fmt.width,
                 height=fmt.height,
-                impression_url="https://example.com/i",
-                stylesheet_url="/static/creative.0.css",
+                impression_url=beacon,
+                stylesheet_url=sheet.path if sheet else "",
             )
+            self._templates[fmt.template] = template
+            filled = _fill(self._skeleton(fmt, samples, "Advertiser", True, ""), samples, beacon)
         except (jinja2.TemplateError, TypeError, ValueError) as error:
+            self._templates.pop(fmt.template, None)
             problems.append(f"{fmt.template}: fails to render a sample: {error}")
             return
-        self._templates[fmt.template] = template
+        except CreativeError as error:
+            filled = str(error)
+        if filled != direct:  # the links must be rendered as given, escaped, nothing else
+            self._templates.pop(fmt.template, None)
+            problems.append(f"{fmt.template}: changes the click link or the beacon URL")
+
+
+def _fill(parts: list[str], shown: Sequence[CreativeProduct], impression_url: str) -> str:
+    holes = {_BEACON: impression_url}
+    holes.update((str(n), p.click_url) for n, p in enumerate(shown))
+    return "".join(part if n % 2 == 0 else escape(holes[part]) for n, part in enumerate(parts))
 
 
 class _OneLineLoader(jinja2.FileSystemLoader):

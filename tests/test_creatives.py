@@ -461,3 +461,31 @@ def test_malformed_manifest_fails_at_start(tmp_path: Path, manifest: object, pro
 def test_missing_manifest_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(CreativeError, match="manifest.json: cannot be read"):
         CreativeRenderer(tmp_path)
+
+
+def test_the_same_products_again_get_their_own_links() -> None:
+    """The document is kept rendered per size, advertiser and products; the click links and
+    the beacon are the request's own each time."""
+    first = RENDERER.render("728x90", products(2), advertiser="A", impression_url="/i/one")
+    again = [product(n, click_url=f"https://ads.example/c/other-{n}&x") for n in (1, 2)]
+    second = RENDERER.render("728x90", again, advertiser="A", impression_url="/i/two")
+
+    links = [a["href"] for a in ParsedCreative(second).attrs_of("a")]
+    assert links == [p.click_url for p in again]
+    assert (
+        "other-1&amp;x" in second and ParsedCreative(second).attrs_of("img")[-1]["src"] == "/i/two"
+    )
+    assert ParsedCreative(first).attrs_of("img")[-1]["src"] == "/i/one"
+    renamed = RENDERER.render("728x90", [product(1, title="Oak stool"), again[1]], advertiser="A")
+    assert "Oak stool" in renamed and "Walnut chair no. 1" not in renamed
+
+
+def test_a_template_that_changes_the_links_fails_at_start(tmp_path: Path) -> None:
+    directory = write_template_dir(
+        tmp_path / "t",
+        [{"size": "300x250", "max_products": 1, "template": "shout.html"}],
+        {"shout.html": GOOD_TEMPLATE.replace("p.click_url", "p.click_url|upper")},
+    )
+
+    with pytest.raises(CreativeError, match=r"shout\.html: changes the click link"):
+        CreativeRenderer(directory)

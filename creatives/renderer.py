@@ -20,6 +20,7 @@ import json
 import operator
 import re
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,8 +39,8 @@ ALLOWED_CONTEXT = frozenset(
     {"products", "advertiser", "width", "height", "impression_url", "stylesheet_url"}
 )
 # Documents kept rendered, all but their links (per size, advertiser and products shown; the
-# oldest goes first): ~2-5 KB each, so some 10-20 MB at most per process.
-SKELETONS_KEPT = 4096
+# oldest goes first): ~2-5 KB each, so some 5-10 MB at most per process.
+SKELETONS_KEPT = 2048
 _BEACON = "i"
 _LINE_BREAK = re.compile(r"\r?\n[ \t]*")
 _CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
@@ -129,7 +130,7 @@ class CreativeRenderer:
         # Marks no catalog value can forge (a random nonce) where the request's links go.
         self._nonce = secrets.token_hex(8)
         self._holes = re.compile(f"\x00{self._nonce}:([0-9]+|{_BEACON})\x00")
-        self._skeletons: dict[tuple[object, ...], list[str]] = {}
+        self._skeletons: OrderedDict[tuple[object, ...], list[str]] = OrderedDict()
         for fmt in formats:
             self._check_format(fmt, placeholders, problems)
         if problems:
@@ -183,7 +184,7 @@ class CreativeRenderer:
             parts = self._skeleton(fmt, shown, advertiser, bool(impression_url), base_url)
             self._skeletons[key] = parts
             if len(self._skeletons) > SKELETONS_KEPT:
-                del self._skeletons[next(iter(self._skeletons))]  # the oldest
+                self._skeletons.popitem(last=False)  # the oldest
         return _fill(parts, shown, impression_url)
 
     def _skeleton(

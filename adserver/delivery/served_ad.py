@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from adserver.config.settings import EMAIL_PUBLISHER, ONSITE_PUBLISHER
 from adserver.core.decision import Decision, Slot
 from adserver.delivery.tokens import Signer
 from adserver.store import Placement
@@ -103,11 +104,10 @@ def click_url(
 # A recommendation on the shop's own pages (`/recs.json`) is clicked through the same signed
 # links as an ad, its placement marking the channel: campaign `recs`, publisher `onsite`, the
 # strategy the source that found the product, the size the placement (`product`, `cart`...).
-ONSITE_CAMPAIGN = "recs"
-ONSITE_PUBLISHER = "onsite"
 # The same recommendations in the shop's e-mails (the admin API's `recommendations`): publisher
-# `email`, so reports tell the two channels apart.
-EMAIL_PUBLISHER = "email"
+# `email`, so reports tell the two channels apart (ONSITE_PUBLISHER and EMAIL_PUBLISHER are
+# reserved: no partner page may send them, see adserver.config.settings).
+ONSITE_CAMPAIGN = "recs"
 
 
 def onsite_placement(advertiser: str, placement: str, reason: str) -> Placement:
@@ -196,3 +196,45 @@ def build_ad(
     return ServedAd(
         decision, slot, products, impression_url, impression, base_url, renderer, tuple(shown)
     )
+
+
+# The widget's beacon once a recommendation list is in view: one sealed token per answer naming
+# its placement, its impression id and how many products each source (strategy) put in it, so
+# only what Kaeru answered can be counted, and once (see Ledger.record_shown).
+RECS_VIEW_PURPOSE = "recs_view"
+MAX_RECS_VIEWED = 64  # products one beacon may count: an answer has at most RecsQuery's n
+
+
+def recs_view_url(
+    base_url: str, signer: Signer, placements: list[Placement], impression: str
+) -> str:
+    """The beacon of an answer whose products have `placements` (one per product shown, all
+    of the same advertiser, publisher and size), or "" for none."""
+    if not placements:
+        return ""
+    first = placements[0]
+    counts: dict[str, int] = {}
+    for placement in placements:
+        counts[placement.strategy] = counts.get(placement.strategy, 0) + 1
+    fields: list[object] = [first.advertiser, first.campaign, first.publisher, first.size]
+    fields.append(impression)
+    for strategy, n in counts.items():
+        fields += [strategy, n]
+    return f"{base_url}/recs/i/{signer.sign(RECS_VIEW_PURPOSE, fields)}"
+
+
+def recs_views_from_token(fields: list[object]) -> tuple[str, list[tuple[Placement, int]]] | None:
+    """The impression id and (placement, products shown) of a verified beacon, if well formed
+    (an impression not counted carries UNCOUNTED_IMPRESSION)."""
+    if len(fields) < 7 or len(fields) % 2 == 0:
+        return None
+    head, pairs = fields[:5], fields[5:]
+    if not all(isinstance(f, str) for f in head):
+        return None
+    advertiser, campaign, publisher, size, impression = (str(f) for f in head)
+    views: list[tuple[Placement, int]] = []
+    for strategy, n in zip(pairs[::2], pairs[1::2], strict=True):
+        if not isinstance(strategy, str) or type(n) is not int or not 0 < n <= MAX_RECS_VIEWED:
+            return None
+        views.append((Placement(advertiser, campaign, publisher, strategy, size), n))
+    return impression, views

@@ -15,7 +15,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from adserver.core.shopper import AdvertiserHistory
 from adserver.store import keys
+
+MAX_ADVERTISERS_PER_SHOPPER = 5  # the profile script reads the newest few shops of a shopper
 
 
 def text(value: bytes | str) -> str:
@@ -42,6 +45,7 @@ class StoreLimits:
     browser_conversions_per_day: int = 5  # per shopper and advertiser (0: no bound)
     uids_per_identifier: int = 5  # identity links: the newest kept per identifier
     identifiers_per_uid: int = 10  # ... and per shopper
+    email_audience_cap: int = 100_000  # per advertiser: shoppers the e-mail listing keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,3 +191,27 @@ async def execute(pipe: Any, raise_on_error: bool = True) -> list[Any]:
         return result
     finally:
         await pipe.reset()
+
+
+def history_of(fields: Sequence[Any]) -> AdvertiserHistory:
+    """One shop's part of the profile script's reply (see `scripts.LOAD_SHOPPER`)."""
+    advertiser, last_seen, viewed, cart, purchased, facts, caps = fields
+    views = [text(v) for v in viewed]
+    revenue, orders, cart_since = (text(f) for f in facts)
+    counters = [text(c) for c in caps]
+    return AdvertiserHistory(
+        advertiser=text(advertiser),
+        last_seen=float(text(last_seen)) / 1000,
+        viewed=tuple(views[0::2]),
+        view_times=tuple(float(t) / 1000 for t in views[1::2]),
+        cart=tuple(text(s) for s in cart),
+        bought=tuple(text(s) for s in purchased),
+        revenue=Decimal(revenue),
+        orders=int(orders),
+        cart_since=float(cart_since) / 1000 if cart_since else None,
+        caps={
+            counters[i]: int(counters[i + 1])
+            for i in range(0, len(counters), 2)
+            if counters[i] != "day"
+        },
+    )

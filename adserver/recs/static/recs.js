@@ -6,7 +6,8 @@
  * (--kaeru-recs-gap, --kaeru-recs-columns, --kaeru-recs-text, --kaeru-recs-muted,
  * --kaeru-recs-accent, --kaeru-recs-radius) and an optional <template id="kaeru-recs-template">
  * (or data-template="ID") whose [data-kaeru-field] elements are filled with textContent/attributes
- * only: server data is never parsed as HTML. */
+ * only: server data is never parsed as HTML. Once half of a rendered list is in the viewport,
+ * its impressions are counted by the answer's beacon (impression_url), fired once. */
 (function (w, d) {
   "use strict";
   if (w.kaeruRecsLoaded) return;
@@ -150,6 +151,31 @@
     while (el.firstChild) el.removeChild(el.firstChild);
     el.appendChild(ul);
     el.setAttribute("data-kaeru-state", "rendered");
+    whenSeen(ul, () => beacon(el, answer.impression_url));
+  }
+
+  // The list's impressions count once it is seen: half of it in the viewport (at once where
+  // IntersectionObserver is missing), by the answer's sealed beacon, fired once.
+  function whenSeen(ul, then) {
+    if (!("IntersectionObserver" in w)) {
+      then();
+      return;
+    }
+    const seen = new w.IntersectionObserver((entries) => {
+      if (!entries.some((e) => e.isIntersecting)) return;
+      seen.disconnect();
+      then();
+    }, { threshold: 0.5 });
+    seen.observe(ul);
+  }
+
+  function beacon(el, url) {
+    const src = url && safeUrl(url);
+    if (!src || el.getAttribute("data-kaeru-seen")) return;
+    el.setAttribute("data-kaeru-seen", "true");
+    const img = new w.Image(1, 1);
+    img.referrerPolicy = "no-referrer";
+    img.src = src;
   }
 
   function load(el) {

@@ -79,8 +79,11 @@ async def test_ad_links_are_paths_on_kaeru_and_the_stylesheet_loads(
     assert sheet.status == 200 and sheet.content_type == "text/css"
     assert sheet.headers["Cache-Control"] == "public, max-age=31536000, immutable"
     assert ".a{" in await sheet.text()
+    assert sheet.headers["Content-Encoding"] == "gzip" and sheet.headers["ETag"].endswith('-gzip"')
     again = await client.get(href[1], headers={"If-None-Match": sheet.headers["ETag"]})
     assert again.status == 304 and await again.read() == b""
+    plain = await client.get(href[1], headers=IDENTITY)
+    assert plain.headers["ETag"] != sheet.headers["ETag"] and ".a{" in await plain.text()
 
 
 async def test_csp_lets_the_creative_load_its_own_stylesheet_only(

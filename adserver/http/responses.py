@@ -113,10 +113,15 @@ SHORT_LIVED = "public, max-age=300"
 
 
 def stylesheet(request: web.Request, sheet: Stylesheet, *, current: bool) -> web.Response:
+    """The stylesheet, or 304 to a client that has it (either encoding: the compressed one's
+    ETag is the plain one's with `-gzip`, so that caches never mistake one for the other)."""
     cache = IMMUTABLE if current else SHORT_LIVED
     headers = {"Cache-Control": cache, "ETag": sheet.etag, "X-Content-Type-Options": "nosniff"}
-    if sheet.etag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers=headers)
+    if sheet.etag.strip('"') in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers={**headers, "Vary": "Accept-Encoding"})
     response = web.Response(body=sheet.body, content_type="text/css", charset="utf-8")
     response.headers.update(headers)
-    return gzipped(request, response)
+    response = gzipped(request, response)
+    if response.headers.get("Content-Encoding") == "gzip":
+        response.headers["ETag"] = sheet.etag[:-1] + '-gzip"'
+    return response

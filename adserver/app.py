@@ -310,6 +310,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/ad", ad_handlers.ad_html)
     app.router.add_get("/ad.js", ad_handlers.ad_script)
     app.router.add_get("/ad.json", ad_handlers.ad_json)
+    app.router.add_get("/static/creative.{version}.css", ad_handlers.creative_stylesheet)
     app.router.add_get("/recs.json", recs_handlers.recs_json)
     app.router.add_get("/recs.js", recs_handlers.recs_script)
     app.router.add_get("/recs/i/{token}", recs_handlers.recs_viewed)

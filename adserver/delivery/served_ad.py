@@ -1,10 +1,11 @@
-"""Turn a decision into what the partner page receives: the creative HTML, the product list
-for JSON callers, signed click links and the rendered-impression beacon."""
+"""Turn a decision into what the partner page receives: the creative HTML (rendered only when
+asked for), the product list for JSON callers, signed click links and the rendered-impression
+beacon."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from adserver.config.settings import EMAIL_PUBLISHER, ONSITE_PUBLISHER
@@ -25,21 +26,41 @@ UNCOUNTED_IMPRESSION = "uncounted"
 class ServedAd:
     decision: Decision
     slot: Slot
-    html: str
     products: list[dict[str, Any]]
     impression_url: str
-    impression: str = ""  # the id its render beacon and click links carry
+    impression: str  # the id its render beacon and click links carry
+    base_url: str  # Kaeru's origin, as the absolute links name it
+    renderer: CreativeRenderer
+    # What the creative shows, its click links as paths on Kaeru (`/c/TOKEN`).
+    shown: tuple[CreativeProduct, ...]
 
-    def as_json(self) -> dict[str, Any]:
-        return {
+    def html(self, *, absolute: bool = False) -> str:
+        """The creative's document. Its links (clicks, render beacon, stylesheet) are paths,
+        right for `/ad`, whose document is on Kaeru's origin; `absolute` for a document shown
+        anywhere else (`/ad.json?html=1`)."""
+        base = self.base_url if absolute else ""
+        shown = [replace(p, click_url=base + p.click_url) for p in self.shown]
+        return self.renderer.render(
+            self.slot.size,
+            shown,
+            advertiser=self.decision.advertiser,
+            impression_url=base + self.impression_url.removeprefix(self.base_url),
+            base_url=base,
+        )
+
+    def as_json(self, *, with_html: bool = False) -> dict[str, Any]:
+        """`/ad.json`'s answer; the creative's HTML (`html`, absolute links) only `with_html`."""
+        answer = {
             "advertiser": self.decision.advertiser,
             "strategy": self.decision.strategy,
             "campaign": self.decision.campaign,
             "size": self.slot.size,
-            "html": self.html,
             "products": self.products,
             "impression_url": self.impression_url,
         }
+        if with_html:
+            answer["html"] = self.html(absolute=True)
+        return answer
 
 
 def placement_of(decision: Decision, slot: Slot, strategy: str | None = None) -> Placement:
@@ -155,7 +176,7 @@ def build_ad(
                 title=product.title,
                 price_text=product.price_text,
                 image_url=product.image_link,
-                click_url=url,
+                click_url=url.removeprefix(base_url),
                 brand=product.brand,
                 regular_price_text=product.regular_price_text,
             )
@@ -172,10 +193,9 @@ def build_ad(
                 "strategy": pick.strategy,
             }
         )
-    html = renderer.render(
-        slot.size, shown, advertiser=decision.advertiser, impression_url=impression_url
+    return ServedAd(
+        decision, slot, products, impression_url, impression, base_url, renderer, tuple(shown)
     )
-    return ServedAd(decision, slot, html, products, impression_url, impression)
 
 
 # The widget's beacon once a recommendation list is in view: one sealed token per answer naming

@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STORE] = store
     app[METRICS] = metrics
-    app[RENDERER] = CreativeRenderer()
+    app[RENDERER] = CreativeRenderer(locales=settings.advertiser_locales)
     app[MARKET] = MarketCache(
         store, list(settings.advertisers), app[RENDERER].sizes(), settings.max_campaigns
     )

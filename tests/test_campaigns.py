@@ -66,6 +66,7 @@ FULL: dict[str, Any] = {
         "countries": ["DE", "FR"],
     },
     "bid": {"type": "cpm", "amount": "2.50"},
+    "offer": {"text": "10% off your first order", "code": "WELCOME10", "starts": "2026-11-01"},
 }
 MINIMAL: dict[str, Any] = {"name": "Everyone", "bid": {"type": "cpc", "amount": 0.4}}
 DROP = object()

@@ -39,6 +39,8 @@ MAX_LIST = 1000  # entries in any list (publishers mostly); membership is a line
 MAX_BID = Decimal(1000)
 MAX_PLACES = 6  # decimals of money amounts; also keeps "1e-999999999" from exploding in to_json
 MAX_DIGITS = 12  # digits before the point
+MAX_OFFER_TEXT = 60
+OFFER_CODE = re.compile(r"^[A-Z0-9-]{1,20}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,23 @@ class Bid:
 
 
 @dataclass(frozen=True, slots=True)
+class Offer:
+    """What the campaign's creatives say besides the products ("10% off your first order"),
+    with an optional code, shown from `starts` to `ends` (inclusive, UTC; None: open)."""
+
+    text: str
+    code: str = ""
+    starts: date | None = None
+    ends: date | None = None
+
+    def valid_at(self, now: float) -> bool:
+        today = datetime.fromtimestamp(now, UTC).date()
+        return (self.starts is None or self.starts <= today) and (
+            self.ends is None or today <= self.ends
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Campaign:
     id: str
     advertiser: str
@@ -117,6 +136,7 @@ class Campaign:
     when: When
     where: Where
     bid: Bid
+    offer: Offer | None = None  # shown on its creatives while valid
 
     def to_json(self) -> dict[str, Any]:
         """The admin API body, without id and advertiser (they live in the URL).
@@ -262,9 +282,10 @@ def parse_campaign(
     when = parser.when(parser.section(body.get("when"), "when", _KEYS["when"]))
     where = parser.where(parser.section(body.get("where"), "where", _KEYS["where"]))
     bid = parser.bid(body.get("bid"))
+    offer = parser.offer(body.get("offer"))
     if parser.problems or name is None or bid is None:
         return parser.problems
-    return Campaign(campaign_id, advertiser, name, status, who, what, when, where, bid)
+    return Campaign(campaign_id, advertiser, name, status, who, what, when, where, bid, offer)
 
 
 def _keys(model: type[Any], *skip: str) -> tuple[str, ...]:
@@ -280,6 +301,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
     "where": _keys(Where),
     "where.publishers": _keys(Publishers),
     "bid": _keys(Bid),
+    "offer": _keys(Offer),
 }
 
 
@@ -474,7 +496,7 @@ class _Parser:
             return None
         return raw[0], raw[1]
 
-    def date(self, obj: Mapping[str, object], key: str) -> date | None:
+    def date(self, obj: Mapping[str, object], key: str, path: str = "when") -> date | None:
         raw = obj.get(key)
         if raw is None:
             return None
@@ -483,8 +505,31 @@ class _Parser:
                 return date.fromisoformat(raw)
             except ValueError:
                 pass
-        self.problems.append(f"when.{key}: must be a date like 2026-11-01, got {raw!r}")
+        self.problems.append(f"{path}.{key}: must be a date like 2026-11-01, got {raw!r}")
         return None
+
+    def offer(self, raw: object) -> Offer | None:
+        if raw is None:
+            return None
+        obj = self.section(raw, "offer", _KEYS["offer"])
+        if not isinstance(raw, dict):
+            return None
+        before = len(self.problems)
+        text, code = obj.get("text"), obj.get("code")
+        if not isinstance(text, str) or not 0 < len(text.strip()) <= MAX_OFFER_TEXT:
+            self.problems.append(f"offer.text: required, a string of 1-{MAX_OFFER_TEXT} characters")
+        elif not text.isprintable():
+            self.problems.append("offer.text: must be printable (no line breaks or controls)")
+        if code is not None and (not isinstance(code, str) or not OFFER_CODE.fullmatch(code)):
+            self.problems.append(
+                f"offer.code: must be 1-20 upper-case letters, digits or '-', got {code!r}"
+            )
+        starts, ends = self.date(obj, "starts", "offer"), self.date(obj, "ends", "offer")
+        if starts is not None and ends is not None and ends < starts:
+            self.problems.append(f"offer.ends: {ends} is before offer.starts {starts}")
+        if len(self.problems) > before or not isinstance(text, str):
+            return None
+        return Offer(text.strip(), code if isinstance(code, str) else "", starts, ends)
 
     def where(self, obj: Mapping[str, object]) -> Where:
         size = _known("size", sorted(self.known_sizes))

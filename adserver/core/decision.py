@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from adserver.core.campaigns import (
     CONTEXTUAL,
     Campaign,
+    Offer,
     ShopperFacts,
     audiences,
     expected_value,
@@ -72,6 +73,7 @@ class Decision:
     campaign: str
     picks: tuple[Pick, ...]
     expected_value: float = 0.0
+    offer: Offer | None = None  # the campaign's, valid or not (the creative checks its dates)
 
     @property
     def strategy(self) -> str:
@@ -244,7 +246,7 @@ def _consider(
         return None, note
     value = expected_value(campaign, market.ctr(campaign.advertiser, campaign.id))
     note["expected_value"] = value
-    return Decision(campaign.advertiser, campaign.id, tuple(picks), value), note
+    return Decision(campaign.advertiser, campaign.id, tuple(picks), value, campaign.offer), note
 
 
 def _sources(

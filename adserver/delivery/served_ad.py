@@ -10,10 +10,12 @@ from typing import Any
 
 from adserver.config.settings import EMAIL_PUBLISHER, ONSITE_PUBLISHER
 from adserver.core.decision import Decision, Slot
+from adserver.core.product import prices_in
 from adserver.delivery.tokens import Signer
 from adserver.store import Placement
 from adserver.store.ledger import new_impression_id
-from creatives.renderer import CreativeProduct, CreativeRenderer
+from creatives.renderer import CreativeOffer, CreativeProduct, CreativeRenderer
+from creatives.wording import DEFAULT_LANGUAGE
 
 CLICK_PURPOSE = "click"
 RENDER_PURPOSE = "render"
@@ -33,6 +35,8 @@ class ServedAd:
     renderer: CreativeRenderer
     # What the creative shows, its click links as paths on Kaeru (`/c/TOKEN`).
     shown: tuple[CreativeProduct, ...]
+    offer: CreativeOffer | None = None  # the campaign's, when valid at the decision
+    locale: str = DEFAULT_LANGUAGE  # the advertiser's (KAERU_ADVERTISER_LOCALES)
 
     def html(self, *, absolute: bool = False) -> str:
         """The creative's document. Its links (clicks, render beacon, stylesheet) are paths,
@@ -46,11 +50,13 @@ class ServedAd:
             advertiser=self.decision.advertiser,
             impression_url=base + self.impression_url.removeprefix(self.base_url),
             base_url=base,
+            locale=self.locale,
+            offer=self.offer,
         )
 
     def as_json(self, *, with_html: bool = False) -> dict[str, Any]:
         """`/ad.json`'s answer; the creative's HTML (`html`, absolute links) only `with_html`."""
-        answer = {
+        answer: dict[str, Any] = {
             "advertiser": self.decision.advertiser,
             "strategy": self.decision.strategy,
             "campaign": self.decision.campaign,
@@ -58,6 +64,8 @@ class ServedAd:
             "products": self.products,
             "impression_url": self.impression_url,
         }
+        if self.offer is not None:
+            answer["offer"] = {"text": self.offer.text, "code": self.offer.code}
         if with_html:
             answer["html"] = self.html(absolute=True)
         return answer
@@ -157,7 +165,8 @@ def build_ad(
     """The ad to answer; `counted` False for an impression not counted, whose render beacon
     then counts nothing (renders never outnumber counted impressions)."""
     placement = placement_of(decision, slot)
-    impression = new_impression_id(time.time() if now is None else now)
+    stamp = time.time() if now is None else now
+    impression = new_impression_id(stamp)
     beacon = signer.sign(
         RENDER_PURPOSE,
         [
@@ -166,19 +175,21 @@ def build_ad(
         ],
     )
     impression_url = f"{base_url}/i/{beacon}"
+    locale = renderer.locale_of(decision.advertiser)
     shown: list[CreativeProduct] = []
     products: list[dict[str, Any]] = []
     for index, pick in enumerate(decision.picks):
         product = pick.product
         url = click_url(base_url, signer, decision, slot, index, impression)
+        price_text, regular_price_text = prices_in(product, locale)
         shown.append(
             CreativeProduct(
                 title=product.title,
-                price_text=product.price_text,
+                price_text=price_text,
                 image_url=product.image_link,
                 click_url=url.removeprefix(base_url),
                 brand=product.brand,
-                regular_price_text=product.regular_price_text,
+                regular_price_text=regular_price_text,
             )
         )
         products.append(
@@ -187,14 +198,24 @@ def build_ad(
                 "title": product.title,
                 "price": str(product.selling_price),
                 "currency": product.currency,
-                "price_text": product.price_text,
+                "price_text": price_text,
                 "image_url": product.image_link,
                 "click_url": url,
                 "strategy": pick.strategy,
             }
         )
+    offer = decision.offer
     return ServedAd(
-        decision, slot, products, impression_url, impression, base_url, renderer, tuple(shown)
+        decision,
+        slot,
+        products,
+        impression_url,
+        impression,
+        base_url,
+        renderer,
+        tuple(shown),
+        CreativeOffer(offer.text, offer.code) if offer and offer.valid_at(stamp) else None,
+        locale or DEFAULT_LANGUAGE,
     )
 
 

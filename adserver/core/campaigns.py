@@ -520,7 +520,7 @@ class _Parser:
             self.problems.append(f"offer.text: required, a string of 1-{MAX_OFFER_TEXT} characters")
         elif not text.isprintable():
             self.problems.append("offer.text: must be printable (no line breaks or controls)")
-        if code is not None and (not isinstance(code, str) or not OFFER_CODE.fullmatch(code)):
+        if code not in (None, "") and (not isinstance(code, str) or not OFFER_CODE.fullmatch(code)):
             self.problems.append(
                 f"offer.code: must be 1-20 upper-case letters, digits or '-', got {code!r}"
             )

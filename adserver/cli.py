@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
                 "hashed e-mails, click ids and context do then",
             )
             command.add_argument(
+                "--shop",
+                choices=("en", "ja"),
+                default="en",
+                help="the demo shop's catalog: en (English, EUR; the default) or ja (Japanese, "
+                "JPY; its ads in ja-JP: 広告, ￥ without decimals)",
+            )
+            command.add_argument(
                 "--shop-url",
                 metavar="ORIGIN",
                 help="with --cross-site: the origin browsers reach the shop at (default: "
@@ -213,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(settings, args.workers)
         if args.command == "demo":
             sites = demo_sites(settings, args.cross_site, args.shop_url, args.partner_url)
-            return demo(settings, sites)
+            return demo(settings, sites, args.shop)
         if args.command == "worker":
             return run_worker(settings, args.name)
         return import_catalog(settings, args.file, args.advertiser, args.format)
@@ -330,19 +337,24 @@ def demo_sites(
     return DemoSites(shop=shop, partner=partner, kaeru=kaeru)
 
 
-def demo(settings: Settings, sites: DemoSites | None = None) -> int:
+def demo(settings: Settings, sites: DemoSites | None = None, shop_name: str = "en") -> int:
     from adserver.app import create_app
     from adserver.demo.pages import (
         DEMO_ADVERTISER,
         DEMO_PUBLISHER,
+        DEMO_SHOPS,
         EidSigner,
         add_demo_routes,
-        demo_catalog,
     )
     from adserver.http.app_keys import MARKET, STORE
 
     token = settings.advertisers.get(DEMO_ADVERTISER) or _demo_token(settings.data_dir)
-    settings = replace(settings, advertisers={**settings.advertisers, DEMO_ADVERTISER: token})
+    catalog = DEMO_SHOPS[shop_name]
+    settings = replace(
+        settings,
+        advertisers={**settings.advertisers, DEMO_ADVERTISER: token},
+        advertiser_locales=demo_locales(settings, catalog.locale),
+    )
     signer: EidSigner | None = None
     publisher_line = ""
     if sites is not None:  # the partner's own server signs its reader's eid: a registered token
@@ -358,7 +370,7 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
     partner = sites.partner if sites else base
 
     async def load_catalog(app: web.Application) -> None:
-        products = [parse_product(row) for row in demo_catalog(shop)]
+        products = [parse_product(row) for row in catalog.feed(shop)]
         await app[STORE].replace_catalog(
             DEMO_ADVERTISER, [p for p in products if isinstance(p, Product)]
         )
@@ -382,7 +394,8 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
 
     def run(settings: Settings) -> int:
         app = create_app(settings)
-        add_demo_routes(app, sites, signer, _demo_email_recs(settings, DEMO_ADVERTISER, token))
+        email_recs = _demo_email_recs(settings, DEMO_ADVERTISER, token)
+        add_demo_routes(app, sites, signer, email_recs, catalog)
         app.on_startup.append(load_catalog)
         _run_app(app, settings, sockets)
         return 0
@@ -393,6 +406,13 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def demo_locales(settings: Settings, shop_locale: str) -> dict[str, str]:
+    """KAERU_ADVERTISER_LOCALES with the demo shop's locale, unless it names the demo shop."""
+    from adserver.demo.pages import DEMO_ADVERTISER
+
+    return {DEMO_ADVERTISER: shop_locale, **settings.advertiser_locales}
 
 
 def _demo_eid_signer(publisher: str, token: str) -> Callable[[str], tuple[str, int]]:

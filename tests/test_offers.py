@@ -140,6 +140,8 @@ async def test_a_bad_offer_is_refused_with_its_problem(client: TestClient[Any, A
     assert response.status == 422
     assert "offer.text: must be printable" in (await response.text())
     assert (await client.get(f"{CAMPAIGNS}/welcome", headers=AUTH)).status == 404
+    metrics = await (await client.get("/metrics")).text()
+    assert 'kaeru_bad_requests_total{reason="invalid",route="campaigns"} 1.0' in metrics
 
 
 def test_a_stored_offer_reads_back_the_same() -> None:

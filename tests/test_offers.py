@@ -12,7 +12,14 @@ from aiohttp.test_utils import TestClient
 
 from adserver.config.settings import Settings
 from adserver.core.campaigns import Campaign, Offer, parse_campaign
-from tests.conftest import SHOP, SHOP_TOKEN, counted, product_row, put_catalog
+from tests.conftest import (
+    SHOP,
+    SHOP_TOKEN,
+    counted,
+    product_row,
+    put_catalog,
+    refresh_catalog,
+)
 
 SIZES = ("300x250", "728x90", "160x600", "320x50", "300x600", "320x100", "970x250")
 CAMPAIGNS = f"/api/v1/advertisers/{SHOP}/campaigns"
@@ -149,3 +156,19 @@ def test_a_stored_offer_reads_back_the_same() -> None:
     assert isinstance(parsed, Campaign)
     again = parse_campaign(SHOP, "welcome", parsed.to_json(), SIZES)
     assert again == parsed
+
+
+async def test_shop_page_recommendations_are_priced_in_the_locale_too(
+    client: TestClient[Any, Any],
+) -> None:
+    rows = [
+        product_row("sku-1", category="毛布", price="9800", currency="JPY"),
+        product_row("sku-2", category="毛布", price="15800", sale_price="12800", currency="JPY"),
+    ]
+    await put_catalog(client, rows)
+    await refresh_catalog(client)
+    params = {"a": SHOP, "placement": "product", "item": "sku-1"}
+    body = await (await client.get("/recs.json", params=params)).json()
+    assert [p["id"] for p in body["products"]] == ["sku-2"], body
+    product = body["products"][0]
+    assert (product["price_text"], product["regular_price_text"]) == ("￥12,800", "￥15,800")

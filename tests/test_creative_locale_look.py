@@ -1,7 +1,8 @@
-"""Japanese creatives in the system Chromium: in every size, with a Japanese catalog and a
-campaign offer, the text stays inside its box (no title running out sideways, prices, calls
-to action and the offer inside their product and the creative), and the badge hides nothing.
-Needs a Japanese font (`fonts-ipafont-gothic`, which .ci/run installs on CI).
+"""Local creatives in the system Chromium: in every size, Japanese (a Japanese catalog), German
+and French (their longer labels), each with a campaign offer, the text stays inside its box
+(no title running out sideways; prices, calls to action and the offer inside their product
+and the creative) and the ad label hides none of it; Japanese is drawn in a Japanese font.
+Needs one (`fonts-ipafont-gothic`, which .ci/run installs on CI).
 
     .venv/bin/python -m tests.test_creative_locale_look OUT_DIR
 
@@ -14,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,8 @@ import pytest
 from adserver.core.product import format_price
 from adserver.demo.picture import product_picture
 from creatives.renderer import CreativeOffer, CreativeProduct, CreativeRenderer
-from tests.creative_screens import CHROMIUM, CHROMIUM_ARGS, cases, serving
+from tests.creative_screens import ADVERTISER as ENGLISH_ADVERTISER
+from tests.creative_screens import CHROMIUM, CHROMIUM_ARGS, cases, sample_products, serving
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -52,6 +54,9 @@ MEASURE = """() => {
                 .map((e) => [e.className, box(e)]),
         })),
         offer: all('.ot,.oc').map((e) => [e.className, box(e)]),
+        header: all('.h').map((h) => { const c = getComputedStyle(h);
+            return (h.clientWidth - parseFloat(c.paddingLeft) - parseFloat(c.paddingRight))
+                / h.getBoundingClientRect().width; }),
         sideways: all('.t,.h span').filter((e) => e.scrollWidth > e.clientWidth + 1)
             .map((e) => e.textContent),
     };
@@ -84,13 +89,30 @@ def japanese_products(count: int) -> list[CreativeProduct]:
     return shown
 
 
+# locale -> the catalog (by product count), the advertiser's name and the offer shown
+LOCALES: dict[str, tuple[Callable[[int], list[CreativeProduct]], str, CreativeOffer]] = {
+    "ja-JP": (japanese_products, ADVERTISER, OFFER),
+    "de-DE": (
+        sample_products,
+        ENGLISH_ADVERTISER,
+        CreativeOffer("Gratis Versand ab 50 € – nur diese Woche", "HERBST-2024"),
+    ),
+    "fr-FR": (
+        sample_products,
+        ENGLISH_ADVERTISER,
+        CreativeOffer("Livraison offerte dès 50 € cette semaine", "AUTOMNE-24"),
+    ),
+}
+
+
 def documents(renderer: CreativeRenderer) -> dict[str, tuple[str, bytes]]:
     files: dict[str, tuple[str, bytes]] = {}
-    for size, count in cases(renderer):
-        html = renderer.render(
-            size, japanese_products(count), advertiser=ADVERTISER, locale="ja-JP", offer=OFFER
-        )
-        files[f"/{size}-{count}.html"] = ("text/html; charset=utf-8", html.encode())
+    for locale, (catalog, advertiser, offer) in LOCALES.items():
+        for size, count in cases(renderer):
+            html = renderer.render(
+                size, catalog(count), advertiser=advertiser, locale=locale, offer=offer
+            )
+            files[f"/{locale}/{size}-{count}.html"] = ("text/html; charset=utf-8", html.encode())
     sheet = renderer.stylesheet
     assert sheet is not None
     files[sheet.path] = ("text/css; charset=utf-8", sheet.body)
@@ -101,18 +123,20 @@ def measured(browser: Browser, out: Path | None = None) -> dict[str, dict[str, A
     renderer = CreativeRenderer()
     found: dict[str, dict[str, Any]] = {}
     with serving(documents(renderer)) as base:
-        for size, count in cases(renderer):
-            fmt = renderer.formats[size]
-            page = browser.new_page(
-                viewport={"width": fmt.width, "height": fmt.height}, device_scale_factor=1
-            )
-            page.goto(f"{base}/{size}-{count}.html", wait_until="load")
-            page.evaluate("document.fonts.ready.then(() => true)")
-            found[f"{size}-{count}"] = shot = page.evaluate(MEASURE)
-            shot["fonts"] = title_fonts(page)
-            if out is not None:
-                page.screenshot(path=str(out / f"ja-{size}-{count}.png"), animations="disabled")
-            page.close()
+        for locale in LOCALES:
+            for size, count in cases(renderer):
+                fmt = renderer.formats[size]
+                page = browser.new_page(
+                    viewport={"width": fmt.width, "height": fmt.height}, device_scale_factor=1
+                )
+                page.goto(f"{base}/{locale}/{size}-{count}.html", wait_until="load")
+                page.evaluate("document.fonts.ready.then(() => true)")
+                found[f"{locale} {size}-{count}"] = shot = page.evaluate(MEASURE)
+                shot["fonts"] = title_fonts(page)
+                if out is not None:
+                    shown = out / f"{locale}-{size}-{count}.png"
+                    page.screenshot(path=str(shown), animations="disabled")
+                page.close()
     return found
 
 
@@ -160,22 +184,28 @@ def creatives() -> Iterator[dict[str, dict[str, Any]]]:
             chromium.close()
 
 
-CASES = [f"{size}-{count}" for size, count in cases(CreativeRenderer())]
+CASES = [
+    f"{locale} {size}-{count}" for locale in LOCALES for size, count in cases(CreativeRenderer())
+]
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_japanese_text_stays_inside_its_box(name: str, creatives: dict[str, Any]) -> None:
+def test_local_text_stays_inside_its_box(name: str, creatives: dict[str, Any]) -> None:
     shot = creatives[name]
     assert shot["sideways"] == [], f"{name}: text runs out of its line box"
+    # room beside the ad label, but the header's text keeps at least half of it
+    assert all(share >= 0.5 for share in shot["header"]), f"{name}: {shot['header']}"
     for product in shot["products"]:
         assert inside(product["box"], shot["ad"]), f"{name}: a product outside the creative"
         for kind, box in product["parts"]:
             assert inside(box, product["box"]), f"{name}: .{kind} cut off by its product"
+            assert not overlaps(box, shot["badge"]), f"{name}: the ad label covers .{kind}"
     for kind, box in shot["offer"]:
         assert inside(box, shot["ad"]), f"{name}: the offer's .{kind} outside the creative"
-        assert not overlaps(box, shot["badge"]), f"{name}: the 広告 badge covers the offer"
+        assert not overlaps(box, shot["badge"]), f"{name}: the ad label covers the offer"
     assert {kind for kind, _ in shot["offer"]} == {"ot", "oc"}, f"{name}: offer not shown"
-    assert shot["fonts"] and set(shot["fonts"]) <= japanese_fonts(), shot["fonts"]
+    if name.startswith("ja-"):
+        assert shot["fonts"] and set(shot["fonts"]) <= japanese_fonts(), shot["fonts"]
 
 
 if __name__ == "__main__":

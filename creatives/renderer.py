@@ -31,7 +31,7 @@ import jinja2
 import jinja2.meta
 from markupsafe import escape
 
-from creatives.wording import DEFAULT_LANGUAGE, wording_for
+from creatives.wording import DEFAULT_LANGUAGE, WORDINGS, wording_for
 
 DEFAULT_TEMPLATE_DIR = Path(__file__).parent / "templates"
 MANIFEST = "manifest.json"
@@ -342,6 +342,21 @@ class CreativeRenderer:
         if filled != direct:  # the links must be rendered as given, escaped, nothing else
             self._templates.pop(fmt.template, None)
             problems.append(f"{fmt.template}: changes the click link or the beacon URL")
+            return
+        self._check_languages(fmt, samples, problems)
+
+    def _check_languages(
+        self, fmt: CreativeFormat, samples: Sequence[CreativeProduct], problems: list[str]
+    ) -> None:
+        """Every language's wording, with an offer, renders too (a size may leave the offer
+        out: the shipped ones all show it, see tests/test_wording.py)."""
+        offer = CreativeOffer("Sample offer", "CODE-1")
+        for language in WORDINGS:
+            try:
+                self._skeleton(fmt, samples, "Advertiser", True, "", language, offer)
+            except (jinja2.TemplateError, TypeError, ValueError, CreativeError) as error:
+                problems.append(f"{fmt.template}: fails to render in {language!r}: {error}")
+                return
 
 
 def _fill(parts: list[str], shown: Sequence[CreativeProduct], impression_url: str) -> str:

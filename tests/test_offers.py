@@ -53,6 +53,8 @@ def test_an_offer_is_read_with_its_code_and_dates() -> None:
         ({}, "offer.text: required"),
         ({"text": "x" * 61}, "offer.text: required, a string of 1-60"),
         ({"text": "two\nlines"}, "offer.text: must be printable"),
+        ({"text": "right\u202eto left"}, "offer.text: must be printable"),
+        ({"text": "zero\u200bwidth"}, "offer.text: must be printable"),
         ({"text": "ok", "code": "welcome"}, "offer.code: must be 1-20 upper-case"),
         ({"text": "ok", "code": "A" * 21}, "offer.code: must be 1-20 upper-case"),
         ({"text": "ok", "ends": "2026-13-01"}, "offer.ends: must be a date like"),
@@ -65,6 +67,12 @@ def test_a_bad_offer_names_its_field(offer: object, problem: str) -> None:
     problems = campaign(offer)
     assert isinstance(problems, list)
     assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_japanese_text_with_its_ideographic_space_is_printable() -> None:
+    parsed = campaign({"text": "初回限定　全品10%オフ", "code": "HAJIME-10"})
+    assert isinstance(parsed, Campaign) and parsed.offer is not None
+    assert parsed.offer.text == "初回限定　全品10%オフ"
 
 
 def test_an_offer_is_valid_only_between_its_dates() -> None:

@@ -4,11 +4,12 @@ creatives depend on (locale and offer included)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from adserver.config.settings import CREATIVE_LANGUAGES
-from creatives.renderer import CreativeOffer, CreativeProduct, CreativeRenderer
+from creatives.renderer import CreativeError, CreativeOffer, CreativeProduct, CreativeRenderer
 from creatives.wording import WORDINGS, wording_for
 
 RENDERER = CreativeRenderer()
@@ -74,3 +75,15 @@ def test_kept_creatives_differ_by_locale_and_offer() -> None:
     plain = renderer.render("300x250", [PRODUCT], advertiser="Shop")
     assert ">A</span>" in one and ">B</span>" in two and ">A</span>" not in two
     assert ">Pub</span>" in three and ">Ad</span>" in plain
+
+
+def test_a_template_failing_with_an_offer_fails_at_start(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(
+        '[{"size": "300x250", "max_products": 1, "template": "t.html"}]'
+    )
+    (tmp_path / "t.html").write_text(
+        "{% for p in products %}<a href='{{ p.click_url }}'>{{ p.title }}</a>{% endfor %}"
+        "{% if offer %}{{ offer.colour }}{% endif %}"
+    )
+    with pytest.raises(CreativeError, match=r"t\.html: fails to render in 'en'"):
+        CreativeRenderer(tmp_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
@@ -518,8 +519,10 @@ class _Parser:
         text, code = obj.get("text"), obj.get("code")
         if not isinstance(text, str) or not 0 < len(text.strip()) <= MAX_OFFER_TEXT:
             self.problems.append(f"offer.text: required, a string of 1-{MAX_OFFER_TEXT} characters")
-        elif not text.isprintable():
-            self.problems.append("offer.text: must be printable (no line breaks or controls)")
+        elif not _printable(text):
+            self.problems.append(
+                "offer.text: must be printable (no line breaks, controls or invisible formatting)"
+            )
         if code not in (None, "") and (not isinstance(code, str) or not OFFER_CODE.fullmatch(code)):
             self.problems.append(
                 f"offer.code: must be 1-20 upper-case letters, digits or '-', got {code!r}"
@@ -564,6 +567,16 @@ class _Parser:
         if kind not in BID_TYPES or amount is None or not 0 < amount <= MAX_BID:
             return None
         return Bid(cast(BidType, kind), amount)
+
+
+# Refused in an offer's text: controls and line breaks, invisible formatting (bidi overrides,
+# zero-width characters), private-use, unassigned and surrogate code points. Spaces of every
+# kind (the ideographic space of Japanese text too) are fine.
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+def _printable(text: str) -> bool:
+    return not any(unicodedata.category(char) in _UNPRINTABLE for char in text)
 
 
 def _known(what: str, names: Sequence[str]) -> Callable[[str], str | None]:

@@ -257,12 +257,13 @@ class Store:
         sha = self._load_shopper.sha
         command: Command = (
             *("EVALSHA", sha, 1, keys.user_advertisers(uid), keys.user_prefix(uid)),
-            *(cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER, day_of(now)),
+            *(cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER),
         )
         replies = await send_with_scripts(self.redis, [command], {sha: scripts.LOAD_SHOPPER})
         raise_first_error(replies)
         (reply,) = replies
-        histories = [_history(reply[i : i + 7]) for i in range(0, len(reply), 7)]
+        today = day_of(now)
+        histories = [_history(reply[i : i + 7], today) for i in range(0, len(reply), 7)]
         return Shopper(uid, tuple(histories))
 
     async def forget(self, uid: str, advertisers: Iterable[str]) -> int:
@@ -366,11 +367,25 @@ class Store:
     # -- delivery counters ----------------------------------------------------------------
 
 
-def _history(fields: Sequence[Any]) -> AdvertiserHistory:
+def _caps(fields: Sequence[Any], today: str) -> dict[str, int]:
+    """Today's frequency counters from the caps zset (see scripts.COUNT_IMPRESSION): each
+    member '<day><TAB>c:<campaign><TAB>i:<sku>...' counts its impressions (its score) once
+    for each counter it names; members of other days are not counted."""
+    caps: dict[str, int] = {}
+    prefix = today + "\t"
+    for i in range(0, len(fields), 2):
+        name = _text(fields[i])
+        if name.startswith(prefix):
+            n = int(float(_text(fields[i + 1])))
+            for counter in name[len(prefix) :].split("\t"):
+                caps[counter] = caps.get(counter, 0) + n
+    return caps
+
+
+def _history(fields: Sequence[Any], today: str) -> AdvertiserHistory:
     advertiser, last_seen, viewed, cart, purchased, facts, caps = fields
     views = [_text(v) for v in viewed]
     revenue, orders, cart_since = (_text(f) for f in facts)
-    counters = [_text(c) for c in caps]
     return AdvertiserHistory(
         advertiser=_text(advertiser),
         last_seen=float(_text(last_seen)) / 1000,
@@ -381,11 +396,7 @@ def _history(fields: Sequence[Any]) -> AdvertiserHistory:
         revenue=Decimal(revenue),
         orders=int(orders),
         cart_since=float(cart_since) / 1000 if cart_since else None,
-        caps={
-            counters[i]: int(counters[i + 1])
-            for i in range(0, len(counters), 2)
-            if counters[i] != "day"
-        },
+        caps=_caps(caps, today),
     )
 
 

@@ -20,12 +20,27 @@ import signal
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from run import TARGETS, TOKEN, Bench, Target, _on_signal  # type: ignore[attr-defined]
 
+from redis_stats import RedisCounters
 from seed import ADVERTISER, upload_catalog
 
+# `python -m adserver.cli` from a given tree: the venv's editable install of this tree hooks
+# the imports of adserver/pixel/creatives ahead of sys.path (PYTHONPATH would not win), so
+# its finder is dropped first.
+BOOT = """
+import runpy, sys
+sys.meta_path[:] = [
+    f for f in sys.meta_path
+    if "__editable__" not in (getattr(f, "__module__", "") or "") + type(f).__module__
+]
+sys.path.insert(0, sys.argv[1])
+sys.argv = ["adserver.cli", *sys.argv[2:]]
+runpy.run_module("adserver.cli", run_name="__main__", alter_sys=True)
+"""
 ROUTES = {"px": "Kaeru /px (view)", "ad.json": "Kaeru /ad.json", "ad": "Kaeru /ad (iframe)"}
 
 
@@ -40,22 +55,26 @@ def start_kaeru(bench: Bench, name: str, tree: Path) -> None:
         "KAERU_DATA_DIR": str(bench.tmp / name),
         "KAERU_SECRET": secrets.token_urlsafe(32),
         "KAERU_WORKER": "0",
-        "PYTHONPATH": str(tree),
     }
     env.pop("REDIS_URL", None)
-    command = [sys.executable, "-m", "adserver.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-c", BOOT, str(tree), "serve", "--port", str(port)]
     command += ["--redis-url", bench.redis_server.url]
     bench._start(f"kaeru-{name}", command, port, env)
     bench.services[name] = bench.services.pop(f"kaeru-{name}")
 
 
-def measure(bench: Bench, name: str, target: Target, duration: int) -> tuple[float, float]:
-    """req/s and server CPU µs per request of one wrk run against service `name`."""
+def measure(bench: Bench, name: str, target: Target, duration: int) -> tuple[float, ...]:
+    """req/s, server CPU µs, Redis CPU µs and Redis commands (INFO commandstats, those run
+    inside scripts included) per request of one wrk run against service `name`."""
     service = bench.services[name]
-    cpu = service.cpu_seconds()
+    cpu, redis_before = service.cpu_seconds(), RedisCounters.read(bench.redis)
     result = bench.wrk(Target(target.label, name, target.path, target.mode), duration)
-    used = service.cpu_seconds() - cpu
-    return result["rps"], used / max(result["requests"], 1) * 1e6
+    time.sleep(0.3)  # the impressions counted after the answers (group commit) land
+    used, redis_after = service.cpu_seconds() - cpu, RedisCounters.read(bench.redis)
+    n = max(result["requests"], 1)
+    commands = sum(redis_after.calls.values()) - sum(redis_before.calls.values())
+    redis_cpu = redis_after.cpu_seconds - redis_before.cpu_seconds
+    return result["rps"], used / n * 1e6, redis_cpu / n * 1e6, commands / n
 
 
 def main() -> int:
@@ -81,34 +100,41 @@ def main() -> int:
                 upload_catalog(f"http://127.0.0.1:{bench.services[name].port}", TOKEN)
             bench.seed()
             targets = {t.label: t for t in TARGETS}
-            rows: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+            rows: dict[tuple[str, str], list[tuple[float, ...]]] = {}
             for round_ in range(args.rounds):
                 for route in routes:
                     target = targets[ROUTES[route]]
-                    bare, _ = measure(bench, "bare", targets["bare aiohttp GIF"], args.duration)
+                    bare = measure(bench, "bare", targets["bare aiohttp GIF"], args.duration)[0]
                     order = ("old", "new") if round_ % 2 == 0 else ("new", "old")
                     for name in order:
-                        rps, cpu = measure(bench, name, target, args.duration)
-                        rows.setdefault((route, name), []).append((rps, rps / bare, cpu))
+                        rps, cpu, rcpu, cmds = measure(bench, name, target, args.duration)
+                        rows.setdefault((route, name), []).append(
+                            (rps, rps / bare, cpu, rcpu, cmds)
+                        )
                         print(
                             f"round {round_} {route} {name}: {rps:,.0f} req/s, "
-                            f"{rps / bare:.3f} of bare, {cpu:.0f} µs CPU/req",
+                            f"{rps / bare:.3f} of bare, {cpu:.0f} µs CPU/req, "
+                            f"Redis {rcpu:.0f} µs, {cmds:.2f} cmds/req",
                             file=sys.stderr,
                         )
-            print("| route | tree | req/s | vs bare (same round) | server CPU µs/req |")
-            print("|---|---|--:|--:|--:|")
+            print(
+                "| route | tree | req/s | vs bare (same round) | server CPU µs/req "
+                "| Redis CPU µs/req | Redis cmds/req |"
+            )
+            print("|---|---|--:|--:|--:|--:|--:|")
             for route in routes:
                 means = {}
                 for name in ("old", "new"):
                     runs = rows[(route, name)]
-                    means[name] = [statistics.mean(r[i] for r in runs) for i in range(3)]
-                    rps, ratio, cpu = means[name]
-                    print(f"| {route} | {name} | {rps:,.0f} | {ratio:.3f} | {cpu:.0f} |")
+                    means[name] = [statistics.mean(r[i] for r in runs) for i in range(5)]
+                    rps, ratio, cpu, rcpu, cmds = means[name]
+                    print(
+                        f"| {route} | {name} | {rps:,.0f} | {ratio:.3f} | {cpu:.0f} | {rcpu:.0f} "
+                        f"| {cmds:.2f} |"
+                    )
                 o, n = means["old"], means["new"]
-                print(
-                    f"| {route} | new/old | {n[0] / o[0]:.3f} | {n[1] / o[1]:.3f} | "
-                    f"{n[2] / o[2]:.3f} |"
-                )
+                cells = " | ".join(f"{n[i] / o[i]:.3f}" if o[i] else "—" for i in range(5))
+                print(f"| {route} | new/old | {cells} |")
         finally:
             bench.stop()
     return 0

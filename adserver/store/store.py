@@ -384,15 +384,15 @@ def _caps(fields: Sequence[Any], today: str) -> dict[str, int]:
 
 def _history(fields: Sequence[Any], today: str) -> AdvertiserHistory:
     advertiser, last_seen, viewed, cart, purchased, facts, caps = fields
-    views = [_text(v) for v in viewed]
     revenue, orders, cart_since = (_text(f) for f in facts)
+    # float() and int() take the reply's bytes as they are; only names become str.
     return AdvertiserHistory(
         advertiser=_text(advertiser),
-        last_seen=float(_text(last_seen)) / 1000,
-        viewed=tuple(views[0::2]),
-        view_times=tuple(float(t) / 1000 for t in views[1::2]),
-        cart=tuple(_text(s) for s in cart),
-        bought=tuple(_text(s) for s in purchased),
+        last_seen=float(last_seen) / 1000,
+        viewed=tuple(map(_text, viewed[0::2])),
+        view_times=tuple([float(t) / 1000 for t in viewed[1::2]]),
+        cart=tuple(map(_text, cart)),
+        bought=tuple(map(_text, purchased)),
         revenue=Decimal(revenue),
         orders=int(orders),
         cart_since=float(cart_since) / 1000 if cart_since else None,

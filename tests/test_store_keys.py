@@ -129,3 +129,23 @@ async def test_caps_of_another_day_neither_count_nor_stay(store: Store) -> None:
     assert await store.redis.zcard(caps) == 1  # yesterday's member went with the new day's
     touch = keys.user_touch(UID, "shop1")
     assert await store.redis.ttl(touch) >= store.limits.click_window_seconds
+
+
+async def test_many_different_impressions_a_day_fold_into_one_member_per_counter(
+    store: Store,
+) -> None:
+    """A shopper shown a different set of items each time: the caps zset stays bounded (one
+    member per counter once past scripts.CAPS_FOLD_AT) and every counter keeps its sum."""
+    caps = keys.user_caps(UID, "shop1")
+    await store.record_events(UID, [ShopperEvent("shop1", "view", ("a",))], now=NOON)
+    shown = [(f"s{n}", f"s{n + 1}") for n in range(3 * scripts.CAPS_FOLD_AT)]
+    for n, skus in enumerate(shown):
+        await store.ledger.record_impression(UID, PLACEMENT, list(skus), NOON + n)
+    expected: dict[str, int] = {"c:c1": len(shown)}
+    for skus in shown:
+        for sku in skus:
+            expected[f"i:{sku}"] = expected.get(f"i:{sku}", 0) + 1
+    history = (await store.load_shopper(UID, now=NOON + 1000)).histories[0]
+    assert history.caps == expected
+    distinct = len(expected)
+    assert await store.redis.zcard(caps) <= distinct + scripts.CAPS_FOLD_AT

@@ -195,18 +195,24 @@ LOAD_SHOPPER = Template(_LOAD_SHOPPER).substitute(
 )
 
 # An impression, on the shopper's keys: today's frequency counters and the last touch.
-# KEYS: caps, touch. ARGV: today, now_ms, touch_ttl_seconds, campaign, attribution key, sku...
+# KEYS: caps, touch. ARGV: UTC hour (YYYYMMDDHH), now_ms, touch ttl_seconds, campaign,
+# attribution key, sku...
 # The caps are a zset (a hash before 2026-12-02): the counters of one impression are one
-# member, '<today><TAB>c:<campaign><TAB>i:<sku>...', counted by one ZINCRBY (the reader sums
+# member, '<hour><TAB>c:<campaign><TAB>i:<sku>...', counted by one ZINCRBY (the reader sums
 # the members of today per counter: see adserver.store.store._caps). Only when that member
-# is new (the first such impression of the day) are other days' members deleted and the TTLs
-# set: the caps 2 days, the touch its TTL plus a day, so that the touch outlives its last
-# impression by at least its TTL; a touch the HSET creates gets its TTL at once. A caps hash
-# of the format before is replaced (its counts of the upgrade day start again, once). A
-# typical impression is three commands (this call, HSET, ZINCRBY).
-COUNT_IMPRESSION = """
-local today, ttl = ARGV[1], tonumber(ARGV[3])
-local parts = {today, 'c:' .. ARGV[4]}
+# is new (the first such impression of the hour) are other days' members deleted and the
+# TTLs set, the caps 2 days and the touch its TTL (the click window): so the touch outlives
+# its last impression by the click window less at most an hour (a view window that long is
+# cut an hour short); a touch the HSET creates gets its TTL at once. Past FOLD_AT members
+# today's are folded into one member per counter ('<hour><TAB>c:<campaign>',
+# '<hour><TAB>i:<sku>'; the sums stay the same), so the zset stays about as small as the hash
+# of one field per counter was. A caps hash of the format before is replaced (its counts of
+# the upgrade day start again, once). A typical impression is three commands (this call,
+# HSET, ZINCRBY).
+CAPS_FOLD_AT = 32
+_COUNT_IMPRESSION = """
+local hour, ttl = ARGV[1], ARGV[3]
+local parts = {hour, 'c:' .. ARGV[4]}
 for i = 6, #ARGV do parts[#parts + 1] = 'i:' .. ARGV[i] end
 local member = table.concat(parts, '\t')
 local added = redis.call('HSET', KEYS[2], 'view', ARGV[2], 'view_key', ARGV[5])
@@ -216,20 +222,39 @@ if type(n) == 'table' and n.err then  -- the caps hash of before
   n = redis.call('ZINCRBY', KEYS[1], 1, member)
 end
 if tonumber(n) == 1 then
-  local stale, prefix = {}, today .. '\t'
-  for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    if string.sub(name, 1, #prefix) ~= prefix then stale[#stale + 1] = name end
+  local stale, day = {}, string.sub(hour, 1, 8)
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 8) ~= day then stale[#stale + 1] = all[i] end
+  end
+  if #all / 2 - #stale > $fold_at then
+    local sums, order = {}, {}
+    for i = 1, #all, 2 do
+      local name = all[i]
+      local rest = string.sub(name, 12)  -- after '<hour><TAB>'
+      if string.sub(name, 1, 8) == day and string.find(rest, '\t', 1, true) then
+        stale[#stale + 1] = name
+        for counter in string.gmatch(rest, '[^\t]+') do
+          if not sums[counter] then order[#order + 1] = counter; sums[counter] = 0 end
+          sums[counter] = sums[counter] + tonumber(all[i + 1])
+        end
+      end
+    end
+    for _, counter in ipairs(order) do
+      redis.call('ZINCRBY', KEYS[1], sums[counter], hour .. '\t' .. counter)
+    end
   end
   for i = 1, #stale, 1000 do
     redis.call('ZREM', KEYS[1], unpack(stale, i, math.min(i + 999, #stale)))
   end
   redis.call('EXPIRE', KEYS[1], 172800)
-  redis.call('EXPIRE', KEYS[2], ttl + 86400)
+  redis.call('EXPIRE', KEYS[2], ttl)
 elseif added > 0 then
-  redis.call('EXPIRE', KEYS[2], ttl + 86400)
+  redis.call('EXPIRE', KEYS[2], ttl)
 end
 return 1
 """
+COUNT_IMPRESSION = Template(_COUNT_IMPRESSION).substitute(fold_at=CAPS_FOLD_AT)
 
 # The publisher a report row names (prepended to the scripts that write report counters):
 # publisher ids are bounded per advertiser and day. KEYS: the day's publisher set (same slot as

@@ -369,15 +369,14 @@ class Store:
 
 def _caps(fields: Sequence[Any], today: str) -> dict[str, int]:
     """Today's frequency counters from the caps zset (see scripts.COUNT_IMPRESSION): each
-    member '<day><TAB>c:<campaign><TAB>i:<sku>...' counts its impressions (its score) once
-    for each counter it names; members of other days are not counted."""
+    member '<YYYYMMDDHH><TAB>c:<campaign><TAB>i:<sku>...' counts its impressions (its score)
+    once for each counter it names; members of other days are not counted."""
     caps: dict[str, int] = {}
-    prefix = today + "\t"
     for i in range(0, len(fields), 2):
         name = _text(fields[i])
-        if name.startswith(prefix):
-            n = int(float(_text(fields[i + 1])))
-            for counter in name[len(prefix) :].split("\t"):
+        if name.startswith(today) and name[10:11] == "\t":
+            n = int(float(fields[i + 1]))
+            for counter in name[11:].split("\t"):
                 caps[counter] = caps.get(counter, 0) + n
     return caps
 

@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> web.Application:
             browser_conversions_per_day=settings.browser_conversions_per_day,
             uids_per_identifier=settings.uids_per_identifier,
             identifiers_per_uid=settings.identifiers_per_uid,
+            email_audience_cap=settings.email_audience_cap,
         ),
     )
     app[SETTINGS] = settings
@@ -309,8 +310,10 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/ad", ad_handlers.ad_html)
     app.router.add_get("/ad.js", ad_handlers.ad_script)
     app.router.add_get("/ad.json", ad_handlers.ad_json)
+    app.router.add_get("/static/creative.{version}.css", ad_handlers.creative_stylesheet)
     app.router.add_get("/recs.json", recs_handlers.recs_json)
     app.router.add_get("/recs.js", recs_handlers.recs_script)
+    app.router.add_get("/recs/i/{token}", recs_handlers.recs_viewed)
     app.router.add_get("/c/{token}", ad_handlers.click)
     app.router.add_get("/i/{token}", ad_handlers.rendered)
     products = "/api/v1/advertisers/{advertiser}/products"

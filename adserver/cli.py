@@ -14,12 +14,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from adserver.config.redis_url import redact
@@ -149,6 +150,22 @@ def _parser() -> argparse.ArgumentParser:
         help="replay only the first N test sessions (quick look)",
     )
 
+    value = commands.add_parser(
+        "value-eval",
+        help="measure the customer-value predictions (12-month value, next order, due status)",
+    )
+    value.add_argument(
+        "--shoppers", type=int, default=20_000, help="synthetic shoppers (default 20000)"
+    )
+    value.add_argument("--seed", type=int, default=1, help="seed of the synthetic shop")
+    value.add_argument(
+        "--data",
+        type=Path,
+        help="folder of the shared data sets, checked for purchases "
+        "(default: $KAERU_EVAL_DATA, else ../shared/data)",
+    )
+    value.add_argument("--json", action="store_true", help="print one JSON object")
+
     catalog = commands.add_parser("catalog", help="manage product catalogs")
     catalog_commands = catalog.add_subparsers(
         dest="catalog_command", required=True, metavar="ACTION"
@@ -189,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_evaluation(
                 args.dataset, args.data, args.mode, args.json, args.test_sessions, args.set
             )
+        if args.command == "value-eval":
+            return run_value_evaluation(args.shoppers, args.seed, args.data, args.json)
         settings = _settings(args)
         if args.command == "serve":
             return serve(settings, args.workers)
@@ -363,7 +382,7 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
 
     def run(settings: Settings) -> int:
         app = create_app(settings)
-        add_demo_routes(app, sites, signer)
+        add_demo_routes(app, sites, signer, _demo_email_recs(settings, DEMO_ADVERTISER, token))
         app.on_startup.append(load_catalog)
         _run_app(app, settings, sockets)
         return 0
@@ -385,6 +404,35 @@ def _demo_eid_signer(publisher: str, token: str) -> Callable[[str], tuple[str, i
         return sign_eid(token, publisher, eid, expiry), expiry
 
     return sign
+
+
+def _demo_email_recs(
+    settings: Settings, advertiser: str, token: str
+) -> Callable[[Mapping[str, str]], Awaitable[str | None]]:
+    """The demo shop's e-mail service: asks this very server, as a shop's server would (over
+    HTTP, with the advertiser's token), for the e-mail recommendations block."""
+    host = settings.host if settings.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    url = f"http://{host}:{settings.port}/api/v1/advertisers/{advertiser}/recommendations"
+    # as the browser names this server, so the e-mail's links (built from the request's host
+    # unless KAERU_PUBLIC_URL is set) reach the site the shopper's cookie is on
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Host": urlsplit(public_base_url(settings)).netloc,
+    }
+
+    async def fetch(params: Mapping[str, str]) -> str | None:
+        try:
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, params={**params, "format": "html"}, headers=headers) as answer,
+            ):
+                return await answer.text() if answer.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    return fetch
 
 
 def _demo_token(data_dir: Path, name: str = DEMO_TOKEN_FILE) -> str:
@@ -538,6 +586,22 @@ def run_evaluation(
             print(asyncio.run(measure(redis.start())))
         finally:
             redis.stop()
+    return 0
+
+
+def run_value_evaluation(shoppers: int, seed: int, data: Path | None, as_json: bool) -> int:
+    import orjson
+
+    from adserver.learning.datasets import default_data_root
+    from adserver.value.evaluation import evaluate_value, format_value_report
+
+    if not 100 <= shoppers <= 1_000_000:
+        print("kaeru: --shoppers must be between 100 and 1000000", file=sys.stderr)
+        return 2
+    if data is None:
+        data = default_data_root()
+    report = evaluate_value(shoppers, seed, data, progress=sys.stderr)
+    print(orjson.dumps(report.as_json()).decode() if as_json else format_value_report(report))
     return 0
 
 

@@ -127,6 +127,7 @@ class Context:
     fixed: list[FixedRun] = field(default_factory=list)
     memory: dict[str, ShopperMemory] = field(default_factory=dict)
     load_tool: str = "wrk"
+    sizes: str = ""  # bench/sizes.py's headline and table (markdown)
 
 
 def _ms(value: float | None) -> str:
@@ -173,11 +174,25 @@ def render(c: Context) -> str:
     out += _redis(c)
     out += _fixed_rate(c)
     out += _memory(c)
+    out += _sizes(c)
     out += _budgets(c)
     out += _method(c)
     if PROFILING_NOTES.exists():  # hand-written: where the time goes, what changed (profile.py)
         out += ["", PROFILING_NOTES.read_text(encoding="utf-8").strip()]
     return "\n".join(out) + "\n"
+
+
+def _sizes(c: Context) -> list[str]:
+    if not c.sizes:
+        return []
+    return [
+        "## What an ad weighs",
+        "",
+        "bench/sizes.py (in-process app, real catalog rows, raw socket; see its docstring):",
+        "",
+        c.sizes.strip(),
+        "",
+    ]
 
 
 def _machine(c: Context) -> list[str]:

@@ -55,6 +55,8 @@ from redis_stats import (
 )
 from report import Context, FixedRun, Measured, render
 from seed import ADVERTISER, CATALOG_SIZE, learn_related, seed_profiles, upload_catalog
+from sizes import headline, table
+from sizes import measure as measure_sizes
 
 BENCH = Path(__file__).resolve().parent
 LOADGEN_CORE, SERVER_CORE = 0, 1  # Redis and the load generators / the servers under test
@@ -396,6 +398,9 @@ def run(bench: Bench) -> Context:
     context = Context(machine=machine(), args=vars(args))
     context.load_tool = "wrk" if shutil.which("wrk") else "fixed_rate.py"
     context.busy_before = core_busy_share(1.0)
+    print("measuring what an ad weighs …", file=sys.stderr)
+    rows, stylesheet = measure_sizes()
+    context.sizes = headline(rows) + "\n\n" + table(rows, stylesheet)
     bench.start_redis()
     assert bench.client is not None
     context.machine["redis"] = str(bench.redis.info("server")["redis_version"])

@@ -1,4 +1,10 @@
-"""Ad creatives: one Jinja2 template per IAB size, listed in a manifest, checked at start-up.
+"""Ad creatives: one Jinja2 template per IAB size, listed in a manifest, checked at start-up,
+and the stylesheet they share (`creative.css`, served at a path naming its content's hash so
+browsers may keep it for a year).
+
+Templates are written one tag per line; at load the renderer drops every line break and the
+indentation after it from their source (never from the data rendered into them), so creatives
+go out without needless whitespace.
 
 Errors:
     CreativeError -- the template set is unusable; raised by `CreativeRenderer()` with every
@@ -8,20 +14,38 @@ Errors:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import operator
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import jinja2
 import jinja2.meta
+from markupsafe import escape
 
 DEFAULT_TEMPLATE_DIR = Path(__file__).parent / "templates"
 MANIFEST = "manifest.json"
-ALLOWED_CONTEXT = frozenset({"products", "advertiser", "width", "height", "impression_url"})
+STYLESHEET = "creative.css"
+STYLESHEET_ROUTE = "/static/creative.{version}.css"
+ALLOWED_CONTEXT = frozenset(
+    {"products", "advertiser", "width", "height", "impression_url", "stylesheet_url"}
+)
+# Documents kept rendered, all but their links (per size, advertiser and products shown; the
+# oldest goes first): ~2-5 KB each, so some 5-10 MB at most per process.
+SKELETONS_KEPT = 2048
+_BEACON = "i"
+_LINE_BREAK = re.compile(r"\r?\n[ \t]*")
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+# What the creatives' CSP (adserver/http/responses.py) would block in the stylesheet anyway.
+_CSS_FORBIDDEN = ("@import", "url(", "expression(")
 _SIZE = re.compile(r"([1-9][0-9]{0,3})x([1-9][0-9]{0,3})")
 _NO_FILL = (
     '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -41,6 +65,12 @@ class CreativeProduct:
     regular_price_text: str = ""
 
 
+# What a kept document depends on: every field but the click link (filled in per request).
+_SHOWN_FIELDS = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(CreativeProduct) if f.name != "click_url")
+)
+
+
 @dataclass(frozen=True, slots=True)
 class CreativeFormat:
     size: str
@@ -48,6 +78,16 @@ class CreativeFormat:
     height: int
     max_products: int
     template: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stylesheet:
+    """The shared stylesheet, minified: `path` names its version (a hash of `body`), so a
+    changed stylesheet is a new address and the old one may be cached forever."""
+
+    path: str
+    body: bytes
+    etag: str
 
 
 class CreativeError(Exception):
@@ -72,7 +112,7 @@ class CreativeRenderer:
     def __init__(self, template_dir: Path | None = None) -> None:
         directory = template_dir if template_dir is not None else DEFAULT_TEMPLATE_DIR
         self._dir = directory
-        self._loader = jinja2.FileSystemLoader(directory)
+        self._loader = _OneLineLoader(directory)
         self._env = jinja2.Environment(
             loader=self._loader,
             autoescape=True,
@@ -83,9 +123,14 @@ class CreativeRenderer:
             lstrip_blocks=True,
         )
         problems: list[str] = []
+        self._stylesheet = _read_stylesheet(directory / STYLESHEET, problems)
         formats = _read_manifest(directory / MANIFEST, problems)
         placeholders = self._compile_all(problems)
         self._templates: dict[str, jinja2.Template] = {}
+        # Marks no catalog value can forge (a random nonce) where the request's links go.
+        self._nonce = secrets.token_hex(8)
+        self._holes = re.compile(f"\x00{self._nonce}:([0-9]+|{_BEACON})\x00")
+        self._skeletons: OrderedDict[tuple[object, ...], list[str]] = OrderedDict()
         for fmt in formats:
             self._check_format(fmt, placeholders, problems)
         if problems:
@@ -103,6 +148,11 @@ class CreativeRenderer:
     def sizes(self) -> list[str]:
         return list(self._formats)
 
+    @property
+    def stylesheet(self) -> Stylesheet | None:
+        """The shared stylesheet, if the template directory has one (`creative.css`)."""
+        return self._stylesheet
+
     def render(
         self,
         size: str,
@@ -110,17 +160,59 @@ class CreativeRenderer:
         *,
         advertiser: str,
         impression_url: str = "",
+        base_url: str = "",
     ) -> str:
+        """The creative's document. `base_url`: Kaeru's origin, prefixed to the stylesheet's
+        path (empty: a path, for a document served by Kaeru itself).
+
+        What only the request knows, the click links and the render beacon, is filled
+        (escaped) into the document Jinja rendered once for the same size, advertiser and
+        products (see `_skeleton`): the same products shown again cost a join, not a render."""
         fmt = self._format(size)
         if not products:
             raise ValueError("a creative needs at least one product")
-        return self._templates[fmt.template].render(
-            products=list(products[: fmt.max_products]),
+        shown = products[: fmt.max_products]
+        key = (
+            size,
+            advertiser,
+            bool(impression_url),
+            base_url,
+            tuple(map(_SHOWN_FIELDS, shown)),
+        )
+        parts = self._skeletons.get(key)
+        if parts is None:
+            parts = self._skeleton(fmt, shown, advertiser, bool(impression_url), base_url)
+            self._skeletons[key] = parts
+            if len(self._skeletons) > SKELETONS_KEPT:
+                self._skeletons.popitem(last=False)  # the oldest
+        return _fill(parts, shown, impression_url)
+
+    def _skeleton(
+        self,
+        fmt: CreativeFormat,
+        shown: Sequence[CreativeProduct],
+        advertiser: str,
+        beacon: bool,
+        base_url: str,
+    ) -> list[str]:
+        """The document rendered with a mark in place of each click link and of the beacon,
+        split there: text, hole name, text, ... (hole names: the product's index, `i`)."""
+        sheet = self._stylesheet
+        html = self._templates[fmt.template].render(
+            products=[replace(p, click_url=self._mark(str(n))) for n, p in enumerate(shown)],
             advertiser=advertiser,
             width=fmt.width,
             height=fmt.height,
-            impression_url=impression_url,
+            impression_url=self._mark(_BEACON) if beacon else "",
+            stylesheet_url=base_url + sheet.path if sheet else "",
         )
+        parts = self._holes.split(html)
+        if self._nonce in "".join(parts[::2]):  # a template changed a mark it was given
+            raise CreativeError(f"{fmt.template}: alters the click link or beacon URL")
+        return parts
+
+    def _mark(self, hole: str) -> str:
+        return f"\x00{self._nonce}:{hole}\x00"
 
     def no_fill(self, size: str) -> str:
         fmt = self._format(size)
@@ -183,18 +275,72 @@ class CreativeRenderer:
             problems.append(f"{fmt.template}: never uses 'products'")
             return
         template = self._env.get_template(fmt.template)
+        samples, beacon = [_SAMPLE] * fmt.max_products, "https://example.com/i?a=1&b=2"
+        sheet = self._stylesheet
         try:
-            template.render(
-                products=[_SAMPLE] * fmt.max_products,
+            direct = template.render(
+                products=samples,
                 advertiser="Advertiser",
                 width=fmt.width,
                 height=fmt.height,
-                impression_url="https://example.com/i",
+                impression_url=beacon,
+                stylesheet_url=sheet.path if sheet else "",
             )
+            self._templates[fmt.template] = template
+            filled = _fill(self._skeleton(fmt, samples, "Advertiser", True, ""), samples, beacon)
         except (jinja2.TemplateError, TypeError, ValueError) as error:
+            self._templates.pop(fmt.template, None)
             problems.append(f"{fmt.template}: fails to render a sample: {error}")
             return
-        self._templates[fmt.template] = template
+        except CreativeError as error:
+            filled = str(error)
+        if filled != direct:  # the links must be rendered as given, escaped, nothing else
+            self._templates.pop(fmt.template, None)
+            problems.append(f"{fmt.template}: changes the click link or the beacon URL")
+
+
+def _fill(parts: list[str], shown: Sequence[CreativeProduct], impression_url: str) -> str:
+    holes = {_BEACON: impression_url}
+    holes.update((str(n), p.click_url) for n, p in enumerate(shown))
+    return "".join(part if n % 2 == 0 else escape(holes[part]) for n, part in enumerate(parts))
+
+
+class _OneLineLoader(jinja2.FileSystemLoader):
+    """Templates without the line breaks (and the indentation after them) of their source."""
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        return _LINE_BREAK.sub("", source), filename, uptodate
+
+
+def minify_css(source: str) -> str:
+    """Comments, line breaks and the spaces around punctuation removed (not inside strings:
+    the stylesheet has none but font names, which keep their inner spaces)."""
+    text = _CSS_COMMENT.sub("", source)
+    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r" ?([{};:,>]) ?", r"\1", text)
+    return text.replace(";}", "}").strip()
+
+
+def _read_stylesheet(path: Path, problems: list[str]) -> Stylesheet | None:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        problems.append(f"{STYLESHEET}: not UTF-8 text")
+        return None
+    except OSError as error:
+        problems.append(f"{STYLESHEET}: cannot be read ({error.strerror})")
+        return None
+    body = minify_css(source)
+    blocked = [word for word in _CSS_FORBIDDEN if word in body.lower()]
+    if blocked:
+        problems.append(f"{STYLESHEET}: uses {', '.join(blocked)}, which the creatives' CSP blocks")
+    version = hashlib.sha256(body.encode()).hexdigest()[:12]
+    return Stylesheet(STYLESHEET_ROUTE.format(version=version), body.encode(), f'"{version}"')
 
 
 def _read_manifest(path: Path, problems: list[str]) -> list[CreativeFormat]:

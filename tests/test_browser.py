@@ -63,6 +63,9 @@ SLOTS = ["160x600", "300x250", "320x50", "728x90", "inline"]  # the partner page
 PERSONALISED = ("recent", "cart")
 NOT_PERSONALISED = ("popular", None)  # None: 204, no fill
 DEADLINE_S = 15.0
+CREATIVE_TITLE = (
+    ".t"  # a product's title in a creative (short names: creatives/templates/creative.css)
+)
 T = TypeVar("T")
 
 
@@ -198,7 +201,7 @@ def slot_titles(page: Page) -> dict[str, list[str]]:
         if urlsplit(frame.url).path == "/ad":
             size = re.search(r"size=(\d+x\d+)", frame.url)
             name = "inline" if "slot=inline" in frame.url else size[1] if size else frame.url
-            titles[name] = frame.locator(".title").all_inner_texts()
+            titles[name] = frame.locator(CREATIVE_TITLE).all_inner_texts()
     return titles
 
 
@@ -252,7 +255,8 @@ def test_shopper_journey_view_ad_click_optout_and_back(context: BrowserContext, 
     # Its first product link leaves the iframe (target=_top) through the signed click redirect.
     link = slot.locator("a[href]").first
     assert link.get_attribute("target") == "_top"
-    assert (link.get_attribute("href") or "").startswith(f"{base}/c/")
+    # (a path in the document since issue 15: the link as the browser resolves it)
+    assert str(link.evaluate("a => a.href")).startswith(f"{base}/c/")
     with page.expect_response(PRODUCT_PAGE) as landed:
         link.click()
     page.wait_for_url(PRODUCT_PAGE)
@@ -335,6 +339,56 @@ def test_iframe_and_script_ad_tags_render_the_viewed_product(
     assert urlsplit(page.url).path.endswith("/demo/shop/p/sku-111")
 
 
+STYLED = """() => {
+    const ad = document.querySelector(".a"), price = document.querySelector(".q");
+    return ad && price && getComputedStyle(ad).borderTopColor === "rgb(221, 225, 230)"
+        && getComputedStyle(ad).display === "flex" && getComputedStyle(price).fontWeight === "700";
+}"""
+
+
+def test_the_shared_stylesheet_styles_framed_and_sandboxed_creatives(
+    context: BrowserContext, base: str
+) -> None:
+    """Issue 15: the look is in one stylesheet the creative links. It loads (CSP `style-src
+    'self'`) in the partner's iframes and in the sandboxed frame /ad.js inserts, and the next
+    page's ads, that frame's too, take it from the browser's cache: every answer for it then
+    still carries the `Date` of the first, the server's clock having moved on meanwhile."""
+    page = context.new_page()
+    dates: list[str | None] = []
+
+    def on_response(response: Any) -> None:
+        if "/static/creative." in response.url:
+            assert response.status == 200, response.url
+            dates.append(response.header_value("date"))
+
+    page.on("response", on_response)
+    view(page, base, "sku-111")
+    wait_for_ad(page, lambda ad: ad[1][:1] == ["sku-111"], "the viewed product in the ad")
+    every_slot = lambda ads: sorted(ads) == SLOTS and all(ads.values())  # noqa: E731
+    open_partner(page, base, every_slot, "every ad slot")
+
+    frames = [f for f in page.frames if urlsplit(f.url).path == "/ad"]
+    assert len(frames) == len(SLOTS)
+    for frame in frames:
+        frame.wait_for_load_state("load")
+        assert frame.evaluate(STYLED), frame.url
+    inserted = page.locator(".ad-inline iframe").element_handle().content_frame()
+    assert inserted is not None and inserted.evaluate(STYLED)
+    assert dates and len(set(dates)) == 1, dates
+    first = dates[0]
+
+    def server_date() -> str | None:
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+            return response.headers.get("Date")
+
+    poll(server_date, lambda date: date != first, "the server's clock past the first fetch")
+    dates.clear()
+    open_partner(page, base, every_slot, "every ad slot, again")
+    for frame in (f for f in page.frames if urlsplit(f.url).path == "/ad"):
+        frame.wait_for_load_state("load")
+    assert len(dates) >= len(SLOTS) and set(dates) == {first}, dates
+
+
 # -- a partner on another site ------------------------------------------------------------------
 
 
@@ -413,7 +467,7 @@ def test_a_partner_on_another_site_cannot_read_the_ad_it_shows(
     assert inserted.get_attribute("src") == f"{base}/ad?{query}"
     creative = page.frame(url=re.compile(r"/ad\?.*slot=foreign"))
     assert creative is not None, [f.url for f in page.frames]
-    poll(lambda: creative.locator(".title").count(), lambda n: n > 0, "the ad rendered")
+    poll(lambda: creative.locator(CREATIVE_TITLE).count(), lambda n: n > 0, "the ad rendered")
 
     # What the partner's own scripts can see of it: nothing.
     seen = page.evaluate(
@@ -430,13 +484,13 @@ def test_a_partner_on_another_site_cannot_read_the_ad_it_shows(
         f"{base}/ad?{query}",
     )
     assert seen["doc"] is None and seen["srcdoc"] == "" and seen["fetched"] == "blocked", seen
-    titles = creative.locator(".title").all_inner_texts()
+    titles = creative.locator(CREATIVE_TITLE).all_inner_texts()
     assert not any(title in seen["page"] for title in titles), seen["page"]
     assert "/c/" not in seen["page"]
 
     # The click token in the creative tells nothing either (were it ever leaked).
     link = creative.locator("a[href]").first
-    href = link.get_attribute("href") or ""
+    href = str(link.evaluate("a => a.href"))  # resolved: a path in the document (issue 15)
     assert href.startswith(f"{base}/c/"), href
     token = href.removeprefix(f"{base}/c/")
     sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))

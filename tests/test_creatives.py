@@ -1,3 +1,4 @@
+import hashlib
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -115,11 +116,66 @@ def has_event_handler(parsed: ParsedCreative) -> bool:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_creatives_are_self_contained_without_scripts(size: str) -> None:
+    """Issue 15: a creative links one thing, Kaeru's own shared stylesheet, itself free of
+    anything fetched (no @import, no url())."""
     html = RENDERER.render(size, products(4), advertiser="Nordic Home")
+    sheet = RENDERER.stylesheet
+    assert sheet is not None
 
-    for forbidden in ("<script", "<link", "@import", "url(", "javascript:"):
+    links = ParsedCreative(html).attrs_of("link")
+    assert links == [{"rel": "stylesheet", "href": sheet.path}]
+    assert html.lower().count("<link") == 1
+    for forbidden in ("<script", "@import", "url(", "javascript:"):
         assert forbidden not in html.lower(), forbidden
+        assert forbidden not in sheet.body.decode().lower(), forbidden
     assert not has_event_handler(ParsedCreative(html))
+
+
+def test_stylesheet_address_names_its_content_and_can_be_absolute() -> None:
+    sheet = RENDERER.stylesheet
+    assert sheet is not None
+    version = hashlib.sha256(sheet.body).hexdigest()[:12]
+    assert sheet.path == f"/static/creative.{version}.css" and sheet.etag == f'"{version}"'
+    html = RENDERER.render("300x250", products(1), advertiser="A", base_url="https://ads.example")
+    assert ParsedCreative(html).attrs_of("link")[0]["href"] == "https://ads.example" + sheet.path
+
+
+def test_creatives_carry_no_needless_whitespace() -> None:
+    for size in SIZES:
+        html = RENDERER.render(size, products(2), advertiser="Nordic Home")
+        assert "\n" not in html and "  " not in html and "> <" not in html, size
+    sheet = RENDERER.stylesheet
+    assert sheet is not None and b"\n" not in sheet.body and b"/*" not in sheet.body
+
+
+def test_line_breaks_in_the_data_are_kept() -> None:
+    """Only the templates' own line breaks go: a title's are the shop's (and HTML shows them
+    as spaces anyway)."""
+    html = RENDERER.render("300x250", [product(1, title="Two\nlines")], advertiser="A")
+    assert "Two\nlines" in html
+
+
+def test_stylesheet_that_fetches_anything_fails_at_start(tmp_path: Path) -> None:
+    directory = write_template_dir(
+        tmp_path / "t",
+        [{"size": "300x250", "max_products": 2, "template": "ok.html"}],
+        {"ok.html": GOOD_TEMPLATE, "creative.css": "a{background:url(https://x.example/i)}"},
+    )
+
+    with pytest.raises(CreativeError, match=r"creative\.css: uses url\("):
+        CreativeRenderer(directory)
+
+
+def test_template_dir_without_stylesheet_links_none(tmp_path: Path) -> None:
+    directory = write_template_dir(
+        tmp_path / "t",
+        [{"size": "300x250", "max_products": 2, "template": "ok.html"}],
+        {"ok.html": GOOD_TEMPLATE + "{{ stylesheet_url }}"},
+    )
+    renderer = CreativeRenderer(directory)
+
+    assert renderer.stylesheet is None
+    assert renderer.render("300x250", products(1), advertiser="A").endswith("A</div>")
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -405,3 +461,31 @@ def test_malformed_manifest_fails_at_start(tmp_path: Path, manifest: object, pro
 def test_missing_manifest_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(CreativeError, match="manifest.json: cannot be read"):
         CreativeRenderer(tmp_path)
+
+
+def test_the_same_products_again_get_their_own_links() -> None:
+    """The document is kept rendered per size, advertiser and products; the click links and
+    the beacon are the request's own each time."""
+    first = RENDERER.render("728x90", products(2), advertiser="A", impression_url="/i/one")
+    again = [product(n, click_url=f"https://ads.example/c/other-{n}&x") for n in (1, 2)]
+    second = RENDERER.render("728x90", again, advertiser="A", impression_url="/i/two")
+
+    links = [a["href"] for a in ParsedCreative(second).attrs_of("a")]
+    assert links == [p.click_url for p in again]
+    assert (
+        "other-1&amp;x" in second and ParsedCreative(second).attrs_of("img")[-1]["src"] == "/i/two"
+    )
+    assert ParsedCreative(first).attrs_of("img")[-1]["src"] == "/i/one"
+    renamed = RENDERER.render("728x90", [product(1, title="Oak stool"), again[1]], advertiser="A")
+    assert "Oak stool" in renamed and "Walnut chair no. 1" not in renamed
+
+
+def test_a_template_that_changes_the_links_fails_at_start(tmp_path: Path) -> None:
+    directory = write_template_dir(
+        tmp_path / "t",
+        [{"size": "300x250", "max_products": 1, "template": "shout.html"}],
+        {"shout.html": GOOD_TEMPLATE.replace("p.click_url", "p.click_url|upper")},
+    )
+
+    with pytest.raises(CreativeError, match=r"shout\.html: changes the click link"):
+        CreativeRenderer(directory)

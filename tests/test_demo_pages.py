@@ -1,7 +1,7 @@
 import json
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -99,6 +99,75 @@ async def test_thanks_page_names_the_product(client: Client) -> None:
     assert resp.status == 200
     assert "Ridge 2 Trekking Tent" in await resp.text()
     assert (await client.get("/demo/shop/thanks")).status == 200
+
+
+async def test_add_to_cart_goes_to_the_cart_page_which_shows_the_cart_placement(
+    client: Client,
+) -> None:
+    product = await (await client.get("/demo/shop/p/sku-101")).text()
+    assert 'kaeru.push(["cart", {advertiser: advertiser, items: [product.id]}]);' in product
+    assert '"/demo/shop/cart?sku=" + encodeURIComponent(product.id)' in product
+    resp = await client.get("/demo/shop/cart", params={"sku": "sku-101"})
+    assert resp.status == 200
+    html = await resp.text()
+    assert "Added: <strong>Ridge 2 Trekking Tent</strong>" in html
+    # the cart placement, told the item just added so it is never shown even before the
+    # cart event is stored
+    assert (
+        '<div id="recs-cart" data-kaeru-recs="cart" data-advertiser="demo-shop" '
+        'data-item="sku-101" data-n="4" data-label="Complete your cart"></div>'
+    ) in html
+    assert "/recs.js" in html
+    empty = await (await client.get("/demo/shop/cart", params={"sku": "<nope>"})).text()
+    assert 'data-kaeru-recs="cart"' in empty and "data-item" not in empty
+    assert "<nope>" not in empty
+
+
+async def test_outbox_without_the_e_mail_service_or_a_shopper_says_so(client: Client) -> None:
+    resp = await client.get("/demo/shop/outbox")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "What is this?" in html and "started without its e-mail service" in html
+    assert "<iframe" not in html
+
+
+async def test_outbox_shows_the_block_fetched_for_the_shopper_escaped_in_a_sandbox(
+    aiohttp_client: ClientFactory,
+) -> None:
+    asked: list[dict[str, str]] = []
+    answers: list[str | None] = [
+        '<table role="presentation"><tr><td>"Tent" & <b>co</b></td></tr></table>'
+    ]
+
+    async def fetch(params: Mapping[str, str]) -> str | None:
+        asked.append(dict(params))
+        return answers[0]
+
+    app = web.Application()
+    add_demo_routes(app, email_recs=fetch)
+    client = await aiohttp_client(app)
+    nobody = await (await client.get("/demo/shop/outbox")).text()
+    assert "Kaeru does not know you yet" in nobody and not asked
+    uid = "u" * 22
+    resp = await client.get("/demo/shop/outbox", cookies={"uid": uid})
+    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+    html = await resp.text()
+    assert asked == [{"uid": uid, "placement": "home", "n": "3"}]
+    assert 'id="email-subject">Still thinking it over?' in html
+    assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in html
+    assert "&lt;table role=&#34;presentation&#34;&gt;" in html  # escaped into srcdoc
+    assert "&#34;Tent&#34; &amp; &lt;b&gt;co&lt;/b&gt;" in html
+    assert '<table role="presentation">' not in html  # never raw in the shop's page
+    hashed = "ab" * 32
+    for_hash = await (await client.get("/demo/shop/outbox", params={"email_sha256": hashed})).text()
+    assert asked[-1] == {"email_sha256": hashed, "placement": "home", "n": "3"}
+    assert 'id="email-to">the address hashed abababababab' in for_hash
+    refused = await client.get("/demo/shop/outbox", params={"email_sha256": "ana@example.org"})
+    assert refused.status == 400 and len(asked) == 2
+    assert "must be the SHA-256 of an e-mail" in await refused.text()
+    answers[0] = None
+    failed = await (await client.get("/demo/shop/outbox", cookies={"uid": uid})).text()
+    assert "Kaeru did not answer" in failed and "<iframe" not in failed
 
 
 async def test_partner_page_has_a_slot_of_each_size(client: Client) -> None:

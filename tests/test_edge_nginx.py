@@ -4,6 +4,7 @@ browser gets over https (cookie attributes, links)."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import os
 import re
@@ -16,13 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import orjson
 import pytest
 
 from adserver.http.responses import TRANSPARENT_GIF
 from adserver.runtime.embedded_redis import free_port
+from creatives.renderer import CreativeRenderer
 from tests.conftest import BROWSER, product_row
 from tests.test_cli import TOKEN, kaeru_env, running
 
@@ -52,6 +54,7 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     large_client_header_buffers 4 64k;  # pixels with long queries reach Kaeru (it answers)
+    proxy_cache_path {dir}/cache keys_zone=kaeru_static:1m max_size=16m inactive=7d;
     server {{
         listen 127.0.0.1:{port} ssl;
         server_name {name};
@@ -65,6 +68,11 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Host "";
             proxy_set_header Forwarded "";
+        }}
+        location /static/ {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_cache kaeru_static;
+            add_header X-Cache-Status $upstream_cache_status;
         }}
     }}
 }}
@@ -223,12 +231,34 @@ def test_over_https_the_uid_cookie_is_secure_and_cross_site_and_links_are_https(
     refreshed = attributes(answer, "uid")
     assert "secure" in refreshed and refreshed.get("samesite", "").lower() == "none"
 
-    frame = proxy.get("/ad?pub=news1&size=300x250", {"Cookie": cookie})
-    hrefs = re.findall(r'href="([^"]+)"', body(frame).decode())
+    frame_url = proxy.origin + "/ad?pub=news1&size=300x250"
+    frame = proxy.get(frame_url.removeprefix(proxy.origin), {"Cookie": cookie})
+    # The creative's links are paths since issue 15: resolved, as a browser does, against the
+    # document's https address.
+    hrefs = [urljoin(frame_url, h) for h in re.findall(r'href="([^"]+)"', body(frame).decode())]
     assert hrefs and all(h.startswith(proxy.origin + "/") for h in hrefs), hrefs
 
     click = proxy.get(urlsplit(served["products"][0]["click_url"]).path)
     assert click.status == 302 and click.headers["Location"].startswith("https://shop1.example/")
+
+
+def test_the_creative_stylesheet_passes_the_proxy_cacheable_and_is_kept_there(
+    proxy: Proxy,
+) -> None:
+    """Issue 15: what every creative links comes through nginx with its year-long caching and
+    its ETag, compressed for a browser, and the second time from nginx's own cache."""
+    sheet = CreativeRenderer().stylesheet  # what the creatives of this Kaeru link
+    assert sheet is not None
+    path = sheet.path
+    answers = [proxy.get(path, {"Accept-Encoding": "gzip"}) for _ in range(2)]
+    first, second = answers
+    for answer in answers:
+        assert answer.status == 200
+        assert answer.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert answer.headers["ETag"] and answer.headers["Content-Encoding"] == "gzip"
+        assert answer.headers["Content-Type"].startswith("text/css")
+    assert b".a{" in gzip.decompress(body(first)) and body(first) == body(second)
+    assert second.headers["X-Cache-Status"] == "HIT"
 
 
 def test_over_https_the_optout_cookie_is_secure_and_cross_site(proxy: Proxy) -> None:

@@ -95,7 +95,7 @@ async def test_an_opted_out_shopper_never_appears(shop: TestClient[Any, Any]) ->
         ("lapsed", {"since": "1", "email_sha256": EMAIL_SHA256}, "unknown_audience"),
         ("browse_abandoners", {"email_sha256": EMAIL_SHA256}, "bad_since"),
         ("browse_abandoners", {"since": "yesterday", "email_sha256": EMAIL_SHA256}, "bad_since"),
-        ("browse_abandoners", {"since": "1"}, "bad_email_sha256"),
+        ("browse_abandoners", {"since": "1", "email_sha256": ""}, "bad_email_sha256"),
         ("cart_abandoners", {"since": "1", "email_sha256": "ana@example.org"}, "bad_email_sha256"),
     ],
 )

@@ -46,5 +46,13 @@ async def test_a_frozen_redis_answers_popular_products_and_a_503_for_audiences(
         )
         assert audience.status == 503 and audience.headers["Retry-After"]
         assert time.monotonic() - started < 3.0  # the Redis deadlines, not a socket timeout
+        started = time.monotonic()
+        listing = await client.get(
+            f"/api/v1/advertisers/{SHOP}/audiences/cart_abandoners/members",
+            params={"since": "1"},
+            headers=AUTH,
+        )
+        assert listing.status == 503 and listing.headers["Retry-After"]
+        assert time.monotonic() - started < 1.9  # the listing's deadline, before the socket's
     finally:
         own_redis.process.send_signal(signal.SIGCONT)

@@ -19,7 +19,7 @@ pytest.importorskip(
     reason="playwright not installed (pip install playwright; no browser download needed)",
 )
 
-from playwright.sync_api import BrowserContext, Request  # noqa: E402  (after the skip)
+from playwright.sync_api import Browser, BrowserContext, Request  # noqa: E402  (after the skip)
 
 from tests.test_browser import (  # noqa: E402  (skips when Chromium is missing)
     PRODUCT_PAGE,
@@ -153,3 +153,117 @@ def test_a_shops_template_is_used_and_without_intersection_observer_it_loads_at_
     assert first.locator("img").get_attribute("alt") == titles[0]
     assert first.locator("i").inner_text().startswith("€")
     assert first.locator(".kaeru-recs-title").count() == 0  # the default markup is not used
+
+
+def onsite_impressions(base: str, data_dir: Path) -> int:
+    token = (data_dir / "demo-token").read_text().strip()
+    request = urllib.request.Request(
+        f"{base}/api/v1/advertisers/demo-shop/report?by=channel",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        rows: list[dict[str, Any]] = json.loads(response.read())["rows"]
+    return sum(int(row["impressions"]) for row in rows if row["channel"] == "onsite")
+
+
+FAR_PAGE = SHOP_PAGE.replace("<template", "<!--").replace("</template>", "-->")
+
+
+def test_a_rendered_list_counts_its_impressions_once_when_seen(
+    context: BrowserContext, demo: tuple[str, Path]
+) -> None:
+    base, data_dir = demo
+    page = context.new_page()
+    page.set_viewport_size(VIEWPORT)
+    beacons: list[str] = []
+    page.on("request", lambda r: beacons.append(r.url) if "/recs/i/" in r.url else None)
+    page.route(
+        f"{base}/a-long-page",
+        lambda route: route.fulfill(status=200, content_type="text/html", body=FAR_PAGE),
+    )
+    before = onsite_impressions(base, data_dir)
+    page.goto(f"{base}/a-long-page")
+    page.wait_for_function("() => window.kaeruRecsLoaded === true")
+    widget = page.locator("#w")
+    assert widget.get_attribute("data-kaeru-state") is None and not beacons  # far below
+
+    widget.scroll_into_view_if_needed()  # the empty placement, at the viewport's bottom edge
+    poll(
+        lambda: widget.get_attribute("data-kaeru-state"),
+        lambda state: state not in (None, "loading"),
+        "the placement fetched once scrolled near",
+    )
+    assert widget.get_attribute("data-kaeru-state") == "rendered"
+    box = widget.locator("ul").bounding_box()
+    assert box is not None and box["y"] >= VIEWPORT["height"] - box["height"] / 2, box
+    assert not beacons and widget.get_attribute("data-kaeru-seen") is None  # not seen yet
+    widget.locator("ul").scroll_into_view_if_needed()
+    poll(lambda: widget.get_attribute("data-kaeru-seen"), bool, "the list seen, its beacon sent")
+    shown = widget.locator("ul > li").count()
+    assert 1 <= shown <= 2
+    poll(
+        lambda: onsite_impressions(base, data_dir),
+        lambda n: n == before + shown,
+        "one impression per product shown",
+    )
+    page.evaluate("window.scrollTo(0, 0)")
+    widget.scroll_into_view_if_needed()
+    page.evaluate("window.scrollTo(0, 0)")
+    widget.scroll_into_view_if_needed()
+    with urllib.request.urlopen(beacons[0], timeout=10) as replayed:  # a replay counts nothing
+        assert replayed.headers["Content-Type"] == "image/gif"
+    page.wait_for_load_state("networkidle")
+    assert len(beacons) == 1, beacons
+    assert onsite_impressions(base, data_dir) == before + shown
+
+
+COOKIES_REFUSED = """Object.defineProperty(Document.prototype, "cookie", {
+    configurable: true, get() { return ""; }, set(value) {} });"""
+
+
+def done(state: str | None) -> bool:
+    return state not in (None, "loading")
+
+
+def test_where_cookies_are_refused_recs_js_sends_the_tags_local_storage_fpid(
+    browser: Browser, demo: tuple[str, Path]
+) -> None:
+    base, _ = demo
+    ctx = browser.new_context()
+    try:
+        ctx.add_init_script(COOKIES_REFUSED)
+        page = ctx.new_page()
+        asked: list[str] = []
+        page.on(
+            "request",
+            lambda r: asked.append(r.url) if urlsplit(r.url).path == "/recs.json" else None,
+        )
+        page.goto(f"{base}/demo/shop/p/sku-108")
+        page.locator("#recs-product").scroll_into_view_if_needed()
+        state = page.locator("#recs-product")
+        poll(lambda: state.get_attribute("data-kaeru-state"), done, "a placement fetched")
+        assert asked
+        kept = page.evaluate("localStorage.getItem('_kaeru_fp')")
+        assert isinstance(kept, str) and len(kept) == 22  # tag.js's fallback
+        assert all(parse_qs(urlsplit(u).query).get("fpid") == [kept] for u in asked), asked
+
+        # recs.js checks the value as tag.js does: a malformed one is not sent
+        bad = ctx.new_page()
+        bad_asked: list[str] = []
+        bad.on(
+            "request",
+            lambda r: bad_asked.append(r.url) if urlsplit(r.url).path == "/recs.json" else None,
+        )
+        bad.add_init_script("localStorage.setItem('_kaeru_fp', 'not an id<>');")
+        bad.route(
+            f"{base}/a-shop-page",
+            lambda route: route.fulfill(status=200, content_type="text/html", body=SHOP_PAGE),
+        )
+        bad.goto(f"{base}/a-shop-page")
+        bad.locator("#w").scroll_into_view_if_needed()
+        widget = bad.locator("#w")
+        poll(lambda: widget.get_attribute("data-kaeru-state"), done, "the placement fetched")
+        assert bad_asked
+        assert "fpid" not in parse_qs(urlsplit(bad_asked[0]).query), bad_asked
+    finally:
+        ctx.close()

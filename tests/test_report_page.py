@@ -12,6 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from adserver.delivery.reports import DIMENSIONS
+
 PAGE = resources.files("adserver").joinpath("static/report.html").read_text("utf-8")
 NODE = shutil.which("node")
 
@@ -50,7 +52,7 @@ async def test_page_has_the_login_and_report_controls(client: Client) -> None:
     assert 'id="logout"' in html
     assert re.search(r'<input id="from" name="from" type="date"', html)
     assert re.search(r'<input id="to" name="to" type="date"', html)
-    for dimension in ("day", "campaign", "publisher", "strategy", "size"):
+    for dimension in DIMENSIONS:  # every dimension the report API takes, channel too
         assert f'<option value="{dimension}">' in html
     assert "Download CSV" in html
 

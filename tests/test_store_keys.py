@@ -29,6 +29,8 @@ SUFFIXES = {
     keys.user_learning_count: keys.LEARNING_COUNT,
     keys.user_learning_credit: keys.LEARNING_CREDIT,
     keys.user_learning_credit_v1: keys.LEARNING_CREDIT_V1,
+    keys.user_email: keys.EMAIL,
+    keys.user_value: keys.VALUE,
 }
 
 

@@ -90,6 +90,7 @@ def _encode_shown(shown: Shown) -> dict[str, Any]:
         "rendered": shown.rendered,
         "impression": shown.impression,
         "counted": shown.counted,
+        "viewed": shown.viewed,
     }
 
 
@@ -102,6 +103,7 @@ def _decode_shown(raw: dict[str, Any]) -> Shown:
         rendered=bool(raw["rendered"]),
         impression=str(raw.get("impression", "")),  # absent in files written before
         counted=bool(raw.get("counted", True)),
+        viewed=int(raw.get("viewed", 0)),
     )
 
 

@@ -19,6 +19,11 @@ from adserver.config.redis_url import RedisUrlError, check_url, with_password
 
 ADVERTISER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 PUBLISHER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")  # as `pub=` on ad requests
+# The publisher ids of Kaeru's own channels (the shop's pages, its e-mails): reports count
+# them as channels, so no partner page may use them (`/ad` refuses them, KAERU_PUBLISHERS too).
+ONSITE_PUBLISHER = "onsite"
+EMAIL_PUBLISHER = "email"
+RESERVED_PUBLISHERS = frozenset((ONSITE_PUBLISHER, EMAIL_PUBLISHER))
 MIN_TOKEN_LENGTH = 16
 MIN_SECRET_LENGTH = 32
 SECRET_FILE = "secret"
@@ -78,6 +83,7 @@ class Settings:
     browser_conversions_per_day: int = 5  # browser-reported, per shopper and advertiser
     uids_per_identifier: int = 5  # identity links: shoppers one identifier links, newest kept
     identifiers_per_uid: int = 10  # identity links: identifiers of one shopper, newest kept
+    email_audience_cap: int = 100_000  # shoppers an e-mail audience listing keeps per shop
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -147,6 +153,9 @@ class Settings:
             ),
             "uids_per_identifier": reader.integer("KAERU_UIDS_PER_IDENTIFIER", 5, 1, 100),
             "identifiers_per_uid": reader.integer("KAERU_IDENTIFIERS_PER_UID", 10, 1, 100),
+            "email_audience_cap": reader.integer(
+                "KAERU_EMAIL_AUDIENCE_CAP", 100_000, 1, 10_000_000
+            ),
             "host": env.get("KAERU_HOST") or "127.0.0.1",
             "port": reader.integer("KAERU_PORT", 8080, 1, 65535),
         }
@@ -424,6 +433,8 @@ class _Reader:
                 )
             elif owner in pairs:
                 self.problems.append(f"{name}: {kind} {owner!r} is listed twice")
+            elif kind == "publisher" and owner in RESERVED_PUBLISHERS:
+                self.problems.append(f"{name}: {owner!r} is reserved for Kaeru's own channel")
             else:
                 pairs[owner] = token
         return pairs

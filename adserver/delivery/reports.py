@@ -10,7 +10,19 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-DIMENSIONS = ("day", "campaign", "publisher", "strategy", "size")
+from adserver.config.settings import EMAIL_PUBLISHER, ONSITE_PUBLISHER
+
+DIMENSIONS = ("day", "campaign", "publisher", "strategy", "size", "channel")
+# Where a counter was earned, from its publisher: Kaeru's own channels have reserved ids (no
+# partner page may send them), anything else is an ad on a partner's page.
+CHANNELS = {ONSITE_PUBLISHER: "onsite", EMAIL_PUBLISHER: "email"}
+ADS_CHANNEL = "ads"
+
+
+def channel_of(publisher: str) -> str:
+    return CHANNELS.get(publisher, ADS_CHANNEL)
+
+
 METRICS = {
     "imp": "impressions",
     "click": "clicks",
@@ -62,6 +74,7 @@ def build_rows(daily: Mapping[str, Mapping[str, Decimal]], by: str) -> list[dict
                 "publisher": publisher,
                 "strategy": strategy,
                 "size": size,
+                "channel": channel_of(publisher),
             }[by]
             totals[key][METRICS[metric]] += value
     return [_row(by, key, totals[key]) for key in sorted(totals)]

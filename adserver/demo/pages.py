@@ -14,7 +14,7 @@ this demo, whose log-in takes any address without a password, signs any hash it 
 """
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ __all__ = [
     "PARTNER_KEYWORDS",
     "DemoSites",
     "EidSigner",
+    "EmailRecsFetcher",
     "add_demo_routes",
     "demo_catalog",
 ]
@@ -50,6 +51,19 @@ HASHED_EMAIL = re.compile(r"^[0-9a-f]{64}\Z")
 # What the demo's publisher server answers for a hashed e-mail: its signature and expiry
 # (unix seconds), as `adserver.identity.eid_signatures.sign_eid` computes them.
 EidSigner = Callable[[str], tuple[str, int]]
+# The demo shop's e-mail service: asks Kaeru, server to server with the demo advertiser's token,
+# `GET /api/v1/advertisers/{adv}/recommendations` with these query parameters, and answers the
+# HTML block (None when Kaeru refused or could not be reached).
+EmailRecsFetcher = Callable[[Mapping[str, str]], Awaitable[str | None]]
+UID_COOKIE = "uid"  # Kaeru's cookie: one site with the shop in the demo, so the shop reads it
+OUTBOX_PLACEMENT = "home"  # the browse abandoner's e-mail: what they viewed and its neighbours
+OUTBOX_N = 3
+# The e-mail's own text above Kaeru's block; links open outside the sandboxed frame.
+OUTBOX_INTRO = (
+    '<!doctype html><meta charset="utf-8"><base target="_blank">'
+    '<p style="font-family:sans-serif">Hello! You looked around our shop the other day: '
+    "here is what we picked for you.</p>"
+)
 PICTURE_CACHE_CONTROL = "public, max-age=604800"
 # What the partner's article is about, passed as context (`kw=`, `cat=`) on its ad requests
 # in the cross-site demo.
@@ -73,6 +87,7 @@ class DemoSites:
 
 SITES = web.AppKey("demo_sites", DemoSites)
 SIGNER: web.AppKey[EidSigner] = web.AppKey("demo_eid_signer")
+EMAIL_RECS: web.AppKey[EmailRecsFetcher] = web.AppKey("demo_email_recs")
 
 _ENV = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
@@ -90,7 +105,7 @@ _ENV.globals.update(
 )
 _PAGES: dict[str, Template] = {
     name: _ENV.get_template(f"{name}.html")
-    for name in ("landing", "shop", "product", "thanks", "partner", "not_found")
+    for name in ("landing", "shop", "product", "cart", "outbox", "thanks", "partner", "not_found")
 }
 
 
@@ -137,6 +152,52 @@ async def thanks(request: web.Request) -> web.Response:
     return _page(request, "thanks", product=find_product(request.query.get("sku", "")))
 
 
+async def cart(request: web.Request) -> web.Response:
+    """The cart after "Add to cart": the product added (`?sku=`) and the `cart` placement."""
+    return _page(request, "cart", product=find_product(request.query.get("sku", "")))
+
+
+async def outbox(request: web.Request) -> web.Response:
+    """The e-mail a browse abandoner would get: the demo's e-mail service fetches the block
+    for the current shopper (Kaeru's uid cookie), or for `?email_sha256=HEX` (an address an
+    e-mail audience lists), and the page shows it as an e-mail."""
+    email = request.query.get("email_sha256")
+    if email is not None and not HASHED_EMAIL.match(email):
+        refused = _page(
+            request,
+            "outbox",
+            status=400,
+            bad_email=True,
+            shopper=False,
+            connected=True,
+            block=None,
+            email_sha256=None,
+            placement=OUTBOX_PLACEMENT,
+            intro="",
+        )
+        refused.headers.update(NO_STORE)
+        return refused
+    who = {"email_sha256": email} if email else {"uid": request.cookies.get(UID_COOKIE, "")}
+    fetch = request.app.get(EMAIL_RECS)
+    block: str | None = None
+    uid = email or who["uid"]
+    if uid and fetch is not None:
+        block = await fetch({**who, "placement": OUTBOX_PLACEMENT, "n": str(OUTBOX_N)})
+    page = _page(
+        request,
+        "outbox",
+        shopper=bool(uid),
+        email_sha256=email,
+        bad_email=False,
+        connected=fetch is not None,
+        block=block,
+        placement=OUTBOX_PLACEMENT,
+        intro=OUTBOX_INTRO,
+    )
+    page.headers.update(NO_STORE)
+    return page
+
+
 async def partner(request: web.Request) -> web.Response:
     return _page(request, "partner", sign_path=SIGN_PATH)
 
@@ -175,12 +236,18 @@ def _redirect_to(location: str) -> Handler:
 
 
 def add_demo_routes(
-    app: web.Application, sites: DemoSites | None = None, signer: EidSigner | None = None
+    app: web.Application,
+    sites: DemoSites | None = None,
+    signer: EidSigner | None = None,
+    email_recs: EmailRecsFetcher | None = None,
 ) -> None:
     """Register the demo pages under /demo/ (GET only); `sites`: where each one lives (default:
     all on the one site serving them). With two sites and a `signer` (the demo publisher's
-    token at work), the partner's publisher server too: `POST /demo/partner/sign`."""
+    token at work), the partner's publisher server too: `POST /demo/partner/sign`. With
+    `email_recs` (the demo advertiser's token at work), the outbox shows the e-mail block."""
     app[SITES] = sites or DemoSites()
+    if email_recs is not None:
+        app[EMAIL_RECS] = email_recs
     if signer is not None and app[SITES].cross_site:
         app[SIGNER] = signer
         app.router.add_post(SIGN_PATH, sign)
@@ -190,6 +257,8 @@ def add_demo_routes(
             web.get("/demo/shop/", shop),
             web.get("/demo/shop/p/{sku}", product_page),
             web.get("/demo/shop/img/{sku}.svg", product_image),
+            web.get("/demo/shop/cart", cart),
+            web.get("/demo/shop/outbox", outbox),
             web.get("/demo/shop/thanks", thanks),
             web.get("/demo/partner/", partner),
         ]

@@ -6,6 +6,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from adserver.config.settings import RESERVED_PUBLISHERS
 from adserver.core.context import NO_CONTEXT, PageContext, category_path, words
 from adserver.core.decision import Slot
 from creatives.renderer import CreativeFormat
@@ -40,6 +41,10 @@ def parse_ad_request(
     if not PUBLISHER.match(publisher):
         return BadAdRequest(
             "bad_publisher", "pub is required: 1-64 letters, digits, '.', '_' or '-'"
+        )
+    if publisher in RESERVED_PUBLISHERS:  # reports count these as Kaeru's own channels
+        return BadAdRequest(
+            "reserved_publisher", f"pub {publisher!r} is reserved for the shop's own channels"
         )
     if publishers and publisher not in publishers:
         return BadAdRequest("unknown_publisher", "pub is not a registered publisher")

@@ -44,7 +44,15 @@ from adserver.http.app_keys import (
     STORE,
 )
 from adserver.http.edge.middleware import public_base_url
-from adserver.http.responses import creative_html, gif, javascript, json_error, json_response
+from adserver.http.responses import (
+    creative_html,
+    gif,
+    gzipped,
+    javascript,
+    json_error,
+    json_response,
+    stylesheet,
+)
 from adserver.identity.eid_signatures import (
     EidSignature,
     MalformedSignature,
@@ -61,12 +69,17 @@ from adserver.store.ledger import RENDER_BEACON_SECONDS, Click, Shown
 log = logging.getLogger(__name__)
 
 # The creative is never in the partner's page: the script inserts a cross-origin iframe on
-# Kaeru's `/ad` with the same query, which decides, counts and renders (once).
+# Kaeru's `/ad` with the same query, which decides, counts and renders (once). The sandbox runs
+# no script and navigates the top page only on a click; `allow-same-origin` leaves the frame
+# Kaeru's origin (still cross-origin to the partner, and without scripts nothing can use it):
+# with an opaque origin Chromium keeps nothing the frame loads in its HTTP cache, so the
+# creative stylesheet would be fetched again with every ad.
 AD_JS = (
     "(function(){{var s=document.currentScript,f=document.createElement('iframe');"
     "f.src={src};f.width='{w}';f.height='{h}';f.title='Advertisement';"
     "f.setAttribute('scrolling','no');f.style.border='0';f.setAttribute('sandbox','allow-popups "
-    "allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation');"
+    "allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation "
+    "allow-same-origin');"
     "if(s&&s.parentNode){{s.parentNode.insertBefore(f,s.nextSibling)}}"
     "else{{document.body.appendChild(f)}}}})();"
 )
@@ -286,8 +299,17 @@ async def ad_html(request: web.Request) -> web.StreamResponse:
         return _bad_frame_request(request, partner)
     gates = Gates.of_query(request, request.app[SETTINGS])
     served = await _serve(request, slot, eid=_vouched(request, slot, partner), gates=gates)
-    html = served.html if served else request.app[RENDERER].no_fill(slot.size)
-    return _refresh_uid(request, creative_html(html), gates)
+    html = served.html() if served else request.app[RENDERER].no_fill(slot.size)
+    return _refresh_uid(request, gzipped(request, creative_html(html)), gates)
+
+
+async def creative_stylesheet(request: web.Request) -> web.StreamResponse:
+    """`/static/creative.VERSION.css`: the stylesheet every creative links (see
+    `adserver.http.responses.stylesheet` for how long it is kept)."""
+    sheet = request.app[RENDERER].stylesheet
+    if sheet is None:
+        return json_error(404, "no creative stylesheet")
+    return stylesheet(request, sheet, current=request.path == sheet.path)
 
 
 async def ad_script(request: web.Request) -> web.StreamResponse:
@@ -313,6 +335,9 @@ async def ad_json(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(slot, BadAdRequest):
         return _bad_request(request, slot)
+    with_html = request.query.get("html", "0")
+    if with_html not in ("0", "1"):
+        return _bad_request(request, BadAdRequest("bad_html", "html must be 0 or 1"))
     explanation = None
     if request.query.get("debug") == "1":
         token = bearer_token(request)
@@ -328,12 +353,14 @@ async def ad_json(request: web.Request) -> web.StreamResponse:
     eid = partner.eid if partner else None
     gates = Gates.of_query(request, request.app[SETTINGS])
     served = await _serve(request, slot, explanation, eid, eid_capped=False, gates=gates)
+    html = with_html == "1"
     if explanation is not None:
-        answer = served.as_json() if served else {"no_fill": True}
+        answer = served.as_json(with_html=html) if served else {"no_fill": True}
         return json_response({**answer, "explanation": explanation.as_json()})
     if served is None:
         return web.Response(status=204, headers={"Cache-Control": "no-store"})
-    return _refresh_uid(request, json_response(served.as_json()), gates)
+    response = gzipped(request, json_response(served.as_json(with_html=html)))
+    return _refresh_uid(request, response, gates)
 
 
 async def click(request: web.Request) -> web.StreamResponse:

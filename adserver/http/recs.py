@@ -12,26 +12,38 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
+from adserver.config.settings import ONSITE_PUBLISHER
 from adserver.core.shopper import Shopper
 from adserver.core.suggestions import Suggestions
-from adserver.delivery.served_ad import onsite_click_url, onsite_placement
+from adserver.delivery.served_ad import (
+    RECS_VIEW_PURPOSE,
+    UNCOUNTED_IMPRESSION,
+    onsite_click_url,
+    onsite_placement,
+    recs_view_url,
+    recs_views_from_token,
+)
+from adserver.delivery.tokens import InvalidToken
 from adserver.http.app_keys import (
     IDENTITY,
+    IMPRESSION_CAPS,
     MARKET,
     METRICS,
     NEIGHBOURS,
     SETTINGS,
+    SHOWN_WRITER,
     SIGNER,
     STORE,
     TRENDING,
 )
 from adserver.http.edge.middleware import public_base_url
-from adserver.http.responses import javascript, json_error, json_response
+from adserver.http.responses import gif, javascript, json_error, json_response
 from adserver.identity.gates import Gates
 from adserver.identity.identifiers import valid_fpid
 from adserver.recs.placements import (
@@ -46,7 +58,7 @@ from adserver.recs.placements import (
 from adserver.runtime.waiting import within
 from adserver.store import Placement, RedisError
 from adserver.store.learning import NeighbourList
-from adserver.store.ledger import new_impression_id
+from adserver.store.ledger import RENDER_BEACON_SECONDS, Shown, new_impression_id
 
 log = logging.getLogger(__name__)
 ROUTE = "recs"
@@ -94,30 +106,83 @@ async def recs_json(request: web.Request) -> web.StreamResponse:
     uid = await _shopper_uid(request, gates, query.advertiser, fpid) if personal else None
     if gates.bot:
         metrics.bot_requests.labels(ROUTE).inc()
-    products, personalised = await recommend_products(request, query, uid, onsite_placement)
-    metrics.recs.labels(query.placement, "filled" if products else "empty").inc()
-    answer = {
+    chosen = await recommend_products(request, query, uid, onsite_placement)
+    metrics.recs.labels(query.placement, "filled" if chosen.products else "empty").inc()
+    answer: dict[str, Any] = {
         "advertiser": query.advertiser,
         "placement": query.placement,
-        "personalised": personalised,
-        "products": products,
+        "personalised": chosen.personalised,
+        "products": chosen.products,
     }
+    if chosen.products:  # the widget fetches it once the list is in view: its impressions
+        counted = _counts_views(request, uid)
+        impression = chosen.impression if counted else UNCOUNTED_IMPRESSION
+        base = public_base_url(request)
+        answer["impression_url"] = recs_view_url(base, app[SIGNER], chosen.placements, impression)
     response = json_response(answer)
     _cors(request, response, personal=uid is not None)
     return response
 
 
+def _counts_views(request: web.Request, uid: str | None) -> bool:
+    """Whether this answer's impressions may count once seen: the ad impressions' per-client
+    cap (`adserver.delivery.impression_caps`) on the `onsite` channel, so a loop fetching
+    answers and firing their beacons stops counting."""
+    caps, now = request.app[IMPRESSION_CAPS], time.time()
+    address, user_agent = request.remote or "", request.headers.get("User-Agent", "")
+    if uid is not None:
+        return caps.count_browser(uid, now, ONSITE_PUBLISHER, address)
+    return caps.count_anonymous(ONSITE_PUBLISHER, address, user_agent, now)
+
+
+async def recs_viewed(request: web.Request) -> web.StreamResponse:
+    """`/recs/i/TOKEN`: the widget's list was seen; its products count as impressions, once
+    per answer (the token is sealed, see `recs_view_url`). Always a GIF."""
+    app = request.app
+    metrics = app[METRICS]
+    token = request.match_info["token"]
+    fields = app[SIGNER].verify(RECS_VIEW_PURPOSE, token, RENDER_BEACON_SECONDS)
+    parsed = None if isinstance(fields, InvalidToken) else recs_views_from_token(fields)
+    if parsed is None:
+        reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
+        metrics.tracking_rejects.labels(f"recs_view_{reason}").inc()
+        return gif()
+    if Gates(request, app[SETTINGS]).bot:
+        metrics.bot_requests.labels("recs_view").inc()
+        return gif()
+    impression, views = parsed
+    if impression == UNCOUNTED_IMPRESSION:  # past the client's cap when answered
+        metrics.renders_uncounted.inc()
+        return gif()
+    now = time.time()
+    app[SHOWN_WRITER].write_later(
+        [Shown(None, p, (), now, rendered=True, impression=impression, viewed=n) for p, n in views]
+    )
+    return gif()
+
+
 PlacementOf = Callable[[str, str, str], Placement]  # (advertiser, placement, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Recommended:
+    """What `recommend_products` chose: the products as answered, the placement of each (for
+    its impression), the answer's impression id (in its click links) and whether it was
+    personalised."""
+
+    products: list[dict[str, Any]]
+    placements: list[Placement]
+    impression: str
+    personalised: bool
 
 
 async def recommend_products(
     request: web.Request, query: RecsQuery, uid: str | None, placement_of: PlacementOf
-) -> tuple[list[dict[str, Any]], bool]:
-    """The products of a placement for `uid` (None: a new or anonymous shopper) as answered,
-    their click links signed with the channel's placement (`onsite_placement` for the shop's
-    pages, `email_placement` for its e-mails), and whether they were personalised. Shared by
-    `/recs.json` and the e-mail recommendations of the admin API: same engine, same
-    exclusions, same caches."""
+) -> Recommended:
+    """The products of a placement for `uid` (None: a new or anonymous shopper), their click
+    links signed with the channel's placement (`onsite_placement` for the shop's pages,
+    `email_placement` for its e-mails). Shared by `/recs.json` and the e-mail
+    recommendations of the admin API: same engine, same exclusions, same caches."""
     app = request.app
     shopper, lists = await _read(request, query, uid)
     history = next((h for h in shopper.histories if h.advertiser == query.advertiser), None)
@@ -139,9 +204,11 @@ async def recommend_products(
     base, signer = public_base_url(request), app[SIGNER]
     impression = new_impression_id(time.time())
     products: list[dict[str, Any]] = []
+    placements: list[Placement] = []
     for pick in chosen:
         product = pick.product
         placement = placement_of(query.advertiser, query.placement, pick.reason)
+        placements.append(placement)
         products.append(
             {
                 "id": product.id,
@@ -157,7 +224,7 @@ async def recommend_products(
                 "reason": pick.reason,
             }
         )
-    return products, history is not None
+    return Recommended(products, placements, impression, history is not None)
 
 
 async def _read(

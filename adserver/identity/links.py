@@ -3,14 +3,15 @@
 - Shop side (`pixel.handlers.batch`): a tag batch is stored under the uid cookie when the
   browser sends a valid one (and the batch's first-party id gets linked to it); else under the
   uid that first-party id is linked to; else under a new uid (linked to it). `identify` events
-  link their hashed e-mail or customer id to that uid. A hashed e-mail or customer id never
-  decides the uid a browser is given: anyone may send anyone's hashed e-mail, and a browser
-  that took over its owner's uid would be shown their history. A first-party id is 128
-  random bits the shop's own page keeps, yet not only that browser knows it: every script on
-  the shop's pages can read it (and the shop itself). So a uid found through a first-party id
-  stays on the server: the batch is stored under it, and the answer never issues it as the
-  uid cookie (`ShopUid.issue`), or whoever sends a shopper's first-party id would get their
-  uid, and with it their history at every advertiser.
+  link their hashed e-mail or customer id to that uid; a hashed e-mail is also kept for that
+  shop's e-mail audiences (`adserver.store.email_audiences`), in the same round trip. A hashed
+  e-mail or customer id never decides the uid a browser is given: anyone may send anyone's
+  hashed e-mail, and a browser that took over its owner's uid would be shown their history.
+  A first-party id is 128 random bits the shop's own page keeps, yet not only that browser
+  knows it: every script on the shop's pages can read it (and the shop itself). So a uid
+  found through a first-party id stays on the server: the batch is stored under it, and the
+  answer never issues it as the uid cookie (`ShopUid.issue`), or whoever sends a shopper's
+  first-party id would get their uid, and with it their history at every advertiser.
 - Partner side (`adserver.http.ads`): with no usable uid cookie, a publisher-provided hashed
   e-mail (`eid=`) resolves to the uid most recently linked to it (one round trip; the profile
   read is the second).
@@ -85,7 +86,9 @@ class IdentityResolver:
         uid = cookie_uid or found or new_uid()
         if time.monotonic() > give_up_at:
             return ShopUid(uid, issue=False)
-        await self._store.identities.link(uid, [*first_party, *told], now)
+        emails = [(e.advertiser, e.email_sha256) for e in identifies if e.email_sha256]
+        listed = self._store.email_audiences.remember_commands(uid, emails, now)
+        await self._store.identities.link(uid, [*first_party, *told], now, listed)
         return ShopUid(uid, issue=cookie_uid is not None or found is None)
 
     async def first_party_uid(self, advertiser: str, fpid: str) -> str | None:
@@ -94,6 +97,11 @@ class IdentityResolver:
         cookie is blocked. Links nothing."""
         uid, opted_out = await self._store.identities.resolve([self.hasher.fpid(advertiser, fpid)])
         return None if opted_out else uid
+
+    async def opted_out_emails(self, emails: Iterable[str]) -> set[str]:
+        """Which of these hashed e-mails opted out (an opt-out reached them: one round trip)."""
+        tokens = {self.hasher.email(e): e for e in emails}
+        return {tokens[t] for t in await self._store.identities.opted_out(list(tokens))}
 
     async def partner_uid(self, email_sha256: str) -> str | None:
         """The uid most recently linked to a publisher-provided hashed e-mail, if any and if

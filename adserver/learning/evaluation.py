@@ -6,7 +6,8 @@ replayed click by click; after each click the real ranking code (`NeighbourCache
 the ad decision `decide` for the endpoint's mix) is asked for its top 20, and the next
 click is looked up in it. The learner is frozen during the test replay, as in the published
 protocol. The `product` placement is measured on the same clicks: the next click given the
-current item only (no session history), as a product page's "viewed this also viewed" block.
+current item only (no session history), ranked as the shop's product page ranks it
+(`product_placement`, over the placements' shared ranking in `adserver.core.recommending`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from adserver.core.context import ProductContext
 from adserver.core.decision import Slot, decide
 from adserver.core.lessons import PLAIN_COOCCURRENCE, LearningConfig
 from adserver.core.product import Product
+from adserver.core.recommending import neighbour_skus, pick, product_sources
 from adserver.core.shopper import Shopper, ShopperEvent
 from adserver.core.suggestions import Suggestions
 from adserver.learning.datasets import Dataset, Session
@@ -178,13 +180,21 @@ def configure(
     return learning, ranking
 
 
-async def product_placement(ranking: NeighbourCache, advertiser: str, item: str) -> list[str]:
-    """The `product` placement for one item: its neighbours by the real ranking code, with no
-    shopper history and never the item itself.
-
-    The one seam for the placements engine: when `adserver/recs/` serves `product`, call it
-    here (with the evaluation market's catalog) so the eval measures what the shop shows."""
-    return await ranking.related_to(advertiser, item)
+async def product_placement(
+    ranking: NeighbourCache, market: EvalMarket, advertiser: str, item: str
+) -> list[str]:
+    """The `product` placement for one item, as `/recs.json?placement=product` ranks it
+    (`adserver.core.recommending`, which `adserver.recs.placements` uses): the item's
+    viewed-together list from the same cache, then the shop's popular products, never the
+    item itself nor a product outside the catalog; no shopper history. The "same category"
+    source is empty: the data sets have no categories."""
+    key = ("viewed", advertiser, item)
+    found = (await ranking.lists([key])).get(key)
+    sources = product_sources(
+        neighbour_skus(found.neighbours) if found else [], (), market.popular(advertiser)
+    )
+    chosen = pick(sources, {item}, market.catalog(advertiser), TOP)
+    return [r.product.id for r in chosen]
 
 
 class Replay:
@@ -261,7 +271,8 @@ class Replay:
                 report.related.add(related, target)
                 item = session[position][0]
                 position += 1
-                report.product.add(await product_placement(self.ranking, ADVERTISER, item), target)
+                placed = await product_placement(self.ranking, market, ADVERTISER, item)
+                report.product.add(placed, target)
                 now = shopper.histories[0].last_seen if shopper.histories else 0.0
                 decision = decide(shopper, market, slot, (), now, suggestions)
                 report.mix.add([p.product.id for p in decision.picks] if decision else [], target)

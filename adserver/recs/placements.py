@@ -15,6 +15,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from adserver.core.product import Product
+from adserver.core.recommending import (
+    Recommendation,
+    Source,
+    neighbour_skus,
+    pick,
+    product_sources,
+)
 from adserver.core.shopper import AdvertiserHistory, is_valid_sku
 from adserver.core.suggestions import Suggestions
 from adserver.store.learning import NeighbourList
@@ -39,12 +46,6 @@ class RecsQuery:
 class BadRecsQuery:
     reason: str  # the metric label
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recommendation:
-    product: Product
-    reason: str  # which source found it: viewed_together, same_category, bought_together, ...
 
 
 def parse_recs_query(
@@ -91,7 +92,7 @@ def wanted_lists(query: RecsQuery, history: AdvertiserHistory | None) -> list[Li
 
 
 def _neighbours(found: NeighbourList | None) -> list[str]:
-    return [sku for sku, _, _ in found.neighbours] if found else []
+    return neighbour_skus(found.neighbours) if found else []
 
 
 def _merged(keys: Sequence[ListKey], lists: Mapping[ListKey, NeighbourList]) -> list[str]:
@@ -122,23 +123,10 @@ def recommend(
     if query.placement == "cart" and history:
         excluded.update(history.cart)
     if query.placement == "trending":
-        sources: list[tuple[str, Sequence[str]]] = [("trending", trending), ("popular", popular)]
+        sources: list[Source] = [("trending", trending), ("popular", popular)]
     else:
         sources = _sources(query, history, suggestions, lists, catalog, popular, upsell)
-    chosen: list[Recommendation] = []
-    seen: set[str] = set()
-    for reason, skus in sources:
-        for sku in skus:
-            if sku in seen or sku in excluded:
-                continue
-            product = catalog.get(sku)
-            if product is None or not product.in_stock:
-                continue
-            seen.add(sku)
-            chosen.append(Recommendation(product, reason))
-            if len(chosen) >= query.n:
-                return chosen
-    return chosen
+    return pick(sources, excluded, catalog, query.n)
 
 
 def _sources(
@@ -149,16 +137,16 @@ def _sources(
     catalog: Mapping[str, Product],
     popular: Sequence[str],
     upsell: Callable[[str], Sequence[str]],
-) -> list[tuple[str, Sequence[str]]]:
+) -> list[Source]:
     adv, item, placement = query.advertiser, query.item, query.placement
     cart = history.cart[:CART_ITEMS] if history else ()
     fill = ("popular", popular)
     if placement == "product" and item:
-        return [
-            ("viewed_together", _neighbours(lists.get(("viewed", adv, item)))),
-            ("same_category", _same_category(item, catalog, popular, upsell)),
-            fill,
-        ]
+        return product_sources(
+            _neighbours(lists.get(("viewed", adv, item))),
+            _same_category(item, catalog, popular, upsell),
+            popular,
+        )
     if placement == "complements":
         anchors = ((item,) if item else ()) + cart
         return [

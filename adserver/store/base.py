@@ -15,7 +15,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from adserver.core.shopper import AdvertiserHistory
 from adserver.store import keys
+
+MAX_ADVERTISERS_PER_SHOPPER = 5  # the profile script reads the newest few shops of a shopper
 
 
 def text(value: bytes | str) -> str:
@@ -42,6 +45,7 @@ class StoreLimits:
     browser_conversions_per_day: int = 5  # per shopper and advertiser (0: no bound)
     uids_per_identifier: int = 5  # identity links: the newest kept per identifier
     identifiers_per_uid: int = 10  # ... and per shopper
+    email_audience_cap: int = 100_000  # per advertiser: shoppers the e-mail listing keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,3 +191,37 @@ async def execute(pipe: Any, raise_on_error: bool = True) -> list[Any]:
         return result
     finally:
         await pipe.reset()
+
+
+def caps_of(fields: Sequence[Any], today: str) -> dict[str, int]:
+    """Today's frequency counters from the caps zset (see scripts.COUNT_IMPRESSION): each
+    member '<YYYYMMDDHH><TAB>c:<campaign><TAB>i:<sku>...' counts its impressions (its score)
+    once for each counter it names; members of other days are not counted."""
+    caps: dict[str, int] = {}
+    for i in range(0, len(fields), 2):
+        name = text(fields[i])
+        if name.startswith(today) and name[10:11] == "\t":
+            n = int(float(fields[i + 1]))
+            for counter in name[11:].split("\t"):
+                caps[counter] = caps.get(counter, 0) + n
+    return caps
+
+
+def history_of(fields: Sequence[Any], today: str) -> AdvertiserHistory:
+    """One shop's part of the profile script's reply (see `scripts.LOAD_SHOPPER`); `today`
+    (YYYYMMDD, UTC) picks the caps counters that count."""
+    advertiser, last_seen, viewed, cart, purchased, facts, caps = fields
+    revenue, orders, cart_since = (text(f) for f in facts)
+    # float() and int() take the reply's bytes as they are; only names become str.
+    return AdvertiserHistory(
+        advertiser=text(advertiser),
+        last_seen=float(last_seen) / 1000,
+        viewed=tuple(map(text, viewed[0::2])),
+        view_times=tuple([float(t) / 1000 for t in viewed[1::2]]),
+        cart=tuple(map(text, cart)),
+        bought=tuple(map(text, purchased)),
+        revenue=Decimal(revenue),
+        orders=int(orders),
+        cart_since=float(cart_since) / 1000 if cart_since else None,
+        caps=caps_of(caps, today),
+    )

@@ -85,10 +85,23 @@ class IdentityLinks:
         if commands:
             raise_first_error(await send_commands(self.redis, commands))
 
-    async def link(self, uid: str, identifiers: Iterable[str], now: float) -> None:
+    async def opted_out(self, identifiers: Sequence[str]) -> set[str]:
+        """Which of these identifiers' shoppers opted out (see `suppress`): one round trip."""
+        tokens = list(dict.fromkeys(identifiers))
+        if not tokens:
+            return set()
+        commands: list[Command] = [("EXISTS", keys.identity_optout(t)) for t in tokens]
+        replies = await send_commands(self.redis, commands)
+        raise_first_error(replies)
+        return {token for token, reply in zip(tokens, replies, strict=True) if int(reply)}
+
+    async def link(
+        self, uid: str, identifiers: Iterable[str], now: float, also: Sequence[Command] = ()
+    ) -> None:
         """Link `uid` to each identifier (refreshing links that exist), in one round trip; a
         second only when a bound pushed older links out (their other sides are removed). The
-        same round trip records the links for forgetting (see the module's docstring)."""
+        same round trip records the links for forgetting (see the module's docstring) and
+        sends `also` (the e-mail audiences' writes, `EmailAudiences.remember_commands`)."""
         tokens = list(dict.fromkeys(identifiers))
         if not tokens:
             return
@@ -107,6 +120,7 @@ class IdentityLinks:
         ever_uid = max(FORGETTING_BOUND, 2 * per_uid)
         ever = keys.user_identifiers_ever(uid)
         commands += _recorded(ever, dict.fromkeys(tokens, now_ms), ever_uid, ttl_ms)
+        commands += also  # last: the clean-up below reads the links' replies by position
         replies = await send_commands(self.redis, commands)
         raise_first_error(replies)
         cleanup: list[Command] = []

@@ -77,6 +77,8 @@ LEARNING_PURCHASES = "wb:"
 LEARNING_COUNT = "wn:"
 LEARNING_CREDIT = "wk:"
 LEARNING_CREDIT_V1 = "wc:"
+EMAIL = "em:"
+VALUE = "val:"
 
 
 def user_key(uid: str, suffix: str, advertiser: str) -> str:
@@ -153,6 +155,31 @@ def user_learning_credit_v1(uid: str, advertiser: str) -> str:
     return user_key(uid, LEARNING_CREDIT_V1, advertiser)
 
 
+def user_email(uid: str, advertiser: str) -> str:
+    """string: the SHA-256 hex of the e-mail this shopper last identified with at this shop
+    (an `identify` event of its tag, under the tracking gates), so that the shop's e-mail
+    flows can list them (`email_audience`); only this advertiser's, never another's. Expires
+    with the lookback after that identify; erased with the shopper."""
+    return user_key(uid, EMAIL, advertiser)
+
+
+def user_value(uid: str, advertiser: str) -> str:
+    """string: the shopper's value record at this shop (`adserver.core.value_record`: first
+    and last order day, orders, revenue, the latest order's fingerprint; ~30 bytes), changed
+    once per new order by `adserver.store.customer_values.CustomerValues.record_order`,
+    expiring with the lookback after the last order; erased with the shopper."""
+    return user_key(uid, VALUE, advertiser)
+
+
+def email_audience(advertiser: str) -> str:
+    """zset uid -> last activity (ms): the shoppers of this shop with a `user_email`, for the
+    e-mail audiences' listing (`adserver.store.email_audiences`). Added to by an identify with
+    an e-mail, its scores raised by every later event (ZADD XX GT: never adds), trimmed by age
+    (the lookback) and to the newest `KAERU_EMAIL_AUDIENCE_CAP` at each add, expiring with the
+    lookback after the last add; a forgotten shopper is removed. In the advertiser's slot."""
+    return f"eau:{{{advertiser}}}"
+
+
 def all_user_keys(uid: str, advertiser: str) -> list[str]:
     """Every key that holds something about this shopper at this shop (for forgetting)."""
     kinds = (
@@ -170,6 +197,8 @@ def all_user_keys(uid: str, advertiser: str) -> list[str]:
         user_learning_count,
         user_learning_credit,
         user_learning_credit_v1,
+        user_email,
+        user_value,
     )
     return [kind(uid, advertiser) for kind in kinds]
 

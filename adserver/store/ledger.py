@@ -58,7 +58,9 @@ class Shown:
     """An ad served (an impression: counted for reports, CTR estimates and, for a known
     shopper, caps and the last touch) or, with `rendered`, its creative displayed on the page
     (a render: counted for reports only, once per `impression` id). An impression past the
-    per-client cap (`counted` False) still updates the shopper's caps and last touch."""
+    per-client cap (`counted` False) still updates the shopper's caps and last touch. With
+    `viewed` (and `rendered`), recommendations seen on the shop's page: `viewed` impressions
+    of the placement, counted once per `impression` id and strategy (see Ledger.record_shown)."""
 
     uid: str | None
     placement: Placement
@@ -67,6 +69,7 @@ class Shown:
     rendered: bool = False
     impression: str = ""
     counted: bool = True
+    viewed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +97,17 @@ class _DayCounters:
         self.keys = [keys.daily_stats(advertiser, day), keys.publishers_of_day(advertiser, day)]
         self.advertiser = advertiser
         self.counts: Counter[tuple[str, str, str, str]] = Counter()
-        self.renders: list[tuple[str, str, str, str, int, str]] = []
+        self.renders: list[tuple[str, str, str, str, int, int, str]] = []
         self.expiries: dict[str, int] = {}
 
     def add_impression(self, placement: Placement) -> None:
         self.counts[("imp", placement.campaign, placement.publisher, _rest(placement))] += 1
 
-    def add_render(self, placement: Placement, impression: str, now: float) -> bool:
+    def add_render(
+        self, placement: Placement, impression: str, now: float, viewed: int = 0
+    ) -> bool:
+        """A render (`viewed` 0) or `viewed` impressions of recommendations seen, once per
+        impression id (and, for those, strategy: one answer's products have several)."""
         hour = impression_hour(impression)
         if hour is None or render_markers_expire_at(hour) <= now + 60:
             return False  # too late to know whether it was counted before: at most once
@@ -109,8 +116,10 @@ class _DayCounters:
             self.keys.append(marker)
             self.expiries[marker] = render_markers_expire_at(hour)
         index = self.keys.index(marker) + 1
-        fields = ("render", placement.campaign, placement.publisher, _rest(placement))
-        self.renders.append((*fields, index, impression))
+        metric = "imp" if viewed else "render"
+        fields = (metric, placement.campaign, placement.publisher, _rest(placement))
+        once = f"{impression}/{placement.strategy}" if viewed else impression
+        self.renders.append((*fields, max(viewed, 1), index, once))
         return True
 
     def command(self, sha: str, limits: StoreLimits) -> Command:
@@ -121,8 +130,8 @@ class _DayCounters:
         ]
         for (metric, campaign, publisher, rest), n in self.counts.items():
             args += [metric, campaign, publisher, rest, n, 0, ""]
-        for metric, campaign, publisher, rest, index, impression in self.renders:
-            args += [metric, campaign, publisher, rest, 1, index, impression]
+        for metric, campaign, publisher, rest, n, index, impression in self.renders:
+            args += [metric, campaign, publisher, rest, n, index, impression]
         return ("EVALSHA", sha, len(self.keys), *self.keys, *args)
 
 
@@ -166,7 +175,7 @@ class Ledger:
             adv = placement.advertiser
             day = days.setdefault((adv, day_of(now)), _DayCounters(adv, day_of(now)))
             if one.rendered:
-                late += not day.add_render(placement, one.impression, wall)
+                late += not day.add_render(placement, one.impression, wall, one.viewed)
                 continue
             if one.uid is not None:
                 caps, touch = keys.user_caps(one.uid, adv), keys.user_touch(one.uid, adv)

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from string import Template
 
+import orjson
+
+from adserver.config.settings import RESERVED_PUBLISHERS
+from adserver.core import value_record
 from adserver.store import keys
 
 
@@ -260,9 +264,15 @@ COUNT_IMPRESSION = Template(_COUNT_IMPRESSION).substitute(fold_at=CAPS_FOLD_AT)
 # publisher ids are bounded per advertiser and day. KEYS: the day's publisher set (same slot as
 # the stats). A publisher already in the set keeps its name; a new one joins while the set has
 # fewer than `cap` members (cap 0: no bound); past that it folds into the one 'other' row.
-PUBLISHER_OF = """
+# Kaeru's own channels (RESERVED_PUBLISHERS: no partner may send them) are never folded.
+PUBLISHER_OF = (
+    "local reserved = {"
+    + ", ".join(f"[{orjson.dumps(p).decode()}] = true" for p in sorted(RESERVED_PUBLISHERS))
+    + "}\n"
+    + """
 local function publisher_of(set, publisher, cap, ttl)
-  if cap <= 0 or redis.call('SISMEMBER', set, publisher) == 1 then return publisher end
+  if cap <= 0 or reserved[publisher] then return publisher end
+  if redis.call('SISMEMBER', set, publisher) == 1 then return publisher end
   if redis.call('SCARD', set) < cap then
     redis.call('SADD', set, publisher)
     redis.call('EXPIRE', set, ttl)
@@ -271,6 +281,7 @@ local function publisher_of(set, publisher, cap, ttl)
   return 'other'
 end
 """
+)
 
 # Impressions and renders of one advertiser and day, summed over a batch (group commit).
 # KEYS: daily stats, the day's publisher set, then render marker hashes (one per issue hour).
@@ -525,3 +536,95 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+# A page of an e-mail audience's index (keys.email_audience), oldest activity first, in the
+# order Redis keeps a zset (score, then member bytewise): entries from `since` on, or after
+# the cursor (score, uid) of the previous page: those tied with it at its score and after its
+# uid, then those above its score. Drops what is older than the lookback first.
+# KEYS: index. ARGV: since_ms, cursor score ('' on the first page), cursor uid, count, cutoff_ms.
+# Returns {uid, score, uid, score, ...}: at most `count` entries.
+EMAIL_AUDIENCE_PAGE = """
+local index, count = KEYS[1], tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[5])
+if ARGV[2] == '' then
+  return redis.call('ZRANGE', index, ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, count, 'WITHSCORES')
+end
+local function later(a, b)  -- a after b, bytewise as Redis orders members (not the locale's)
+  for i = 1, math.min(#a, #b) do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local out = {}
+local ties = redis.call('ZRANGE', index, ARGV[2], ARGV[2], 'BYSCORE', 'WITHSCORES')
+for i = 1, #ties, 2 do
+  if #out < 2 * count and later(ties[i], ARGV[3]) then
+    out[#out + 1] = ties[i]
+    out[#out + 1] = ties[i + 1]
+  end
+end
+if #out < 2 * count then
+  local rest = redis.call(
+    'ZRANGE', index, '(' .. ARGV[2], '+inf', 'BYSCORE', 'LIMIT', 0, count - #out / 2, 'WITHSCORES')
+  for i = 1, #rest do out[#out + 1] = rest[i] end
+end
+return out
+"""
+
+# Shoppers a listing found without their e-mail (it expired) out of the index, each only if
+# its score is still the one the listing read: one who identified again meanwhile stays.
+# KEYS: index. ARGV: uid, score, uid, score, ... Returns how many were removed.
+EMAIL_AUDIENCE_DROP = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""
+
+# A new order in the shopper's value record at one shop, kept as `value_record.encode_record`
+# writes it (the script folds the order in as `value_record.with_order` does; a contract test
+# holds the two together). KEYS: record, forgotten (one slot). ARGV: day, cents, fingerprint of
+# the order id, ttl_seconds, now_ms. The same fingerprint as the latest order changes nothing;
+# a value that is not a record starts again; an order not newer than the shopper's last
+# erasure (keys.user_forgotten) changes nothing and returns false. Returns the record kept.
+RECORD_VALUE = Template("""
+local forgotten = redis.call('GET', KEYS[2])
+if forgotten and tonumber(ARGV[5]) <= tonumber(forgotten) then return false end
+local day, cents, fingerprint = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local first, last, orders, total = day, day, 1, cents
+local kept = redis.call('GET', KEYS[1])
+if kept then
+  local v, f, s, o, c, k = string.match(
+    kept, '^([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]*)$$')
+  if v == '$version' then
+    if k == fingerprint then return kept end
+    f, s = tonumber(f, 36), tonumber(s, 36)
+    first, last = math.min(f, day), math.min(math.max(f + s, day), $max_day)
+    orders = math.min(tonumber(o, 36) + 1, $max_orders)
+    total = math.min(tonumber(c, 36) + cents, $max_cents)
+  end
+end
+local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function base36(n)
+  local text = ''
+  repeat
+    local d = n % 36
+    text = string.sub(digits, d + 1, d + 1) .. text
+    n = (n - d) / 36
+  until n == 0
+  return text
+end
+local record = table.concat({'$version', base36(first), base36(last - first), base36(orders),
+  base36(total), fingerprint}, '.')
+redis.call('SET', KEYS[1], record, 'EX', ARGV[4])
+return record
+""").substitute(
+    version=value_record.VERSION,
+    max_day=value_record.MAX_DAY,
+    max_orders=value_record.MAX_ORDERS,
+    max_cents=value_record.MAX_CENTS,
+)

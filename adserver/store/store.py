@@ -15,16 +15,19 @@ from redis.exceptions import RedisError
 
 from adserver.config.redis_url import is_cluster_url
 from adserver.core.product import Product
-from adserver.core.shopper import AdvertiserHistory, Shopper, ShopperEvent
+from adserver.core.shopper import Shopper, ShopperEvent
 from adserver.store import keys, scripts
 from adserver.store.base import (
+    MAX_ADVERTISERS_PER_SHOPPER,
     Command,
     Conversion,
     Placement,
     StoreLimits,
     day_of,
     execute,
+    history_of,
     raise_first_error,
+    send_commands,
     send_with_scripts,
     write_in_order,
 )
@@ -32,6 +35,7 @@ from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
 from adserver.store.catalog_store import CatalogUpload
 from adserver.store.cluster import RedisCluster, connect_cluster
+from adserver.store.email_audiences import EmailAudiences
 from adserver.store.identity_links import IdentityLinks, Linked
 from adserver.store.ledger import Ledger
 
@@ -48,7 +52,6 @@ __all__ = [
 
 MAX_PURCHASED = 200
 MARK_TTL_SECONDS = 7 * 86400  # a write's stream mark, should its process never confirm it
-MAX_ADVERTISERS_PER_SHOPPER = 5
 POPULAR_DEPTH = 50
 
 
@@ -89,6 +92,7 @@ class Store:
         self.ledger = Ledger(redis, self.limits)
         self.campaigns = CampaignStore(redis)
         self.identities = IdentityLinks(redis, self.limits)
+        self.email_audiences = EmailAudiences(redis, self.limits, self._load_shopper.sha)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -186,7 +190,8 @@ class Store:
         appends: list[tuple[int, str, list[str], list[bytes]]],
     ) -> list[Any]:
         """One round trip: per event the profile script, per write and shard the stream
-        append. Profile script replies only."""
+        append, per shopper and shop the e-mail audience's activity. Profile script replies
+        only."""
         commands: list[Command] = [
             self._profile_command(uid, event, int(at * 1000)) for uid, event, at in entries
         ]
@@ -202,6 +207,9 @@ class Store:
                     *documents,
                 )
             )
+        # The shoppers' last activity in their shops' e-mail audiences (only those listed).
+        activity = ((uid, event.advertiser, at) for uid, event, at in entries)
+        commands += self.email_audiences.bump_commands(activity)
         sources = {
             self._record_event.sha: scripts.RECORD_EVENT,
             self._append_events.sha: scripts.APPEND_EVENTS,
@@ -263,7 +271,7 @@ class Store:
         raise_first_error(replies)
         (reply,) = replies
         today = day_of(now)
-        histories = [_history(reply[i : i + 7], today) for i in range(0, len(reply), 7)]
+        histories = [history_of(reply[i : i + 7], today) for i in range(0, len(reply), 7)]
         return Shopper(uid, tuple(histories))
 
     async def forget(self, uid: str, advertisers: Iterable[str]) -> int:
@@ -280,8 +288,13 @@ class Store:
         await self.redis.set(
             keys.user_forgotten(uid), forgotten_ms, ex=self.limits.erasure_hold_seconds
         )
-        # One DEL is atomic, and all these keys share the {uid} slot (one node on a cluster).
-        return int(await self.redis.delete(*doomed))
+        # One DEL is atomic, and all these keys share the {uid} slot (one node on a cluster);
+        # the shops' e-mail audience indexes (their slots) are cleaned in the same round trip.
+        commands: list[Command] = [("DEL", *doomed)]
+        commands += self.email_audiences.forget_commands(uid, shops)
+        replies = await send_commands(self.redis, commands)
+        raise_first_error(replies)
+        return int(replies[0])
 
     async def forget_reached(self, linked: Linked, advertisers: Iterable[str]) -> int:
         """Forget every uid of `linked` (see `IdentityLinks.linked`: everything reachable
@@ -365,38 +378,6 @@ class Store:
         return CatalogSnapshot(versions, popular)
 
     # -- delivery counters ----------------------------------------------------------------
-
-
-def _caps(fields: Sequence[Any], today: str) -> dict[str, int]:
-    """Today's frequency counters from the caps zset (see scripts.COUNT_IMPRESSION): each
-    member '<YYYYMMDDHH><TAB>c:<campaign><TAB>i:<sku>...' counts its impressions (its score)
-    once for each counter it names; members of other days are not counted."""
-    caps: dict[str, int] = {}
-    for i in range(0, len(fields), 2):
-        name = _text(fields[i])
-        if name.startswith(today) and name[10:11] == "\t":
-            n = int(float(fields[i + 1]))
-            for counter in name[11:].split("\t"):
-                caps[counter] = caps.get(counter, 0) + n
-    return caps
-
-
-def _history(fields: Sequence[Any], today: str) -> AdvertiserHistory:
-    advertiser, last_seen, viewed, cart, purchased, facts, caps = fields
-    revenue, orders, cart_since = (_text(f) for f in facts)
-    # float() and int() take the reply's bytes as they are; only names become str.
-    return AdvertiserHistory(
-        advertiser=_text(advertiser),
-        last_seen=float(last_seen) / 1000,
-        viewed=tuple(map(_text, viewed[0::2])),
-        view_times=tuple([float(t) / 1000 for t in viewed[1::2]]),
-        cart=tuple(map(_text, cart)),
-        bought=tuple(map(_text, purchased)),
-        revenue=Decimal(revenue),
-        orders=int(orders),
-        cart_since=float(cart_since) / 1000 if cart_since else None,
-        caps=_caps(caps, today),
-    )
 
 
 def _event_document(uid: str, event: ShopperEvent, now_ms: int) -> bytes:

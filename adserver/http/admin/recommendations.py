@@ -1,5 +1,6 @@
 """`GET /api/v1/advertisers/{advertiser}/recommendations`: recommendations for the shop's
-e-mails, server to server with the advertiser's token.
+e-mails, server to server with the advertiser's token. Each product answered counts as an
+impression of the `email` channel (it was produced for sending).
 
 `?email_sha256=HEX|uid=UID&placement=P[&item=SKU][&n=N][&format=json|html]`: the products of
 `/recs.json`'s placement (same engine, same exclusions, same caches) for the shopper the
@@ -11,6 +12,7 @@ answer does not tell whether an e-mail is known. `format=html`: the e-mail-safe 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,7 +20,7 @@ from aiohttp import web
 
 from adserver.delivery.served_ad import email_placement
 from adserver.http.admin.auth import authorize_advertiser
-from adserver.http.app_keys import IDENTITY, METRICS, SETTINGS
+from adserver.http.app_keys import IDENTITY, METRICS, SETTINGS, SHOWN_WRITER
 from adserver.http.recs import recommend_products
 from adserver.http.responses import NO_STORE, json_error, json_response
 from adserver.identity.identifiers import valid_email_sha256
@@ -27,6 +29,7 @@ from adserver.recs.email_block import email_block
 from adserver.recs.placements import BadRecsQuery, RecsQuery, parse_recs_query
 from adserver.runtime.waiting import within
 from adserver.store import RedisError
+from adserver.store.ledger import Shown
 
 ROUTE = "recommendations"
 FORMATS = ("json", "html")
@@ -79,8 +82,18 @@ async def recommendations(request: web.Request) -> web.StreamResponse:
         except (RedisError, OSError, TimeoutError):
             metrics.store_errors.labels("identity").inc()
             uid = None  # answered non-personalised, as /recs.json does on a failed read
-    products, personalised = await recommend_products(request, query.recs, uid, email_placement)
+    chosen = await recommend_products(request, query.recs, uid, email_placement)
+    products, personalised = chosen.products, chosen.personalised
     metrics.recs.labels(query.recs.placement, "filled" if products else "empty").inc()
+    # produced for sending: each product an impression of the `email` channel (no beacon: an
+    # e-mail's open pixel says little since mail clients fetch images themselves)
+    now = time.time()
+    app[SHOWN_WRITER].write_later(
+        [
+            Shown(None, p, (str(q["id"]),), now)
+            for p, q in zip(chosen.placements, products, strict=True)
+        ]
+    )
     if query.format == "html":
         response = web.Response(text=email_block(products), content_type="text/html")
     else:

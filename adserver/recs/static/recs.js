@@ -6,7 +6,8 @@
  * (--kaeru-recs-gap, --kaeru-recs-columns, --kaeru-recs-text, --kaeru-recs-muted,
  * --kaeru-recs-accent, --kaeru-recs-radius) and an optional <template id="kaeru-recs-template">
  * (or data-template="ID") whose [data-kaeru-field] elements are filled with textContent/attributes
- * only: server data is never parsed as HTML. */
+ * only: server data is never parsed as HTML. Once half of a rendered list is in the viewport,
+ * its impressions are counted by the answer's beacon (impression_url), fired once. */
 (function (w, d) {
   "use strict";
   if (w.kaeruRecsLoaded) return;
@@ -19,6 +20,9 @@
   try { base = new URL(me, w.location && w.location.href).origin; } catch (err) { /* page origin */ }
 
   const PLACEMENTS = /^[a-z_]{1,32}$/;
+  // tag.js's first-party id: its cookie, else (where the cookie is refused) its localStorage
+  // fallback, same name and same validation as tag.js reads them.
+  const FP_NAME = "_kaeru_fp", FP_ID = /^[A-Za-z0-9_-]{22}$/;
   const FP_COOKIE = /(?:^|;\s*)_kaeru_fp=([A-Za-z0-9_-]{22})(?:;|$)/;
   const STYLE_ID = "kaeru-recs-style";
   const CSS =
@@ -45,10 +49,15 @@
   }
 
   function fpid() {
+    let v = null;
     try {
       const m = FP_COOKIE.exec(d.cookie || "");
-      return m ? m[1] : null;
-    } catch (err) { return null; }
+      v = m ? m[1] : null;
+    } catch (err) { v = null; }
+    if (!v) {
+      try { v = w.localStorage ? w.localStorage.getItem(FP_NAME) : null; } catch (err) { v = null; }
+    }
+    return v && FP_ID.test(v) ? v : null;
   }
 
   function query(el) {
@@ -150,6 +159,31 @@
     while (el.firstChild) el.removeChild(el.firstChild);
     el.appendChild(ul);
     el.setAttribute("data-kaeru-state", "rendered");
+    whenSeen(ul, () => beacon(el, answer.impression_url));
+  }
+
+  // The list's impressions count once it is seen: half of it in the viewport (at once where
+  // IntersectionObserver is missing), by the answer's sealed beacon, fired once.
+  function whenSeen(ul, then) {
+    if (!("IntersectionObserver" in w)) {
+      then();
+      return;
+    }
+    const seen = new w.IntersectionObserver((entries) => {
+      if (!entries.some((e) => e.isIntersecting)) return;
+      seen.disconnect();
+      then();
+    }, { threshold: 0.5 });
+    seen.observe(ul);
+  }
+
+  function beacon(el, url) {
+    const src = url && safeUrl(url);
+    if (!src || el.getAttribute("data-kaeru-seen")) return;
+    el.setAttribute("data-kaeru-seen", "true");
+    const img = new w.Image(1, 1);
+    img.referrerPolicy = "no-referrer";
+    img.src = src;
   }
 
   function load(el) {

@@ -33,7 +33,8 @@ async def shop(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
 
 
 async def shopper_does(client: TestClient[Any, Any], *events: tuple[str, list[str]]) -> None:
-    """The logged-in shopper (identify with the hashed e-mail, signed by the shop) does `events` (kind, items)."""
+    """The logged-in shopper (identify with the hashed e-mail, signed by the shop) does
+    `events` (kind, items)."""
     batch: list[dict[str, Any]] = [
         {
             "advertiser": SHOP,

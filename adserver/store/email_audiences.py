@@ -127,6 +127,11 @@ class EmailAudiences:
         more, found = len(found) > limit, found[:limit]
         return AudiencePage(await self._read(advertiser, found, cutoff_ms, now), more)
 
+    async def kept_email(self, uid: str, advertiser: str) -> str | None:
+        """The hashed e-mail this shopper's signed identify kept at the shop, if any."""
+        found = await self.redis.get(keys.user_email(uid, advertiser))
+        return _text(found) if found else None
+
     async def entry(self, advertiser: str, uid: str, now: float | None = None) -> AudienceEntry:
         """One shopper's e-mail kept at the shop and their profile (one round trip): what the
         single-address form asks of the uid an e-mail resolves to (that uid is a member for

@@ -7,9 +7,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from adserver.cli import _demo_email_signer
+from adserver.demo.pages import DEMO_ADVERTISER, DemoSites, add_demo_routes
 from adserver.http.app_keys import IDENTITY
 from adserver.identity.email_signatures import (
     MAX_AHEAD_SECONDS,
@@ -123,3 +127,48 @@ def test_the_check_is_the_documented_hmac() -> None:
     assert parse_email_signature(None, None) is None
     for bad in ((expected.upper(), NOW), (expected, "0123"), (expected, True), (expected, None)):
         assert parse_email_signature(*bad) == (-1, "")
+
+
+# -- the cross-site demo shop: its server signs its shopper's hash -----------------------------
+
+DEMO_TOKEN = "demo-shop-token-0123456789"
+SITES = DemoSites(
+    shop="http://localhost:8080", partner="http://127.0.0.1:8080", kaeru="http://localhost:8080"
+)
+
+
+@pytest.fixture
+async def demo(aiohttp_client: Any) -> TestClient[Any, Any]:
+    app = web.Application()
+    add_demo_routes(app, SITES, email_signer=_demo_email_signer(DEMO_ADVERTISER, DEMO_TOKEN))
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    return client
+
+
+async def test_the_demo_shop_signs_a_hashed_email_its_identify_carries(
+    demo: TestClient[Any, Any],
+) -> None:
+    response = await demo.post("/demo/shop/sign", json={"email_sha256": VICTIM})
+    assert response.status == 200 and response.headers["Cache-Control"] == "no-store"
+    answer = await response.json()
+    assert set(answer) == {"email_sha256", "email_sig", "sig_exp"}
+    signature = parse_email_signature(answer["email_sig"], answer["sig_exp"])
+    identify = Identify(DEMO_ADVERTISER, VICTIM, email_signature=signature)
+    assert refusal(DEMO_TOKEN, identify, time.time()) is None
+    html = await (await demo.get("/demo/shop/")).text()
+    assert 'fetch("/demo/shop/sign"' in html and "email_sig: signed.email_sig" in html
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"email_sha256": "victim@example.com"}, {"email": "victim@example.com"}, [VICTIM], "x"],
+)
+async def test_the_demo_shop_signs_only_hashes_never_an_email(
+    demo: TestClient[Any, Any], body: Any
+) -> None:
+    response = await demo.post("/demo/shop/sign", data=orjson.dumps(body))
+    assert response.status == 400
+    answer = await response.text()
+    assert "email_sig" not in answer and "victim@" not in answer.lower()
+    big = await demo.post("/demo/shop/sign", data=b'{"email_sha256": "' + b"a" * 2000 + b'"}')
+    assert big.status == 413

@@ -127,6 +127,19 @@ class EmailAudiences:
         more, found = len(found) > limit, found[:limit]
         return AudiencePage(await self._read(advertiser, found, cutoff_ms, now), more)
 
+    async def kept_email(self, uid: str, advertiser: str) -> str | None:
+        """The hashed e-mail this shopper's signed identify kept at the shop, if any."""
+        found = await self.redis.get(keys.user_email(uid, advertiser))
+        return _text(found) if found else None
+
+    async def entry(self, advertiser: str, uid: str, now: float | None = None) -> AudienceEntry:
+        """One shopper's e-mail kept at the shop and their profile (one round trip): what the
+        single-address form asks of the uid an e-mail resolves to (that uid is a member for
+        that e-mail only if it kept that very e-mail at this shop)."""
+        now = time.time() if now is None else now
+        cutoff_ms = int((now - self.limits.lookback_seconds) * 1000)
+        return (await self._read(advertiser, [(uid, 0)], cutoff_ms, now))[0]
+
     async def _read(
         self, advertiser: str, found: list[tuple[str, int]], cutoff_ms: int, now: float
     ) -> list[AudienceEntry]:

@@ -46,6 +46,8 @@ FULL: dict[str, Any] = {
         "cart_abandoned_hours": 1,
         "lapsed_days": 14,
         "high_value": {"min_revenue": 500, "min_orders": 3},
+        "segments": ["champions", "loyal"],
+        "due": ["due_now", "overdue"],
     },
     "what": {
         "strategies": ["cart", "recent", "related", "cross_sell", "upsell", "popular"],
@@ -66,6 +68,7 @@ FULL: dict[str, Any] = {
         "countries": ["DE", "FR"],
     },
     "bid": {"type": "cpm", "amount": "2.50"},
+    "bid_multipliers": {"champions": "1.5", "lost": "0.5"},
 }
 MINIMAL: dict[str, Any] = {"name": "Everyone", "bid": {"type": "cpc", "amount": 0.4}}
 DROP = object()
@@ -134,7 +137,10 @@ def test_full_campaign_parses_into_typed_values() -> None:
         cart_abandoned_hours=1,
         lapsed_days=14,
         high_value=HighValue(Decimal(500), 3),
+        segments=("champions", "loyal"),
+        due=("due_now", "overdue"),
     )
+    assert campaign.bid_multipliers == (("champions", Decimal("1.5")), ("lost", Decimal("0.5")))
     assert campaign.what == What(STRATEGIES, 3)
     assert campaign.when == When(30, 0, 10, 3, (8, 22), date(2026, 11, 1), date(2026, 12, 31))
     assert campaign.where == Where(

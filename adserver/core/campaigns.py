@@ -554,9 +554,8 @@ class _Parser:
         for name, value in obj.items():
             factor = _to_decimal(value)
             if factor is None or not Decimal(str(MIN_FACTOR)) <= factor <= Decimal(MAX_FACTOR):
-                self.problems.append(
-                    f"{path}.{name}: must be a number from {MIN_FACTOR} to {MAX_FACTOR}{_PLACES}"
-                )
+                bounds = f"from {MIN_FACTOR:g} to {MAX_FACTOR:g}"
+                self.problems.append(f"{path}.{name}: must be a number {bounds}{_PLACES}")
             elif name in MULTIPLIER_NAMES:
                 found.append((name, factor))
         return tuple(found)

@@ -567,7 +567,7 @@ def run_value_refresh(settings: Settings, only: Sequence[str]) -> int:
     async def refresh(redis_url: str) -> None:
         redis = connect(redis_url, timeout=30.0)
         refresher = ValueRefresher(
-            CustomerValues(redis, settings.lookback_seconds), lambda: advertisers
+            CustomerValues(redis, settings.lookback_seconds), lambda: advertisers, fit_in="thread"
         )
         try:
             for advertiser in advertisers:

@@ -6,8 +6,7 @@ left, and which products do its strategies give (never a product the shopper bou
 `replenish`; never one out of stock or missing, or one whose per-item cap is reached). Among
 the campaigns with products, the slot goes to the highest expected value per impression (CPM,
 or CPC x estimated CTR, times the campaign's bid multipliers); ties go to the shop the shopper
-visited most recently. `Explanation` records all of it for "why this
-ad".
+visited most recently. `Explanation` records all of it for "why this ad".
 """
 
 from __future__ import annotations
@@ -106,14 +105,14 @@ def facts_of(history: AdvertiserHistory | None, value: ValueClass = NO_CLASS) ->
     if history is None:
         return ShopperFacts(False, None, None, None, 0, Decimal(0), value.segment, value.due)
     return ShopperFacts(
-        has_history=True,
-        last_seen=history.last_seen,
-        last_view=history.view_times[0] if history.view_times else None,
-        cart_since=history.cart_since if history.cart else None,
-        orders=history.orders,
-        revenue=history.revenue,
-        segment=value.segment,
-        due=value.due,
+        True,
+        history.last_seen,
+        history.view_times[0] if history.view_times else None,
+        history.cart_since if history.cart else None,
+        history.orders,
+        history.revenue,
+        value.segment,
+        value.due,
     )
 
 
@@ -229,18 +228,18 @@ def _consider(
     now: float,
     value: ShopperValue | None = None,
 ) -> tuple[Decision | None, dict[str, Any]]:
-    standing = classify(value, int(now // DAY_SECONDS))
-    facts = facts_of(history, standing)
+    valued = NO_CLASS if value is None else classify(value, int(now // DAY_SECONDS))
+    facts = facts_of(history, valued)
     member = audiences(campaign, facts, now)
     note: dict[str, Any] = {
         "advertiser": campaign.advertiser,
         "campaign": campaign.id,
         "audiences": sorted(member),
     }
-    if standing.segment is not None:
-        note["segment"] = standing.segment
-    if standing.due is not None:
-        note["due"] = standing.due
+    if valued.segment is not None:
+        note["segment"] = valued.segment
+    if valued.due is not None:
+        note["due"] = valued.due
     caps = history.caps if history else {}
     cap = campaign.when.cap_per_day
     checks = (
@@ -272,7 +271,7 @@ def _consider(
     worth = expected_value(campaign, market.ctr(campaign.advertiser, campaign.id))
     if campaign.bid_multipliers:
         factors = {name: float(factor) for name, factor in campaign.bid_multipliers}
-        factor = bid_factor(factors, [*member, *standing.names])
+        factor = bid_factor(factors, [*member, *valued.names])
         note["bid_factor"] = factor
         worth *= factor
     note["expected_value"] = worth
@@ -355,12 +354,12 @@ def _pick(
         if len(picks) >= limit:
             break
         chosen = candidates.setdefault(strategy, [])
+        hidden = frozenset() if strategy == REPLENISH else purchased  # its point: bought before
         for sku in candidates_of():
             if len(picks) >= limit:
                 return picks, candidates
             product = catalog.get(sku)
-            bought = sku in purchased and strategy != REPLENISH  # its very point: bought before
-            if bought or sku in seen or product is None or not product.in_stock:
+            if sku in hidden or sku in seen or product is None or not product.in_stock:
                 continue
             if item_cap and caps.get(f"i:{sku}", 0) >= item_cap:
                 continue

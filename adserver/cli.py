@@ -356,6 +356,7 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
     token = settings.advertisers.get(DEMO_ADVERTISER) or _demo_token(settings.data_dir)
     settings = replace(settings, advertisers={**settings.advertisers, DEMO_ADVERTISER: token})
     signer: EidSigner | None = None
+    email_signer: EidSigner | None = None
     publisher_line = ""
     if sites is not None:  # the partner's own server signs its reader's eid: a registered token
         publisher_token = settings.publishers.get(DEMO_PUBLISHER) or _demo_token(
@@ -364,6 +365,7 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
         publishers = {**settings.publishers, DEMO_PUBLISHER: publisher_token}
         settings = replace(settings, publishers=publishers)
         signer = _demo_eid_signer(DEMO_PUBLISHER, publisher_token)
+        email_signer = _demo_email_signer(DEMO_ADVERTISER, token)
         publisher_line = f"  publisher token for {DEMO_PUBLISHER}: {publisher_token}\n"
     base = public_base_url(settings)
     shop = sites.shop if sites else base
@@ -394,7 +396,13 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
 
     def run(settings: Settings) -> int:
         app = create_app(settings)
-        add_demo_routes(app, sites, signer, _demo_email_recs(settings, DEMO_ADVERTISER, token))
+        add_demo_routes(
+            app,
+            sites,
+            signer,
+            email_recs=_demo_email_recs(settings, DEMO_ADVERTISER, token),
+            email_signer=email_signer,
+        )
         app.on_startup.append(load_catalog)
         _run_app(app, settings, sockets)
         return 0
@@ -445,6 +453,18 @@ def _demo_email_recs(
             return None
 
     return fetch
+
+
+def _demo_email_signer(advertiser: str, token: str) -> Callable[[str], tuple[str, int]]:
+    """The cross-site demo shop's server: signs its shopper's hashed e-mail for `identify`
+    (only a signed e-mail joins the shop's e-mail audiences) for `DEMO_EID_SECONDS`."""
+    from adserver.identity.email_signatures import sign_email
+
+    def sign(email_sha256: str) -> tuple[str, int]:
+        expiry = int(time.time()) + DEMO_EID_SECONDS
+        return sign_email(token, advertiser, email_sha256, expiry), expiry
+
+    return sign
 
 
 def _demo_token(data_dir: Path, name: str = DEMO_TOKEN_FILE) -> str:

@@ -173,14 +173,20 @@ class Bench:
         env.pop("REDIS_URL", None)
         command = [sys.executable, "-m", "adserver.cli", "serve", "--port", str(port)]
         command += ["--redis-url", self.redis_server.url]
+        workers = getattr(self.args, "workers", 1)
+        if workers > 1:
+            command += ["--workers", str(workers)]
         self._start("kaeru", command, port, env)
 
     def _start(
         self, name: str, command: list[str], port: int, env: dict[str, str] | None = None
     ) -> None:
         log = self.tmp / f"{name}.log"
-        service = self.procs.start(name, command, port=port, log=log, core=SERVER_CORE, env=env)
-        path = "/healthz" if name == "kaeru" else "/"
+        # N > 1 Kaeru workers (--workers) get every core: they share them with Redis and wrk.
+        spread = name.startswith("kaeru") and getattr(self.args, "workers", 1) > 1
+        core = None if spread else SERVER_CORE
+        service = self.procs.start(name, command, port=port, log=log, core=core, env=env)
+        path = "/healthz" if name.startswith("kaeru") else "/"
         deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
             if not service.alive():
@@ -452,6 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Kaeru server processes (kaeru serve --workers N); N > 1 runs them unpinned",
+    )
     args = parser.parse_args(argv)
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL):

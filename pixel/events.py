@@ -17,6 +17,7 @@ import orjson
 from adserver.core.product import Product
 from adserver.core.shopper import EVENT_KINDS, EventKind, LineItem, ShopperEvent, is_valid_sku
 from adserver.delivery.click_ids import CLICK_ID_TEXT
+from adserver.identity.email_signatures import parse_email_signature
 from adserver.identity.identifiers import (
     Identify,
     valid_customer_id,
@@ -196,19 +197,20 @@ def parse_tag_event(raw: object, advertisers: Collection[str]) -> ShopperEvent |
 
 
 def parse_identify(raw: dict[str, object], advertisers: Collection[str]) -> Identify | Reject:
-    """`{"advertiser", "event": "identify", "email_sha256": "<64 lowercase hex>"}` (or
-    `"customer_id": "..."`): who the shopper told the shop they are. It carries no items; the
-    values are checked here and never kept as sent (see adserver.identity.identifiers)."""
+    """`{"advertiser", "event": "identify", "email_sha256": "<64 lowercase hex>"}` (with the
+    shop's `"email_sig"` and `"sig_exp"` when its server signed it; or `"customer_id": "..."`):
+    who the shopper told the shop they are. It carries no items; the values are checked here
+    and never kept as sent (see adserver.identity.identifiers); the signature's shape only
+    (the handler verifies it: adserver.identity.email_signatures)."""
     advertiser = raw.get("advertiser")
     if not isinstance(advertiser, str) or advertiser not in advertisers:
         return Reject("unknown_advertiser")
     if "email_sha256" in raw:
         email_sha256 = valid_email_sha256(raw["email_sha256"])
-        return (
-            Identify(advertiser, email_sha256=email_sha256)
-            if email_sha256
-            else Reject("bad_email_sha256")
-        )
+        if not email_sha256:
+            return Reject("bad_email_sha256")
+        signature = parse_email_signature(raw.get("email_sig"), raw.get("sig_exp"))
+        return Identify(advertiser, email_sha256=email_sha256, email_signature=signature)
     if "customer_id" in raw:
         customer = valid_customer_id(raw["customer_id"])
         return Identify(advertiser, customer_id=customer) if customer else Reject("bad_customer_id")

@@ -33,6 +33,7 @@ from adserver.http.app_keys import (
 )
 from adserver.http.bodies import read_body
 from adserver.http.responses import gif, javascript, json_error, unavailable
+from adserver.identity.email_signatures import vouched
 from adserver.identity.gates import Gates
 from adserver.identity.identifiers import Identify
 from adserver.identity.links import ShopUid
@@ -218,6 +219,7 @@ async def _batch(request: web.Request) -> web.StreamResponse:
     if untracked is not None:
         metrics.tracking_rejects.labels(untracked).inc()
         return web.Response(status=204)
+    identifies = _vouched(request, identifies)
     identified = await _identified(request, gates, events, identifies, parsed.fpid)
     if identified is None:  # the opt-out could not be checked: shed, the tag keeps the batch
         metrics.events_shed.labels("e").inc(len(events) + len(identifies))
@@ -243,6 +245,20 @@ async def _batch(request: web.Request) -> web.StreamResponse:
     response = web.Response(status=204)
     _with_uid(request, response, uid if issue else None)
     return response
+
+
+def _vouched(request: web.Request, identifies: Sequence[Identify]) -> list[Identify]:
+    """The identifies with their e-mails' signatures checked: only an e-mail its shop's
+    server signed is kept for the shop's audiences (every identify still links for ads);
+    the others are counted in kaeru_email_sigs_refused_total{reason}."""
+    tokens, now = request.app[SETTINGS].advertisers, time.time()
+    checked = []
+    for identify in identifies:
+        one, refused = vouched(identify, tokens, now)
+        if refused is not None:
+            request.app[METRICS].email_sigs_refused.labels(refused).inc()
+        checked.append(one)
+    return checked
 
 
 async def _identified(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import signal
@@ -187,6 +188,24 @@ def cross_site_demo(data_dir: Path) -> Iterator[int]:
             process.wait()
 
 
+def listed_abandoner(port: int, data_dir: Path) -> list[str]:
+    """The items the demo shop's browse-abandoner audience lists for EMAIL (polled: the
+    events are written in the background)."""
+    token = (data_dir / "demo-token").read_text().strip()
+    url = (
+        f"http://127.0.0.1:{port}/api/v1/advertisers/demo-shop/audiences/browse_abandoners/"
+        f"members?since=1&email_sha256={EMAIL_SHA256}"
+    )
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            members = json.loads(answer.read())["members"]
+        if members or time.monotonic() > deadline:
+            return [item for member in members for item in member["items"]]
+        time.sleep(0.2)
+
+
 def test_in_chromium_the_partner_hashes_the_e_mail_and_kaeru_never_sees_it(
     tmp_path: Path,
 ) -> None:
@@ -200,7 +219,8 @@ def test_in_chromium_the_partner_hashes_the_e_mail_and_kaeru_never_sees_it(
     with cross_site_demo(tmp_path / "data") as port, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
         try:
-            context = browser.new_context()
+            agent = browser.new_page().evaluate("navigator.userAgent")  # not a bot to Kaeru
+            context = browser.new_context(user_agent=agent.replace("HeadlessChrome", "Chrome"))
             context.set_default_timeout(15_000)
             sent: list[str] = []
             context.on("request", lambda r: sent.append(f"{r.url} {r.post_data or ''}"))
@@ -212,6 +232,15 @@ def test_in_chromium_the_partner_hashes_the_e_mail_and_kaeru_never_sees_it(
             shop.locator("#who").filter(has_text="Logged in as").wait_for()
             shop.reload()  # kept in the shop's own storage: still logged in
             assert shop.locator("#who").inner_text() == f"Logged in as {EMAIL.strip()}"
+            # The shop's server signed the hash for identify (it got only the hash), so the
+            # shop's e-mail audience lists the shopper with the product viewed.
+            identifies = [s for s in sent if "/e " in s and '"identify"' in s]
+            assert identifies and all('"email_sig":"' in s for s in identifies), identifies
+            signing = [s for s in sent if "/demo/shop/sign" in s]
+            assert signing and all(
+                s.endswith(f'{{"email_sha256":"{EMAIL_SHA256}"}}') for s in signing
+            )
+            assert listed_abandoner(port, tmp_path / "data") == ["sku-101"]
 
             partner = context.new_page()
             partner.goto(f"http://127.0.0.1:{port}/demo/partner/")

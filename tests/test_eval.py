@@ -227,3 +227,13 @@ async def test_the_evaluated_product_placement_is_what_recs_json_ranks(store: St
         assert evaluated == [r.product.id for r in shipped]
         assert item not in evaluated
         assert set(evaluated) == {str(n) for n in range(1, 7)} - {item}  # popular fills up
+
+
+def test_the_default_data_root_is_the_shared_data_beside_the_checkout(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from elsewhere (a cron job's cwd, say) without KAERU_EVAL_DATA, `kaeru eval` still
+    finds ../shared/data next to the checkout it runs from."""
+    monkeypatch.delenv("KAERU_EVAL_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert datasets.default_data_root().resolve() == shared_data.resolve()

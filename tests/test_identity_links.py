@@ -17,6 +17,7 @@ from adserver.app import create_app
 from adserver.config.settings import Settings
 from adserver.http.app_keys import IDENTITY, STORE
 from adserver.identity.eid_signatures import sign_eid
+from adserver.identity.email_signatures import sign_email
 from adserver.identity.identifiers import FPID_PATTERN, email_sha256_of
 from adserver.runtime.embedded_redis import free_port
 from adserver.store import keys
@@ -63,7 +64,7 @@ def view(sku: str, advertiser: str = SHOP) -> dict[str, Any]:
     return {"advertiser": advertiser, "event": "view", "items": [sku]}
 
 
-def identify(advertiser: str = SHOP, **identifier: str) -> dict[str, Any]:
+def identify(advertiser: str = SHOP, **identifier: Any) -> dict[str, Any]:
     return {"advertiser": advertiser, "event": "identify", **identifier}
 
 
@@ -399,7 +400,9 @@ async def test_the_operator_forgets_by_hashed_email(shop: TestClient[Any, Any]) 
 async def test_raw_and_hashed_emails_reach_no_other_key_value_stream_or_metric(
     shop: TestClient[Any, Any], redis_url: str
 ) -> None:
-    await send(shop, identify(email_sha256=EMAIL_SHA256), view("sku-1"), fpid=FPID)
+    expiry = int(time.time()) + 600
+    signed = {"email_sig": sign_email(SHOP_TOKEN, SHOP, EMAIL_SHA256, expiry), "sig_exp": expiry}
+    await send(shop, identify(email_sha256=EMAIL_SHA256, **signed), view("sku-1"), fpid=FPID)
     await send(shop, identify(customer_id="C-1001"))
     await ad_json(shop, eid=EMAIL_SHA256)
     uid = uid_cookie(shop)

@@ -16,6 +16,7 @@ from adserver.app import create_app
 from adserver.config.settings import Settings
 from adserver.core.shopper import ShopperEvent
 from adserver.http.app_keys import IDENTITY, STORE
+from adserver.identity.email_signatures import sign_email
 from adserver.identity.identifiers import Identify, email_sha256_of
 from adserver.runtime.embedded_redis import free_port
 from adserver.store import keys
@@ -83,7 +84,17 @@ async def new_shopper(
 
 
 def identify(n: int, advertiser: str = SHOP) -> dict[str, Any]:
-    return {"advertiser": advertiser, "event": "identify", "email_sha256": email(n)}
+    """An identify as a shop's logged-in page sends it: the hash signed by the shop's server
+    (only a signed e-mail joins the audiences, tests/test_recs_email_audience_signatures.py)."""
+    token = {SHOP: SHOP_TOKEN, OTHER_SHOP: OTHER_TOKEN}[advertiser]
+    expiry = int(time.time()) + 3600
+    return {
+        "advertiser": advertiser,
+        "event": "identify",
+        "email_sha256": email(n),
+        "email_sig": sign_email(token, advertiser, email(n), expiry),
+        "sig_exp": expiry,
+    }
 
 
 def view(*skus: str, advertiser: str = SHOP) -> dict[str, Any]:
@@ -140,7 +151,7 @@ async def test_since_bounds_the_listing_by_last_activity(shop: TestClient[Any, A
     uids = []
     for n in range(3):  # all three identified three days ago and viewed then
         found = await identity.shop_uid(
-            None, [SHOP], None, [Identify(SHOP, email(n))], now - 3 * DAY
+            None, [SHOP], None, [Identify(SHOP, email(n), email_vouched=True)], now - 3 * DAY
         )
         assert found is not None
         uids.append(found.uid)
@@ -296,7 +307,9 @@ async def test_the_cap_keeps_the_newest_shoppers(aiohttp_client: Any, settings: 
     identity = shop.app[IDENTITY]
     for n in range(6):
         at = now - (6 - n) * 60  # shopper 5 the newest
-        found = await identity.shop_uid(None, [SHOP], None, [Identify(SHOP, email(n))], at)
+        found = await identity.shop_uid(
+            None, [SHOP], None, [Identify(SHOP, email(n), email_vouched=True)], at
+        )
         assert found is not None
         await shop.app[STORE].record_events(found.uid, [ShopperEvent(SHOP, "view", ("sku-1",))], at)
     assert await shop.app[STORE].redis.zcard(keys.email_audience(SHOP)) == 3
@@ -331,7 +344,9 @@ async def test_shoppers_active_at_the_same_millisecond_are_each_listed_once(
     at = time.time() - 60
     identity, store = shop.app[IDENTITY], shop.app[STORE]
     for n in range(6):
-        found = await identity.shop_uid(None, [SHOP], None, [Identify(SHOP, email(n))], at)
+        found = await identity.shop_uid(
+            None, [SHOP], None, [Identify(SHOP, email(n), email_vouched=True)], at
+        )
         assert found is not None
         await store.record_events(found.uid, [ShopperEvent(SHOP, "view", ("sku-1",))], at)
     scores = await store.redis.zrange(keys.email_audience(SHOP), 0, -1, withscores=True)

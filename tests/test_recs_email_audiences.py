@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.core.shopper import AdvertiserHistory
+from adserver.identity.email_signatures import sign_email
 from adserver.identity.identifiers import email_sha256_of
 from adserver.recs.audiences import Membership, membership
 from tests.conftest import OTHER_TOKEN, SHOP, SHOP_TOKEN, product_row, put_catalog
@@ -32,9 +33,16 @@ async def shop(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
 
 
 async def shopper_does(client: TestClient[Any, Any], *events: tuple[str, list[str]]) -> None:
-    """The logged-in shopper (identify with the hashed e-mail) does `events` (kind, items)."""
+    """The logged-in shopper (identify with the hashed e-mail, signed by the shop) does
+    `events` (kind, items)."""
     batch: list[dict[str, Any]] = [
-        {"advertiser": SHOP, "event": "identify", "email_sha256": EMAIL_SHA256}
+        {
+            "advertiser": SHOP,
+            "event": "identify",
+            "email_sha256": EMAIL_SHA256,
+            "email_sig": sign_email(SHOP_TOKEN, SHOP, EMAIL_SHA256, int(time.time()) + 600),
+            "sig_exp": int(time.time()) + 600,
+        }
     ]
     for kind, items in events:
         event: dict[str, Any] = {"advertiser": SHOP, "event": kind, "items": items}

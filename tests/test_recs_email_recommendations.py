@@ -3,6 +3,7 @@ server to server with the advertiser's token, against a real Redis."""
 
 from __future__ import annotations
 
+import time
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from aiohttp.test_utils import TestClient
 
+from adserver.identity.email_signatures import sign_email
 from adserver.identity.identifiers import email_sha256_of
 from tests.conftest import (
     OTHER_TOKEN,
@@ -41,15 +43,39 @@ async def shop(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
     return client
 
 
-async def shopper_views(client: TestClient[Any, Any], *skus: str, **top: Any) -> None:
-    """A shopper logs in on the shop (identify with the hashed e-mail) and views `skus`."""
-    events: list[dict[str, Any]] = [
-        {"advertiser": SHOP, "event": "identify", "email_sha256": EMAIL_SHA256}
-    ]
+async def shopper_views(
+    client: TestClient[Any, Any], *skus: str, signed: bool = True, **top: Any
+) -> None:
+    """A shopper logs in on the shop (identify with the hashed e-mail, signed by the shop's
+    server unless `signed` is False: a bare claim) and views `skus`."""
+    expiry = int(time.time()) + 600
+    identify: dict[str, Any] = {
+        "advertiser": SHOP,
+        "event": "identify",
+        "email_sha256": EMAIL_SHA256,
+    }
+    if signed:
+        identify["email_sig"] = sign_email(SHOP_TOKEN, SHOP, EMAIL_SHA256, expiry)
+        identify["sig_exp"] = expiry
+    events: list[dict[str, Any]] = [identify]
     events += [{"advertiser": SHOP, "event": "view", "items": [sku]} for sku in skus]
     response = await client.post("/e", json={"events": events, "fpid": FPID, **top})
     assert response.status == 204, await response.text()
     client.session.cookie_jar.clear()  # the e-mail service is not the shopper's browser
+
+
+async def test_a_browser_claiming_a_hash_unsigned_gets_no_email_filled_with_its_views(
+    shop: TestClient[Any, Any],
+) -> None:
+    """The shopper logged in (signed) and viewed sku-2; another browser then claims their
+    hash without the shop's signature and views sku-5: their e-mail is never filled from
+    that browser's views (popular products, as for an unknown address)."""
+    await shopper_views(shop, "sku-2")
+    await shopper_views(shop, "sku-5", signed=False, fpid="ZzZzZzZzZzZzZzZzZzZzZz")
+    await learn_all(shop)
+    body = await ask(shop, email_sha256=EMAIL_SHA256, placement="home", n="3")
+    assert body["personalised"] is False  # popular products only, as for an unknown address
+    assert {p["reason"] for p in body["products"]} == {"popular"}
 
 
 async def ask(client: TestClient[Any, Any], **params: str) -> Any:

@@ -131,3 +131,20 @@ def test_an_altered_or_respelled_old_link_is_refused() -> None:
     )
     not_a_list = f"{b64(b'{}')}.{b64(b'x' * 16)}"
     assert isinstance(SIGNER.verify("click", not_a_list, 60, now=1000), InvalidToken)
+
+
+def test_a_prefix_packed_once_seals_the_same_fields_as_sign() -> None:
+    """`seal` of `pack`ed parts (what build_ad does for an ad's links) opens to the fields
+    `sign` would have sealed, with the issue time, and each token keeps its own nonce."""
+    from adserver.delivery.tokens import NONCE_BYTES, pack
+
+    prefix = pack(CLICK[:3])
+    tokens = {
+        SIGNER.seal("click", prefix + pack(CLICK[3:]), 1000, bytes([n]) * NONCE_BYTES)
+        for n in range(3)
+    }
+    assert len(tokens) == 3
+    for token in tokens:
+        assert SIGNER.verify("click", token, 60, now=1030) == CLICK
+        assert SIGNER.verify("render", token, 60, now=1030) == InvalidToken("bad_signature")
+    assert SIGNER.verify("click", SIGNER.seal("click", pack(CLICK), 1000), 60, now=1030) == CLICK

@@ -104,3 +104,50 @@ async def test_old_f_caps_are_ignored_and_forgetting_deletes_them(store: Store) 
     await store.forget(UID, [])  # the shop is found in the shopper's advertisers
     assert not await store.redis.exists(legacy)
     assert [k async for k in store.redis.scan_iter(match=f"u:{{{UID}}}:*")] == []
+
+
+async def test_a_caps_hash_of_before_is_replaced_and_counting_goes_on(store: Store) -> None:
+    """Caps were a hash until 2026-12-02 (day, c:<campaign>, i:<sku>): the profile read
+    ignores one, the next impression replaces it with the zset, counted from there."""
+    caps = keys.user_caps(UID, "shop1")
+    await store.record_events(UID, [ShopperEvent("shop1", "view", ("a", "b"))], now=NOON)
+    await store.redis.hset(caps, mapping={"day": "20261119", "c:c1": 7, "i:b": 7})
+    await store.redis.expire(caps, 172800)
+    assert (await store.load_shopper(UID, now=NOON + 60)).histories[0].caps == {}
+    await store.ledger.record_impression(UID, PLACEMENT, ["b"], NOON + 61)
+    await store.ledger.record_impression(UID, PLACEMENT, ["a", "b"], NOON + 62)
+    history = (await store.load_shopper(UID, now=NOON + 63)).histories[0]
+    assert history.caps == {"c:c1": 2, "i:a": 1, "i:b": 2}
+    assert 0 < await store.redis.ttl(caps) <= 172800
+
+
+async def test_caps_of_another_day_neither_count_nor_stay(store: Store) -> None:
+    caps = keys.user_caps(UID, "shop1")
+    await store.record_events(UID, [ShopperEvent("shop1", "view", ("a",))], now=NOON)
+    await store.ledger.record_impression(UID, PLACEMENT, ["a"], NOON)
+    await store.ledger.record_impression(UID, PLACEMENT, ["a"], NOON + 86400)
+    history = (await store.load_shopper(UID, now=NOON + 86401)).histories[0]
+    assert history.caps == {"c:c1": 1, "i:a": 1}
+    assert await store.redis.zcard(caps) == 1  # yesterday's member went with the new day's
+    touch = keys.user_touch(UID, "shop1")
+    assert await store.redis.ttl(touch) >= store.limits.click_window_seconds
+
+
+async def test_many_different_impressions_a_day_fold_into_one_member_per_counter(
+    store: Store,
+) -> None:
+    """A shopper shown a different set of items each time: the caps zset stays bounded (one
+    member per counter once past scripts.CAPS_FOLD_AT) and every counter keeps its sum."""
+    caps = keys.user_caps(UID, "shop1")
+    await store.record_events(UID, [ShopperEvent("shop1", "view", ("a",))], now=NOON)
+    shown = [(f"s{n}", f"s{n + 1}") for n in range(3 * scripts.CAPS_FOLD_AT)]
+    for n, skus in enumerate(shown):
+        await store.ledger.record_impression(UID, PLACEMENT, list(skus), NOON + n)
+    expected: dict[str, int] = {"c:c1": len(shown)}
+    for skus in shown:
+        for sku in skus:
+            expected[f"i:{sku}"] = expected.get(f"i:{sku}", 0) + 1
+    history = (await store.load_shopper(UID, now=NOON + 1000)).histories[0]
+    assert history.caps == expected
+    distinct = len(expected)
+    assert await store.redis.zcard(caps) <= distinct + scripts.CAPS_FOLD_AT

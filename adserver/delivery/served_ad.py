@@ -4,13 +4,14 @@ beacon."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from adserver.config.settings import EMAIL_PUBLISHER, ONSITE_PUBLISHER
 from adserver.core.decision import Decision, Slot
-from adserver.delivery.tokens import Signer
+from adserver.delivery.tokens import NONCE_BYTES, Signer, pack
 from adserver.store import Placement
 from adserver.store.ledger import new_impression_id
 from creatives.renderer import CreativeProduct, CreativeRenderer
@@ -158,19 +159,28 @@ def build_ad(
     then counts nothing (renders never outnumber counted impressions)."""
     placement = placement_of(decision, slot)
     impression = new_impression_id(time.time() if now is None else now)
-    beacon = signer.sign(
+    # The tokens of one ad (the beacon, a click link per product: the fields `click_url`
+    # seals) share where the ad ran, packed once, and their issue time and nonces' draw.
+    issued = int(time.time())
+    nonces = secrets.token_bytes(NONCE_BYTES * (len(decision.picks) + 1))
+    where = pack([placement.advertiser, placement.campaign, slot.publisher])
+    beacon = signer.seal(
         RENDER_PURPOSE,
-        [
-            *(placement.advertiser, placement.campaign, slot.publisher),
-            *(placement.strategy, slot.size, impression if counted else UNCOUNTED_IMPRESSION),
-        ],
+        where
+        + pack([placement.strategy, slot.size, impression if counted else UNCOUNTED_IMPRESSION]),
+        issued,
+        nonces[:NONCE_BYTES],
     )
     impression_url = f"{base_url}/i/{beacon}"
+    size, tail = pack([slot.size]), pack([impression] if impression else [])
     shown: list[CreativeProduct] = []
     products: list[dict[str, Any]] = []
     for index, pick in enumerate(decision.picks):
         product = pick.product
-        url = click_url(base_url, signer, decision, slot, index, impression)
+        at = NONCE_BYTES * (index + 1)
+        fields = pack([pick.strategy]) + size + pack([product.id, product.link]) + tail
+        token = signer.seal(CLICK_PURPOSE, where + fields, issued, nonces[at : at + NONCE_BYTES])
+        url = f"{base_url}/c/{token}"
         shown.append(
             CreativeProduct(
                 title=product.title,

@@ -86,6 +86,12 @@ def _pack(fields: list[object]) -> bytes:
     return bytes(out)
 
 
+def pack(fields: list[object]) -> bytes:
+    """`fields` packed as a token carries them: the packing of a list is the packings of its
+    parts one after the other, so a prefix several tokens share is packed once (`Signer.seal`)."""
+    return _pack(fields)
+
+
 def _read_varint(data: bytes, at: int) -> tuple[int, int]:
     value = shift = 0
     while True:
@@ -135,9 +141,18 @@ class Signer:
     def sign(self, purpose: str, fields: list[object], now: float | None = None) -> str:
         """Seal `fields` (strings, ints or anything JSON-serialisable) with the issue time."""
         issued = int(time.time() if now is None else now)
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = self._cipher(purpose).encrypt(_pack([*fields, issued]), [nonce])
-        return _b64encode(nonce + sealed)
+        return self.seal(purpose, _pack(fields), issued)
+
+    def seal(self, purpose: str, packed: bytes, issued: int, nonce: bytes | None = None) -> str:
+        """`sign` of fields already packed (`pack`), issued at `issued` (unix seconds, >= 0):
+        the same token. `nonce`: NONCE_BYTES fresh random bytes (several tokens minted at once
+        may take theirs from one `secrets.token_bytes` call), else drawn here."""
+        if nonce is None:
+            nonce = secrets.token_bytes(NONCE_BYTES)
+        elif len(nonce) != NONCE_BYTES:
+            raise ValueError("nonce must be NONCE_BYTES long")
+        plain = packed + _varint(issued << 2 | _INT)
+        return _b64encode(nonce + self._cipher(purpose).encrypt(plain, [nonce]))
 
     def verify(
         self, purpose: str, token: str, max_age_seconds: int, now: float | None = None

@@ -11,6 +11,9 @@ hash (never the e-mail) and answers it signed with the demo publisher's token (`
 `eid_exp`), which the page adds to its ad tags; Kaeru personalises an `eid` on `/ad` only so
 vouched for. A real publisher signs only the hash of the reader logged in on its own site;
 this demo, whose log-in takes any address without a password, signs any hash it is sent.
+The shop's log-in likewise has the shop's server sign its shopper's hash
+(`POST /demo/shop/sign`, with the demo advertiser's token: `email_sig`, `sig_exp`), which
+its `identify` carries, so the shop's e-mail audiences list the demo's shoppers.
 """
 
 import re
@@ -88,6 +91,8 @@ class DemoSites:
 SITES = web.AppKey("demo_sites", DemoSites)
 SIGNER: web.AppKey[EidSigner] = web.AppKey("demo_eid_signer")
 EMAIL_RECS: web.AppKey[EmailRecsFetcher] = web.AppKey("demo_email_recs")
+SHOP_SIGNER: web.AppKey[EidSigner] = web.AppKey("demo_email_signer")
+SHOP_SIGN_PATH = "/demo/shop/sign"
 
 _ENV = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
@@ -102,6 +107,7 @@ _ENV.globals.update(
     publisher=DEMO_PUBLISHER,
     partner_keywords=",".join(PARTNER_KEYWORDS),
     partner_category=PARTNER_CATEGORY,
+    shop_sign_path=SHOP_SIGN_PATH,
 )
 _PAGES: dict[str, Template] = {
     name: _ENV.get_template(f"{name}.html")
@@ -228,6 +234,25 @@ async def sign(request: web.Request) -> web.Response:
     )
 
 
+async def sign_email(request: web.Request) -> web.Response:
+    """`POST /demo/shop/sign` `{"email_sha256": "<64 lowercase hex>"}`: the demo shop's server
+    signing its logged-in shopper's hashed e-mail for `identify`: `{"email_sha256",
+    "email_sig", "sig_exp"}` (as `adserver.identity.email_signatures.sign_email`). Only a
+    hash is taken, nothing of the body is logged or kept."""
+    if request.content_length is None or request.content_length > SIGN_BODY_BYTES:
+        return _refused(f"a JSON body of at most {SIGN_BODY_BYTES} bytes", 413)
+    try:
+        body = await request.json()
+    except ValueError:
+        return _refused('the body must be JSON: {"email_sha256": "<SHA-256 hex>"}')
+    email_sha256 = body.get("email_sha256") if isinstance(body, dict) else None
+    if not isinstance(email_sha256, str) or not HASHED_EMAIL.match(email_sha256):
+        return _refused("email_sha256 must be the SHA-256 hex (64 lowercase) of an e-mail")
+    signature, expiry = request.app[SHOP_SIGNER](email_sha256)
+    answer = {"email_sha256": email_sha256, "email_sig": signature, "sig_exp": expiry}
+    return web.json_response(answer, headers=NO_STORE)
+
+
 def _redirect_to(location: str) -> Handler:
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPMovedPermanently(location)
@@ -240,10 +265,12 @@ def add_demo_routes(
     sites: DemoSites | None = None,
     signer: EidSigner | None = None,
     email_recs: EmailRecsFetcher | None = None,
+    email_signer: EidSigner | None = None,
 ) -> None:
     """Register the demo pages under /demo/ (GET only); `sites`: where each one lives (default:
     all on the one site serving them). With two sites and a `signer` (the demo publisher's
-    token at work), the partner's publisher server too: `POST /demo/partner/sign`. With
+    token at work), the partner's publisher server too: `POST /demo/partner/sign`; with an
+    `email_signer` (the demo advertiser's token), the shop's: `POST /demo/shop/sign`. With
     `email_recs` (the demo advertiser's token at work), the outbox shows the e-mail block."""
     app[SITES] = sites or DemoSites()
     if email_recs is not None:
@@ -251,6 +278,9 @@ def add_demo_routes(
     if signer is not None and app[SITES].cross_site:
         app[SIGNER] = signer
         app.router.add_post(SIGN_PATH, sign)
+    if email_signer is not None and app[SITES].cross_site:
+        app[SHOP_SIGNER] = email_signer
+        app.router.add_post(SHOP_SIGN_PATH, sign_email)
     app.router.add_routes(
         [
             web.get("/demo/", landing),

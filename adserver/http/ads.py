@@ -202,14 +202,17 @@ async def _serve(
     eid: str | None = None,
     *,
     eid_capped: bool = True,
+    gates: Gates | None = None,
 ) -> ServedAd | None:
     """Decide and count the impression; a Redis failure degrades to a non-personalised ad.
     With an `explanation` (debug) nothing is counted. `eid`: a publisher-provided hashed
     e-mail its publisher vouched for (see `_eid`, `_vouched`), used when no uid cookie is;
-    `eid_capped`: it came without a token."""
+    `eid_capped`: it came without a token. `gates`: the request's, when the caller built
+    them (it answers with them: see `_refresh_uid`)."""
     app = request.app
     store, metrics = app[STORE], app[METRICS]
-    gates = Gates.of_query(request, app[SETTINGS])
+    if gates is None:
+        gates = Gates.of_query(request, app[SETTINGS])
     bot, uid = gates.bot, await _personal_uid(request, gates, eid, eid_capped=eid_capped)
     deadline = app[SETTINGS].redis_deadline_ms / 1000
     try:
@@ -268,9 +271,12 @@ def _client(request: web.Request) -> tuple[str, str]:
     return request.remote or "", request.headers.get("User-Agent", "")
 
 
-def _refresh_uid(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+def _refresh_uid(
+    request: web.Request, response: web.StreamResponse, gates: Gates
+) -> web.StreamResponse:
+    """The uid cookie again (its lifetime renewed) when the gates allow keeping it; `gates`
+    are those `_serve` decided with (each answer worked out once per request)."""
     settings = request.app[SETTINGS]
-    gates = Gates.of_query(request, settings)
     uid = gates.uid
     if uid is not None and gates.consented and not gates.opted_out:
         set_uid_cookie(
@@ -291,9 +297,10 @@ async def ad_html(request: web.Request) -> web.StreamResponse:
     partner = _eid(request, slot, needs_token=False)
     if isinstance(partner, BadAdRequest):
         return _bad_frame_request(request, partner)
-    served = await _serve(request, slot, eid=_vouched(request, slot, partner))
+    gates = Gates.of_query(request, request.app[SETTINGS])
+    served = await _serve(request, slot, eid=_vouched(request, slot, partner), gates=gates)
     html = served.html() if served else request.app[RENDERER].no_fill(slot.size)
-    return _refresh_uid(request, gzipped(request, creative_html(html)))
+    return _refresh_uid(request, gzipped(request, creative_html(html)), gates)
 
 
 async def creative_stylesheet(request: web.Request) -> web.StreamResponse:
@@ -344,14 +351,16 @@ async def ad_json(request: web.Request) -> web.StreamResponse:
             return json_error(403, partner.message)
         return _bad_request(request, partner)
     eid = partner.eid if partner else None
-    served = await _serve(request, slot, explanation, eid, eid_capped=False)  # with a token
+    gates = Gates.of_query(request, request.app[SETTINGS])
+    served = await _serve(request, slot, explanation, eid, eid_capped=False, gates=gates)
     html = with_html == "1"
     if explanation is not None:
         answer = served.as_json(with_html=html) if served else {"no_fill": True}
         return json_response({**answer, "explanation": explanation.as_json()})
     if served is None:
         return web.Response(status=204, headers={"Cache-Control": "no-store"})
-    return _refresh_uid(request, gzipped(request, json_response(served.as_json(with_html=html))))
+    response = gzipped(request, json_response(served.as_json(with_html=html)))
+    return _refresh_uid(request, response, gates)
 
 
 async def click(request: web.Request) -> web.StreamResponse:

@@ -34,7 +34,16 @@ class Gates:
     """The gates of one request, with the TCF signals it carries (`gdpr`, `gdpr_consent`: in
     the query of a pixel or an ad, in the body of a tag batch)."""
 
-    __slots__ = ("_bot", "_consented", "_gdpr", "_opted_out", "_request", "_settings", "_tc")
+    __slots__ = (
+        "_bot",
+        "_consented",
+        "_gdpr",
+        "_opted_out",
+        "_request",
+        "_settings",
+        "_tc",
+        "_uid",
+    )
 
     def __init__(
         self,
@@ -48,6 +57,7 @@ class Gates:
         self._bot: bool | None = None
         self._opted_out: bool | None = None
         self._consented: bool | None = None
+        self._uid: object = _UNKNOWN
 
     @classmethod
     def of_query(cls, request: web.Request, settings: Settings) -> Gates:
@@ -84,7 +94,9 @@ class Gates:
     def uid(self) -> str | None:
         """The uid cookie as sent (None when absent or not one Kaeru could have issued),
         whatever the other gates say: ask `personal_uid` for one that may be used."""
-        return read_uid(self._request.cookies)
+        if self._uid is _UNKNOWN:
+            self._uid = read_uid(self._request.cookies)
+        return self._uid  # type: ignore[return-value]
 
     def untracked(self) -> Literal["bot", "opted_out"] | None:
         """Why nothing of this request may be tracked or counted, consent apart (a bot first:

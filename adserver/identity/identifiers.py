@@ -40,11 +40,16 @@ _LETTER: dict[IdentifierKind, str] = {"fpid": "f", "email": "e", "customer": "c"
 @dataclass(frozen=True, slots=True)
 class Identify:
     """An `identify` event of a tag batch: the shopper told the shop who they are. Carries one
-    of `email_sha256` (validated hex) or `customer_id` (validated), never a raw e-mail."""
+    of `email_sha256` (validated hex) or `customer_id` (validated), never a raw e-mail.
+    `email_signature`: the shop's `(sig_exp, email_sig)` sent with the hash, as parsed
+    (`adserver.identity.email_signatures`); `email_vouched`: it was checked and is the shop's
+    (only then is the e-mail kept for the shop's audiences)."""
 
     advertiser: str
     email_sha256: str | None = None
     customer_id: str | None = None
+    email_signature: tuple[int, str] | None = None
+    email_vouched: bool = False
 
 
 def valid_fpid(raw: object) -> str | None:

@@ -3,7 +3,8 @@
 - Shop side (`pixel.handlers.batch`): a tag batch is stored under the uid cookie when the
   browser sends a valid one (and the batch's first-party id gets linked to it); else under the
   uid that first-party id is linked to; else under a new uid (linked to it). `identify` events
-  link their hashed e-mail or customer id to that uid; a hashed e-mail is also kept for that
+  link their hashed e-mail or customer id to that uid; a hashed e-mail the shop's server
+  signed (`Identify.email_vouched`, `adserver.identity.email_signatures`) is also kept for that
   shop's e-mail audiences (`adserver.store.email_audiences`), in the same round trip. A hashed
   e-mail or customer id never decides the uid a browser is given: anyone may send anyone's
   hashed e-mail, and a browser that took over its owner's uid would be shown their history.
@@ -86,7 +87,9 @@ class IdentityResolver:
         uid = cookie_uid or found or new_uid()
         if time.monotonic() > give_up_at:
             return ShopUid(uid, issue=False)
-        emails = [(e.advertiser, e.email_sha256) for e in identifies if e.email_sha256]
+        emails = [
+            (e.advertiser, e.email_sha256) for e in identifies if e.email_sha256 and e.email_vouched
+        ]
         listed = self._store.email_audiences.remember_commands(uid, emails, now)
         await self._store.identities.link(uid, [*first_party, *told], now, listed)
         return ShopUid(uid, issue=cookie_uid is not None or found is None)

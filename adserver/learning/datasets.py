@@ -69,7 +69,8 @@ def default_data_root() -> Path:
     """$KAERU_EVAL_DATA, else ../shared/data next to the current directory or this checkout."""
     if os.environ.get("KAERU_EVAL_DATA"):
         return Path(os.environ["KAERU_EVAL_DATA"])
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    checkout = Path(__file__).resolve().parents[2]  # adserver/learning/datasets.py
+    for base in (Path.cwd(), checkout):
         candidate = base.parent / "shared" / "data"
         if candidate.is_dir():
             return candidate

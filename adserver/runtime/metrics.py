@@ -99,6 +99,15 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.email_sigs_refused = Counter(
+            "kaeru_email_sigs_refused",
+            "Identify events whose hashed e-mail was linked for ads only, not kept for the "
+            "shop's e-mail audiences: unsigned, bad_email_sig (malformed, or not the shop's "
+            "signature of this advertiser, hash and sig_exp), expired, too_far_ahead (sig_exp "
+            "more than a day ahead)",
+            ["reason"],
+            registry=r,
+        )
         self.renders_uncounted = Counter(
             "kaeru_renders_uncounted",
             "Render beacons not counted: their impression's render was counted already, "

@@ -193,25 +193,35 @@ async def execute(pipe: Any, raise_on_error: bool = True) -> list[Any]:
         await pipe.reset()
 
 
-def history_of(fields: Sequence[Any]) -> AdvertiserHistory:
-    """One shop's part of the profile script's reply (see `scripts.LOAD_SHOPPER`)."""
+def caps_of(fields: Sequence[Any], today: str) -> dict[str, int]:
+    """Today's frequency counters from the caps zset (see scripts.COUNT_IMPRESSION): each
+    member '<YYYYMMDDHH><TAB>c:<campaign><TAB>i:<sku>...' counts its impressions (its score)
+    once for each counter it names; members of other days are not counted."""
+    caps: dict[str, int] = {}
+    for i in range(0, len(fields), 2):
+        name = text(fields[i])
+        if name.startswith(today) and name[10:11] == "\t":
+            n = int(float(fields[i + 1]))
+            for counter in name[11:].split("\t"):
+                caps[counter] = caps.get(counter, 0) + n
+    return caps
+
+
+def history_of(fields: Sequence[Any], today: str) -> AdvertiserHistory:
+    """One shop's part of the profile script's reply (see `scripts.LOAD_SHOPPER`); `today`
+    (YYYYMMDD, UTC) picks the caps counters that count."""
     advertiser, last_seen, viewed, cart, purchased, facts, caps = fields
-    views = [text(v) for v in viewed]
     revenue, orders, cart_since = (text(f) for f in facts)
-    counters = [text(c) for c in caps]
+    # float() and int() take the reply's bytes as they are; only names become str.
     return AdvertiserHistory(
         advertiser=text(advertiser),
-        last_seen=float(text(last_seen)) / 1000,
-        viewed=tuple(views[0::2]),
-        view_times=tuple(float(t) / 1000 for t in views[1::2]),
-        cart=tuple(text(s) for s in cart),
-        bought=tuple(text(s) for s in purchased),
+        last_seen=float(last_seen) / 1000,
+        viewed=tuple(map(text, viewed[0::2])),
+        view_times=tuple([float(t) / 1000 for t in viewed[1::2]]),
+        cart=tuple(map(text, cart)),
+        bought=tuple(map(text, purchased)),
         revenue=Decimal(revenue),
         orders=int(orders),
         cart_since=float(cart_since) / 1000 if cart_since else None,
-        caps={
-            counters[i]: int(counters[i + 1])
-            for i in range(0, len(counters), 2)
-            if counters[i] != "day"
-        },
+        caps=caps_of(caps, today),
     )

@@ -127,6 +127,19 @@ class EmailAudiences:
         more, found = len(found) > limit, found[:limit]
         return AudiencePage(await self._read(advertiser, found, cutoff_ms, now), more)
 
+    async def kept_email(self, uid: str, advertiser: str) -> str | None:
+        """The hashed e-mail this shopper's signed identify kept at the shop, if any."""
+        found = await self.redis.get(keys.user_email(uid, advertiser))
+        return _text(found) if found else None
+
+    async def entry(self, advertiser: str, uid: str, now: float | None = None) -> AudienceEntry:
+        """One shopper's e-mail kept at the shop and their profile (one round trip): what the
+        single-address form asks of the uid an e-mail resolves to (that uid is a member for
+        that e-mail only if it kept that very e-mail at this shop)."""
+        now = time.time() if now is None else now
+        cutoff_ms = int((now - self.limits.lookback_seconds) * 1000)
+        return (await self._read(advertiser, [(uid, 0)], cutoff_ms, now))[0]
+
     async def _read(
         self, advertiser: str, found: list[tuple[str, int]], cutoff_ms: int, now: float
     ) -> list[AudienceEntry]:
@@ -140,15 +153,15 @@ class EmailAudiences:
             commands.append(
                 (
                     *("EVALSHA", load, 1, keys.user_advertisers(uid), keys.user_prefix(uid)),
-                    *(cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER, day_of(now)),
+                    *(cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER),
                 )
             )
         replies = await send_with_scripts(self.redis, commands, {load: scripts.LOAD_SHOPPER})
         raise_first_error(replies)
-        entries = []
+        entries, today = [], day_of(now)
         for n, (uid, last_ms) in enumerate(found):
             email, profile = replies[2 * n], replies[2 * n + 1]
-            histories = (history_of(profile[i : i + 7]) for i in range(0, len(profile), 7))
+            histories = (history_of(profile[i : i + 7], today) for i in range(0, len(profile), 7))
             history = next((h for h in histories if h.advertiser == advertiser), None)
             entries.append(AudienceEntry(uid, _text(email) if email else None, last_ms, history))
         return entries

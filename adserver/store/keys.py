@@ -287,10 +287,15 @@ def user_facts(uid: str, advertiser: str) -> str:
 
 
 def user_caps(uid: str, advertiser: str) -> str:
-    """hash day, c:<campaign> and i:<sku> impression counts of that UTC day (the frequency
-    caps), expiring 2 days after the last impression. Named `f:` before 2026-12: after the
-    upgrade the old `f:` hashes are not read (a shopper's caps of that day start again from
-    0, once) and expire within 2 days; see `user_caps_legacy`."""
+    """zset '<YYYYMMDDHH><TAB>c:<campaign><TAB>i:<sku>...' -> impressions of that campaign
+    and those items that UTC hour (the frequency caps: each counter is the sum over the
+    members of today naming it; one ZINCRBY per impression, see scripts.COUNT_IMPRESSION),
+    expiring 2 days after the first impression of its newest member. A hash (day,
+    c:<campaign>, i:<sku>) until 2026-12-02 (not read since: replaced by the first impression
+    after the upgrade).
+    Named `f:` before 2026-12: after the upgrade the old `f:` hashes are not read (a
+    shopper's caps of that day start again from 0, once) and expire within 2 days; see
+    `user_caps_legacy`."""
     return user_key(uid, CAPS, advertiser)
 
 

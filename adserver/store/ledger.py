@@ -135,10 +135,16 @@ class _DayCounters:
         return ("EVALSHA", sha, len(self.keys), *self.keys, *args)
 
 
+def hour_of(timestamp: float) -> str:
+    """YYYYMMDDHH (UTC): what names an impression's caps member (scripts.COUNT_IMPRESSION)."""
+    return time.strftime("%Y%m%d%H", time.gmtime(timestamp))
+
+
 class Ledger:
     def __init__(self, redis: Redis, limits: StoreLimits) -> None:
         self.redis = redis
         self.limits = limits
+        self.touch_ttl = limits.click_window_seconds
         self._count_impression = redis.register_script(scripts.COUNT_IMPRESSION)
         self._count_stats = redis.register_script(scripts.COUNT_STATS)
         self._record_conversion = redis.register_script(scripts.RECORD_CONVERSION)
@@ -175,8 +181,8 @@ class Ledger:
                 caps, touch = keys.user_caps(one.uid, adv), keys.user_touch(one.uid, adv)
                 commands.append(
                     (
-                        *("EVALSHA", sha, 2, caps, touch, day_of(now), int(now * 1000)),
-                        *(self.limits.click_window_seconds, placement.campaign, placement.key),
+                        *("EVALSHA", sha, 2, caps, touch, hour_of(now), int(now * 1000)),
+                        *(self.touch_ttl, placement.campaign, placement.key),
                         *one.skus,
                     )
                 )
@@ -234,7 +240,7 @@ class Ledger:
         if uid is not None:
             touch = keys.user_touch(uid, placement.advertiser)
             pipe.hset(touch, mapping={"click": int(now * 1000), "click_key": placement.key})
-            pipe.expire(touch, self.limits.click_window_seconds)
+            pipe.expire(touch, self.touch_ttl)
         document = {
             "uid": uid,
             "advertiser": placement.advertiser,
@@ -252,7 +258,7 @@ class Ledger:
         """Make a click counted before (a click id the landing page sent back) the shopper's
         last click touch, unless a later click is there; counts nothing. True when set."""
         touch = keys.user_touch(uid, placement.advertiser)
-        ttl = self.limits.click_window_seconds
+        ttl = self.touch_ttl
         # round: `at` came from a click id's milliseconds (ms / 1000), which int() may cut to
         # the millisecond before; the touch keeps the click's own time (see click_order_marker)
         clicked = round(at * 1000)

@@ -149,33 +149,44 @@ return 1
 # user's key prefix, which carries the same hash tag, so they live in the same slot, as
 # keys.user_key builds them: prefix .. suffix .. advertiser, the suffixes those of `keys`
 # ($viewed and the like are replaced by them as Lua strings, see LOAD_SHOPPER below).
-# ARGV: user prefix, cutoff_ms (lookback), max advertisers, today (YYYYMMDD)
+# ARGV: user prefix, cutoff_ms (lookback), max advertisers
 # Returns a flat list per advertiser: advertiser, last_seen_ms, {sku, viewed_ms, ...},
-# {cart}, {purchased}, {revenue, orders, cart_since}, {today's cap counter, count, ...}
-# (items newest first).
+# {cart}, {purchased}, {revenue, orders, cart_since}, {caps member, count, ...} (items newest
+# first; the caps zset whole: its members name their UTC day, the caller keeps today's).
+# Only what a decision can use is read: the facts first, then the cart only when cart_since
+# is within the lookback (it is the newest add of a cart not bought since, so no cart item is
+# newer) and the purchases only when an order was recorded (RECORD_EVENT writes the cart and
+# purchase sets only with those facts, whose TTL it refreshes with theirs): a shopper who
+# only viewed costs three commands per advertiser (views, facts, caps).
 _LOAD_SHOPPER = """
-local prefix, cutoff, limit, today = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local prefix, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local viewed, cart, purchased, facts_of, caps_of = $viewed, $cart, $purchased, $facts, $caps
 local out = {}
 local advertisers = redis.call(
   'ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
+local none = {}
 for i = 1, #advertisers, 2 do
   local advertiser = advertisers[i]
   out[#out + 1] = advertiser
   out[#out + 1] = advertisers[i + 1]
   out[#out + 1] = redis.call(
     'ZREVRANGEBYSCORE', prefix .. viewed .. advertiser, '+inf', cutoff, 'WITHSCORES')
-  out[#out + 1] = redis.call('ZREVRANGEBYSCORE', prefix .. cart .. advertiser, '+inf', cutoff)
-  out[#out + 1] = redis.call('ZREVRANGE', prefix .. purchased .. advertiser, 0, -1)
   local facts = redis.call(
     'HMGET', prefix .. facts_of .. advertiser, 'revenue', 'orders', 'cart_since')
-  out[#out + 1] = {facts[1] or '0', facts[2] or '0', facts[3] or ''}
-  local caps = prefix .. caps_of .. advertiser
-  if redis.call('HGET', caps, 'day') == today then
-    out[#out + 1] = redis.call('HGETALL', caps)
+  if facts[3] and tonumber(facts[3]) >= tonumber(cutoff) then
+    out[#out + 1] = redis.call('ZREVRANGEBYSCORE', prefix .. cart .. advertiser, '+inf', cutoff)
   else
-    out[#out + 1] = {}
+    out[#out + 1] = none
   end
+  if facts[2] and tonumber(facts[2]) > 0 then
+    out[#out + 1] = redis.call('ZREVRANGE', prefix .. purchased .. advertiser, 0, -1)
+  else
+    out[#out + 1] = none
+  end
+  out[#out + 1] = {facts[1] or '0', facts[2] or '0', facts[3] or ''}
+  local caps = redis.pcall('ZREVRANGE', prefix .. caps_of .. advertiser, 0, -1, 'WITHSCORES')
+  if type(caps) == 'table' and caps.err then caps = none end  -- a caps hash of before
+  out[#out + 1] = caps
 end
 return out
 """
@@ -188,19 +199,66 @@ LOAD_SHOPPER = Template(_LOAD_SHOPPER).substitute(
 )
 
 # An impression, on the shopper's keys: today's frequency counters and the last touch.
-# KEYS: caps, touch. ARGV: today, now_ms, touch_ttl_seconds, campaign, attribution key, sku...
-COUNT_IMPRESSION = """
-if redis.call('HGET', KEYS[1], 'day') ~= ARGV[1] then
+# KEYS: caps, touch. ARGV: UTC hour (YYYYMMDDHH), now_ms, touch ttl_seconds, campaign,
+# attribution key, sku...
+# The caps are a zset (a hash before 2026-12-02): the counters of one impression are one
+# member, '<hour><TAB>c:<campaign><TAB>i:<sku>...', counted by one ZINCRBY (the reader sums
+# the members of today per counter: see adserver.store.store._caps). Only when that member
+# is new (the first such impression of the hour) are other days' members deleted and the
+# TTLs set, the caps 2 days and the touch its TTL (the click window): so the touch outlives
+# its last impression by the click window less at most an hour (a view window that long is
+# cut an hour short); a touch the HSET creates gets its TTL at once. Past FOLD_AT members
+# today's are folded into one member per counter ('<hour><TAB>c:<campaign>',
+# '<hour><TAB>i:<sku>'; the sums stay the same), so the zset stays about as small as the hash
+# of one field per counter was. A caps hash of the format before is replaced (its counts of
+# the upgrade day start again, once). A typical impression is three commands (this call,
+# HSET, ZINCRBY).
+CAPS_FOLD_AT = 32
+_COUNT_IMPRESSION = """
+local hour, ttl = ARGV[1], ARGV[3]
+local parts = {hour, 'c:' .. ARGV[4]}
+for i = 6, #ARGV do parts[#parts + 1] = 'i:' .. ARGV[i] end
+local member = table.concat(parts, '\t')
+local added = redis.call('HSET', KEYS[2], 'view', ARGV[2], 'view_key', ARGV[5])
+local n = redis.pcall('ZINCRBY', KEYS[1], 1, member)
+if type(n) == 'table' and n.err then  -- the caps hash of before
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'day', ARGV[1])
+  n = redis.call('ZINCRBY', KEYS[1], 1, member)
 end
-redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[4], 1)
-for i = 6, #ARGV do redis.call('HINCRBY', KEYS[1], 'i:' .. ARGV[i], 1) end
-redis.call('EXPIRE', KEYS[1], 172800)
-redis.call('HSET', KEYS[2], 'view', ARGV[2], 'view_key', ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+if tonumber(n) == 1 then
+  local stale, day = {}, string.sub(hour, 1, 8)
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 8) ~= day then stale[#stale + 1] = all[i] end
+  end
+  if #all / 2 - #stale > $fold_at then
+    local sums, order = {}, {}
+    for i = 1, #all, 2 do
+      local name = all[i]
+      local rest = string.sub(name, 12)  -- after '<hour><TAB>'
+      if string.sub(name, 1, 8) == day and string.find(rest, '\t', 1, true) then
+        stale[#stale + 1] = name
+        for counter in string.gmatch(rest, '[^\t]+') do
+          if not sums[counter] then order[#order + 1] = counter; sums[counter] = 0 end
+          sums[counter] = sums[counter] + tonumber(all[i + 1])
+        end
+      end
+    end
+    for _, counter in ipairs(order) do
+      redis.call('ZINCRBY', KEYS[1], sums[counter], hour .. '\t' .. counter)
+    end
+  end
+  for i = 1, #stale, 1000 do
+    redis.call('ZREM', KEYS[1], unpack(stale, i, math.min(i + 999, #stale)))
+  end
+  redis.call('EXPIRE', KEYS[1], 172800)
+  redis.call('EXPIRE', KEYS[2], ttl)
+elseif added > 0 then
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
 return 1
 """
+COUNT_IMPRESSION = Template(_COUNT_IMPRESSION).substitute(fold_at=CAPS_FOLD_AT)
 
 # The publisher a report row names (prepended to the scripts that write report counters):
 # publisher ids are bounded per advertiser and day. KEYS: the day's publisher set (same slot as

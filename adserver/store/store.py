@@ -267,12 +267,13 @@ class Store:
         sha = self._load_shopper.sha
         command: Command = (
             *("EVALSHA", sha, 1, keys.user_advertisers(uid), keys.user_prefix(uid)),
-            *(cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER, day_of(now)),
+            *(cutoff_ms, MAX_ADVERTISERS_PER_SHOPPER),
         )
         replies = await send_with_scripts(self.redis, [command], {sha: scripts.LOAD_SHOPPER})
         raise_first_error(replies)
         (reply,) = replies
-        histories = [history_of(reply[i : i + 7]) for i in range(0, len(reply), 7)]
+        today = day_of(now)
+        histories = [history_of(reply[i : i + 7], today) for i in range(0, len(reply), 7)]
         return Shopper(uid, tuple(histories))
 
     async def forget(self, uid: str, advertisers: Iterable[str]) -> int:

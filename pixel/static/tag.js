@@ -104,11 +104,15 @@
   // Google Enhanced Conversions and Meta's Conversions API do): the e-mail itself never leaves
   // the page, and without crypto.subtle (not a secure context) nothing is sent. Or
   // {email_sha256} (64 hex digits), or {customer_id} (the shop's own, 1-128 characters).
+  // The shop's server signs the hash of its logged-in customer ({email_sig, sig_exp}, see the
+  // README): passed on as given; only a signed e-mail joins the shop's e-mail audiences.
   const HEX64 = /^[0-9a-f]{64}$/;
   function identify(a) {
     const adv = a.advertiser || defaults.advertiser;
     if (!adv) return warn("no advertiser for identify");
     const e = { advertiser: String(adv), event: "identify" };
+    if (a.email_sig != null) e.email_sig = String(a.email_sig);
+    if (a.sig_exp != null) e.sig_exp = String(a.sig_exp);
     const queue = () => {
       batch.push(e);
       if (timer === null) timer = setTimeout(flush, 0);

@@ -12,6 +12,7 @@ out, was forgotten or never identified with an e-mail at this shop is never list
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -104,9 +105,14 @@ async def _one(
     app = request.app
     deadline = app[SETTINGS].redis_deadline_ms / 1000
     uid = await within(app[IDENTITY].partner_uid(email), deadline)
-    shopper = await within(app[STORE].load_shopper(uid), deadline)
-    history = next((h for h in shopper.histories if h.advertiser == advertiser), None)
-    found = membership(name, history, since, _sellable(request, advertiser))
+    if uid is None:
+        return {"members": []}
+    # The uid the e-mail was last linked to is a member for it only if it kept that e-mail at
+    # this shop (a signed identify): an unsigned identify of someone's hash links for ads only.
+    entry = await within(app[STORE].email_audiences.entry(advertiser, uid), deadline)
+    if entry.email_sha256 is None or not hmac.compare_digest(entry.email_sha256, email):
+        return {"members": []}
+    found = membership(name, entry.history, since, _sellable(request, advertiser))
     listed = [_member(email, found.items, found.since, None)] if found else []
     return {"members": listed}
 

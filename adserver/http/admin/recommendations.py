@@ -12,6 +12,7 @@ answer does not tell whether an e-mail is known. `format=html`: the e-mail-safe 
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from adserver.delivery.served_ad import email_placement
 from adserver.http.admin.auth import authorize_advertiser
-from adserver.http.app_keys import IDENTITY, METRICS, SETTINGS, SHOWN_WRITER
+from adserver.http.app_keys import IDENTITY, METRICS, SETTINGS, SHOWN_WRITER, STORE
 from adserver.http.recs import recommend_products
 from adserver.http.responses import NO_STORE, json_error, json_response
 from adserver.identity.identifiers import valid_email_sha256
@@ -66,6 +67,20 @@ def parse_email_recs_query(
     return EmailRecsQuery(recs, email, uid, answer_format)
 
 
+async def _shopper_of(request: web.Request, advertiser: str, email: str) -> str | None:
+    """The shopper an e-mail resolves to (the uid most recently linked to it), only if that
+    shopper kept this very e-mail at this shop (a signed identify: see
+    adserver.identity.email_signatures): a browser that merely claimed someone's hash gets
+    no e-mail of theirs filled with its own views. Two round trips."""
+    app = request.app
+    deadline = app[SETTINGS].redis_deadline_ms / 1000
+    uid = await within(app[IDENTITY].partner_uid(email), deadline)
+    if uid is None:
+        return None
+    kept = await within(app[STORE].email_audiences.kept_email(uid, advertiser), deadline)
+    return uid if kept is not None and hmac.compare_digest(kept, email) else None
+
+
 async def recommendations(request: web.Request) -> web.StreamResponse:
     advertiser = authorize_advertiser(request)
     app = request.app
@@ -77,8 +92,7 @@ async def recommendations(request: web.Request) -> web.StreamResponse:
     uid = query.uid
     if query.email_sha256 is not None:
         try:
-            resolving = app[IDENTITY].partner_uid(query.email_sha256)
-            uid = await within(resolving, app[SETTINGS].redis_deadline_ms / 1000)
+            uid = await _shopper_of(request, advertiser, query.email_sha256)
         except (RedisError, OSError, TimeoutError):
             metrics.store_errors.labels("identity").inc()
             uid = None  # answered non-personalised, as /recs.json does on a failed read

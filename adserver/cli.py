@@ -126,6 +126,16 @@ def _parser() -> argparse.ArgumentParser:
         "run as many workers as wanted: they share the event shards",
     )
 
+    refresh = commands.add_parser(
+        "value-refresh",
+        parents=[common],
+        help="refresh the advertisers' customer-value standing now (RFM cut points, typical "
+        "interval, value models, replenishment intervals); the worker does it every hour",
+    )
+    refresh.add_argument(
+        "advertiser", nargs="*", help="only these advertisers (default: KAERU_ADVERTISERS)"
+    )
+
     evaluation = commands.add_parser(
         "eval", help="measure related items on a public clickstream data set"
     )
@@ -223,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo(settings, sites, args.shop)
         if args.command == "worker":
             return run_worker(settings, args.name)
+        if args.command == "value-refresh":
+            return run_value_refresh(settings, args.advertiser)
         return import_catalog(settings, args.file, args.advertiser, args.format)
     except SettingsError as exc:
         print(f"kaeru: {exc}", file=sys.stderr)
@@ -555,7 +567,9 @@ async def _import_file(
 def run_worker(settings: Settings, name: str | None) -> int:
     from adserver.core.lessons import LearningConfig
     from adserver.learning.worker import RelatedWorker
+    from adserver.store.customer_values import CustomerValues
     from adserver.store.learning import LearningStore
+    from adserver.value.refresh import ValueRefresher
 
     async def learn(redis_url: str) -> None:
         stop = asyncio.Event()
@@ -564,9 +578,13 @@ def run_worker(settings: Settings, name: str | None) -> int:
             loop.add_signal_handler(signum, stop.set)
         redis = connect(redis_url, timeout=5.0)
         worker = RelatedWorker(LearningStore(redis, LearningConfig()), consumer=name)
+        advertisers = tuple(settings.advertisers)
+        valuer = ValueRefresher(
+            CustomerValues(redis, settings.lookback_seconds), lambda: advertisers
+        )
         log.info("related-items worker %r learning from %s", worker.consumer, redact(redis_url))
         try:
-            await worker.run(stop)
+            await asyncio.gather(worker.run(stop), valuer.run(stop))
         finally:
             await redis.aclose()
         log.info("worker stopped after learning from %d events", worker.learnt)
@@ -576,6 +594,43 @@ def run_worker(settings: Settings, name: str | None) -> int:
         asyncio.run(learn(settings.redis_url))
         return 0
 
+    return _with_redis(settings, run)
+
+
+def run_value_refresh(settings: Settings, only: Sequence[str]) -> int:
+    """`kaeru value-refresh`: every advertiser (or those named) refreshed now, no lease."""
+    from adserver.store.customer_values import CustomerValues
+    from adserver.value.refresh import ValueRefresher
+
+    advertisers = tuple(only or settings.advertisers)
+
+    async def refresh(redis_url: str) -> None:
+        redis = connect(redis_url, timeout=30.0)
+        refresher = ValueRefresher(
+            CustomerValues(redis, settings.lookback_seconds), lambda: advertisers, fit_in="thread"
+        )
+        try:
+            for advertiser in advertisers:
+                done = await refresher.refresh(advertiser)
+                standing = done.standing
+                typical = standing.typical_interval
+                print(
+                    f"{advertiser}: {standing.sampled} of {done.indexed} buyers sampled, "
+                    f"typical interval {'-' if typical is None else f'{typical:.1f} days'}, "
+                    f"models {'fitted' if standing.model else 'not fitted'}, "
+                    f"{done.intervals} replenishment intervals"
+                )
+        finally:
+            await redis.aclose()
+
+    def run(settings: Settings) -> int:
+        assert settings.redis_url is not None
+        asyncio.run(refresh(settings.redis_url))
+        return 0
+
+    if not advertisers:
+        print("kaeru: no advertiser to refresh (KAERU_ADVERTISERS or name them)", file=sys.stderr)
+        return 2
     return _with_redis(settings, run)
 
 

@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
+from adserver.core.value_segments import DUE_STATUSES, MAX_FACTOR, MIN_FACTOR, SEGMENTS
+
 Status = Literal["active", "paused"]
 BidType = Literal["cpm", "cpc"]
 
@@ -28,7 +30,12 @@ DEFAULT_STRATEGIES: tuple[str, ...] = ("cart", "recent", "related", "cross_sell"
 # any other strategy; one that falls back on `popular` without naming it tries it just before
 # `popular` (see `What.effective`), so the default order is ..., cross_sell, contextual, popular.
 CONTEXTUAL = "contextual"
-STRATEGY_NAMES: tuple[str, ...] = (*STRATEGIES[:-1], CONTEXTUAL, STRATEGIES[-1])
+# Products the shopper bought whose learnt repeat interval has passed: the one strategy that
+# may show a purchased item (never in the default order; see `value_segments.replenish`).
+REPLENISH = "replenish"
+STRATEGY_NAMES: tuple[str, ...] = (*STRATEGIES[:-1], CONTEXTUAL, REPLENISH, STRATEGIES[-1])
+# What a bid multiplier may name: an audience, an RFM segment or a due status.
+MULTIPLIER_NAMES: tuple[str, ...] = (*AUDIENCE_NAMES, *SEGMENTS, *DUE_STATUSES)
 STATUSES: tuple[str, ...] = ("active", "paused")
 BID_TYPES: tuple[str, ...] = ("cpm", "cpc")
 CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
@@ -57,6 +64,8 @@ class Who:
     cart_abandoned_hours: int = 1
     lapsed_days: int = 14
     high_value: HighValue = field(default_factory=HighValue)
+    segments: tuple[str, ...] = ()  # RFM segments (any of them); empty: any shopper
+    due: tuple[str, ...] = ()  # due statuses (any of them); empty: any shopper
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +146,9 @@ class Campaign:
     when: When
     where: Where
     bid: Bid
+    # (audience, segment or due status, factor): the bid times the factors of all the
+    # shopper is in (`value_segments.bid_factor`); empty: no multiplier.
+    bid_multipliers: tuple[tuple[str, Decimal], ...] = ()
     offer: Offer | None = None  # shown on its creatives while valid
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +158,7 @@ class Campaign:
         """
         data: dict[str, Any] = _jsonable(asdict(self))
         del data["id"], data["advertiser"]
+        data["bid_multipliers"] = {name: format(f, "f") for name, f in self.bid_multipliers}
         return data
 
 
@@ -176,6 +189,8 @@ class ShopperFacts:
     cart_since: float | None  # time of the latest cart add; None when the cart is empty
     orders: int
     revenue: Decimal
+    segment: str | None = None  # RFM segment; None without a value record and standing
+    due: str | None = None  # due status; None for a one-time buyer or without them
 
 
 def audiences(campaign: Campaign, facts: ShopperFacts, now: float) -> frozenset[str]:
@@ -207,6 +222,14 @@ def targets(campaign: Campaign, facts: ShopperFacts, now: float) -> tuple[bool, 
     for name in who.exclude:
         if name in member:
             return False, f"in excluded audience {name}"
+    if who.segments and facts.segment not in who.segments:
+        if facts.segment is None:
+            return False, "no value segment known"
+        return False, f"segment {facts.segment} not in: {', '.join(who.segments)}"
+    if who.due and facts.due not in who.due:
+        if facts.due is None:
+            return False, "no due status known"
+        return False, f"due status {facts.due} not in: {', '.join(who.due)}"
     delay = campaign.when.min_delay_minutes * 60
     if delay and facts.last_seen is not None and now - facts.last_seen < delay:
         minutes = int((now - facts.last_seen) // 60)
@@ -283,10 +306,13 @@ def parse_campaign(
     when = parser.when(parser.section(body.get("when"), "when", _KEYS["when"]))
     where = parser.where(parser.section(body.get("where"), "where", _KEYS["where"]))
     bid = parser.bid(body.get("bid"))
+    multipliers = parser.multipliers(body.get("bid_multipliers"))
     offer = parser.offer(body.get("offer"))
     if parser.problems or name is None or bid is None:
         return parser.problems
-    return Campaign(campaign_id, advertiser, name, status, who, what, when, where, bid, offer)
+    return Campaign(
+        campaign_id, advertiser, name, status, who, what, when, where, bid, multipliers, offer
+    )
 
 
 def _keys(model: type[Any], *skip: str) -> tuple[str, ...]:
@@ -295,6 +321,7 @@ def _keys(model: type[Any], *skip: str) -> tuple[str, ...]:
 
 _KEYS: Mapping[str, tuple[str, ...]] = {
     "": _keys(Campaign, "id", "advertiser"),
+    "bid_multipliers": MULTIPLIER_NAMES,
     "who": _keys(Who),
     "who.high_value": _keys(HighValue),
     "what": _keys(What),
@@ -457,7 +484,9 @@ class _Parser:
             min_revenue = Decimal(0)
         min_orders = self.integer(high, path, "min_orders", 1, 100_000, 1)
         high_value = HighValue(min_revenue, min_orders)
-        return Who(include, exclude, cart_abandoned_hours, lapsed_days, high_value)
+        segments = self.strings(obj, "who", "segments", _known("segment", SEGMENTS))
+        due = self.strings(obj, "who", "due", _known("due status", DUE_STATUSES))
+        return Who(include, exclude, cart_abandoned_hours, lapsed_days, high_value, segments, due)
 
     def what(self, obj: Mapping[str, object]) -> What:
         strategy = _known("strategy", STRATEGY_NAMES)
@@ -567,6 +596,19 @@ class _Parser:
         if kind not in BID_TYPES or amount is None or not 0 < amount <= MAX_BID:
             return None
         return Bid(cast(BidType, kind), amount)
+
+    def multipliers(self, raw: object) -> tuple[tuple[str, Decimal], ...]:
+        path = "bid_multipliers"
+        obj = self.section(raw, path, _KEYS[path])
+        found: list[tuple[str, Decimal]] = []
+        for name, value in obj.items():
+            factor = _to_decimal(value)
+            if factor is None or not Decimal(str(MIN_FACTOR)) <= factor <= Decimal(MAX_FACTOR):
+                bounds = f"from {MIN_FACTOR:g} to {MAX_FACTOR:g}"
+                self.problems.append(f"{path}.{name}: must be a number {bounds}{_PLACES}")
+            elif name in MULTIPLIER_NAMES:
+                found.append((name, factor))
+        return tuple(found)
 
 
 # Refused in an offer's text: controls and line breaks, invisible formatting (bidi overrides,

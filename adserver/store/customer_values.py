@@ -53,6 +53,12 @@ STANDING_TTL_SECONDS = 7 * DAY_SECONDS  # a standing not refreshed for a week is
 GLOB = re.compile(r"([*?\[\]\\])")
 
 
+def order_cents(revenue: Decimal) -> int:
+    """An order's revenue (the shop's currency) in whole cents, as the record keeps it."""
+    cents = int((revenue * 100).to_integral_value(ROUND_HALF_UP))
+    return min(max(0, cents), MAX_CENTS)
+
+
 @dataclass(frozen=True, slots=True)
 class BuyerSample:
     """Records drawn from the buyers' index (`indexed`: its size when drawn)."""
@@ -76,12 +82,11 @@ class CustomerValues:
         """Fold a new order (`at`: unix seconds; `revenue` in the shop's currency) into the
         shopper's record; None when the shopper was erased since (the order is not kept)."""
         day = min(max(0, int(at // DAY_SECONDS)), MAX_DAY)
-        cents = int((revenue * 100).to_integral_value(ROUND_HALF_UP))
         reply = await self._record(
             keys=[keys.user_value(uid, advertiser), keys.user_forgotten(uid)],
             args=[
                 day,
-                min(max(0, cents), MAX_CENTS),
+                order_cents(revenue),
                 order_fingerprint(order),
                 self.lookback_seconds,
                 int(at * 1000),

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from adserver.config.redis_url import is_cluster_url
 from adserver.core.product import Product
 from adserver.core.shopper import Shopper, ShopperEvent
+from adserver.core.value_record import order_fingerprint
 from adserver.store import keys, scripts
 from adserver.store.base import (
     MAX_ADVERTISERS_PER_SHOPPER,
@@ -35,7 +36,7 @@ from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
 from adserver.store.catalog_store import CatalogUpload
 from adserver.store.cluster import RedisCluster, connect_cluster
-from adserver.store.customer_values import CustomerValues
+from adserver.store.customer_values import CustomerValues, order_cents
 from adserver.store.email_audiences import EmailAudiences
 from adserver.store.identity_links import IdentityLinks, Linked
 from adserver.store.ledger import Ledger
@@ -228,7 +229,7 @@ class Store:
         return (
             "EVALSHA",
             self._record_event.sha,
-            9,
+            10,
             keys.user_advertisers(uid),
             keys.user_viewed(uid, adv),
             keys.user_cart(uid, adv),
@@ -238,6 +239,7 @@ class Store:
             keys.user_touch(uid, adv),
             keys.user_forgotten(uid),
             keys.user_orders_legacy(uid, adv),
+            keys.user_value(uid, adv),
             event.kind,
             adv,
             now_ms,
@@ -249,6 +251,8 @@ class Store:
             self.limits.view_window_seconds * 1000,
             _conversions_cap(event, self.limits.browser_conversions_per_day),
             day_of(now_ms / 1000),
+            order_cents(event.revenue or Decimal(0)) if event.kind == "purchase" else 0,
+            order_fingerprint(event.order or "") if event.kind == "purchase" else "",
             *event.items,
         )
 

@@ -1,0 +1,81 @@
+"""Customer value on the hot path (issue 16): purchases write the shopper's value record once
+per order, from the pixel, the `/e` batch and the shop's postback alike."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from adserver.core.shopper import ShopperEvent
+from adserver.core.value_record import ValueRecord
+from adserver.http.app_keys import STORE
+from adserver.store import Store
+from tests.conftest import SHOP, SHOP_TOKEN, counted
+
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
+
+AUTH = {"Authorization": f"Bearer {SHOP_TOKEN}"}
+
+
+def uid_of(client: TestClient[Any, Any]) -> str:
+    return str(client.session.cookie_jar.filter_cookies(client.make_url("/"))["uid"].value)
+
+
+async def record(client: TestClient[Any, Any]) -> ValueRecord | None:
+    await counted(client)
+    store: Store = client.app[STORE]
+    return await store.values.read(uid_of(client), SHOP)
+
+
+async def buy(client: TestClient[Any, Any], order: str, sku: str = "sku-1") -> None:
+    params = {"a": SHOP, "e": "purchase", "o": order, "i": sku, "v": "19.90", "cur": "EUR"}
+    response = await client.get("/px", params=params)
+    assert response.status == 200
+
+
+async def test_each_order_updates_the_value_record_once_whatever_the_path(
+    stocked: TestClient[Any, Any],
+) -> None:
+    client = stocked
+    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-2"})
+    assert await record(client) is None  # a view writes no record
+    await buy(client, "o-1")
+    first = await record(client)
+    assert first is not None and (first.orders, first.revenue_cents) == (1, 1990)
+    await buy(client, "o-1")  # the same order again (a reload of the thank-you page)
+    assert await record(client) == first
+    response = await client.post(
+        "/e",
+        json={"events": [{"advertiser": SHOP, "event": "purchase", "order": "o-2",
+                          "items": [{"id": "sku-2", "price": "19.90", "quantity": 2}],
+                          "revenue": "39.80", "currency": "EUR"}]},
+    )  # fmt: skip
+    assert response.status < 300, await response.text()
+    second = await record(client)
+    assert second is not None and (second.orders, second.revenue_cents) == (2, 1990 + 3980)
+    for order in ("o-3", "o-1"):  # a new order, then one the browser reported already
+        response = await client.post(
+            f"/api/v1/advertisers/{SHOP}/conversions",
+            json={"uid": uid_of(client), "order": order, "revenue": "10", "currency": "EUR",
+                  "items": ["sku-3"]},
+            headers=AUTH,
+        )  # fmt: skip
+        assert response.status == 200, await response.text()
+    third = await record(client)
+    assert third is not None and (third.orders, third.revenue_cents) == (3, 1990 + 3980 + 1000)
+
+
+async def test_a_replayed_write_folds_its_order_once(stocked: TestClient[Any, Any]) -> None:
+    store: Store = stocked.app[STORE]
+    uid, at = "R" * 22, 1_795_089_600.0
+    purchase = ShopperEvent(SHOP, "purchase", ("sku-1",), order="r-1", revenue=Decimal("12.50"))
+    entries = [(uid, purchase, at)]
+    await store.record_many(entries, [("w-1", 1)])
+    await store.record_many(entries, [("w-1", 1)])  # its answer was lost: sent again
+    await store.record_many([(uid, purchase, at + 60)])  # and the same order a minute later
+    kept = await store.values.read(uid, SHOP)
+    assert kept is not None
+    assert (kept.orders, kept.revenue_cents, kept.first_day) == (1, 1250, int(at // 86400))

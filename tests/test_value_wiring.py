@@ -3,6 +3,7 @@ per order, from the pixel, the `/e` batch and the shop's postback alike."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -79,3 +80,25 @@ async def test_a_replayed_write_folds_its_order_once(stocked: TestClient[Any, An
     kept = await store.values.read(uid, SHOP)
     assert kept is not None
     assert (kept.orders, kept.revenue_cents, kept.first_day) == (1, 1250, int(at // 86400))
+
+
+async def test_purchases_fill_the_buyers_index_and_the_repeat_gaps(
+    stocked: TestClient[Any, Any],
+) -> None:
+    store: Store = stocked.app[STORE]
+    uid, day = "G" * 22, 86400.0
+    at = time.time() - 25 * day
+
+    def order(name: str, *skus: str) -> ShopperEvent:
+        return ShopperEvent(SHOP, "purchase", skus, order=name, revenue=Decimal("5"))
+
+    await store.record_many([(uid, order("g-1", "sku-1", "sku-2"), at)])
+    assert (await store.values.sample(SHOP, 10)).indexed == 1
+    assert await store.values.repeat_gaps(SHOP, int(at // day) + 25) == []
+    await store.record_many([(uid, order("g-2", "sku-1", "sku-3"), at + 20 * day)])
+    await store.record_many([(uid, order("g-2", "sku-1"), at + 21 * day)])  # seen: no gap
+    await store.record_many([(uid, order("g-3", "sku-3"), at + 20.5 * day)])  # same day: none
+    gaps = await store.values.repeat_gaps(SHOP, int(at // day) + 25)
+    assert gaps == [(uid, "sku-1", 20.0)]
+    sample = await store.values.sample(SHOP, 10)
+    assert sample.indexed == 1 and [r.orders for r in sample.records] == [3]

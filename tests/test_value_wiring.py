@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from adserver.core.shopper import ShopperEvent
 from adserver.core.value_record import ValueRecord
 from adserver.http.app_keys import STORE
-from adserver.store import Store
+from adserver.store import Store, keys
 from tests.conftest import SHOP, SHOP_TOKEN, counted
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
@@ -102,3 +102,27 @@ async def test_purchases_fill_the_buyers_index_and_the_repeat_gaps(
     assert gaps == [(uid, "sku-1", 20.0)]
     sample = await store.values.sample(SHOP, 10)
     assert sample.indexed == 1 and [r.orders for r in sample.records] == [3]
+
+
+async def test_the_profile_read_carries_the_record_and_the_purchase_days(
+    stocked: TestClient[Any, Any],
+) -> None:
+    store: Store = stocked.app[STORE]
+    uid, day = "L" * 22, 86400.0
+    at = time.time() - 10 * day
+    sold = ShopperEvent(SHOP, "purchase", ("sku-1",), order="l-1", revenue=Decimal("3"))
+    viewed = ShopperEvent(SHOP, "view", ("sku-2",))
+    await store.record_many([(uid, sold, at), (uid, viewed, at + day)])
+    await store.record_many([(uid, sold, at + 2 * day)])  # the same order: nothing moves
+    (history,) = (await store.load_shopper(uid)).histories
+    assert history.bought == ("sku-1",) and history.viewed == ("sku-2",)
+    assert [round(t) for t in history.bought_times] == [round(at)]
+    assert history.value is not None
+    assert (history.value.orders, history.value.last_day) == (1, int(at // day))
+    await store.redis.set(keys.user_value(uid, SHOP), "not a record")
+    (history,) = (await store.load_shopper(uid)).histories
+    assert history.value is None and history.orders == 1  # never made-up numbers
+    only_viewed = "N" * 22
+    await store.record_many([(only_viewed, viewed, at)])
+    (history,) = (await store.load_shopper(only_viewed)).histories
+    assert history.value is None and history.bought_times == ()

@@ -211,16 +211,19 @@ return 1
 # ($viewed and the like are replaced by them as Lua strings, see LOAD_SHOPPER below).
 # ARGV: user prefix, cutoff_ms (lookback), max advertisers
 # Returns a flat list per advertiser: advertiser, last_seen_ms, {sku, viewed_ms, ...},
-# {cart}, {purchased}, {revenue, orders, cart_since}, {caps member, count, ...} (items newest
-# first; the caps zset whole: its members name their UTC day, the caller keeps today's).
+# {cart}, {sku, purchased_ms, ...}, {revenue, orders, cart_since}, {caps member, count, ...},
+# the value record or false (items newest first; the caps zset whole: its members name their
+# UTC day, the caller keeps today's).
 # Only what a decision can use is read: the facts first, then the cart only when cart_since
 # is within the lookback (it is the newest add of a cart not bought since, so no cart item is
 # newer) and the purchases only when an order was recorded (RECORD_EVENT writes the cart and
-# purchase sets only with those facts, whose TTL it refreshes with theirs): a shopper who
-# only viewed costs three commands per advertiser (views, facts, caps).
+# purchase sets only with those facts, whose TTL it refreshes with theirs), and the value
+# record (a GET) likewise only for a buyer: a shopper who only viewed costs three commands per
+# advertiser (views, facts, caps), a buyer five (and the cart's, if any).
 _LOAD_SHOPPER = """
 local prefix, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local viewed, cart, purchased, facts_of, caps_of = $viewed, $cart, $purchased, $facts, $caps
+local value_of = $value
 local out = {}
 local advertisers = redis.call(
   'ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
@@ -238,8 +241,10 @@ for i = 1, #advertisers, 2 do
   else
     out[#out + 1] = none
   end
-  if facts[2] and tonumber(facts[2]) > 0 then
-    out[#out + 1] = redis.call('ZREVRANGE', prefix .. purchased .. advertiser, 0, -1)
+  local bought = facts[2] and tonumber(facts[2]) > 0
+  if bought then
+    out[#out + 1] = redis.call(
+      'ZREVRANGE', prefix .. purchased .. advertiser, 0, -1, 'WITHSCORES')
   else
     out[#out + 1] = none
   end
@@ -247,6 +252,7 @@ for i = 1, #advertisers, 2 do
   local caps = redis.pcall('ZREVRANGE', prefix .. caps_of .. advertiser, 0, -1, 'WITHSCORES')
   if type(caps) == 'table' and caps.err then caps = none end  -- a caps hash of before
   out[#out + 1] = caps
+  out[#out + 1] = bought and redis.call('GET', prefix .. value_of .. advertiser) or false
 end
 return out
 """
@@ -256,6 +262,7 @@ LOAD_SHOPPER = Template(_LOAD_SHOPPER).substitute(
     purchased=lua_string(keys.PURCHASED),
     facts=lua_string(keys.FACTS),
     caps=lua_string(keys.CAPS),
+    value=lua_string(keys.VALUE),
 )
 
 # An impression, on the shopper's keys: today's frequency counters and the last touch.

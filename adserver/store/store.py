@@ -27,7 +27,7 @@ from adserver.store.base import (
     StoreLimits,
     day_of,
     execute,
-    history_of,
+    histories_of,
     raise_first_error,
     send_commands,
     send_with_scripts,
@@ -307,7 +307,7 @@ class Store:
         raise_first_error(replies)
         (reply,) = replies
         today = day_of(now)
-        histories = [history_of(reply[i : i + 7], today) for i in range(0, len(reply), 7)]
+        histories = histories_of(reply, today)
         return Shopper(uid, tuple(histories))
 
     async def forget(self, uid: str, advertisers: Iterable[str]) -> int:

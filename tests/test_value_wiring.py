@@ -12,13 +12,17 @@ from aiohttp.test_utils import TestClient
 
 from adserver.core.shopper import ShopperEvent
 from adserver.core.value_record import ValueRecord
-from adserver.http.app_keys import STORE
+from adserver.core.value_segments import ShopperValue, classify
+from adserver.http.app_keys import MARKET, STORE
 from adserver.store import Store, keys
-from tests.conftest import SHOP, SHOP_TOKEN, counted
+from adserver.value.refresh import ValueRefresher
+from tests.conftest import OPERATOR_TOKEN, SHOP, SHOP_TOKEN, counted, refresh_catalog
+from tests.test_campaign_api import auth, put_campaign, view
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
 AUTH = {"Authorization": f"Bearer {SHOP_TOKEN}"}
+DEBUG = {"pub": "news1", "size": "300x250", "debug": "1"}
 
 
 def uid_of(client: TestClient[Any, Any]) -> str:
@@ -126,3 +130,91 @@ async def test_the_profile_read_carries_the_record_and_the_purchase_days(
     await store.record_many([(only_viewed, viewed, at)])
     (history,) = (await store.load_shopper(only_viewed)).histories
     assert history.value is None and history.bought_times == ()
+
+
+async def explain(client: TestClient[Any, Any]) -> dict[str, Any]:
+    response = await client.get("/ad.json", params=DEBUG, headers=auth(OPERATOR_TOKEN))
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def test_after_purchases_and_the_refresh_segments_and_replenish_serve(
+    stocked: TestClient[Any, Any],
+) -> None:
+    client = stocked
+    store: Store = client.app[STORE]
+    now, day = time.time(), 86400.0
+    for n in range(20):  # 20 shoppers bought sku-1 twice, 10 days apart: its interval
+        other = f"b{n:021d}"
+        twice = [
+            (other, ShopperEvent(SHOP, "purchase", ("sku-1",), order=f"{n}-{k}",
+                                 revenue=Decimal("5")), now - (25 - 10 * k) * day)
+            for k in range(2)
+        ]  # fmt: skip
+        await store.record_many(twice)
+    await view(client, "sku-2")
+    uid = uid_of(client)
+    earlier = ShopperEvent(SHOP, "purchase", ("sku-1",), order="t-1", revenue=Decimal("50"))
+    await store.record_many([(uid, earlier, now - 10 * day)])  # backdated: 10 days ago
+    await buy(client, "t-2", "sku-3")  # and one today, through the pixel
+    await put_campaign(client, "flat", bid={"type": "cpm", "amount": "1"})
+    before = {c["campaign"]: c for c in (await explain(client))["explanation"]["campaigns"]}
+
+    refreshed = await ValueRefresher(store.values, lambda: [SHOP], fit_in="thread").refresh(SHOP)
+    assert refreshed.intervals == 1  # sku-1's, learnt from the 20 repeat buyers
+    await refresh_catalog(client)  # the market cache reads the new standing and intervals
+    market = client.app[MARKET]
+    assert market.intervals(SHOP) == {"sku-1": 10.0}
+    today = int(now // day)
+    record = await store.values.read(uid, SHOP)
+    name = classify(ShopperValue(record, market.standing(SHOP)), today).segment
+    assert name is not None and record is not None and record.orders == 2
+    response = await client.get(
+        f"/api/v1/advertisers/{SHOP}/report", params={"by": "segment"}, headers=auth()
+    )
+    rows = {r["segment"]: r for r in (await response.json())["rows"]}
+    assert sum(r["customers"] for r in rows.values()) == 21 and rows[name]["customers"] >= 1
+
+    await put_campaign(
+        client, "seg", who={"segments": [name]}, bid={"type": "cpm", "amount": "1"},
+        bid_multipliers={name: 3},
+    )  # fmt: skip
+    await put_campaign(
+        client, "again", what={"strategies": ["replenish"]}, bid={"type": "cpm", "amount": "9"}
+    )
+    await refresh_catalog(client)
+    explained = await explain(client)
+    considered = {c["campaign"]: c for c in explained["explanation"]["campaigns"]}
+    assert "skipped" not in considered["seg"] and considered["seg"]["bid_factor"] == 3.0
+    assert explained["strategy"] == "replenish" and explained["campaign"] == "again"
+    assert [p["id"] for p in explained["products"]] == ["sku-1"]  # its interval has passed
+    assert "bid_factor" not in before["flat"]
+
+    client.session.cookie_jar.clear()  # another shopper, who only viewed
+    await view(client, "sku-2")
+    explained = await explain(client)
+    considered = {c["campaign"]: c for c in explained["explanation"]["campaigns"]}
+    assert considered["seg"].get("skipped") == "no value segment known"
+    assert explained["campaign"] != "again" and explained["strategy"] != "replenish"
+
+
+async def test_forgetting_or_opting_out_erases_the_record_and_the_index_entry(
+    stocked: TestClient[Any, Any],
+) -> None:
+    client = stocked
+    store: Store = client.app[STORE]
+    await buy(client, "f-1")
+    forgotten = uid_of(client)
+    client.session.cookie_jar.clear()
+    await buy(client, "f-2")
+    opted_out = uid_of(client)
+    assert (await store.values.sample(SHOP, 10)).indexed == 2
+    response = await client.delete(f"/api/v1/users/{forgotten}", headers=auth(OPERATOR_TOKEN))
+    assert response.status == 200, await response.text()
+    assert await store.values.read(forgotten, SHOP) is None
+    assert await store.values.read(opted_out, SHOP) is not None
+    response = await client.get("/optout")
+    assert response.status == 200, await response.text()
+    assert await store.values.read(opted_out, SHOP) is None
+    assert await store.redis.zcard(keys.value_buyers(SHOP)) == 0

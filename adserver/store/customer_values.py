@@ -225,6 +225,23 @@ class CustomerValues:
         except StandingError:
             return None
 
+    async def read_standings(
+        self, advertisers: Sequence[str]
+    ) -> dict[str, tuple[bytes | str, ValueStanding] | None]:
+        """Each shop's standing as stored and decoded (None: none, or not one), in one round
+        trip: what each serving process checks at its market refresh."""
+        replies = await send_commands(
+            self.redis, [("GET", keys.value_standing(shop)) for shop in advertisers]
+        )
+        raise_first_error(replies)
+        found: dict[str, tuple[bytes | str, ValueStanding] | None] = {}
+        for shop, raw in zip(advertisers, replies, strict=True):
+            try:
+                found[shop] = None if raw is None else (raw, decode_standing(raw))
+            except StandingError:
+                found[shop] = None
+        return found
+
     async def write_intervals(self, advertiser: str, intervals: Mapping[str, float]) -> None:
         """Replace the shop's replenishment intervals (the `MAX_INTERVALS` given first)."""
         key = keys.replenishment_intervals(advertiser)

@@ -16,8 +16,9 @@ from adserver.core.value_segments import ShopperValue, classify
 from adserver.http.app_keys import MARKET, STORE
 from adserver.store import Store, keys
 from adserver.value.refresh import ValueRefresher
-from tests.conftest import OPERATOR_TOKEN, SHOP, SHOP_TOKEN, counted, refresh_catalog
+from tests.conftest import OPERATOR_TOKEN, SHOP, SHOP_TOKEN, counted, refresh_catalog, sell
 from tests.test_campaign_api import auth, put_campaign, view
+from tests.test_worker import worker_for
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (see conftest)
 
@@ -123,7 +124,7 @@ async def test_the_profile_read_carries_the_record_and_the_purchase_days(
     assert [round(t) for t in history.bought_times] == [round(at)]
     assert history.value is not None
     assert (history.value.orders, history.value.last_day) == (1, int(at // day))
-    await store.redis.set(keys.user_value(uid, SHOP), "not a record")
+    await store.redis.hset(keys.user_facts(uid, SHOP), keys.VALUE_FIELD, "not a record")
     (history,) = (await store.load_shopper(uid)).histories
     assert history.value is None and history.orders == 1  # never made-up numbers
     only_viewed = "N" * 22
@@ -218,3 +219,32 @@ async def test_forgetting_or_opting_out_erases_the_record_and_the_index_entry(
     assert response.status == 200, await response.text()
     assert await store.values.read(opted_out, SHOP) is None
     assert await store.redis.zcard(keys.value_buyers(SHOP)) == 0
+
+
+async def test_the_value_record_costs_a_buyer_a_few_dozen_bytes_and_no_key(
+    stocked: TestClient[Any, Any],
+) -> None:
+    """A buyer with 50 views, a cart and 3 orders (profile, orders, learner state): the value
+    record is a field of their facts hash, not a key of its own (a string key's overhead was
+    about 90 bytes more)."""
+    store: Store = stocked.app[STORE]
+    await sell(store, SHOP, [f"sku-{n}" for n in range(1, 51)])
+    uid, start = "M" * 22, time.time() - 3600
+    events: list[ShopperEvent] = [ShopperEvent(SHOP, "view", (f"sku-{n}",)) for n in range(1, 51)]
+    events += [ShopperEvent(SHOP, "cart", ("sku-7",))]
+    events += [
+        ShopperEvent(SHOP, "purchase", (f"sku-{n}", f"sku-{n + 1}"), order=f"order-{n:08d}",
+                     revenue=Decimal("123.45"))
+        for n in (3, 5, 7)
+    ]  # fmt: skip
+    await store.record_many([(uid, event, start + n) for n, event in enumerate(events)])
+    await worker_for(store).drain()
+    names = [k async for k in store.redis.scan_iter(match=f"u:{{{uid}}}:*")]
+    sizes = {k: await store.redis.memory_usage(k, samples=0) or 0 for k in names}
+    total = sum(sizes.values())
+    assert keys.user_value(uid, SHOP).encode() not in sizes  # the record is in the facts hash
+    await store.redis.hdel(keys.user_facts(uid, SHOP), keys.VALUE_FIELD)
+    without = await store.redis.memory_usage(keys.user_facts(uid, SHOP), samples=0) or 0
+    record = sizes[keys.user_facts(uid, SHOP).encode()] - without
+    print(f"buyer: {total} B in {len(sizes)} keys, of which the value record {record} B")
+    assert record <= 48

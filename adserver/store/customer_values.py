@@ -1,4 +1,4 @@
-"""The shoppers' value records (`keys.user_value`): one script call per new order.
+"""The shoppers' value records (the field `keys.VALUE_FIELD` of `keys.user_facts`).
 
 Only new orders are to be recorded: the profile script (`scripts.RECORD_EVENT`) is what tells
 a new order id from one recorded before (the orders hash, `keys.user_orders`); the record's
@@ -91,7 +91,7 @@ class CustomerValues:
         shopper's record; None when the shopper was erased since (the order is not kept)."""
         day = min(max(0, int(at // DAY_SECONDS)), MAX_DAY)
         reply = await self._record(
-            keys=[keys.user_value(uid, advertiser), keys.user_forgotten(uid)],
+            keys=[keys.user_facts(uid, advertiser), keys.user_forgotten(uid)],
             args=[
                 day,
                 order_cents(revenue),
@@ -104,7 +104,7 @@ class CustomerValues:
 
     async def read(self, uid: str, advertiser: str) -> ValueRecord | None:
         """The shopper's record; None without one (or with a value that is not one)."""
-        raw = await self.redis.get(keys.user_value(uid, advertiser))
+        raw = await self.redis.hget(keys.user_facts(uid, advertiser), keys.VALUE_FIELD)
         if raw is None:
             return None
         try:
@@ -173,7 +173,8 @@ class CustomerValues:
         if not drawn:
             return BuyerSample((), indexed)
         replies = await send_commands(
-            self.redis, [("GET", keys.user_value(uid, advertiser)) for uid in drawn]
+            self.redis,
+            [("HGET", keys.user_facts(uid, advertiser), keys.VALUE_FIELD) for uid in drawn],
         )
         raise_first_error(replies)
         records: list[ValueRecord] = []

@@ -27,13 +27,14 @@ def lua_string(text: str) -> str:
 
 # The fold of one order into a value record, as `value_record.with_order` does (a contract
 # test holds the two together), shared by RECORD_VALUE and RECORD_EVENT's new-purchase branch:
-# fold_value(record key, day, cents, fingerprint, ttl_seconds) keeps the record and returns it.
-# The same fingerprint as the latest order changes nothing; a value that is not a record
-# starts again.
+# fold_value(facts key, day, cents, fingerprint) keeps the record in the shopper's facts hash
+# (its field keys.VALUE_FIELD: read by LOAD_SHOPPER in the facts' HMGET, no command more) and
+# returns it; the caller sets the hash's TTL. The same fingerprint as the latest order changes
+# nothing; a value that is not a record starts again.
 VALUE_FOLD = Template("""
-local function fold_value(key, day, cents, fingerprint, ttl)
+local function fold_value(key, day, cents, fingerprint)
   local first, last, orders, total = day, day, 1, cents
-  local kept = redis.call('GET', key)
+  local kept = redis.call('HGET', key, $field)
   if kept then
     local v, f, s, o, c, k = string.match(
       kept, '^([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]*)$$')
@@ -57,23 +58,25 @@ local function fold_value(key, day, cents, fingerprint, ttl)
   end
   local record = table.concat({'$version', base36(first), base36(last - first), base36(orders),
     base36(total), fingerprint}, '.')
-  redis.call('SET', key, record, 'EX', ttl)
+  redis.call('HSET', key, $field, record)
   return record
 end
 """).substitute(
+    field=lua_string(keys.VALUE_FIELD),
     version=value_record.VERSION,
     max_day=value_record.MAX_DAY,
     max_orders=value_record.MAX_ORDERS,
     max_cents=value_record.MAX_CENTS,
 )
 
-# KEYS: advertisers, viewed, cart, purchased, orders, facts, touch, forgotten, legacy orders,
-#       value record (all of one user: one slot)
+# KEYS: advertisers, viewed, cart, purchased, orders, facts, touch, forgotten, legacy orders
+#       (all of one user: one slot)
 # ARGV: kind, advertiser, now_ms, ttl_seconds, max_items, order, revenue,
 #       click_window_ms, view_window_ms, conversions cap, today, revenue cents, fingerprint of
 #       the order id, sku...
-# A new purchase folds the order into the shopper's value record (KEYS[10], VALUE_FOLD: its
-# day, its cents) in the branch that deduplicates the order, so exactly once per order id.
+# A new purchase folds the order into the shopper's value record (in the facts hash, KEYS[6],
+# VALUE_FOLD: its day, its cents) in the branch that deduplicates the order, so exactly once
+# per order id.
 # The conversions cap (0: none) bounds how many orders a day one shopper converts: past it a
 # purchase is recorded but not attributed (the facts hash counts them: cv_day, cv_n); -1: this
 # purchase is not attributed (its client is past the hourly cap, see
@@ -156,7 +159,7 @@ elseif kind == 'purchase' then
       before[#before + 1] = old
     end
   end
-  fold_value(KEYS[10], math.floor(now / 86400000), tonumber(ARGV[12]), ARGV[13], ttl)
+  fold_value(KEYS[6], math.floor(now / 86400000), tonumber(ARGV[12]), ARGV[13])
   add_items(KEYS[4])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)  -- the cart up to this purchase
   if redis.call('ZCARD', KEYS[3]) == 0 then redis.call('HDEL', KEYS[6], 'cart_since') end
@@ -217,13 +220,12 @@ return 1
 # Only what a decision can use is read: the facts first, then the cart only when cart_since
 # is within the lookback (it is the newest add of a cart not bought since, so no cart item is
 # newer) and the purchases only when an order was recorded (RECORD_EVENT writes the cart and
-# purchase sets only with those facts, whose TTL it refreshes with theirs), and the value
-# record (a GET) likewise only for a buyer: a shopper who only viewed costs three commands per
-# advertiser (views, facts, caps), a buyer five (and the cart's, if any).
+# purchase sets only with those facts, whose TTL it refreshes with theirs); the value record
+# is a field of the facts hash (keys.VALUE_FIELD), read in the same HMGET: a shopper who only
+# viewed costs three commands per advertiser (views, facts, caps), a buyer four (purchases).
 _LOAD_SHOPPER = """
 local prefix, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local viewed, cart, purchased, facts_of, caps_of = $viewed, $cart, $purchased, $facts, $caps
-local value_of = $value
 local out = {}
 local advertisers = redis.call(
   'ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
@@ -235,14 +237,13 @@ for i = 1, #advertisers, 2 do
   out[#out + 1] = redis.call(
     'ZREVRANGEBYSCORE', prefix .. viewed .. advertiser, '+inf', cutoff, 'WITHSCORES')
   local facts = redis.call(
-    'HMGET', prefix .. facts_of .. advertiser, 'revenue', 'orders', 'cart_since')
+    'HMGET', prefix .. facts_of .. advertiser, 'revenue', 'orders', 'cart_since', $value_field)
   if facts[3] and tonumber(facts[3]) >= tonumber(cutoff) then
     out[#out + 1] = redis.call('ZREVRANGEBYSCORE', prefix .. cart .. advertiser, '+inf', cutoff)
   else
     out[#out + 1] = none
   end
-  local bought = facts[2] and tonumber(facts[2]) > 0
-  if bought then
+  if facts[2] and tonumber(facts[2]) > 0 then
     out[#out + 1] = redis.call(
       'ZREVRANGE', prefix .. purchased .. advertiser, 0, -1, 'WITHSCORES')
   else
@@ -252,7 +253,7 @@ for i = 1, #advertisers, 2 do
   local caps = redis.pcall('ZREVRANGE', prefix .. caps_of .. advertiser, 0, -1, 'WITHSCORES')
   if type(caps) == 'table' and caps.err then caps = none end  -- a caps hash of before
   out[#out + 1] = caps
-  out[#out + 1] = bought and redis.call('GET', prefix .. value_of .. advertiser) or false
+  out[#out + 1] = facts[4]
 end
 return out
 """
@@ -262,7 +263,7 @@ LOAD_SHOPPER = Template(_LOAD_SHOPPER).substitute(
     purchased=lua_string(keys.PURCHASED),
     facts=lua_string(keys.FACTS),
     caps=lua_string(keys.CAPS),
-    value=lua_string(keys.VALUE),
+    value_field=lua_string(keys.VALUE_FIELD),
 )
 
 # An impression, on the shopper's keys: today's frequency counters and the last touch.
@@ -653,7 +654,7 @@ return removed
 """
 
 # A new order in the shopper's value record at one shop, kept as `value_record.encode_record`
-# writes it (VALUE_FOLD). KEYS: record, forgotten (one slot). ARGV: day, cents, fingerprint of
+# writes it (VALUE_FOLD). KEYS: facts, forgotten (one slot). ARGV: day, cents, fingerprint of
 # the order id, ttl_seconds, now_ms. An order not newer than the shopper's last erasure
 # (keys.user_forgotten) changes nothing and returns false. Returns the record kept.
 RECORD_VALUE = (
@@ -661,7 +662,9 @@ RECORD_VALUE = (
     + """
 local forgotten = redis.call('GET', KEYS[2])
 if forgotten and tonumber(ARGV[5]) <= tonumber(forgotten) then return false end
-return fold_value(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4])
+local record = fold_value(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return record
 """
 )
 

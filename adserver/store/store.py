@@ -259,7 +259,7 @@ class Store:
         return (
             "EVALSHA",
             self._record_event.sha,
-            10,
+            9,
             keys.user_advertisers(uid),
             keys.user_viewed(uid, adv),
             keys.user_cart(uid, adv),
@@ -269,7 +269,6 @@ class Store:
             keys.user_touch(uid, adv),
             keys.user_forgotten(uid),
             keys.user_orders_legacy(uid, adv),
-            keys.user_value(uid, adv),
             event.kind,
             adv,
             now_ms,

@@ -321,7 +321,7 @@ def test_value_refresh_writes_each_advertisers_standing(tmp_path: Path, redis_ur
         for n in range(60):
             uid = f"c{n:021d}"
             record = ValueRecord(today - 100 - n, today - n, 1 + n % 3, 1000 + 100 * n)
-            client.set(keys.user_value(uid, "shop1"), encode_record(record), ex=86400)
+            client.hset(keys.user_facts(uid, "shop1"), keys.VALUE_FIELD, encode_record(record))
             client.zadd(keys.value_buyers("shop1"), {uid: time.time() * 1000})
         result = kaeru("value-refresh", env=kaeru_env(tmp_path, REDIS_URL=redis_url))
         assert result.returncode == 0, result.stderr

@@ -41,7 +41,7 @@ def seed(redis_url: str) -> None:
                 record = ValueRecord(today - 92, today - 2, 4, 10_000)
             else:
                 record = ValueRecord(today - 300, today - 300, 1, 2_500)
-            client.set(keys.user_value(uid, SHOP), encode_record(record), ex=86400)
+            client.hset(keys.user_facts(uid, SHOP), keys.VALUE_FIELD, encode_record(record))
             client.zadd(keys.value_buyers(SHOP), {uid: time.time() * 1000})
 
 

@@ -157,8 +157,8 @@ def decide(
     """The winning ad for `slot`, or None for no fill. `advertisers` is the tie-break order
     after the shopper's own shops (shuffled by the caller for fairness). `values`: the
     shopper's value at each shop (record, the shop's standing, purchase days, replenishment
-    intervals) for the value audiences, bid multipliers and `replenish`; None today (the
-    profile read does not carry the record yet).
+    intervals) for the value audiences, bid multipliers and `replenish` (the ad handlers pass
+    `value_segments.shopper_values`; None: no segment, no due status, no replenishment).
 
     A shop the shopper never visited costs one look at its best campaign for newcomers
     (`newcomer_campaigns`), whatever the number of its campaigns; with an `explanation`

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from adserver.core.shopper import Shopper
 from adserver.core.value_record import ValueRecord
 
 LEVELS = 5
@@ -260,3 +261,23 @@ def replenish(value: ShopperValue | None, today: float) -> list[str]:
         if sku in value.intervals and replenishment_due(day, today, value.intervals[sku])
     ]
     return [sku for _, sku in sorted(due)]
+
+
+def shopper_values(
+    shopper: Shopper,
+    standing: Callable[[str], ValueStanding | None],
+    intervals: Callable[[str], Mapping[str, float]],
+) -> dict[str, ShopperValue]:
+    """The shopper's value at each shop they bought from (their record and purchase days from
+    the profile read, the shop's standing and intervals from the process's cache), for
+    `decide(…, values=…)`; shops where they bought nothing are left out."""
+    values: dict[str, ShopperValue] = {}
+    for history in shopper.histories:
+        if history.value is None and not history.bought:
+            continue
+        shop = history.advertiser
+        days = {
+            sku: t / 86400 for sku, t in zip(history.bought, history.bought_times, strict=False)
+        }
+        values[shop] = ShopperValue(history.value, standing(shop), days, intervals(shop))
+    return values

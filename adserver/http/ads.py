@@ -16,6 +16,7 @@ from aiohttp import web
 from adserver.core.decision import Explanation, Slot, decide
 from adserver.core.product import clean_url
 from adserver.core.shopper import Shopper
+from adserver.core.value_segments import shopper_values
 from adserver.delivery.click_ids import mint_click_id, with_click_id
 from adserver.delivery.served_ad import (
     CLICK_PURPOSE,
@@ -232,7 +233,9 @@ async def _serve(
     random.shuffle(others)
     slot = _locate(request, slot)
     now = time.time()
-    decision = decide(shopper, app[MARKET], slot, others, now, suggestions, explanation)
+    market = app[MARKET]
+    values = shopper_values(shopper, market.standing, market.intervals)  # customer value
+    decision = decide(shopper, market, slot, others, now, suggestions, explanation, values)
     if decision is None:
         metrics.no_fill.inc()
         return None

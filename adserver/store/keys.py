@@ -79,6 +79,7 @@ LEARNING_CREDIT = "wk:"
 LEARNING_CREDIT_V1 = "wc:"
 EMAIL = "em:"
 VALUE = "val:"
+VALUE_FIELD = "val"  # of the facts hash: the value record
 
 
 def user_key(uid: str, suffix: str, advertiser: str) -> str:
@@ -164,10 +165,10 @@ def user_email(uid: str, advertiser: str) -> str:
 
 
 def user_value(uid: str, advertiser: str) -> str:
-    """string: the shopper's value record at this shop (`adserver.core.value_record`: first
-    and last order day, orders, revenue, the latest order's fingerprint; ~30 bytes), changed
-    once per new order by `adserver.store.customer_values.CustomerValues.record_order`,
-    expiring with the lookback after the last order; erased with the shopper."""
+    """string: where the shopper's value record was kept before it moved into the facts hash
+    (`user_facts`, field `VALUE_FIELD`, on 2026-12-02: read there in the profile read's
+    HMGET, with no command more, and about 90 bytes less); no longer written, erased with the
+    shopper (and expiring) like before."""
     return user_key(uid, VALUE, advertiser)
 
 
@@ -282,7 +283,10 @@ def learning_mark(advertiser: str, shard: int) -> str:
 
 def user_facts(uid: str, advertiser: str) -> str:
     """hash revenue, orders, cart_since (ms), bought_at (ms, the latest purchase, so a cart
-    event that arrives after a newer purchase changes no cart): what audiences use."""
+    event that arrives after a newer purchase changes no cart): what audiences use; and
+    `VALUE_FIELD`, the shopper's value record at this shop (`adserver.core.value_record`:
+    first and last order day, orders, revenue, the latest order's fingerprint; ~25 bytes),
+    folded in once per new order by the profile script (`scripts.RECORD_EVENT`)."""
     return user_key(uid, FACTS, advertiser)
 
 

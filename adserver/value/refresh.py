@@ -105,11 +105,13 @@ class ValueRefresher:
         today = int((time.time() if now is None else now) // DAY_SECONDS)
         sample = await self.values.sample(advertiser, self.sample_size)
         standing = await self._compute(sample.records, today)
-        await self.values.write_standing(advertiser, standing)
         gaps = [RepeatGap(*gap) for gap in await self.values.repeat_gaps(advertiser, today)]
         learnt = intervals_from_gaps(gaps)
         ranked = sorted(learnt.values(), key=lambda r: (-r.repeaters, r.product))
+        # The intervals first, then the standing that announces them: a serving process
+        # reloads a shop's intervals when its standing changed (MarketCache.refresh).
         await self.values.write_intervals(advertiser, {r.product: r.median_days for r in ranked})
+        await self.values.write_standing(advertiser, standing)
         return Refreshed(advertiser, sample.indexed, standing, len(ranked))
 
     async def step(self, now: float | None = None) -> list[Refreshed]:

@@ -4,20 +4,23 @@ beacon."""
 
 from __future__ import annotations
 
-import secrets
+import hmac
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from adserver.config.settings import EMAIL_PUBLISHER, ONSITE_PUBLISHER
 from adserver.core.decision import Decision, Slot
-from adserver.delivery.tokens import NONCE_BYTES, Signer, pack
+from adserver.delivery.tokens import Signer, b64encode, canonical_b64decode
 from adserver.store import Placement
 from adserver.store.ledger import new_impression_id
 from creatives.renderer import CreativeProduct, CreativeRenderer
 
-CLICK_PURPOSE = "click"
-RENDER_PURPOSE = "render"
+CLICK_PURPOSE = "click"  # a link of its own (`/c/TOKEN`): recommendations, and ads until 2026-12
+RENDER_PURPOSE = "render"  # an ad's beacon until 2026-12 (`/i/TOKEN`)
+AD_PURPOSE = "ad"  # an ad's one token (`/i/TOKEN`, `/c/TOKEN/LINK`): see `build_ad`
+AD_LINK_PURPOSE = "ad link"  # the key naming one link of an ad's token (`link_name`)
+LINK_MAC_BYTES = 4
 # What the render beacon of an impression not counted (past the client's cap, a bot's, a
 # debug answer) carries instead of the impression id: its render is not counted either.
 UNCOUNTED_IMPRESSION = "uncounted"
@@ -146,6 +149,99 @@ def placement_from_token(fields: list[object]) -> tuple[Placement, list[str]] | 
     return Placement(text[0], text[1], text[2], text[3], text[4]), text[5:]
 
 
+# An ad's links share ONE sealed token (`AD_PURPOSE`): where the ad ran, its impression id,
+# whether its render counts, and each product shown as (strategy, sku, landing). The render
+# beacon is `/i/TOKEN`, product i's click link `/c/TOKEN/LINK`, LINK naming i with a MAC of
+# the token and i (`link_name`): a link altered in any way is refused, and no link can name a
+# product the ad did not show. The same token in every link compresses to a few bytes under
+# gzip (an ad is ~2 KB, the window 4 KiB: see adserver.http.responses), where each link used
+# to carry its own ~212 incompressible characters. Fields, in order:
+#   advertiser, campaign, publisher, strategy, size, impression, counted (1/0),
+#   then per product: strategy ("" when the ad's), sku, landing's length in common with the
+#   previous product's landing, the rest of the landing.
+AD_HEAD_FIELDS = 7
+AD_PRODUCT_FIELDS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class SealedAd:
+    """What an ad's verified token holds."""
+
+    placement: Placement  # with the ad's strategy (the lead product's)
+    impression: str
+    counted: bool
+    products: tuple[tuple[str, str, str], ...]  # (strategy, sku, landing) in the order shown
+
+    def click(self, index: int) -> tuple[Placement, str, str] | None:
+        """The placement, sku and landing of product `index`, None when out of range."""
+        if not 0 <= index < len(self.products):
+            return None
+        strategy, sku, landing = self.products[index]
+        return replace(self.placement, strategy=strategy), sku, landing
+
+
+def ad_fields(
+    placement: Placement, impression: str, counted: bool, picks: list[tuple[str, str, str]]
+) -> list[object]:
+    """The fields of an ad's token (see above); `picks` as (strategy, sku, landing)."""
+    fields: list[object] = [
+        *(placement.advertiser, placement.campaign, placement.publisher),
+        *(placement.strategy, placement.size, impression, int(counted)),
+    ]
+    previous = ""
+    for strategy, sku, landing in picks:
+        common = 0
+        for a, b in zip(previous, landing, strict=False):
+            if a != b:
+                break
+            common += 1
+        fields += ["" if strategy == placement.strategy else strategy, sku]
+        fields += [common, landing[common:]]
+        previous = landing
+    return fields
+
+
+def sealed_ad(fields: list[object]) -> SealedAd | None:
+    """The ad a verified `AD_PURPOSE` token's fields describe, if well formed."""
+    head, rest = fields[:AD_HEAD_FIELDS], fields[AD_HEAD_FIELDS:]
+    if len(head) != AD_HEAD_FIELDS or not rest or len(rest) % AD_PRODUCT_FIELDS:
+        return None
+    *text, counted = head
+    if not all(type(f) is str for f in text) or counted not in (0, 1) or type(counted) is not int:
+        return None
+    advertiser, campaign, publisher, strategy, size, impression = (str(f) for f in text)
+    products: list[tuple[str, str, str]] = []
+    previous = ""
+    for at in range(0, len(rest), AD_PRODUCT_FIELDS):
+        own, sku, common, tail = rest[at : at + AD_PRODUCT_FIELDS]
+        if type(own) is not str or type(sku) is not str or type(tail) is not str:
+            return None
+        if type(common) is not int or not 0 <= common <= len(previous):
+            return None
+        previous = previous[:common] + tail
+        products.append((own or strategy, sku, previous))
+    placement = Placement(advertiser, campaign, publisher, strategy, size)
+    return SealedAd(placement, impression, bool(counted), tuple(products))
+
+
+def link_name(signer: Signer, token: str, index: int) -> str:
+    """The LINK of `/c/TOKEN/LINK` for product `index`: base64url of the index byte and a MAC
+    of the token and the index (7 characters)."""
+    mac = signer.mac(AD_LINK_PURPOSE, f"{token}/{index}".encode(), LINK_MAC_BYTES)
+    return b64encode(bytes((index,)) + mac)
+
+
+def link_index(signer: Signer, token: str, link: str) -> int | None:
+    """The product index `link` names for `token` (a verified ad token), or None when it is
+    not a name `link_name` gives (checked in constant time)."""
+    data = canonical_b64decode(link) if len(link) < 16 else None
+    if data is None or len(data) != 1 + LINK_MAC_BYTES:
+        return None
+    index = data[0]
+    expected = signer.mac(AD_LINK_PURPOSE, f"{token}/{index}".encode(), LINK_MAC_BYTES)
+    return index if hmac.compare_digest(data[1:], expected) else None
+
+
 def build_ad(
     decision: Decision,
     slot: Slot,
@@ -159,34 +255,20 @@ def build_ad(
     then counts nothing (renders never outnumber counted impressions)."""
     placement = placement_of(decision, slot)
     impression = new_impression_id(time.time() if now is None else now)
-    # The tokens of one ad (the beacon, a click link per product: the fields `click_url`
-    # seals) share where the ad ran, packed once, and their issue time and nonces' draw.
-    issued = int(time.time())
-    nonces = secrets.token_bytes(NONCE_BYTES * (len(decision.picks) + 1))
-    where = pack([placement.advertiser, placement.campaign, slot.publisher])
-    beacon = signer.seal(
-        RENDER_PURPOSE,
-        where
-        + pack([placement.strategy, slot.size, impression if counted else UNCOUNTED_IMPRESSION]),
-        issued,
-        nonces[:NONCE_BYTES],
-    )
-    impression_url = f"{base_url}/i/{beacon}"
-    size, tail = pack([slot.size]), pack([impression] if impression else [])
+    picks = [(pick.strategy, pick.product.id, pick.product.link) for pick in decision.picks]
+    token = signer.sign(AD_PURPOSE, ad_fields(placement, impression, counted, picks))
+    impression_url = f"{base_url}/i/{token}"
     shown: list[CreativeProduct] = []
     products: list[dict[str, Any]] = []
     for index, pick in enumerate(decision.picks):
         product = pick.product
-        at = NONCE_BYTES * (index + 1)
-        fields = pack([pick.strategy]) + size + pack([product.id, product.link]) + tail
-        token = signer.seal(CLICK_PURPOSE, where + fields, issued, nonces[at : at + NONCE_BYTES])
-        url = f"{base_url}/c/{token}"
+        path = f"/c/{token}/{link_name(signer, token, index)}"
         shown.append(
             CreativeProduct(
                 title=product.title,
                 price_text=product.price_text,
                 image_url=product.image_link,
-                click_url=url.removeprefix(base_url),
+                click_url=path,
                 brand=product.brand,
                 regular_price_text=product.regular_price_text,
             )
@@ -199,7 +281,7 @@ def build_ad(
                 "currency": product.currency,
                 "price_text": product.price_text,
                 "image_url": product.image_link,
-                "click_url": url,
+                "click_url": base_url + path,
                 "strategy": pick.strategy,
             }
         )

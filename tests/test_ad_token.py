@@ -175,7 +175,7 @@ def test_the_fields_round_trip_with_shared_landing_prefixes() -> None:
     assert fields[7:] == [
         *("", "s1", 0, "https://shop.example/p/one"),
         *("popular", "s2", 23, "two?x=1"),
-        *("", "s3", 8, "other.example/"),
+        *("", "s3", 0, "https://other.example/"),
     ]
     ad = sealed_ad(fields)
     assert ad is not None and (ad.impression, ad.counted, ad.products) == ("7.ff", False, (*picks,))

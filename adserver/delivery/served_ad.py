@@ -157,8 +157,8 @@ def placement_from_token(fields: list[object]) -> tuple[Placement, list[str]] | 
 # gzip (an ad is ~2 KB, the window 4 KiB: see adserver.http.responses), where each link used
 # to carry its own ~212 incompressible characters. Fields, in order:
 #   advertiser, campaign, publisher, strategy, size, impression, counted (1/0),
-#   then per product: strategy ("" when the ad's), sku, landing's length in common with the
-#   previous product's landing, the rest of the landing.
+#   then per product: strategy ("" when the ad's), sku, how many leading characters of the
+#   landing are the previous product's landing's, the rest of the landing.
 AD_HEAD_FIELDS = 7
 AD_PRODUCT_FIELDS = 4
 
@@ -190,15 +190,18 @@ def ad_fields(
     ]
     previous = ""
     for strategy, sku, landing in picks:
-        common = 0
-        for a, b in zip(previous, landing, strict=False):
-            if a != b:
-                break
-            common += 1
+        common = _common_prefix(previous, landing)
         fields += ["" if strategy == placement.strategy else strategy, sku]
         fields += [common, landing[common:]]
         previous = landing
     return fields
+
+
+def _common_prefix(previous: str, landing: str) -> int:
+    """How much of `landing` the token takes from `previous`: up to `previous`'s last slash
+    when `landing` starts so (products of a shop share their origin and path), else none."""
+    cut = previous.rfind("/") + 1
+    return cut if landing.startswith(previous[:cut]) else 0
 
 
 def sealed_ad(fields: list[object]) -> SealedAd | None:
@@ -224,21 +227,43 @@ def sealed_ad(fields: list[object]) -> SealedAd | None:
     return SealedAd(placement, impression, bool(counted), tuple(products))
 
 
+LINKS_PER_MAC = 8  # one HMAC-SHA256 names 8 links: LINK_MAC_BYTES each
+
+
+def _link_macs(signer: Signer, token: str, block: int) -> bytes:
+    """The MACs of links `block * LINKS_PER_MAC` onwards of `token`, one after the other."""
+    return signer.mac(AD_LINK_PURPOSE, f"{token}/{block}".encode(), 32)
+
+
+def link_names(signer: Signer, token: str, count: int) -> list[str]:
+    """The LINK of `/c/TOKEN/LINK` for products 0..count-1 (count <= 256): base64url of the
+    index byte and a MAC of the token and the index (7 characters)."""
+    names: list[str] = []
+    macs = b""
+    for index in range(count):
+        at = index % LINKS_PER_MAC * LINK_MAC_BYTES
+        if at == 0:
+            macs = _link_macs(signer, token, index // LINKS_PER_MAC)
+        names.append(b64encode(bytes((index,)) + macs[at : at + LINK_MAC_BYTES]))
+    return names
+
+
 def link_name(signer: Signer, token: str, index: int) -> str:
-    """The LINK of `/c/TOKEN/LINK` for product `index`: base64url of the index byte and a MAC
-    of the token and the index (7 characters)."""
-    mac = signer.mac(AD_LINK_PURPOSE, f"{token}/{index}".encode(), LINK_MAC_BYTES)
-    return b64encode(bytes((index,)) + mac)
+    """The LINK of product `index` (see `link_names`)."""
+    at = index % LINKS_PER_MAC * LINK_MAC_BYTES
+    macs = _link_macs(signer, token, index // LINKS_PER_MAC)
+    return b64encode(bytes((index,)) + macs[at : at + LINK_MAC_BYTES])
 
 
 def link_index(signer: Signer, token: str, link: str) -> int | None:
     """The product index `link` names for `token` (a verified ad token), or None when it is
-    not a name `link_name` gives (checked in constant time)."""
+    not a name `link_names` gives (checked in constant time)."""
     data = canonical_b64decode(link) if len(link) < 16 else None
     if data is None or len(data) != 1 + LINK_MAC_BYTES:
         return None
     index = data[0]
-    expected = signer.mac(AD_LINK_PURPOSE, f"{token}/{index}".encode(), LINK_MAC_BYTES)
+    at = index % LINKS_PER_MAC * LINK_MAC_BYTES
+    expected = _link_macs(signer, token, index // LINKS_PER_MAC)[at : at + LINK_MAC_BYTES]
     return index if hmac.compare_digest(data[1:], expected) else None
 
 
@@ -258,11 +283,12 @@ def build_ad(
     picks = [(pick.strategy, pick.product.id, pick.product.link) for pick in decision.picks]
     token = signer.sign(AD_PURPOSE, ad_fields(placement, impression, counted, picks))
     impression_url = f"{base_url}/i/{token}"
+    names = link_names(signer, token, len(decision.picks))
     shown: list[CreativeProduct] = []
     products: list[dict[str, Any]] = []
-    for index, pick in enumerate(decision.picks):
+    for pick, name in zip(decision.picks, names, strict=True):
         product = pick.product
-        path = f"/c/{token}/{link_name(signer, token, index)}"
+        path = f"/c/{token}/{name}"
         shown.append(
             CreativeProduct(
                 title=product.title,

@@ -158,7 +158,7 @@ class Signer:
             info = b"kaeru mac v1\0" + purpose.encode()
             key = HKDF(SHA256(), 32, salt=None, info=info).derive(self._secret)
             self._mac_keys[purpose] = key
-        return hmac.new(key, message, hashlib.sha256).digest()[:size]
+        return hmac.digest(key, message, "sha256")[:size]
 
     def sign(self, purpose: str, fields: list[object], now: float | None = None) -> str:
         """Seal `fields` (strings, ints or anything JSON-serialisable) with the issue time."""

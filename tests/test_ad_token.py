@@ -170,17 +170,21 @@ def test_the_fields_round_trip_with_shared_landing_prefixes() -> None:
         ("recent", "s1", "https://shop.example/p/one"),
         ("popular", "s2", "https://shop.example/p/two?x=1"),
         ("recent", "s3", "https://other.example/"),
+        ("recent", "s4", "https://other.example/ü"),
+        ("recent", "s5", "https://other.example/ü"),
     ]
     fields = ad_fields(placement, "7.ff", False, picks)
     assert fields[7:] == [
         *("", "s1", 0, "https://shop.example/p/one"),
         *("popular", "s2", 23, "two?x=1"),
-        *("", "s3", 0, "https://other.example/"),
+        *("", "s3", 8, "other.example/"),
+        *("", "s4", 0, "https://other.example/ü"),  # not ASCII: nothing shared
+        *("", "s5", 0, "https://other.example/ü"),
     ]
     ad = sealed_ad(fields)
     assert ad is not None and (ad.impression, ad.counted, ad.products) == ("7.ff", False, (*picks,))
     assert ad.click(1) == (Placement("a", "c", "p", "popular", "300x250"), "s2", picks[1][2])
-    assert ad.click(3) is None and ad.click(-1) is None
+    assert ad.click(5) is None and ad.click(-1) is None
 
 
 @pytest.mark.parametrize(

@@ -198,10 +198,15 @@ def ad_fields(
 
 
 def _common_prefix(previous: str, landing: str) -> int:
-    """How much of `landing` the token takes from `previous`: up to `previous`'s last slash
-    when `landing` starts so (products of a shop share their origin and path), else none."""
-    cut = previous.rfind("/") + 1
-    return cut if landing.startswith(previous[:cut]) else 0
+    """How many leading characters `landing` shares with `previous` (landings are ASCII once
+    cleaned: the bytes compared as one integer, the first difference its highest set bit; a
+    landing that is not ASCII shares nothing)."""
+    size = min(len(previous), len(landing))
+    if not size or not (previous.isascii() and landing.isascii()):
+        return 0
+    a = int.from_bytes(previous[:size].encode(), "big")
+    b = int.from_bytes(landing[:size].encode(), "big")
+    return size - ((a ^ b).bit_length() + 7) // 8
 
 
 def sealed_ad(fields: list[object]) -> SealedAd | None:

@@ -77,34 +77,6 @@ def placement_of(decision: Decision, slot: Slot, strategy: str | None = None) ->
     )
 
 
-def click_url(
-    base_url: str,
-    signer: Signer,
-    decision: Decision,
-    slot: Slot,
-    index: int,
-    impression: str = "",
-) -> str:
-    """A signed link carrying where the ad ran, where the click lands and which impression
-    it belongs to (so the same ad served twice gives two links, each counted once)."""
-    pick = decision.picks[index]
-    placement = placement_of(decision, slot, pick.strategy)
-    token = signer.sign(
-        CLICK_PURPOSE,
-        [
-            placement.advertiser,
-            placement.campaign,
-            slot.publisher,
-            pick.strategy,
-            slot.size,
-            pick.product.id,
-            pick.product.link,
-            *([impression] if impression else []),
-        ],
-    )
-    return f"{base_url}/c/{token}"
-
-
 # A recommendation on the shop's own pages (`/recs.json`) is clicked through the same signed
 # links as an ad, its placement marking the channel: campaign `recs`, publisher `onsite`, the
 # strategy the source that found the product, the size the placement (`product`, `cart`...).
@@ -130,7 +102,8 @@ def onsite_click_url(
     landing: str,
     impression: str,
 ) -> str:
-    """`click_url` for a recommendation: counted and attributed like an ad click by `/c/`."""
+    """A link of its own (`/c/TOKEN`) for a recommendation: where it ran, where the click
+    lands, its impression id; counted and attributed like an ad's click by `/c/`."""
     token = signer.sign(
         CLICK_PURPOSE,
         [

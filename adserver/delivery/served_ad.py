@@ -11,10 +11,12 @@ from typing import Any
 
 from adserver.config.settings import EMAIL_PUBLISHER, ONSITE_PUBLISHER
 from adserver.core.decision import Decision, Slot
+from adserver.core.product import prices_in
 from adserver.delivery.tokens import Signer, b64encode, canonical_b64decode
 from adserver.store import Placement
 from adserver.store.ledger import new_impression_id
-from creatives.renderer import CreativeProduct, CreativeRenderer
+from creatives.renderer import CreativeOffer, CreativeProduct, CreativeRenderer
+from creatives.wording import DEFAULT_LANGUAGE
 
 CLICK_PURPOSE = "click"  # a link of its own (`/c/TOKEN`): recommendations, and ads until 2026-12
 RENDER_PURPOSE = "render"  # an ad's beacon until 2026-12 (`/i/TOKEN`)
@@ -37,6 +39,8 @@ class ServedAd:
     renderer: CreativeRenderer
     # What the creative shows, its click links as paths on Kaeru (`/c/TOKEN`).
     shown: tuple[CreativeProduct, ...]
+    offer: CreativeOffer | None = None  # the campaign's, when valid at the decision
+    locale: str = DEFAULT_LANGUAGE  # the advertiser's (KAERU_ADVERTISER_LOCALES)
 
     def html(self, *, absolute: bool = False) -> str:
         """The creative's document. Its links (clicks, render beacon, stylesheet) are paths,
@@ -50,11 +54,13 @@ class ServedAd:
             advertiser=self.decision.advertiser,
             impression_url=base + self.impression_url.removeprefix(self.base_url),
             base_url=base,
+            locale=self.locale,
+            offer=self.offer,
         )
 
     def as_json(self, *, with_html: bool = False) -> dict[str, Any]:
         """`/ad.json`'s answer; the creative's HTML (`html`, absolute links) only `with_html`."""
-        answer = {
+        answer: dict[str, Any] = {
             "advertiser": self.decision.advertiser,
             "strategy": self.decision.strategy,
             "campaign": self.decision.campaign,
@@ -62,6 +68,8 @@ class ServedAd:
             "products": self.products,
             "impression_url": self.impression_url,
         }
+        if self.offer is not None:
+            answer["offer"] = {"text": self.offer.text, "code": self.offer.code}
         if with_html:
             answer["html"] = self.html(absolute=True)
         return answer
@@ -257,24 +265,27 @@ def build_ad(
     """The ad to answer; `counted` False for an impression not counted, whose render beacon
     then counts nothing (renders never outnumber counted impressions)."""
     placement = placement_of(decision, slot)
-    impression = new_impression_id(time.time() if now is None else now)
+    stamp = time.time() if now is None else now
+    impression = new_impression_id(stamp)
     picks = [(pick.strategy, pick.product.id, pick.product.link) for pick in decision.picks]
     token = signer.sign(AD_PURPOSE, ad_fields(placement, impression, counted, picks))
     impression_url = f"{base_url}/i/{token}"
     names = link_names(signer, token, len(decision.picks))
+    locale = renderer.locale_of(decision.advertiser)
     shown: list[CreativeProduct] = []
     products: list[dict[str, Any]] = []
     for pick, name in zip(decision.picks, names, strict=True):
         product = pick.product
         path = f"/c/{token}/{name}"
+        price_text, regular_price_text = prices_in(product, locale)
         shown.append(
             CreativeProduct(
                 title=product.title,
-                price_text=product.price_text,
+                price_text=price_text,
                 image_url=product.image_link,
                 click_url=path,
                 brand=product.brand,
-                regular_price_text=product.regular_price_text,
+                regular_price_text=regular_price_text,
             )
         )
         products.append(
@@ -283,14 +294,24 @@ def build_ad(
                 "title": product.title,
                 "price": str(product.selling_price),
                 "currency": product.currency,
-                "price_text": product.price_text,
+                "price_text": price_text,
                 "image_url": product.image_link,
                 "click_url": base_url + path,
                 "strategy": pick.strategy,
             }
         )
+    offer = decision.offer
     return ServedAd(
-        decision, slot, products, impression_url, impression, base_url, renderer, tuple(shown)
+        decision,
+        slot,
+        products,
+        impression_url,
+        impression,
+        base_url,
+        renderer,
+        tuple(shown),
+        CreativeOffer(offer.text, offer.code) if offer and offer.valid_at(stamp) else None,
+        locale or DEFAULT_LANGUAGE,
     )
 
 

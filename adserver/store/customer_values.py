@@ -8,11 +8,23 @@ that use it. Calling this after `Store.record_many` only for purchases it report
 miss an order whose first write Redis applied but whose answer was lost (the replay reports it
 as seen); exactly once takes the update inside the profile script's new-purchase branch, or a
 consumer of the event stream with the learner's batch marks.
+
+The shop-wide side, for the value refresh (`adserver/value/refresh.py`), all off the hot
+path and SCAN-free: the index of buyers it samples (`note_buyer`, `sample`), the repeat gaps
+it learns replenishment from (`note_repeat`, `repeat_gaps`), and what it writes back: the
+standing (`write_standing`, `read_standing`) and the replenishment intervals
+(`write_intervals`, `read_intervals`). The purchase wiring is to call `note_buyer` (and
+`note_repeat` for a product bought before) with each new order; nothing calls them yet.
 """
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -24,10 +36,29 @@ from adserver.core.value_record import (
     decode_record,
     order_fingerprint,
 )
+from adserver.core.value_segments import (
+    StandingError,
+    ValueStanding,
+    decode_standing,
+    encode_standing,
+)
 from adserver.store import keys, scripts
-from adserver.store.base import text
+from adserver.store.base import Command, raise_first_error, send_commands, text
 
 DAY_SECONDS = 86400
+MAX_BUYERS = 20_000  # per advertiser in the index the refresh samples
+MAX_REPEAT_GAPS = 20_000  # per advertiser: (shopper, product) gaps kept for replenishment
+MAX_INTERVALS = 2_000  # per advertiser: products with a replenishment interval
+STANDING_TTL_SECONDS = 7 * DAY_SECONDS  # a standing not refreshed for a week is gone
+GLOB = re.compile(r"([*?\[\]\\])")
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerSample:
+    """Records drawn from the buyers' index (`indexed`: its size when drawn)."""
+
+    records: tuple[ValueRecord, ...]
+    indexed: int
 
 
 class CustomerValues:
@@ -35,6 +66,9 @@ class CustomerValues:
         self.redis = redis
         self.lookback_seconds = lookback_seconds
         self._record = redis.register_script(scripts.RECORD_VALUE)
+        self._note_repeat = redis.register_script(scripts.NOTE_REPEAT)
+        self.max_buyers = MAX_BUYERS
+        self.max_repeat_gaps = MAX_REPEAT_GAPS
 
     async def record_order(
         self, uid: str, advertiser: str, order: str, at: float, revenue: Decimal
@@ -64,3 +98,144 @@ class CustomerValues:
             return decode_record(raw)
         except RecordError:
             return None
+
+    # -- the shop-wide side: the refresh's inputs and outputs -------------------------------
+
+    def note_buyer_commands(self, uid: str, advertiser: str, at: float) -> list[Command]:
+        """Put (or keep) the shopper in the shop's buyers' index at `at` (unix seconds): for a
+        pipeline of the purchase write. Trimmed by age and to the newest `max_buyers`."""
+        key, now_ms = keys.value_buyers(advertiser), int(at * 1000)
+        return [
+            ("ZADD", key, "GT", now_ms, uid),
+            ("ZREMRANGEBYSCORE", key, "-inf", f"({now_ms - self.lookback_seconds * 1000}"),
+            ("ZREMRANGEBYRANK", key, 0, -(self.max_buyers + 1)),
+            ("EXPIRE", key, self.lookback_seconds),
+        ]
+
+    async def note_buyer(self, uid: str, advertiser: str, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        raise_first_error(
+            await send_commands(self.redis, self.note_buyer_commands(uid, advertiser, at))
+        )
+
+    async def note_repeat(
+        self, uid: str, advertiser: str, sku: str, gap_days: float, at: float | None = None
+    ) -> bool:
+        """Keep the shopper's latest gap between two purchases of `sku`; False when the shop's
+        hash is full and this (shopper, product) is not in it yet."""
+        day = int((time.time() if at is None else at) // DAY_SECONDS)
+        reply = await self._note_repeat(
+            keys=[keys.value_repeat_gaps(advertiser)],
+            args=[
+                f"{uid}\t{sku}",
+                f"{max(0.0, gap_days):.2f}:{day}",
+                self.max_repeat_gaps,
+                self.lookback_seconds,
+            ],
+        )
+        return bool(reply)
+
+    async def sample(self, advertiser: str, size: int) -> BuyerSample:
+        """Up to `size` records of buyers drawn at random from the index (ZRANDMEMBER: without
+        repeats); index entries whose record is gone (expired, erased) are removed."""
+        key = keys.value_buyers(advertiser)
+        indexed = int(await self.redis.zcard(key))
+        members: Any = await self.redis.zrandmember(key, size)
+        drawn = [text(u) for u in members or []]
+        if not drawn:
+            return BuyerSample((), indexed)
+        replies = await send_commands(
+            self.redis, [("GET", keys.user_value(uid, advertiser)) for uid in drawn]
+        )
+        raise_first_error(replies)
+        records: list[ValueRecord] = []
+        gone: list[str] = []
+        for uid, raw in zip(drawn, replies, strict=True):
+            try:
+                records.append(decode_record(raw)) if raw is not None else gone.append(uid)
+            except RecordError:
+                gone.append(uid)
+        if gone:
+            await self.redis.zrem(key, *gone)
+        return BuyerSample(tuple(records), indexed - len(gone))
+
+    async def repeat_gaps(self, advertiser: str, today: int) -> list[tuple[str, str, float]]:
+        """The shop's (uid, sku, gap days) within the lookback; older ones are deleted."""
+        key = keys.value_repeat_gaps(advertiser)
+        raw: Mapping[bytes | str, bytes | str] = await self.redis.hgetall(key)
+        oldest = today - self.lookback_seconds // DAY_SECONDS
+        kept: list[tuple[str, str, float]] = []
+        stale: list[str] = []
+        for name, value in raw.items():
+            field, (gap, _, day) = text(name), text(value).partition(":")
+            uid, _, sku = field.partition("\t")
+            try:
+                fresh = int(day) >= oldest
+                kept.append((uid, sku, float(gap))) if fresh else stale.append(field)
+            except ValueError:
+                stale.append(field)
+        if stale:
+            await self.redis.hdel(key, *stale)
+        return kept
+
+    async def claim_refresh(self, advertiser: str, token: str, seconds: int) -> bool:
+        """Whether this process refreshes the shop now (one of many, once per `seconds`)."""
+        return bool(
+            await self.redis.set(keys.value_refresh_lease(advertiser), token, nx=True, ex=seconds)
+        )
+
+    async def write_standing(self, advertiser: str, standing: ValueStanding) -> None:
+        key = keys.value_standing(advertiser)
+        await self.redis.set(key, encode_standing(standing), ex=STANDING_TTL_SECONDS)
+
+    async def read_standing(self, advertiser: str) -> ValueStanding | None:
+        raw = await self.redis.get(keys.value_standing(advertiser))
+        if raw is None:
+            return None
+        try:
+            return decode_standing(raw)
+        except StandingError:
+            return None
+
+    async def write_intervals(self, advertiser: str, intervals: Mapping[str, float]) -> None:
+        """Replace the shop's replenishment intervals (the `MAX_INTERVALS` given first)."""
+        key = keys.replenishment_intervals(advertiser)
+        kept = dict(list(intervals.items())[:MAX_INTERVALS])
+        commands: list[Command] = [("DEL", key)]
+        if kept:
+            pairs = [part for sku, days in kept.items() for part in (sku, f"{days:.1f}")]
+            commands += [("HSET", key, *pairs), ("EXPIRE", key, STANDING_TTL_SECONDS)]
+        raise_first_error(await send_commands(self.redis, commands))
+
+    async def read_intervals(self, advertiser: str) -> dict[str, float]:
+        raw: Mapping[bytes | str, bytes | str] = await self.redis.hgetall(
+            keys.replenishment_intervals(advertiser)
+        )
+        found: dict[str, float] = {}
+        for sku, days in raw.items():
+            try:
+                value = float(text(days))
+            except ValueError:
+                continue
+            if value > 0:
+                found[text(sku)] = value
+        return found
+
+    @staticmethod
+    def forget_commands(uid: str, advertisers: Iterable[str]) -> list[Command]:
+        """Take the shopper out of the shops' buyers' indexes (for `Store.forget`'s pipeline;
+        their repeat gaps go with `forget_gaps`)."""
+        return [("ZREM", keys.value_buyers(shop), uid) for shop in advertisers]
+
+    @staticmethod
+    async def forget_gaps(redis: Redis, uid: str, advertisers: Sequence[str]) -> int:
+        """Delete the shopper's repeat gaps at those shops (HSCAN of hashes of at most
+        `MAX_REPEAT_GAPS` fields, for their '<uid><TAB>' prefix); how many were deleted."""
+        pattern = GLOB.sub(r"\\\1", uid) + "\t*"
+        deleted = 0
+        for shop in advertisers:
+            key = keys.value_repeat_gaps(shop)
+            fields = [text(f) async for f, _ in redis.hscan_iter(key, match=pattern, count=1000)]
+            if fields:
+                deleted += int(await redis.hdel(key, *fields))
+        return deleted

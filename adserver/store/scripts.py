@@ -628,3 +628,16 @@ return record
     max_orders=value_record.MAX_ORDERS,
     max_cents=value_record.MAX_CENTS,
 )
+
+# A shopper's latest gap between two purchases of a product, into the shop's bounded hash of
+# them (keys.value_repeat_gaps). KEYS[1] the hash; ARGV: field '<uid><TAB><sku>', value
+# '<gap days>:<day>', cap, ttl_seconds. A new field past the cap is refused (returns 0).
+NOTE_REPEAT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+   and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""

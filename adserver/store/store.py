@@ -35,6 +35,7 @@ from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
 from adserver.store.catalog_store import CatalogUpload
 from adserver.store.cluster import RedisCluster, connect_cluster
+from adserver.store.customer_values import CustomerValues
 from adserver.store.email_audiences import EmailAudiences
 from adserver.store.identity_links import IdentityLinks, Linked
 from adserver.store.ledger import Ledger
@@ -93,6 +94,7 @@ class Store:
         self.campaigns = CampaignStore(redis)
         self.identities = IdentityLinks(redis, self.limits)
         self.email_audiences = EmailAudiences(redis, self.limits, self._load_shopper.sha)
+        self.values = CustomerValues(redis, self.limits.lookback_seconds)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -292,8 +294,10 @@ class Store:
         # the shops' e-mail audience indexes (their slots) are cleaned in the same round trip.
         commands: list[Command] = [("DEL", *doomed)]
         commands += self.email_audiences.forget_commands(uid, shops)
+        commands += CustomerValues.forget_commands(uid, shops)  # the buyers' indexes
         replies = await send_commands(self.redis, commands)
         raise_first_error(replies)
+        await CustomerValues.forget_gaps(self.redis, uid, list(shops))
         return int(replies[0])
 
     async def forget_reached(self, linked: Linked, advertisers: Iterable[str]) -> int:

@@ -37,7 +37,7 @@ class ServedAd:
     impression: str  # the id its render beacon and click links carry
     base_url: str  # Kaeru's origin, as the absolute links name it
     renderer: CreativeRenderer
-    # What the creative shows, its click links as paths on Kaeru (`/c/TOKEN`).
+    # What the creative shows, its click links as paths on Kaeru (`/c/TOKEN/LINK`).
     shown: tuple[CreativeProduct, ...]
     offer: CreativeOffer | None = None  # the campaign's, when valid at the decision
     locale: str = DEFAULT_LANGUAGE  # the advertiser's (KAERU_ADVERTISER_LOCALES)

@@ -1,6 +1,7 @@
 """Partner-side endpoints: `/ad` (iframe HTML), `/ad.js` (script), `/ad.json`, and the
-signed `/c/TOKEN` click redirect and `/i/TOKEN` rendered beacon. Each handler parses (pure),
-acts through the decision core and the store, and answers."""
+sealed click redirects (`/c/TOKEN/LINK` for an ad's product, `/c/TOKEN` for a link with a token
+of its own) and the `/i/TOKEN` rendered beacon. Each handler parses (pure), acts through the
+decision core and the store, and answers."""
 
 from __future__ import annotations
 

@@ -332,6 +332,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/recs.js", recs_handlers.recs_script)
     app.router.add_get("/recs/i/{token}", recs_handlers.recs_viewed)
     app.router.add_get("/c/{token}", ad_handlers.click)
+    app.router.add_get("/c/{token}/{link}", ad_handlers.ad_click)
     app.router.add_get("/i/{token}", ad_handlers.rendered)
     products = "/api/v1/advertisers/{advertiser}/products"
     app.router.add_put(products, admin_products.put_products)

@@ -76,8 +76,9 @@ async def _store(
     app = request.app
     uid = known_uid or gates.uid or new_uid()
     now = time.time()
-    events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
-    events = [_attributable(request, e, now) for e in events]
+    if any(e.kind == "purchase" for e in events):  # the others pass both unchanged
+        events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
+        events = [_attributable(request, e, now) for e in events]
     events, waiting = _sold_only(app, uid, events, now)
     if not events:
         return (uid if waiting else None), True
@@ -90,7 +91,7 @@ async def _store(
         app[METRICS].events_buffered.inc(len(events))  # replayed when Redis answers again
         return uid, True
     for event in events:
-        app[METRICS].events_stored.labels(event.kind).inc()
+        app[METRICS].stored(event.kind)
     return uid, True
 
 

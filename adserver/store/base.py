@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,13 @@ def text(value: bytes | str) -> str:
 
 
 def day_of(timestamp: float) -> str:
-    return time.strftime("%Y%m%d", time.gmtime(timestamp))
+    """The UTC day of a Unix time, `YYYYMMDD`."""
+    return _day_text(int(timestamp // 86400))
+
+
+@functools.lru_cache(maxsize=8)
+def _day_text(day: int) -> str:  # one strftime a day, not one an event (the pixel's path)
+    return time.strftime("%Y%m%d", time.gmtime(day * 86400))
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,3 +151,28 @@ async def test_many_different_impressions_a_day_fold_into_one_member_per_counter
     assert history.caps == expected
     distinct = len(expected)
     assert await store.redis.zcard(caps) <= distinct + scripts.CAPS_FOLD_AT
+
+
+def test_the_profile_scripts_keys_are_the_named_ones_in_its_order() -> None:
+    uid, advertiser = "abcABC_-0123456789abcd", "shop-1"
+    assert keys.profile_keys(uid, advertiser) == (
+        keys.user_advertisers(uid),
+        keys.user_viewed(uid, advertiser),
+        keys.user_cart(uid, advertiser),
+        keys.user_purchased(uid, advertiser),
+        keys.user_orders(uid, advertiser),
+        keys.user_facts(uid, advertiser),
+        keys.user_touch(uid, advertiser),
+        keys.user_forgotten(uid),
+        keys.user_orders_legacy(uid, advertiser),
+    )
+
+
+def test_the_utc_day_of_a_time_turns_at_midnight() -> None:
+    from adserver.store.base import day_of
+
+    midnight = 1_795_132_800.0  # 2026-11-20 00:00 UTC
+    assert day_of(NOON) == "20261119"
+    assert day_of(midnight - 0.001) == "20261119"
+    assert day_of(midnight) == "20261120"
+    assert day_of(0) == "19700101"

@@ -386,3 +386,20 @@ def render_markers(advertiser: str, hour: int) -> str:
     """hash impression id -> 1: the renders counted of impressions served in that hour (unix
     hours), kept until the last of their beacons has expired."""
     return f"rnd:{{{advertiser}}}:{hour}"
+
+
+def profile_keys(uid: str, advertiser: str) -> tuple[str, ...]:
+    """The keys the profile script (scripts.RECORD_EVENT) writes, in its KEYS order: the ones
+    above, with the prefix made once (it runs for every pixel)."""
+    user = f"u:{{{uid}}}:"
+    return (
+        user + ADVERTISERS,
+        user + VIEWED + advertiser,
+        user + CART + advertiser,
+        user + PURCHASED + advertiser,
+        user + ORDERS + advertiser,
+        user + FACTS + advertiser,
+        user + TOUCH + advertiser,
+        f"fg:{{{uid}}}",
+        user + ORDERS_LEGACY + advertiser,
+    )

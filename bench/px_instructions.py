@@ -21,6 +21,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,7 @@ class Traced:
             ["callgrind_control", *args, str(self.process.pid)],
             check=True,
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def counted(self) -> int:
@@ -134,6 +136,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)"
+    )
     args = parser.parse_args()
     trees = {"new": BENCH.parent} | ({"old": args.old.resolve()} if args.old else {})
     uids = [secrets.token_urlsafe(16) for _ in range(200)]
@@ -173,6 +178,10 @@ def main() -> int:
                 server.control("--instr=on")
                 ok = send(server.port, args.requests, args.connections, 2, uids)
                 per_request[server.name] = server.counted() / args.requests
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    for dump in tmp.glob(f"callgrind.{server.name}.*"):
+                        shutil.copy(dump, args.keep / f"callgrind.{server.name}")
                 server.control("--instr=off")
                 print(f"{server.name}: {ok}/{args.requests} answered 200", file=sys.stderr)
         finally:

@@ -176,3 +176,34 @@ def test_the_utc_day_of_a_time_turns_at_midnight() -> None:
     assert day_of(midnight - 0.001) == "20261119"
     assert day_of(midnight) == "20261120"
     assert day_of(0) == "19700101"
+
+
+@pytest.mark.parametrize(
+    "uid, event",
+    [
+        (UID, ShopperEvent("shop1", "view", ("sku-1",))),
+        ("ünï%d-" * 5, ShopperEvent("a%s b", "cart", ("x", "ß€", "1,2"[:1]))),
+        (
+            UID,
+            ShopperEvent(
+                "shop1",
+                "purchase",
+                ("sku-1", "sku-2"),
+                order="o-1",
+                revenue=Decimal("12.50"),
+                currency="EUR",
+                lines=(LineItem("sku-1", Decimal("10"), 1), LineItem("sku-2", None, 2)),
+            ),
+        ),
+    ],
+)
+async def test_the_profile_call_is_sent_as_hiredis_would_pack_it(
+    store: Store, uid: str, event: ShopperEvent
+) -> None:
+    import hiredis
+
+    from adserver.store.base import PackedCommand, pack
+
+    command = store._profile_command(uid, event, int(NOON * 1000))
+    assert type(command) is PackedCommand
+    assert pack(command) == hiredis.pack_command(tuple(command))

@@ -108,9 +108,24 @@ def append_to_stream(pipe: Any, uid: str | None, document: bytes, maxlen: int) -
     pipe.execute_command(*stream_command(uid, document, maxlen))
 
 
+class PackedCommand(tuple[bytes | str | int, ...]):
+    """A command whose RESP was made already (`resp`, what `pack` would make of it): the
+    pixel's profile script call is packed from a template (`Store._profile_command`)."""
+
+    resp: bytes
+
+
+def bulk(arg: bytes | str | int) -> bytes:
+    """One argument in RESP, as hiredis packs it (str as UTF-8, int as its decimal text)."""
+    data = arg if isinstance(arg, bytes) else str(arg).encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
 def pack(command: Command) -> bytes:
     """A command in RESP, as redis-py would send it, packed by hiredis (C). Arguments other
     than str, bytes, int and float (a Decimal, say) are sent as their text."""
+    if type(command) is PackedCommand:
+        return command.resp
     try:
         return _pack_command(command)
     except TypeError:

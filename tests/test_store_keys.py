@@ -207,3 +207,14 @@ async def test_the_profile_call_is_sent_as_hiredis_would_pack_it(
     command = store._profile_command(uid, event, int(NOON * 1000))
     assert type(command) is PackedCommand
     assert pack(command) == hiredis.pack_command(tuple(command))
+
+
+def test_text_is_packed_as_hiredis_packs_it() -> None:
+    import hiredis
+
+    from adserver.store.base import pack, pack_text
+
+    for command in [("EVALSHA", "k", 12, -3, ""), ("SET", "ß", "€")]:
+        assert pack_text(command) == hiredis.pack_command(command)
+    mixed = ("SET", b"raw", Decimal("1.5"))  # bytes and a Decimal: packed as `pack` packs them
+    assert pack_text(mixed) == pack(mixed) == b"*3\r\n$3\r\nSET\r\n$3\r\nraw\r\n$3\r\n1.5\r\n"

@@ -110,15 +110,23 @@ def append_to_stream(pipe: Any, uid: str | None, document: bytes, maxlen: int) -
 
 class PackedCommand(tuple[bytes | str | int, ...]):
     """A command whose RESP was made already (`resp`, what `pack` would make of it): the
-    pixel's profile script call is packed from a template (`Store._profile_command`)."""
+    pixel's profile script call is packed by `pack_text` (`Store._profile_command`)."""
 
     resp: bytes
 
 
-def bulk(arg: bytes | str | int) -> bytes:
-    """One argument in RESP, as hiredis packs it (str as UTF-8, int as its decimal text)."""
-    data = arg if isinstance(arg, bytes) else str(arg).encode()
-    return b"$%d\r\n%b\r\n" % (len(data), data)
+def pack_text(command: Command) -> bytes:
+    """`pack` of a command of text and integers (no bytes), made in Python: an f-string per
+    argument and one encode are cheaper than hiredis's sprintf per argument
+    (bench/PROFILING.md). hiredis packs it when an argument is not ASCII (lengths in bytes)."""
+    try:
+        texts = [arg if type(arg) is str else f"{arg:d}" for arg in command]
+    except (TypeError, ValueError):  # bytes, a Decimal: not this function's
+        return pack(tuple(command))
+    body = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
+    if not body.isascii():
+        return _pack_command(command)
+    return f"*{len(texts)}\r\n{body}".encode()
 
 
 def pack(command: Command) -> bytes:

@@ -24,10 +24,10 @@ from adserver.store.base import (
     PackedCommand,
     Placement,
     StoreLimits,
-    bulk,
     day_of,
     execute,
     history_of,
+    pack_text,
     raise_first_error,
     send_commands,
     send_with_scripts,
@@ -66,24 +66,6 @@ def connect(url: str, *, timeout: float = 2.0) -> Redis:
     return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
-_PROFILE_HEAD_ARGS = 12  # EVALSHA, the sha, the key count and the nine keys
-_UID_MARK = "\x00uid\x00"
-
-
-def _profile_head(sha: str, advertiser: str) -> tuple[bytes, tuple[int, ...]]:
-    """The RESP of the profile script call's first arguments with the uid left out: a bytes
-    format taking the argument count, then each key's length and the uid; and each key's
-    length beyond the uid's."""
-    head = b"*%d\r\n" + b"".join(bulk(arg) for arg in ("EVALSHA", sha, 9))
-    extra = []
-    for key in keys.profile_keys(_UID_MARK, advertiser):
-        before, after = key.encode().split(_UID_MARK.encode())
-        head += b"$%d\r\n" + before.replace(b"%", b"%%") + b"%b" + after.replace(b"%", b"%%")
-        head += b"\r\n"
-        extra.append(len(before) + len(after))
-    return head, tuple(extra)
-
-
 def _conversions_cap(event: ShopperEvent, browser_per_day: int) -> int:
     """The RECORD_EVENT conversions cap: none (0) for the shop's server, -1 (no attribution)
     for a browser-reported purchase past its client's cap, else the daily cap per shopper."""
@@ -105,9 +87,6 @@ class Store:
         self.redis = redis
         self.limits = limits or StoreLimits()
         self._record_event = redis.register_script(scripts.RECORD_EVENT)
-        self._profile_heads: dict[
-            str, tuple[bytes, tuple[int, ...]]
-        ] = {}  # per advertiser (see _profile_command)
         self._load_shopper = redis.register_script(scripts.LOAD_SHOPPER)
         self._append_events = redis.register_script(scripts.APPEND_EVENTS)
         # Per shard, the writes seen acknowledged whose stream marks the next append deletes.
@@ -266,19 +245,9 @@ class Store:
                 *event.items,
             )
         )
-        # In RESP as hiredis packs it (tests/test_store_keys.py); the script's name and keys
-        # from a template per shop: hiredis spends a sprintf per argument, and this is the
-        # pixel's longest command (bench/PROFILING.md).
-        known = self._profile_heads.get(adv)
-        if known is None:
-            known = self._profile_heads[adv] = _profile_head(self._record_event.sha, adv)
-        head, extras = known
-        user = uid.encode()
-        n = len(user)
-        lengths = (part for extra in extras for part in (n + extra, user))
-        command.resp = head % (len(command), *lengths) + b"".join(
-            map(bulk, command[_PROFILE_HEAD_ARGS:])
-        )
+        # Packed here, as text (tests/test_store_keys.py): hiredis spends a sprintf per
+        # argument, and this is the pixel's longest command (bench/PROFILING.md).
+        command.resp = pack_text(command)
         return command
 
     async def knows(self, uid: str, advertiser: str) -> bool:

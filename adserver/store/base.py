@@ -120,7 +120,7 @@ def pack_text(command: Command) -> bytes:
     argument and one encode are cheaper than hiredis's sprintf per argument
     (bench/PROFILING.md). hiredis packs it when an argument is not ASCII (lengths in bytes)."""
     try:
-        texts = [arg if type(arg) is str else "%d" % arg for arg in command]
+        texts = [arg if type(arg) is str else "%d" % arg for arg in command]  # noqa: UP031
     except (TypeError, ValueError):  # bytes, a Decimal: not this function's
         return pack(tuple(command))
     body = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])

@@ -119,10 +119,14 @@ def pack_text(command: Command) -> bytes:
     """`pack` of a command of text and integers (no bytes), made in Python: an f-string per
     argument and one encode are cheaper than hiredis's sprintf per argument
     (bench/PROFILING.md). hiredis packs it when an argument is not ASCII (lengths in bytes)."""
-    try:
-        texts = [arg if type(arg) is str else "%d" % arg for arg in command]  # noqa: UP031
-    except (TypeError, ValueError):  # bytes, a Decimal: not this function's
-        return pack(tuple(command))
+    texts: list[str] = []
+    for arg in command:
+        if type(arg) is str:
+            texts.append(arg)
+        elif type(arg) is int:
+            texts.append(str(arg))
+        else:  # bytes, a Decimal: not this function's
+            return pack(tuple(command))
     body = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
     if not body.isascii():
         return _pack_command(command)

@@ -100,12 +100,14 @@ class Traced:
         self.log.close()
 
 
-async def _one_connection(port: int, count: int, rng: random.Random, uids: list[str]) -> int:
+async def _one_connection(
+    port: int, count: int, rng: random.Random, uids: list[str], advertiser: str
+) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     ok = 0
     try:
         for _ in range(count):
-            path = f"/px?a={ADVERTISER}&e=view&i=sku-{rng.randint(1, CATALOG_SIZE)}"
+            path = f"/px?a={advertiser}&e=view&i=sku-{rng.randint(1, CATALOG_SIZE)}"
             request = (
                 f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                 f"User-Agent: {USER_AGENT}\r\nCookie: uid={rng.choice(uids)}\r\n\r\n"
@@ -120,11 +122,20 @@ async def _one_connection(port: int, count: int, rng: random.Random, uids: list[
     return ok
 
 
-def send(port: int, requests: int, connections: int, seed: int, uids: list[str]) -> int:
+def send(
+    port: int,
+    requests: int,
+    connections: int,
+    seed: int,
+    uids: list[str],
+    advertiser: str = ADVERTISER,
+) -> int:
     async def all_of_them() -> int:
         each = requests // connections
         rngs = [random.Random(seed * 1000 + k) for k in range(connections)]
-        done = await asyncio.gather(*(_one_connection(port, each, r, uids) for r in rngs))
+        done = await asyncio.gather(
+            *(_one_connection(port, each, r, uids, advertiser) for r in rngs)
+        )
         return sum(done)
 
     return asyncio.run(all_of_them())
@@ -176,7 +187,7 @@ def main() -> int:
                 send(server.port, args.warmup, args.connections, 1, uids)
                 server.control("--zero")
                 server.control("--instr=on")
-                ok = send(server.port, args.requests, args.connections, 2, uids)
+                ok = send(server.port, args.requests, args.connections, 2, uids, args.advertiser)
                 per_request[server.name] = server.counted() / args.requests
                 if args.keep:
                     args.keep.mkdir(parents=True, exist_ok=True)

@@ -150,6 +150,11 @@ def main() -> int:
     parser.add_argument(
         "--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)"
     )
+    parser.add_argument(
+        "--advertiser",
+        default=ADVERTISER,
+        help="the pixels' a= (another than the bench's: refused before any Redis work)",
+    )
     args = parser.parse_args()
     trees = {"new": BENCH.parent} | ({"old": args.old.resolve()} if args.old else {})
     uids = [secrets.token_urlsafe(16) for _ in range(200)]

@@ -47,6 +47,7 @@ from adserver.http.app_keys import (
     SIGNER,
     STORE,
     TRENDING,
+    VALUE_REFRESHER,
     WORKER,
     buffered_writers,
 )
@@ -62,8 +63,10 @@ from adserver.recs.trending import TrendingCache
 from adserver.runtime.listen import open_listeners
 from adserver.runtime.metrics import Metrics
 from adserver.store import RedisError, Store, StoreLimits, connect
+from adserver.store.customer_values import CustomerValues
 from adserver.store.learning import LearningStore
 from adserver.store.ledger import CLOCK_SKEW_SECONDS, Click, Ledger, Shown
+from adserver.value.refresh import ValueRefresher
 from creatives.renderer import CreativeRenderer
 from pixel import conversions, optout
 from pixel import handlers as pixel_handlers
@@ -112,7 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STORE] = store
     app[METRICS] = metrics
-    app[RENDERER] = CreativeRenderer()
+    app[RENDERER] = CreativeRenderer(locales=settings.advertiser_locales)
     app[MARKET] = MarketCache(
         store, list(settings.advertisers), app[RENDERER].sizes(), settings.max_campaigns
     )
@@ -160,6 +163,10 @@ def create_app(settings: Settings) -> web.Application:
     worker_redis = connect(settings.redis_url, timeout=WORKER_SOCKET_TIMEOUT)
     app[WORKER] = RelatedWorker(
         LearningStore(worker_redis, config), on_unsold=unknown.labels("not_learnt").inc
+    )
+    advertisers = tuple(settings.advertisers)
+    app[VALUE_REFRESHER] = ValueRefresher(
+        CustomerValues(worker_redis, settings.lookback_seconds), lambda: advertisers
     )
     app.cleanup_ctx.append(_redis_lifecycle)
     _add_routes(app)
@@ -261,6 +268,11 @@ async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
     stop_worker = asyncio.Event()
     worker = app[WORKER]
     learner = asyncio.create_task(worker.run(stop_worker)) if app[SETTINGS].run_worker else None
+    valuer = (
+        asyncio.create_task(app[VALUE_REFRESHER].run(stop_worker))
+        if app[SETTINGS].run_worker
+        else None
+    )
     yield
     # In-flight requests are done (aiohttp waited for them). Acknowledged events first.
     stop_worker.set()  # let it finish its batch rather than cutting a command in two
@@ -277,6 +289,11 @@ async def _redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait_for(learner, WORKER_STOP_SECONDS)
         except TimeoutError:
             log.warning("related-items worker did not stop in time; its batch will be redone")
+    if valuer is not None:
+        try:
+            await asyncio.wait_for(valuer, WORKER_STOP_SECONDS)
+        except TimeoutError:
+            log.warning("value refresh did not stop in time; the next one redoes it")
     await worker.learning.redis.aclose()
     app[GEO].close()
     await app[STORE].close()
@@ -316,6 +333,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/recs.js", recs_handlers.recs_script)
     app.router.add_get("/recs/i/{token}", recs_handlers.recs_viewed)
     app.router.add_get("/c/{token}", ad_handlers.click)
+    app.router.add_get("/c/{token}/{link}", ad_handlers.ad_click)
     app.router.add_get("/i/{token}", ad_handlers.rendered)
     products = "/api/v1/advertisers/{advertiser}/products"
     app.router.add_put(products, admin_products.put_products)

@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
                 "hashed e-mails, click ids and context do then",
             )
             command.add_argument(
+                "--shop",
+                choices=("en", "ja"),
+                default="en",
+                help="the demo shop's catalog: en (English, EUR; the default) or ja (Japanese, "
+                "JPY; its ads in ja-JP: 広告, ￥ without decimals)",
+            )
+            command.add_argument(
                 "--shop-url",
                 metavar="ORIGIN",
                 help="with --cross-site: the origin browsers reach the shop at (default: "
@@ -117,6 +124,16 @@ def _parser() -> argparse.ArgumentParser:
         "--name",
         help="this worker's name in logs (default: $KAERU_WORKER_NAME or the host name); "
         "run as many workers as wanted: they share the event shards",
+    )
+
+    refresh = commands.add_parser(
+        "value-refresh",
+        parents=[common],
+        help="refresh the advertisers' customer-value standing now (RFM cut points, typical "
+        "interval, value models, replenishment intervals); the worker does it every hour",
+    )
+    refresh.add_argument(
+        "advertiser", nargs="*", help="only these advertisers (default: KAERU_ADVERTISERS)"
     )
 
     evaluation = commands.add_parser(
@@ -213,9 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(settings, args.workers)
         if args.command == "demo":
             sites = demo_sites(settings, args.cross_site, args.shop_url, args.partner_url)
-            return demo(settings, sites)
+            return demo(settings, sites, args.shop)
         if args.command == "worker":
             return run_worker(settings, args.name)
+        if args.command == "value-refresh":
+            return run_value_refresh(settings, args.advertiser)
         return import_catalog(settings, args.file, args.advertiser, args.format)
     except SettingsError as exc:
         print(f"kaeru: {exc}", file=sys.stderr)
@@ -330,19 +349,24 @@ def demo_sites(
     return DemoSites(shop=shop, partner=partner, kaeru=kaeru)
 
 
-def demo(settings: Settings, sites: DemoSites | None = None) -> int:
+def demo(settings: Settings, sites: DemoSites | None = None, shop_name: str = "en") -> int:
     from adserver.app import create_app
     from adserver.demo.pages import (
         DEMO_ADVERTISER,
         DEMO_PUBLISHER,
+        DEMO_SHOPS,
         EidSigner,
         add_demo_routes,
-        demo_catalog,
     )
     from adserver.http.app_keys import MARKET, STORE
 
     token = settings.advertisers.get(DEMO_ADVERTISER) or _demo_token(settings.data_dir)
-    settings = replace(settings, advertisers={**settings.advertisers, DEMO_ADVERTISER: token})
+    catalog = DEMO_SHOPS[shop_name]
+    settings = replace(
+        settings,
+        advertisers={**settings.advertisers, DEMO_ADVERTISER: token},
+        advertiser_locales=demo_locales(settings, catalog.locale),
+    )
     signer: EidSigner | None = None
     email_signer: EidSigner | None = None
     publisher_line = ""
@@ -360,7 +384,7 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
     partner = sites.partner if sites else base
 
     async def load_catalog(app: web.Application) -> None:
-        products = [parse_product(row) for row in demo_catalog(shop)]
+        products = [parse_product(row) for row in catalog.feed(shop)]
         await app[STORE].replace_catalog(
             DEMO_ADVERTISER, [p for p in products if isinstance(p, Product)]
         )
@@ -390,6 +414,7 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
             signer,
             email_recs=_demo_email_recs(settings, DEMO_ADVERTISER, token),
             email_signer=email_signer,
+            catalog=catalog,
         )
         app.on_startup.append(load_catalog)
         _run_app(app, settings, sockets)
@@ -401,6 +426,13 @@ def demo(settings: Settings, sites: DemoSites | None = None) -> int:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def demo_locales(settings: Settings, shop_locale: str) -> dict[str, str]:
+    """KAERU_ADVERTISER_LOCALES with the demo shop's locale, unless it names the demo shop."""
+    from adserver.demo.pages import DEMO_ADVERTISER
+
+    return {DEMO_ADVERTISER: shop_locale, **settings.advertiser_locales}
 
 
 def _demo_eid_signer(publisher: str, token: str) -> Callable[[str], tuple[str, int]]:
@@ -535,7 +567,9 @@ async def _import_file(
 def run_worker(settings: Settings, name: str | None) -> int:
     from adserver.core.lessons import LearningConfig
     from adserver.learning.worker import RelatedWorker
+    from adserver.store.customer_values import CustomerValues
     from adserver.store.learning import LearningStore
+    from adserver.value.refresh import ValueRefresher
 
     async def learn(redis_url: str) -> None:
         stop = asyncio.Event()
@@ -544,9 +578,13 @@ def run_worker(settings: Settings, name: str | None) -> int:
             loop.add_signal_handler(signum, stop.set)
         redis = connect(redis_url, timeout=5.0)
         worker = RelatedWorker(LearningStore(redis, LearningConfig()), consumer=name)
+        advertisers = tuple(settings.advertisers)
+        valuer = ValueRefresher(
+            CustomerValues(redis, settings.lookback_seconds), lambda: advertisers
+        )
         log.info("related-items worker %r learning from %s", worker.consumer, redact(redis_url))
         try:
-            await worker.run(stop)
+            await asyncio.gather(worker.run(stop), valuer.run(stop))
         finally:
             await redis.aclose()
         log.info("worker stopped after learning from %d events", worker.learnt)
@@ -556,6 +594,43 @@ def run_worker(settings: Settings, name: str | None) -> int:
         asyncio.run(learn(settings.redis_url))
         return 0
 
+    return _with_redis(settings, run)
+
+
+def run_value_refresh(settings: Settings, only: Sequence[str]) -> int:
+    """`kaeru value-refresh`: every advertiser (or those named) refreshed now, no lease."""
+    from adserver.store.customer_values import CustomerValues
+    from adserver.value.refresh import ValueRefresher
+
+    advertisers = tuple(only or settings.advertisers)
+
+    async def refresh(redis_url: str) -> None:
+        redis = connect(redis_url, timeout=30.0)
+        refresher = ValueRefresher(
+            CustomerValues(redis, settings.lookback_seconds), lambda: advertisers, fit_in="thread"
+        )
+        try:
+            for advertiser in advertisers:
+                done = await refresher.refresh(advertiser)
+                standing = done.standing
+                typical = standing.typical_interval
+                print(
+                    f"{advertiser}: {standing.sampled} of {done.indexed} buyers sampled, "
+                    f"typical interval {'-' if typical is None else f'{typical:.1f} days'}, "
+                    f"models {'fitted' if standing.model else 'not fitted'}, "
+                    f"{done.intervals} replenishment intervals"
+                )
+        finally:
+            await redis.aclose()
+
+    def run(settings: Settings) -> int:
+        assert settings.redis_url is not None
+        asyncio.run(refresh(settings.redis_url))
+        return 0
+
+    if not advertisers:
+        print("kaeru: no advertiser to refresh (KAERU_ADVERTISERS or name them)", file=sys.stderr)
+        return 2
     return _with_redis(settings, run)
 
 

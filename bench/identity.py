@@ -1,6 +1,6 @@
 """What an identifier costs an ad decision: Redis round trips and commands per `/ad.json`
-before the answer, for a shopper known by the uid cookie, by a publisher's `eid` (hashed
-e-mail, no cookie), and for an anonymous reader.
+before the answer, for a shopper known by the uid cookie (one who viewed, one who bought), by
+a publisher's `eid` (hashed e-mail, no cookie), and for an anonymous reader.
 
     .venv/bin/python bench/identity.py [--requests 200]
 
@@ -98,10 +98,23 @@ async def scenario(
         answer = await shop.post(f"{base}/e", json=body)
         assert answer.status == 204, await answer.text()
         uid = answer.cookies["uid"].value
+    async with aiohttp.ClientSession(headers=headers) as buyer_session:
+        bought = {
+            "events": [
+                {"advertiser": SHOP, "event": "view", "items": ["sku-3"]},
+                {"advertiser": SHOP, "event": "purchase", "order": "bench-1",
+                 "items": [{"id": "sku-3", "price": "9.90"}], "revenue": "9.90",
+                 "currency": "EUR"},
+            ],
+        }  # fmt: skip
+        answer = await buyer_session.post(f"{base}/e", json=bought)
+        assert answer.status == 204, await answer.text()
+        buyer = answer.cookies["uid"].value
         await asyncio.sleep(1.5)  # the catalog reaches the in-process cache
 
     cases = {
         "uid cookie": ({"pub": PUB, "size": "300x250"}, {"Cookie": f"uid={uid}"}),
+        "uid cookie, a buyer": ({"pub": PUB, "size": "300x250"}, {"Cookie": f"uid={buyer}"}),
         "eid, no cookie": ({"pub": PUB, "size": "300x250", "eid": EID}, {}),
         "anonymous": ({"pub": PUB, "size": "300x250"}, {}),
     }

@@ -31,15 +31,27 @@ import jinja2
 import jinja2.meta
 from markupsafe import escape
 
+from creatives.wording import DEFAULT_LANGUAGE, WORDINGS, wording_for
+
 DEFAULT_TEMPLATE_DIR = Path(__file__).parent / "templates"
 MANIFEST = "manifest.json"
 STYLESHEET = "creative.css"
 STYLESHEET_ROUTE = "/static/creative.{version}.css"
 ALLOWED_CONTEXT = frozenset(
-    {"products", "advertiser", "width", "height", "impression_url", "stylesheet_url"}
+    {
+        "products",
+        "advertiser",
+        "width",
+        "height",
+        "impression_url",
+        "stylesheet_url",
+        "lang",
+        "wording",
+        "offer",
+    }
 )
-# Documents kept rendered, all but their links (per size, advertiser and products shown; the
-# oldest goes first): ~2-5 KB each, so some 5-10 MB at most per process.
+# Documents kept rendered, all but their links (per size, advertiser, locale, offer and
+# products shown; the oldest goes first): ~2-5 KB each, so some 5-10 MB at most per process.
 SKELETONS_KEPT = 2048
 _BEACON = "i"
 _LINE_BREAK = re.compile(r"\r?\n[ \t]*")
@@ -69,6 +81,14 @@ class CreativeProduct:
 _SHOWN_FIELDS = operator.attrgetter(
     *(f.name for f in dataclasses.fields(CreativeProduct) if f.name != "click_url")
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CreativeOffer:
+    """A campaign's offer as the creative shows it (escaped like everything else)."""
+
+    text: str
+    code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +129,13 @@ _SAMPLE = CreativeProduct(
 
 
 class CreativeRenderer:
-    def __init__(self, template_dir: Path | None = None) -> None:
+    def __init__(
+        self, template_dir: Path | None = None, locales: Mapping[str, str] | None = None
+    ) -> None:
+        """`locales`: advertiser -> locale tag (`ja-JP`, KAERU_ADVERTISER_LOCALES); an
+        advertiser not in it speaks English with en_US prices."""
         directory = template_dir if template_dir is not None else DEFAULT_TEMPLATE_DIR
+        self._locales: Mapping[str, str] = MappingProxyType(dict(locales or {}))
         self._dir = directory
         self._loader = _OneLineLoader(directory)
         self._env = jinja2.Environment(
@@ -148,6 +173,10 @@ class CreativeRenderer:
     def sizes(self) -> list[str]:
         return list(self._formats)
 
+    def locale_of(self, advertiser: str) -> str | None:
+        """The advertiser's locale tag, or None: English wording, the feed's price texts."""
+        return self._locales.get(advertiser)
+
     @property
     def stylesheet(self) -> Stylesheet | None:
         """The shared stylesheet, if the template directory has one (`creative.css`)."""
@@ -161,9 +190,13 @@ class CreativeRenderer:
         advertiser: str,
         impression_url: str = "",
         base_url: str = "",
+        locale: str = DEFAULT_LANGUAGE,
+        offer: CreativeOffer | None = None,
     ) -> str:
         """The creative's document. `base_url`: Kaeru's origin, prefixed to the stylesheet's
-        path (empty: a path, for a document served by Kaeru itself).
+        path (empty: a path, for a document served by Kaeru itself). `locale` (`ja-JP`): the
+        document's language and its wording (`creatives.wording`; prices come formatted);
+        `offer`: the campaign's offer, shown in every size.
 
         What only the request knows, the click links and the render beacon, is filled
         (escaped) into the document Jinja rendered once for the same size, advertiser and
@@ -177,11 +210,15 @@ class CreativeRenderer:
             advertiser,
             bool(impression_url),
             base_url,
+            locale,
+            offer,
             tuple(map(_SHOWN_FIELDS, shown)),
         )
         parts = self._skeletons.get(key)
         if parts is None:
-            parts = self._skeleton(fmt, shown, advertiser, bool(impression_url), base_url)
+            parts = self._skeleton(
+                fmt, shown, advertiser, bool(impression_url), base_url, locale, offer
+            )
             self._skeletons[key] = parts
             if len(self._skeletons) > SKELETONS_KEPT:
                 self._skeletons.popitem(last=False)  # the oldest
@@ -194,6 +231,8 @@ class CreativeRenderer:
         advertiser: str,
         beacon: bool,
         base_url: str,
+        locale: str = DEFAULT_LANGUAGE,
+        offer: CreativeOffer | None = None,
     ) -> list[str]:
         """The document rendered with a mark in place of each click link and of the beacon,
         split there: text, hole name, text, ... (hole names: the product's index, `i`)."""
@@ -205,6 +244,9 @@ class CreativeRenderer:
             height=fmt.height,
             impression_url=self._mark(_BEACON) if beacon else "",
             stylesheet_url=base_url + sheet.path if sheet else "",
+            lang=locale,
+            wording=wording_for(locale),
+            offer=offer,
         )
         parts = self._holes.split(html)
         if self._nonce in "".join(parts[::2]):  # a template changed a mark it was given
@@ -285,6 +327,9 @@ class CreativeRenderer:
                 height=fmt.height,
                 impression_url=beacon,
                 stylesheet_url=sheet.path if sheet else "",
+                lang=DEFAULT_LANGUAGE,
+                wording=wording_for(DEFAULT_LANGUAGE),
+                offer=None,
             )
             self._templates[fmt.template] = template
             filled = _fill(self._skeleton(fmt, samples, "Advertiser", True, ""), samples, beacon)
@@ -297,6 +342,21 @@ class CreativeRenderer:
         if filled != direct:  # the links must be rendered as given, escaped, nothing else
             self._templates.pop(fmt.template, None)
             problems.append(f"{fmt.template}: changes the click link or the beacon URL")
+            return
+        self._check_languages(fmt, samples, problems)
+
+    def _check_languages(
+        self, fmt: CreativeFormat, samples: Sequence[CreativeProduct], problems: list[str]
+    ) -> None:
+        """Every language's wording, with an offer, renders too (a size may leave the offer
+        out: the shipped ones all show it, see tests/test_wording.py)."""
+        offer = CreativeOffer("Sample offer", "CODE-1")
+        for language in WORDINGS:
+            try:
+                self._skeleton(fmt, samples, "Advertiser", True, "", language, offer)
+            except (jinja2.TemplateError, TypeError, ValueError, CreativeError) as error:
+                problems.append(f"{fmt.template}: fails to render in {language!r}: {error}")
+                return
 
 
 def _fill(parts: list[str], shown: Sequence[CreativeProduct], impression_url: str) -> str:

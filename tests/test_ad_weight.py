@@ -9,6 +9,7 @@ import gzip
 import re
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.demo.catalog import demo_catalog
@@ -19,6 +20,9 @@ from tests.test_edge_http import metric
 AD = {"pub": "news1", "size": "300x250"}
 IDENTITY = {"Accept-Encoding": "identity"}
 BUDGET = 1536  # bytes on the wire for /ad 300x250 with its products (issue 15: 1.5 KB)
+# The issue's yardstick is 300x250 with 3 products; the manifest's 300x250 shows 2, so the
+# creative of the same width showing 3 (300x600) stands in for it.
+BUDGETED = [("300x250", None), ("300x600", 3)]
 
 
 async def stock_popular(client: TestClient[Any, Any], count: int) -> list[dict[str, str]]:
@@ -48,13 +52,15 @@ async def raw_answer(client: TestClient[Any, Any], target: str, encoding: str) -
     return raw
 
 
+@pytest.mark.parametrize(("size", "count"), BUDGETED)
 async def test_ad_300x250_with_its_products_fits_in_one_and_a_half_kb(
-    client: TestClient[Any, Any],
+    client: TestClient[Any, Any], size: str, count: int | None
 ) -> None:
-    limit = client.app[RENDERER].formats["300x250"].max_products
-    rows = await stock_popular(client, limit)
+    limit = client.app[RENDERER].formats[size].max_products
+    assert count is None or count <= limit
+    rows = await stock_popular(client, count or limit)
 
-    raw = await raw_answer(client, "/ad?pub=news1&size=300x250", "gzip, deflate, br")
+    raw = await raw_answer(client, f"/ad?pub=news1&size={size}", "gzip, deflate, br")
 
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"content-encoding: gzip" in head.lower()

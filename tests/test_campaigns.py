@@ -46,6 +46,8 @@ FULL: dict[str, Any] = {
         "cart_abandoned_hours": 1,
         "lapsed_days": 14,
         "high_value": {"min_revenue": 500, "min_orders": 3},
+        "segments": ["champions", "loyal"],
+        "due": ["due_now", "overdue"],
     },
     "what": {
         "strategies": ["cart", "recent", "related", "cross_sell", "upsell", "popular"],
@@ -66,6 +68,8 @@ FULL: dict[str, Any] = {
         "countries": ["DE", "FR"],
     },
     "bid": {"type": "cpm", "amount": "2.50"},
+    "bid_multipliers": {"champions": "1.5", "lost": "0.5"},
+    "offer": {"text": "10% off your first order", "code": "WELCOME10", "starts": "2026-11-01"},
 }
 MINIMAL: dict[str, Any] = {"name": "Everyone", "bid": {"type": "cpc", "amount": 0.4}}
 DROP = object()
@@ -134,7 +138,10 @@ def test_full_campaign_parses_into_typed_values() -> None:
         cart_abandoned_hours=1,
         lapsed_days=14,
         high_value=HighValue(Decimal(500), 3),
+        segments=("champions", "loyal"),
+        due=("due_now", "overdue"),
     )
+    assert campaign.bid_multipliers == (("champions", Decimal("1.5")), ("lost", Decimal("0.5")))
     assert campaign.what == What(STRATEGIES, 3)
     assert campaign.when == When(30, 0, 10, 3, (8, 22), date(2026, 11, 1), date(2026, 12, 31))
     assert campaign.where == Where(
@@ -556,3 +563,43 @@ def test_smoothed_ctr_moves_from_the_prior_toward_the_observed_rate() -> None:
     distances = [abs(e - observed) for e in estimates]
     assert distances == sorted(distances, reverse=True)
     assert estimates[-1] == pytest.approx(observed, rel=0.01)
+
+
+def test_value_audiences_and_bid_multipliers_report_every_problem() -> None:
+    body = {
+        **MINIMAL,
+        "who": {"segments": ["champions", "whales"], "due": ["soon"]},
+        "bid_multipliers": {"champions": 11, "lost": "0.05", "vip": 2, "due_now": "x"},
+    }
+    problems = parse(body)
+    assert isinstance(problems, list)
+    for start in (
+        "who.segments[1]: unknown segment 'whales'",
+        "who.due[0]: unknown due status 'soon'",
+        "bid_multipliers.champions: must be a number from 0.1 to 10",
+        "bid_multipliers.lost: must be a number from 0.1 to 10",
+        "bid_multipliers.vip: unknown key",
+        "bid_multipliers.due_now: must be a number",
+    ):
+        assert any(p.startswith(start) for p in problems), (start, problems)
+    assert len(problems) == 6  # vip: unknown only (2 is a factor)
+
+
+def test_value_conditions_and_multipliers_survive_the_round_trip() -> None:
+    body = {
+        **MINIMAL,
+        "who": {"segments": ["at_risk"], "due": ["overdue"]},
+        "bid_multipliers": {"at_risk": 2, "past_buyers": 0.1, "overdue": "10"},
+    }
+    campaign = parsed(body)
+    data = campaign.to_json()
+    assert data["bid_multipliers"] == {"at_risk": "2", "past_buyers": "0.1", "overdue": "10"}
+    assert (data["who"]["segments"], data["who"]["due"]) == (["at_risk"], ["overdue"])
+    assert parsed(data) == campaign
+    assert parsed(MINIMAL).to_json()["bid_multipliers"] == {}
+
+
+def test_replenish_is_a_strategy_a_campaign_may_name_but_not_a_default() -> None:
+    campaign = parsed({**MINIMAL, "what": {"strategies": ["replenish", "popular"]}})
+    assert campaign.what.strategies == ("replenish", "popular")
+    assert "replenish" not in parsed(MINIMAL).what.effective

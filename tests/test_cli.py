@@ -309,3 +309,23 @@ def test_sigterm_drains_in_flight_events_and_nothing_acknowledged_is_lost(tmp_pa
         assert get(base_again + "/healthz")[0] == 200
     assert acknowledged >= 50
     assert stored >= acknowledged
+
+
+def test_value_refresh_writes_each_advertisers_standing(tmp_path: Path, redis_url: str) -> None:
+    from adserver.core.value_record import ValueRecord, encode_record
+    from adserver.core.value_segments import decode_standing
+    from adserver.store import keys
+
+    today = int(time.time() // 86400)
+    with redis.Redis.from_url(redis_url) as client:
+        for n in range(60):
+            uid = f"c{n:021d}"
+            record = ValueRecord(today - 100 - n, today - n, 1 + n % 3, 1000 + 100 * n)
+            client.hset(keys.user_facts(uid, "shop1"), keys.VALUE_FIELD, encode_record(record))
+            client.zadd(keys.value_buyers("shop1"), {uid: time.time() * 1000})
+        result = kaeru("value-refresh", env=kaeru_env(tmp_path, REDIS_URL=redis_url))
+        assert result.returncode == 0, result.stderr
+        assert "shop1: 60 of 60 buyers sampled" in result.stdout
+        assert "models fitted" in result.stdout
+        standing = decode_standing(client.get(keys.value_standing("shop1")) or b"")
+        assert standing.sampled == 60 and standing.day == today

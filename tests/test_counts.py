@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from adserver.app import create_app
 from adserver.config.settings import Settings
-from adserver.delivery.served_ad import CLICK_PURPOSE, placement_from_token
+from adserver.delivery.served_ad import AD_PURPOSE, link_index, sealed_ad
 from adserver.http.app_keys import SIGNER, STORE
 from adserver.runtime.embedded_redis import free_port
 from adserver.store.ledger import Click
@@ -152,11 +152,14 @@ async def test_a_click_replayed_from_the_outage_buffer_after_its_window_counts_o
     await redis_time_passes(client.app[STORE].redis, 3600)
     # What the click writer replays after a lost reply: the same click, an hour on.
     ledger = client.app[STORE].ledger
-    token = link.removeprefix("/c/")
-    fields = client.app[SIGNER].verify(CLICK_PURPOSE, token, 86400)
-    parsed = placement_from_token(fields)  # type: ignore[arg-type]
+    token = link.removeprefix("/c/")  # TOKEN/LINK: the ad's token, the product's name
+    ad_token, name = token.split("/")
+    fields = client.app[SIGNER].verify(AD_PURPOSE, ad_token, 86400)
+    sealed = sealed_ad(fields)  # type: ignore[arg-type]
+    index = link_index(client.app[SIGNER], ad_token, name)
+    parsed = None if sealed is None or index is None else sealed.click(index)
     assert parsed is not None
-    click = Click(None, parsed[0], parsed[1][0], 0.0, token)
+    click = Click(None, parsed[0], parsed[1], 0.0, token)
     assert not await ledger.record_click(click.uid, click.placement, click.sku, None, token)
     assert (await totals(client))["clicks"] == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,11 +30,24 @@ async def track(client: TestClient[Any, Any], kind: str, *skus: str, **extra: st
     for sku in skus:
         response = await client.get("/px", params={"a": SHOP, "e": kind, "i": sku, **extra})
         assert response.status == 200
+    await stored(client)
 
 
 async def buy(client: TestClient[Any, Any], order: str, *skus: str) -> None:
     params = {"a": SHOP, "e": "purchase", "i": ",".join(skus), "o": order, "v": "9", "cur": "EUR"}
     assert (await client.get("/px", params=params)).status == 200
+    await stored(client)
+
+
+async def stored(client: TestClient[Any, Any]) -> None:
+    """Until the events answered so far are in Redis: under load a pixel waiting on Redis past
+    its deadline is answered and its event kept in the buffer, replayed a moment later."""
+    deadline = time.monotonic() + 10
+    while True:
+        body = await (await client.get("/readyz")).json()
+        if body.get("buffered_events") == 0 or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.02)
 
 
 async def recs(

@@ -244,3 +244,27 @@ def test_counting_bounds_are_read_and_checked() -> None:
         "KAERU_BROWSER_CONVERSIONS_PER_DAY",
     ):
         assert name in message
+
+
+def test_advertiser_locales_are_read() -> None:
+    settings = Settings.from_env({"KAERU_ADVERTISER_LOCALES": "shop1=ja-JP, shop2 = de-DE"})
+    assert settings.advertiser_locales == {"shop1": "ja-JP", "shop2": "de-DE"}
+    assert Settings.from_env({}).advertiser_locales == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("shop1=ja_JP", "shop1='ja_JP': not a locale like ja-JP"),
+        ("shop1=pt-BR", "shop1='pt-BR': no creative wording in 'pt'"),
+        ("shop1=ja-XX", "shop1='ja-XX': not a locale CLDR knows"),
+        ("shop1", "'shop1' is not 'advertiser=locale'"),
+        ("shop1=ja-JP,shop1=de-DE", "advertiser 'shop1' is listed twice"),
+    ],
+)
+def test_a_bad_advertiser_locale_fails_start_up_naming_the_variable(
+    value: str, problem: str
+) -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"KAERU_ADVERTISER_LOCALES": value})
+    assert f"KAERU_ADVERTISER_LOCALES: {problem}" in str(error.value)

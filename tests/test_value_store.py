@@ -52,8 +52,8 @@ async def test_the_record_is_small_and_expires_with_the_lookback(
     values: CustomerValues, store: Store
 ) -> None:
     await values.record_order(UID, "shop1", "A-1", T0, Decimal("25.99"))
-    key = keys.user_value(UID, "shop1")
-    raw = await store.redis.get(key)
+    key = keys.user_facts(UID, "shop1")
+    raw = await store.redis.hget(key, keys.VALUE_FIELD)
     assert raw is not None and len(raw) <= MAX_ENCODED
     assert LOOKBACK - 5 <= await store.redis.ttl(key) <= LOOKBACK
 
@@ -88,7 +88,7 @@ async def test_forgetting_a_shopper_erases_the_record_and_refuses_older_orders(
 async def test_a_value_that_is_not_a_record_reads_as_none_and_starts_again(
     values: CustomerValues, store: Store
 ) -> None:
-    await store.redis.set(keys.user_value(UID, "shop1"), "not a record")
+    await store.redis.hset(keys.user_facts(UID, "shop1"), keys.VALUE_FIELD, "not a record")
     assert await values.read(UID, "shop1") is None
     fresh = await values.record_order(UID, "shop1", "A-1", T0, Decimal("1.50"))
     assert fresh is not None and encode_record(fresh).startswith("1.")

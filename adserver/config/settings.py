@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import babel
+
 from adserver.config.redis_url import RedisUrlError, check_url, with_password
 
 ADVERTISER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
@@ -29,6 +31,12 @@ MIN_SECRET_LENGTH = 32
 SECRET_FILE = "secret"
 CLICK_ID_PARAM = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")  # the landing URL's click id parameter
 HOSTNAME = re.compile(r"^\.?([a-z0-9-]{1,63}\.)*[a-z0-9-]{1,63}\Z", re.IGNORECASE)
+# The languages the creatives have wording for (creatives/wording.py; a test keeps the two
+# lists equal): an advertiser's locale (KAERU_ADVERTISER_LOCALES) must be one of them, in a
+# region CLDR knows (its prices are formatted by Babel from CLDR's data).
+CREATIVE_LANGUAGES = ("en", "ja", "de", "fr")
+DEFAULT_LOCALE = "en-US"
+LOCALE_TAG = re.compile(r"^([a-z]{2,3})(?:-([A-Z]{2}))?\Z")
 
 
 class SettingsError(ValueError):
@@ -70,6 +78,7 @@ class Settings:
     buffer_events: int = 100_000  # events kept in memory while Redis is down
     tcf_vendor_id: int | None = None  # IAB TCF vendor id: then vendor consent is required too
     advertiser_domains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    advertiser_locales: Mapping[str, str] = field(default_factory=dict)  # adv -> "ja-JP"
     feed_grace_seconds: int = 300  # how long a view of a product no feed has brought waits
     geoip_db: Path | None = None
     trusted_proxies: tuple[str, ...] = ()
@@ -134,6 +143,7 @@ class Settings:
             "redis_deadline_ms": reader.integer("KAERU_REDIS_DEADLINE_MS", 40, 1, 10_000),
             "buffer_events": reader.integer("KAERU_BUFFER_EVENTS", 100_000, 0, 10**8),
             "advertiser_domains": reader.domains("KAERU_ADVERTISER_DOMAINS"),
+            "advertiser_locales": reader.locales("KAERU_ADVERTISER_LOCALES"),
             "feed_grace_seconds": reader.integer("KAERU_FEED_GRACE_SECONDS", 300, 0, 3600),
             "geoip_db": reader.existing_file("KAERU_GEOIP_DB"),
             "trusted_proxies": reader.networks("KAERU_TRUSTED_PROXIES"),
@@ -206,6 +216,20 @@ def _publish_new_secret(path: Path, secret_text: str) -> None:
             pass  # another process published its key first: everyone uses that one
     finally:
         draft.unlink(missing_ok=True)
+
+
+def _locale_problem(tag: str) -> str | None:
+    """Why `tag` is no locale Kaeru's creatives can speak, or None."""
+    match = LOCALE_TAG.fullmatch(tag)
+    if match is None:
+        return "not a locale like ja-JP (language, then region in capitals)"
+    if match[1] not in CREATIVE_LANGUAGES:
+        return f"no creative wording in {match[1]!r} (one of: {', '.join(CREATIVE_LANGUAGES)})"
+    try:
+        babel.Locale.parse(tag, sep="-")
+    except (ValueError, babel.UnknownLocaleError):
+        return "not a locale CLDR knows"
+    return None
 
 
 def _is_ip(text: str) -> bool:
@@ -294,6 +318,23 @@ class _Reader:
                 self.problems.append(f"{name}: {bad[0]!r} is not a domain name")
             else:
                 result[advertiser] = names
+        return result
+
+    def locales(self, name: str) -> dict[str, str]:
+        """`adv=ja-JP,adv2=de-DE`: a language with wording for the creatives, and a region."""
+        raw = self._raw(name)
+        result: dict[str, str] = {}
+        for entry in (e.strip() for e in (raw or "").split(",") if e.strip()):
+            advertiser, sep, tag = (part.strip() for part in entry.partition("="))
+            problem = _locale_problem(tag)
+            if not sep or not ADVERTISER_ID.match(advertiser):
+                self.problems.append(f"{name}: {entry!r} is not 'advertiser=locale' (ja-JP)")
+            elif advertiser in result:
+                self.problems.append(f"{name}: advertiser {advertiser!r} is listed twice")
+            elif problem:
+                self.problems.append(f"{name}: {advertiser}={tag!r}: {problem}")
+            else:
+                result[advertiser] = tag
         return result
 
     def networks(self, name: str) -> tuple[str, ...]:

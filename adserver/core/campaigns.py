@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
+
+from adserver.core.value_segments import DUE_STATUSES, MAX_FACTOR, MIN_FACTOR, SEGMENTS
 
 Status = Literal["active", "paused"]
 BidType = Literal["cpm", "cpc"]
@@ -27,7 +30,12 @@ DEFAULT_STRATEGIES: tuple[str, ...] = ("cart", "recent", "related", "cross_sell"
 # any other strategy; one that falls back on `popular` without naming it tries it just before
 # `popular` (see `What.effective`), so the default order is ..., cross_sell, contextual, popular.
 CONTEXTUAL = "contextual"
-STRATEGY_NAMES: tuple[str, ...] = (*STRATEGIES[:-1], CONTEXTUAL, STRATEGIES[-1])
+# Products the shopper bought whose learnt repeat interval has passed: the one strategy that
+# may show a purchased item (never in the default order; see `value_segments.replenish`).
+REPLENISH = "replenish"
+STRATEGY_NAMES: tuple[str, ...] = (*STRATEGIES[:-1], CONTEXTUAL, REPLENISH, STRATEGIES[-1])
+# What a bid multiplier may name: an audience, an RFM segment or a due status.
+MULTIPLIER_NAMES: tuple[str, ...] = (*AUDIENCE_NAMES, *SEGMENTS, *DUE_STATUSES)
 STATUSES: tuple[str, ...] = ("active", "paused")
 BID_TYPES: tuple[str, ...] = ("cpm", "cpc")
 CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
@@ -39,6 +47,8 @@ MAX_LIST = 1000  # entries in any list (publishers mostly); membership is a line
 MAX_BID = Decimal(1000)
 MAX_PLACES = 6  # decimals of money amounts; also keeps "1e-999999999" from exploding in to_json
 MAX_DIGITS = 12  # digits before the point
+MAX_OFFER_TEXT = 60
+OFFER_CODE = re.compile(r"^[A-Z0-9-]{1,20}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +64,8 @@ class Who:
     cart_abandoned_hours: int = 1
     lapsed_days: int = 14
     high_value: HighValue = field(default_factory=HighValue)
+    segments: tuple[str, ...] = ()  # RFM segments (any of them); empty: any shopper
+    due: tuple[str, ...] = ()  # due statuses (any of them); empty: any shopper
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +119,23 @@ class Bid:
 
 
 @dataclass(frozen=True, slots=True)
+class Offer:
+    """What the campaign's creatives say besides the products ("10% off your first order"),
+    with an optional code, shown from `starts` to `ends` (inclusive, UTC; None: open)."""
+
+    text: str
+    code: str = ""
+    starts: date | None = None
+    ends: date | None = None
+
+    def valid_at(self, now: float) -> bool:
+        today = datetime.fromtimestamp(now, UTC).date()
+        return (self.starts is None or self.starts <= today) and (
+            self.ends is None or today <= self.ends
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Campaign:
     id: str
     advertiser: str
@@ -117,6 +146,10 @@ class Campaign:
     when: When
     where: Where
     bid: Bid
+    # (audience, segment or due status, factor): the bid times the factors of all the
+    # shopper is in (`value_segments.bid_factor`); empty: no multiplier.
+    bid_multipliers: tuple[tuple[str, Decimal], ...] = ()
+    offer: Offer | None = None  # shown on its creatives while valid
 
     def to_json(self) -> dict[str, Any]:
         """The admin API body, without id and advertiser (they live in the URL).
@@ -125,6 +158,7 @@ class Campaign:
         """
         data: dict[str, Any] = _jsonable(asdict(self))
         del data["id"], data["advertiser"]
+        data["bid_multipliers"] = {name: format(f, "f") for name, f in self.bid_multipliers}
         return data
 
 
@@ -155,6 +189,8 @@ class ShopperFacts:
     cart_since: float | None  # time of the latest cart add; None when the cart is empty
     orders: int
     revenue: Decimal
+    segment: str | None = None  # RFM segment; None without a value record and standing
+    due: str | None = None  # due status; None for a one-time buyer or without them
 
 
 def audiences(campaign: Campaign, facts: ShopperFacts, now: float) -> frozenset[str]:
@@ -186,6 +222,14 @@ def targets(campaign: Campaign, facts: ShopperFacts, now: float) -> tuple[bool, 
     for name in who.exclude:
         if name in member:
             return False, f"in excluded audience {name}"
+    if who.segments and facts.segment not in who.segments:
+        if facts.segment is None:
+            return False, "no value segment known"
+        return False, f"segment {facts.segment} not in: {', '.join(who.segments)}"
+    if who.due and facts.due not in who.due:
+        if facts.due is None:
+            return False, "no due status known"
+        return False, f"due status {facts.due} not in: {', '.join(who.due)}"
     delay = campaign.when.min_delay_minutes * 60
     if delay and facts.last_seen is not None and now - facts.last_seen < delay:
         minutes = int((now - facts.last_seen) // 60)
@@ -262,9 +306,13 @@ def parse_campaign(
     when = parser.when(parser.section(body.get("when"), "when", _KEYS["when"]))
     where = parser.where(parser.section(body.get("where"), "where", _KEYS["where"]))
     bid = parser.bid(body.get("bid"))
+    multipliers = parser.multipliers(body.get("bid_multipliers"))
+    offer = parser.offer(body.get("offer"))
     if parser.problems or name is None or bid is None:
         return parser.problems
-    return Campaign(campaign_id, advertiser, name, status, who, what, when, where, bid)
+    return Campaign(
+        campaign_id, advertiser, name, status, who, what, when, where, bid, multipliers, offer
+    )
 
 
 def _keys(model: type[Any], *skip: str) -> tuple[str, ...]:
@@ -273,6 +321,7 @@ def _keys(model: type[Any], *skip: str) -> tuple[str, ...]:
 
 _KEYS: Mapping[str, tuple[str, ...]] = {
     "": _keys(Campaign, "id", "advertiser"),
+    "bid_multipliers": MULTIPLIER_NAMES,
     "who": _keys(Who),
     "who.high_value": _keys(HighValue),
     "what": _keys(What),
@@ -280,6 +329,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
     "where": _keys(Where),
     "where.publishers": _keys(Publishers),
     "bid": _keys(Bid),
+    "offer": _keys(Offer),
 }
 
 
@@ -434,7 +484,9 @@ class _Parser:
             min_revenue = Decimal(0)
         min_orders = self.integer(high, path, "min_orders", 1, 100_000, 1)
         high_value = HighValue(min_revenue, min_orders)
-        return Who(include, exclude, cart_abandoned_hours, lapsed_days, high_value)
+        segments = self.strings(obj, "who", "segments", _known("segment", SEGMENTS))
+        due = self.strings(obj, "who", "due", _known("due status", DUE_STATUSES))
+        return Who(include, exclude, cart_abandoned_hours, lapsed_days, high_value, segments, due)
 
     def what(self, obj: Mapping[str, object]) -> What:
         strategy = _known("strategy", STRATEGY_NAMES)
@@ -474,7 +526,7 @@ class _Parser:
             return None
         return raw[0], raw[1]
 
-    def date(self, obj: Mapping[str, object], key: str) -> date | None:
+    def date(self, obj: Mapping[str, object], key: str, path: str = "when") -> date | None:
         raw = obj.get(key)
         if raw is None:
             return None
@@ -483,8 +535,33 @@ class _Parser:
                 return date.fromisoformat(raw)
             except ValueError:
                 pass
-        self.problems.append(f"when.{key}: must be a date like 2026-11-01, got {raw!r}")
+        self.problems.append(f"{path}.{key}: must be a date like 2026-11-01, got {raw!r}")
         return None
+
+    def offer(self, raw: object) -> Offer | None:
+        if raw is None:
+            return None
+        obj = self.section(raw, "offer", _KEYS["offer"])
+        if not isinstance(raw, dict):
+            return None
+        before = len(self.problems)
+        text, code = obj.get("text"), obj.get("code")
+        if not isinstance(text, str) or not 0 < len(text.strip()) <= MAX_OFFER_TEXT:
+            self.problems.append(f"offer.text: required, a string of 1-{MAX_OFFER_TEXT} characters")
+        elif not _printable(text):
+            self.problems.append(
+                "offer.text: must be printable (no line breaks, controls or invisible formatting)"
+            )
+        if code not in (None, "") and (not isinstance(code, str) or not OFFER_CODE.fullmatch(code)):
+            self.problems.append(
+                f"offer.code: must be 1-20 upper-case letters, digits or '-', got {code!r}"
+            )
+        starts, ends = self.date(obj, "starts", "offer"), self.date(obj, "ends", "offer")
+        if starts is not None and ends is not None and ends < starts:
+            self.problems.append(f"offer.ends: {ends} is before offer.starts {starts}")
+        if len(self.problems) > before or not isinstance(text, str):
+            return None
+        return Offer(text.strip(), code if isinstance(code, str) else "", starts, ends)
 
     def where(self, obj: Mapping[str, object]) -> Where:
         size = _known("size", sorted(self.known_sizes))
@@ -519,6 +596,29 @@ class _Parser:
         if kind not in BID_TYPES or amount is None or not 0 < amount <= MAX_BID:
             return None
         return Bid(cast(BidType, kind), amount)
+
+    def multipliers(self, raw: object) -> tuple[tuple[str, Decimal], ...]:
+        path = "bid_multipliers"
+        obj = self.section(raw, path, _KEYS[path])
+        found: list[tuple[str, Decimal]] = []
+        for name, value in obj.items():
+            factor = _to_decimal(value)
+            if factor is None or not Decimal(str(MIN_FACTOR)) <= factor <= Decimal(MAX_FACTOR):
+                bounds = f"from {MIN_FACTOR:g} to {MAX_FACTOR:g}"
+                self.problems.append(f"{path}.{name}: must be a number {bounds}{_PLACES}")
+            elif name in MULTIPLIER_NAMES:
+                found.append((name, factor))
+        return tuple(found)
+
+
+# Refused in an offer's text: controls and line breaks, invisible formatting (bidi overrides,
+# zero-width characters), private-use, unassigned and surrogate code points. Spaces of every
+# kind (the ideographic space of Japanese text too) are fine.
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+def _printable(text: str) -> bool:
+    return not any(unicodedata.category(char) in _UNPRINTABLE for char in text)
 
 
 def _known(what: str, names: Sequence[str]) -> Callable[[str], str | None]:

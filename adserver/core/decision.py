@@ -2,11 +2,11 @@
 
 Every campaign of every advertiser is checked: does it run now (status, dates, hours), may it
 fill this slot (size, publisher, country), is the shopper in its audience, is its daily cap
-left, and which products do its strategies give (never a product the shopper bought, one out of
-stock or missing, or one whose per-item cap is reached). Among the campaigns with products, the
-slot goes to the highest expected value per impression (CPM, or CPC x estimated CTR); ties go
-to the shop the shopper visited most recently. `Explanation` records all of it for "why this
-ad".
+left, and which products do its strategies give (never a product the shopper bought, but by
+`replenish`; never one out of stock or missing, or one whose per-item cap is reached). Among
+the campaigns with products, the slot goes to the highest expected value per impression (CPM,
+or CPC x estimated CTR, times the campaign's bid multipliers); ties go to the shop the shopper
+visited most recently. `Explanation` records all of it for "why this ad".
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any, Protocol
 
 from adserver.core.campaigns import (
     CONTEXTUAL,
+    REPLENISH,
     Campaign,
+    Offer,
     ShopperFacts,
     audiences,
     expected_value,
@@ -30,6 +32,16 @@ from adserver.core.context import NO_CONTEXT, PageContext, ProductContext
 from adserver.core.product import Product
 from adserver.core.shopper import AdvertiserHistory, Shopper
 from adserver.core.suggestions import Suggestions
+from adserver.core.value_segments import (
+    NO_CLASS,
+    ShopperValue,
+    ValueClass,
+    bid_factor,
+    classify,
+    replenish,
+)
+
+DAY_SECONDS = 86400
 
 
 class Market(Protocol):
@@ -72,6 +84,7 @@ class Decision:
     campaign: str
     picks: tuple[Pick, ...]
     expected_value: float = 0.0
+    offer: Offer | None = None  # the campaign's, valid or not (the creative checks its dates)
 
     @property
     def strategy(self) -> str:
@@ -90,16 +103,18 @@ class Explanation:
         return {"campaigns": self.campaigns, "winner": self.winner}
 
 
-def facts_of(history: AdvertiserHistory | None) -> ShopperFacts:
+def facts_of(history: AdvertiserHistory | None, value: ValueClass = NO_CLASS) -> ShopperFacts:
     if history is None:
-        return ShopperFacts(False, None, None, None, 0, Decimal(0))
+        return ShopperFacts(False, None, None, None, 0, Decimal(0), value.segment, value.due)
     return ShopperFacts(
-        has_history=True,
-        last_seen=history.last_seen,
-        last_view=history.view_times[0] if history.view_times else None,
-        cart_since=history.cart_since if history.cart else None,
-        orders=history.orders,
-        revenue=history.revenue,
+        True,
+        history.last_seen,
+        history.view_times[0] if history.view_times else None,
+        history.cart_since if history.cart else None,
+        history.orders,
+        history.revenue,
+        value.segment,
+        value.due,
     )
 
 
@@ -137,21 +152,27 @@ def decide(
     now: float,
     suggestions: Mapping[str, Suggestions] | None = None,
     explanation: Explanation | None = None,
+    values: Mapping[str, ShopperValue] | None = None,
 ) -> Decision | None:
     """The winning ad for `slot`, or None for no fill. `advertisers` is the tie-break order
-    after the shopper's own shops (shuffled by the caller for fairness).
+    after the shopper's own shops (shuffled by the caller for fairness). `values`: the
+    shopper's value at each shop (record, the shop's standing, purchase days, replenishment
+    intervals) for the value audiences, bid multipliers and `replenish` (the ad handlers pass
+    `value_segments.shopper_values`; None: no segment, no due status, no replenishment).
 
     A shop the shopper never visited costs one look at its best campaign for newcomers
     (`newcomer_campaigns`), whatever the number of its campaigns; with an `explanation`
     (debug) every campaign is checked and noted instead, to the same decision."""
     histories = {h.advertiser: h for h in shopper.histories}
     suggestions = suggestions or {}
+    values = values or {}
     order = list(dict.fromkeys([*histories, *advertisers]))
     best: tuple[tuple[float, int], Decision] | None = None
     for rank, advertiser in enumerate(order):
         history = histories.get(advertiser)
         suggested = suggestions.get(advertiser)
-        if history is None and suggested is None and explanation is None:
+        value = values.get(advertiser)
+        if history is None and suggested is None and value is None and explanation is None:
             to_beat = None if best is None else best[0][0]
             found = _newcomer_decision(advertiser, market, slot, now, to_beat)
             if found is not None:
@@ -159,7 +180,7 @@ def decide(
             continue
         for campaign in market.campaigns(advertiser):
             decision, note = _consider(
-                campaign, history, suggested or Suggestions(), market, slot, now
+                campaign, history, suggested or Suggestions(), market, slot, now, value
             )
             if explanation is not None:
                 explanation.campaigns.append(note)
@@ -207,13 +228,20 @@ def _consider(
     market: Market,
     slot: Slot,
     now: float,
+    value: ShopperValue | None = None,
 ) -> tuple[Decision | None, dict[str, Any]]:
-    facts = facts_of(history)
+    valued = NO_CLASS if value is None else classify(value, int(now // DAY_SECONDS))
+    facts = facts_of(history, valued)
+    member = audiences(campaign, facts, now)
     note: dict[str, Any] = {
         "advertiser": campaign.advertiser,
         "campaign": campaign.id,
-        "audiences": sorted(audiences(campaign, facts, now)),
+        "audiences": sorted(member),
     }
+    if valued.segment is not None:
+        note["segment"] = valued.segment
+    if valued.due is not None:
+        note["due"] = valued.due
     caps = history.caps if history else {}
     cap = campaign.when.cap_per_day
     checks = (
@@ -227,7 +255,7 @@ def _consider(
             note["skipped"] = reason
             return None, note
     matched: dict[str, str] = {}
-    sources = _sources(campaign, history, suggested, market, slot, now, matched)
+    sources = _sources(campaign, history, suggested, market, slot, now, matched, value)
     limit = min(slot.max_products, campaign.what.products or slot.max_products)
     picks, candidates = _pick(
         campaign, market.catalog(campaign.advertiser), history, sources, limit
@@ -242,9 +270,14 @@ def _consider(
     if not picks:
         note["skipped"] = "no eligible product"
         return None, note
-    value = expected_value(campaign, market.ctr(campaign.advertiser, campaign.id))
-    note["expected_value"] = value
-    return Decision(campaign.advertiser, campaign.id, tuple(picks), value), note
+    worth = expected_value(campaign, market.ctr(campaign.advertiser, campaign.id))
+    if campaign.bid_multipliers:
+        factors = {name: float(factor) for name, factor in campaign.bid_multipliers}
+        factor = bid_factor(factors, [*member, *valued.names])
+        note["bid_factor"] = factor
+        worth *= factor
+    note["expected_value"] = worth
+    return Decision(campaign.advertiser, campaign.id, tuple(picks), worth, campaign.offer), note
 
 
 def _sources(
@@ -255,6 +288,7 @@ def _sources(
     slot: Slot,
     now: float,
     matched: dict[str, str],
+    value: ShopperValue | None = None,
 ) -> list[tuple[str, Callable[[], Iterable[str]]]]:
     """The campaign's strategies in order, each as a function giving its candidates: a
     strategy is only computed if the slot is not full by the time `_pick` reaches it.
@@ -276,6 +310,7 @@ def _sources(
         "cross_sell": lambda: suggested.cross_sell,
         "upsell": lambda: [u for sku in viewed()[:3] for u in market.upsell(adv, sku)],
         "contextual": lambda: _contextual(market, adv, slot.context, matched),
+        "replenish": lambda: replenish(value, now / DAY_SECONDS),
         "popular": lambda: market.popular(adv),
     }
     return [
@@ -321,11 +356,12 @@ def _pick(
         if len(picks) >= limit:
             break
         chosen = candidates.setdefault(strategy, [])
+        hidden = frozenset() if strategy == REPLENISH else purchased  # its point: bought before
         for sku in candidates_of():
             if len(picks) >= limit:
                 return picks, candidates
             product = catalog.get(sku)
-            if sku in purchased or sku in seen or product is None or not product.in_stock:
+            if sku in hidden or sku in seen or product is None or not product.in_stock:
                 continue
             if item_cap and caps.get(f"i:{sku}", 0) >= item_cap:
                 continue

@@ -4,6 +4,7 @@ puts in a creative or a redirect passes (`clean_url`). Feeds are read and valida
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -20,7 +21,8 @@ UNSAFE_URL = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff]")  # controls, backslas
 URL_SAFE = "/%:@!$&'()*+,;=-._~"  # kept as they are in a path; the rest is percent-encoded
 HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 SELLABLE = frozenset(("in_stock", "preorder", "backorder"))
-PRICE_LOCALE = "en_US"
+PRICE_LOCALE = "en_US"  # the feed's stored price text; an advertiser's locale: `prices_in`
+LOCAL_PRICES_KEPT = 65536  # (amount, currency, locale) texts kept formatted, ~10 MB at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,28 @@ class Product:
         return cls(**data)
 
 
-def format_price(amount: Decimal, currency: str) -> str:
-    return format_currency(amount, currency, locale=PRICE_LOCALE)
+def format_price(amount: Decimal, currency: str, locale: str = PRICE_LOCALE) -> str:
+    """The amount in its currency as the locale writes it (CLDR's patterns and the currency's
+    own decimals, through Babel: ¥1,980 for JPY in ja_JP, 1.234,50 € in de_DE)."""
+    return format_currency(amount, currency, locale=locale)
+
+
+@functools.lru_cache(maxsize=LOCAL_PRICES_KEPT)
+def _local_price(amount: Decimal, currency: str, locale: str) -> str:
+    return format_price(amount, currency, locale)
+
+
+def prices_in(product: Product, locale: str | None) -> tuple[str, str]:
+    """The product's price text and crossed-out regular price text (empty when not on sale)
+    as `locale` (a tag like `ja-JP`) writes them; None: the feed's own texts (en_US). Kept
+    formatted, so an ad pays a dictionary look-up, not Babel's ~16 µs."""
+    if locale is None:
+        return product.price_text, product.regular_price_text
+    tag = locale.replace("-", "_")
+    regular = (
+        "" if product.sale_price is None else _local_price(product.price, product.currency, tag)
+    )
+    return _local_price(product.selling_price, product.currency, tag), regular
 
 
 def clean_url(value: str) -> str | None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from adserver.core.value_record import ValueRecord
+
 EventKind = Literal["home", "list", "view", "cart", "purchase"]
 EVENT_KINDS: frozenset[str] = frozenset(("home", "list", "view", "cart", "purchase"))
 
@@ -67,6 +69,8 @@ class AdvertiserHistory:
     orders: int = 0
     cart_since: float | None = None  # latest add to a cart not bought since
     caps: Mapping[str, int] = field(default_factory=dict)  # today's c:<campaign>, i:<sku>
+    bought_times: tuple[float, ...] = ()  # unix seconds of each one's last purchase
+    value: ValueRecord | None = None  # the shopper's value record at this shop
 
     @property
     def purchased(self) -> frozenset[str]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import bisect
 import heapq
 import logging
+import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -26,6 +28,7 @@ from adserver.core.campaigns import (
 from adserver.core.context import ProductContext, context_index
 from adserver.core.decision import may_serve_newcomers, rank_for_newcomers
 from adserver.core.product import Product
+from adserver.core.value_segments import ValueStanding
 from adserver.runtime.loop_share import LOOP_SHARE, no_full_collections
 from adserver.runtime.waiting import pause
 from adserver.store import RedisError, Store
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 UPSELL_DEPTH = 5
 STEP = 256  # products per step of the upsell index build
 SORT_RUN = 2048  # products sorted at once (a few milliseconds at most)
+VALUE_RELOAD_SECONDS = 3600.0  # a shop's replenishment intervals, at the latest
 
 
 class MarketCache:
@@ -58,6 +62,12 @@ class MarketCache:
         self._contexts: dict[str, dict[str, ProductContext]] = {}  # of popular products
         self._campaigns: dict[str, list[Campaign]] = {}
         self._totals: dict[str, dict[str, int]] = {}
+        # Customer value (issue 16): each shop's standing (as stored, decoded) and its
+        # replenishment intervals, reloaded when the value refresh writes a new standing (it
+        # writes the intervals first) and at least every VALUE_RELOAD_SECONDS.
+        self._standings: dict[str, tuple[bytes | str, ValueStanding]] = {}
+        self._intervals: dict[str, Mapping[str, float]] = {}
+        self._intervals_read: dict[str, float] = {}
         # Called with each catalog loaded (a feed landed): see adserver.feeds.grace.
         self.on_catalog: list[Callable[[str, Mapping[str, Product]], None]] = []
 
@@ -81,6 +91,13 @@ class MarketCache:
     def campaigns(self, advertiser: str) -> Sequence[Campaign]:
         """The advertiser's campaigns; one that has none runs the default campaign."""
         return self._campaigns.get(advertiser) or [default_campaign(advertiser)]
+
+    def standing(self, advertiser: str) -> ValueStanding | None:
+        kept = self._standings.get(advertiser)
+        return None if kept is None else kept[1]
+
+    def intervals(self, advertiser: str) -> Mapping[str, float]:
+        return self._intervals.get(advertiser, {})
 
     def ctr(self, advertiser: str, campaign: str) -> float:
         totals = self._totals.get(advertiser, {})
@@ -125,11 +142,29 @@ class MarketCache:
             a: context_index(self._products.get(a, {}), skus, self._contexts.get(a, {}))
             for a, skus in self._popular.items()
         }
+        await self._refresh_values()
         totals = await self.store.ledger.campaign_totals(self.advertisers)
         for advertiser in self.advertisers:
             if totals.get(advertiser) != self._totals.get(advertiser):
                 self._forget_ranking(advertiser)
         self._totals = totals
+
+    async def _refresh_values(self) -> None:
+        """The shops' standings (one round trip); a shop's intervals when its standing moved
+        or were read more than VALUE_RELOAD_SECONDS ago."""
+        standings = await self.store.values.read_standings(self.advertisers)
+        now = time.monotonic()
+        for advertiser, found in standings.items():
+            kept = self._standings.get(advertiser)
+            if found is None:
+                self._standings.pop(advertiser, None)
+                self._intervals.pop(advertiser, None)
+                continue
+            stale = now - self._intervals_read.get(advertiser, -math.inf) > VALUE_RELOAD_SECONDS
+            if kept is None or kept[0] != found[0] or stale:
+                self._intervals[advertiser] = await self.store.values.read_intervals(advertiser)
+                self._intervals_read[advertiser] = now
+            self._standings[advertiser] = found
 
     async def _load_catalog(self, advertiser: str, version: int) -> None:
         """Read and decode the catalog and build its upsell index in small steps, sharing the

@@ -1,4 +1,5 @@
-"""Advertiser reports (pure): turn daily counters into rows grouped by one dimension."""
+"""Advertiser reports (pure): turn daily counters into rows grouped by one dimension, and a
+sample of the shop's value records into rows per RFM segment (`segment_rows`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from adserver.config.settings import EMAIL_PUBLISHER, ONSITE_PUBLISHER
+from adserver.core.value_record import ValueRecord
+from adserver.core.value_segments import SEGMENTS, ValueStanding, rfm_score, segment
 
 DIMENSIONS = ("day", "campaign", "publisher", "strategy", "size", "channel")
 # Where a counter was earned, from its publisher: Kaeru's own channels have reserved ids (no
@@ -94,15 +97,46 @@ def _row(by: str, key: str, values: Mapping[str, Decimal]) -> dict[str, Any]:
     }
 
 
-def to_csv(rows: list[dict[str, Any]], by: str) -> str:
+SEGMENT_COLUMNS = ("customers", "customer_share", "conversions", "revenue", "revenue_share")
+
+
+def segment_rows(
+    records: Iterable[ValueRecord], standing: ValueStanding, today: int
+) -> list[dict[str, Any]]:
+    """One row per RFM segment (every segment, in the table's order) of the sampled records,
+    scored against the standing's cut points: customers, their share of the sample (%),
+    conversions (their orders), revenue and its share (%)."""
+    customers: dict[str, int] = dict.fromkeys(SEGMENTS, 0)
+    orders: dict[str, int] = dict.fromkeys(SEGMENTS, 0)
+    cents: dict[str, int] = dict.fromkeys(SEGMENTS, 0)
+    for record in records:
+        name = segment(rfm_score(record, standing.cuts, today), record)
+        customers[name] += 1
+        orders[name] += record.orders
+        cents[name] += record.revenue_cents
+    everyone, total = sum(customers.values()), sum(cents.values())
+    return [
+        {
+            "segment": name,
+            "customers": customers[name],
+            "customer_share": round(100.0 * customers[name] / everyone, 2) if everyone else 0.0,
+            "conversions": orders[name],
+            "revenue": str((Decimal(cents[name]) / 100).quantize(Decimal("0.01"))),
+            "revenue_share": round(100.0 * cents[name] / total, 2) if total else 0.0,
+        }
+        for name in SEGMENTS
+    ]
+
+
+def to_csv(rows: list[dict[str, Any]], by: str, columns: tuple[str, ...] = COLUMNS) -> str:
     """RFC 4180 CSV (CRLF, so a CR inside a cell is quoted too). The first column holds ids
     others chose (a publisher id from any partner page, a campaign id): it is neutralised for
     spreadsheets; the other columns are numbers Kaeru computed."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([by, *COLUMNS])
+    writer.writerow([by, *columns])
     for row in rows:
-        writer.writerow([neutralise_cell(str(row[by])), *(row[c] for c in COLUMNS)])
+        writer.writerow([neutralise_cell(str(row[by])), *(row[c] for c in columns)])
     return out.getvalue()
 
 

@@ -45,6 +45,16 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def b64encode(data: bytes) -> str:
+    """`data` in base64url without padding, as tokens are spelled."""
+    return _b64encode(data)
+
+
+def canonical_b64decode(text: str) -> bytes | None:
+    """The bytes `b64encode` spells as `text`, or None for any other spelling."""
+    return _canonical_b64decode(text)
+
+
 def _canonical_b64decode(text: str) -> bytes | None:
     """The bytes, or None unless `text` is exactly how `_b64encode` spells them: a lax
     decoder ignores stray characters and the unused low bits of the last one, which would
@@ -129,6 +139,7 @@ class Signer:
             raise ValueError("signing secret is too short")
         self._secret = secret
         self._ciphers: dict[str, AESSIV] = {}
+        self._mac_keys: dict[str, bytes] = {}
 
     def _cipher(self, purpose: str) -> AESSIV:
         cipher = self._ciphers.get(purpose)
@@ -137,6 +148,17 @@ class Signer:
             key = HKDF(SHA256(), KEY_BYTES, salt=None, info=info).derive(self._secret)
             cipher = self._ciphers[purpose] = AESSIV(key)
         return cipher
+
+    def mac(self, purpose: str, message: bytes, size: int) -> bytes:
+        """The first `size` bytes of HMAC-SHA256 over `message` with a key derived for
+        `purpose` (distinct from every token key): names a part of a sealed token, such as
+        one link of an ad's (`adserver.delivery.served_ad`). Compare with `hmac.compare_digest`."""
+        key = self._mac_keys.get(purpose)
+        if key is None:
+            info = b"kaeru mac v1\0" + purpose.encode()
+            key = HKDF(SHA256(), 32, salt=None, info=info).derive(self._secret)
+            self._mac_keys[purpose] = key
+        return hmac.digest(key, message, "sha256")[:size]
 
     def sign(self, purpose: str, fields: list[object], now: float | None = None) -> str:
         """Seal `fields` (strings, ints or anything JSON-serialisable) with the issue time."""

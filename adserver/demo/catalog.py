@@ -1,13 +1,20 @@
-"""The demo shop's sample catalog: advertiser "demo-shop", loaded once from catalog.json."""
+"""The demo shop's sample catalogs: advertiser "demo-shop", each loaded once from its JSON
+file: `en` (catalog.json, in EUR) and `ja` (catalog_ja.json, the same products in Japanese and
+JPY, for `kaeru demo --shop ja`, whose creatives are then in ja-JP)."""
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
+
+from babel.numbers import format_currency
 
 DEMO_ADVERTISER = "demo-shop"
 
 _CATALOG_PATH = Path(__file__).with_name("catalog.json")
-_CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
+_JA_CATALOG_PATH = Path(__file__).with_name("catalog_ja.json")
 
 
 def _load(path: Path) -> tuple[dict[str, str], ...]:
@@ -22,18 +29,9 @@ def _load(path: Path) -> tuple[dict[str, str], ...]:
     return tuple(products)
 
 
-_PRODUCTS = _load(_CATALOG_PATH)
-
-
-def demo_catalog(base_url: str) -> list[dict[str, str]]:
-    """The catalog as a product feed, with `{base}` in links replaced by `base_url`."""
-    base = base_url.rstrip("/")
-    return [{k: v.replace("{base}", base) for k, v in p.items()} for p in _PRODUCTS]
-
-
-def format_price(amount: str, currency: str) -> str:
-    symbol = _CURRENCY_SYMBOLS.get(currency)
-    return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
+def format_price(amount: str, currency: str, locale: str = "en-US") -> str:
+    """As the shop's locale writes it (CLDR, through Babel, like Kaeru's creatives)."""
+    return format_currency(Decimal(amount), currency, locale=locale.replace("-", "_"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +46,7 @@ class ShopProduct:
     price: str
     sale_price: str | None
     in_stock: bool
+    locale: str = "en-US"
 
     @property
     def amount(self) -> str:
@@ -55,11 +54,11 @@ class ShopProduct:
 
     @property
     def price_label(self) -> str:
-        return format_price(self.amount, self.currency)
+        return format_price(self.amount, self.currency, self.locale)
 
     @property
     def was_label(self) -> str | None:
-        return format_price(self.price, self.currency) if self.sale_price else None
+        return format_price(self.price, self.currency, self.locale) if self.sale_price else None
 
     @property
     def page_url(self) -> str:
@@ -70,7 +69,7 @@ class ShopProduct:
         return f"/demo/shop/img/{self.id}.svg"
 
 
-def _shop_product(row: dict[str, str]) -> ShopProduct:
+def _shop_product(row: dict[str, str], locale: str) -> ShopProduct:
     return ShopProduct(
         id=row["id"],
         title=row["title"],
@@ -80,20 +79,59 @@ def _shop_product(row: dict[str, str]) -> ShopProduct:
         price=row["price"],
         sale_price=row.get("sale_price") or None,
         in_stock=row.get("availability") == "in_stock",
+        locale=locale,
     )
 
 
-SHOP_PRODUCTS: tuple[ShopProduct, ...] = tuple(_shop_product(row) for row in _PRODUCTS)
-_BY_ID = {p.id: p for p in SHOP_PRODUCTS}
+@dataclass(frozen=True, slots=True)
+class DemoShop:
+    """One of the demo's catalogs, with the locale its shop (and its creatives) speak."""
+
+    name: str
+    locale: str  # as KAERU_ADVERTISER_LOCALES writes it
+    rows: tuple[dict[str, str], ...] = field(repr=False)
+    products: tuple[ShopProduct, ...] = field(init=False, repr=False)
+    _by_id: Mapping[str, ShopProduct] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        products = tuple(_shop_product(row, self.locale) for row in self.rows)
+        object.__setattr__(self, "products", products)
+        object.__setattr__(self, "_by_id", MappingProxyType({p.id: p for p in products}))
+
+    def feed(self, base_url: str) -> list[dict[str, str]]:
+        """The catalog as a product feed, with `{base}` in links replaced by `base_url`."""
+        base = base_url.rstrip("/")
+        return [{k: v.replace("{base}", base) for k, v in p.items()} for p in self.rows]
+
+    def find(self, sku: str) -> ShopProduct | None:
+        return self._by_id.get(sku)
+
+    def more(self, sku: str, count: int = 4) -> list[ShopProduct]:
+        """The `count` products after `sku` in catalog order, wrapping around."""
+        ids = [p.id for p in self.products]
+        start = ids.index(sku) + 1 if sku in self._by_id else 0
+        ring = self.products[start:] + self.products[:start]
+        return [p for p in ring if p.id != sku][:count]
+
+
+DEMO_SHOPS: Mapping[str, DemoShop] = MappingProxyType(
+    {
+        "en": DemoShop("en", "en-US", _load(_CATALOG_PATH)),
+        "ja": DemoShop("ja", "ja-JP", _load(_JA_CATALOG_PATH)),
+    }
+)
+ENGLISH_SHOP = DEMO_SHOPS["en"]
+SHOP_PRODUCTS = ENGLISH_SHOP.products
+
+
+def demo_catalog(base_url: str) -> list[dict[str, str]]:
+    """The English catalog as a product feed (see `DemoShop.feed`)."""
+    return ENGLISH_SHOP.feed(base_url)
 
 
 def find_product(sku: str) -> ShopProduct | None:
-    return _BY_ID.get(sku)
+    return ENGLISH_SHOP.find(sku)
 
 
 def more_products(sku: str, count: int = 4) -> list[ShopProduct]:
-    """The `count` products after `sku` in catalog order, wrapping around."""
-    ids = [p.id for p in SHOP_PRODUCTS]
-    start = ids.index(sku) + 1 if sku in _BY_ID else 0
-    ring = SHOP_PRODUCTS[start:] + SHOP_PRODUCTS[:start]
-    return [p for p in ring if p.id != sku][:count]
+    return ENGLISH_SHOP.more(sku, count)

@@ -26,20 +26,16 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 
-from adserver.demo.catalog import (
-    DEMO_ADVERTISER,
-    SHOP_PRODUCTS,
-    demo_catalog,
-    find_product,
-    more_products,
-)
+from adserver.demo.catalog import DEMO_ADVERTISER, DEMO_SHOPS, ENGLISH_SHOP, DemoShop, demo_catalog
 from adserver.demo.picture import product_picture
 
 __all__ = [
     "DEMO_ADVERTISER",
     "DEMO_PUBLISHER",
+    "DEMO_SHOPS",
     "PARTNER_CATEGORY",
     "PARTNER_KEYWORDS",
+    "DemoShop",
     "DemoSites",
     "EidSigner",
     "EmailRecsFetcher",
@@ -89,6 +85,7 @@ class DemoSites:
 
 
 SITES = web.AppKey("demo_sites", DemoSites)
+SHOP = web.AppKey("demo_shop", DemoShop)
 SIGNER: web.AppKey[EidSigner] = web.AppKey("demo_eid_signer")
 EMAIL_RECS: web.AppKey[EmailRecsFetcher] = web.AppKey("demo_email_recs")
 SHOP_SIGNER: web.AppKey[EidSigner] = web.AppKey("demo_email_signer")
@@ -129,21 +126,22 @@ async def landing(request: web.Request) -> web.Response:
 
 
 async def shop(request: web.Request) -> web.Response:
-    return _page(request, "shop", products=SHOP_PRODUCTS)
+    return _page(request, "shop", products=request.app[SHOP].products)
 
 
 async def product_page(request: web.Request) -> web.Response:
-    product = find_product(request.match_info["sku"])
+    catalog = request.app[SHOP]
+    product = catalog.find(request.match_info["sku"])
     if product is None:
         return _not_found(request, "This product")
     checkout = {"id": product.id, "price": float(product.amount), "currency": product.currency}
     return _page(
-        request, "product", product=product, checkout=checkout, more=more_products(product.id)
+        request, "product", product=product, checkout=checkout, more=catalog.more(product.id)
     )
 
 
 async def product_image(request: web.Request) -> web.Response:
-    product = find_product(request.match_info["sku"])
+    product = request.app[SHOP].find(request.match_info["sku"])
     if product is None:
         return web.Response(status=404, text="no such product")
     svg = product_picture(product.id, product.title, product.category)
@@ -155,12 +153,12 @@ async def product_image(request: web.Request) -> web.Response:
 
 
 async def thanks(request: web.Request) -> web.Response:
-    return _page(request, "thanks", product=find_product(request.query.get("sku", "")))
+    return _page(request, "thanks", product=request.app[SHOP].find(request.query.get("sku", "")))
 
 
 async def cart(request: web.Request) -> web.Response:
     """The cart after "Add to cart": the product added (`?sku=`) and the `cart` placement."""
-    return _page(request, "cart", product=find_product(request.query.get("sku", "")))
+    return _page(request, "cart", product=request.app[SHOP].find(request.query.get("sku", "")))
 
 
 async def outbox(request: web.Request) -> web.Response:
@@ -266,13 +264,16 @@ def add_demo_routes(
     signer: EidSigner | None = None,
     email_recs: EmailRecsFetcher | None = None,
     email_signer: EidSigner | None = None,
+    catalog: DemoShop = ENGLISH_SHOP,
 ) -> None:
     """Register the demo pages under /demo/ (GET only); `sites`: where each one lives (default:
     all on the one site serving them). With two sites and a `signer` (the demo publisher's
     token at work), the partner's publisher server too: `POST /demo/partner/sign`; with an
     `email_signer` (the demo advertiser's token), the shop's: `POST /demo/shop/sign`. With
-    `email_recs` (the demo advertiser's token at work), the outbox shows the e-mail block."""
+    `email_recs` (the demo advertiser's token at work), the outbox shows the e-mail block.
+    `catalog`: what the shop sells (`DEMO_SHOPS`: English in EUR, or Japanese in JPY)."""
     app[SITES] = sites or DemoSites()
+    app[SHOP] = catalog
     if email_recs is not None:
         app[EMAIL_RECS] = email_recs
     if signer is not None and app[SITES].cross_site:

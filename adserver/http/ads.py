@@ -1,6 +1,7 @@
 """Partner-side endpoints: `/ad` (iframe HTML), `/ad.js` (script), `/ad.json`, and the
-signed `/c/TOKEN` click redirect and `/i/TOKEN` rendered beacon. Each handler parses (pure),
-acts through the decision core and the store, and answers."""
+sealed click redirects (`/c/TOKEN/LINK` for an ad's product, `/c/TOKEN` for a link with a token
+of its own) and the `/i/TOKEN` rendered beacon. Each handler parses (pure), acts through the
+decision core and the store, and answers."""
 
 from __future__ import annotations
 
@@ -16,15 +17,19 @@ from aiohttp import web
 from adserver.core.decision import Explanation, Slot, decide
 from adserver.core.product import clean_url
 from adserver.core.shopper import Shopper
+from adserver.core.value_segments import shopper_values
 from adserver.delivery.click_ids import mint_click_id, with_click_id
 from adserver.delivery.served_ad import (
+    AD_PURPOSE,
     CLICK_PURPOSE,
     RENDER_PURPOSE,
     UNCOUNTED_IMPRESSION,
     ServedAd,
     build_ad,
+    link_index,
     placement_from_token,
     placement_of,
+    sealed_ad,
 )
 from adserver.delivery.tokens import InvalidToken
 from adserver.http.ad_request import BadAdRequest, parse_ad_request
@@ -63,7 +68,7 @@ from adserver.identity.gates import Gates
 from adserver.identity.identifiers import valid_email_sha256
 from adserver.identity.uid_cookie import is_secure_context, set_uid_cookie
 from adserver.runtime.waiting import within
-from adserver.store import RedisError
+from adserver.store import Placement, RedisError
 from adserver.store.ledger import RENDER_BEACON_SECONDS, Click, Shown
 
 log = logging.getLogger(__name__)
@@ -232,7 +237,9 @@ async def _serve(
     random.shuffle(others)
     slot = _locate(request, slot)
     now = time.time()
-    decision = decide(shopper, app[MARKET], slot, others, now, suggestions, explanation)
+    market = app[MARKET]
+    values = shopper_values(shopper, market.standing, market.intervals)  # customer value
+    decision = decide(shopper, market, slot, others, now, suggestions, explanation, values)
     if decision is None:
         metrics.no_fill.inc()
         return None
@@ -364,24 +371,66 @@ async def ad_json(request: web.Request) -> web.StreamResponse:
 
 
 async def click(request: web.Request) -> web.StreamResponse:
-    """`/c/TOKEN`: verify the signature and age, count the click, redirect to the product."""
+    """`/c/TOKEN`: a link with its own token (recommendations; ads served before their links
+    shared one token, until they expire): verify the signature and age, count the click,
+    redirect to the product."""
     app = request.app
-    settings, metrics = app[SETTINGS], app[METRICS]
-    fields = app[SIGNER].verify(
-        CLICK_PURPOSE, request.match_info["token"], settings.click_ttl_days * 86400
-    )
+    token = request.match_info["token"]
+    if "/" in token:  # `/c/TOKEN%2FLINK`: an ad's link, its slash percent-encoded on the way
+        ad_token, link = token.split("/", 1)
+        return await _ad_click(request, ad_token, link)
+    fields = app[SIGNER].verify(CLICK_PURPOSE, token, app[SETTINGS].click_ttl_days * 86400)
     parsed = None if isinstance(fields, InvalidToken) else placement_from_token(fields)
     if parsed is None or len(parsed[1]) not in (2, 3):
         reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
-        metrics.click_rejects.labels(reason).inc()
-        return json_error(400, "invalid or expired click link")
+        return _refused_click(request, reason)
     placement, (sku, stored_landing, *_) = parsed
+    return await _count_click(request, placement, sku, stored_landing, token)
+
+
+async def ad_click(request: web.Request) -> web.StreamResponse:
+    """`/c/TOKEN/LINK`: one product of an ad (its token shared by the ad's links, LINK naming
+    the product: see `adserver.delivery.served_ad.build_ad`). Verify the token and its age,
+    then the link's name, count the click, redirect to that product."""
+    return await _ad_click(request, request.match_info["token"], request.match_info["link"])
+
+
+async def _ad_click(request: web.Request, token: str, link: str) -> web.StreamResponse:
+    app = request.app
+    signer = app[SIGNER]
+    fields = signer.verify(AD_PURPOSE, token, app[SETTINGS].click_ttl_days * 86400)
+    if isinstance(fields, InvalidToken):
+        return _refused_click(request, fields.reason)
+    ad = sealed_ad(fields)
+    if ad is None:
+        return _refused_click(request, "malformed")
+    index = link_index(signer, token, link)
+    if index is None:
+        return _refused_click(request, "bad_link")
+    product = ad.click(index)
+    if product is None:  # a name only Kaeru can give, but for a product the ad did not show
+        return _refused_click(request, "bad_index")
+    placement, sku, stored_landing = product
+    # The link (token and name) is what a replay repeats: counted once, as a link of its own.
+    return await _count_click(request, placement, sku, stored_landing, f"{token}/{link}")
+
+
+def _refused_click(request: web.Request, reason: str) -> web.Response:
+    request.app[METRICS].click_rejects.labels(reason).inc()
+    return json_error(400, "invalid or expired click link")
+
+
+async def _count_click(
+    request: web.Request, placement: Placement, sku: str, stored_landing: str, link: str
+) -> web.StreamResponse:
+    """Count a verified click on `link` (once per link) and redirect to its landing."""
+    app = request.app
+    metrics = app[METRICS]
     # Checked again here: a catalog stored by an older Kaeru may hold a link no browser can
     # be sent to (a bad port, a soft hyphen in the host...): a 400, never a 500.
     landing = clean_url(stored_landing)
     if landing is None:
-        metrics.click_rejects.labels("bad_landing").inc()
-        return json_error(400, "invalid or expired click link")
+        return _refused_click(request, "bad_landing")
     gates = Gates(request, app[SETTINGS])
     if gates.bot:
         metrics.bot_requests.labels("click").inc()
@@ -395,7 +444,7 @@ async def click(request: web.Request) -> web.StreamResponse:
         metrics.clicks.labels("over_cap").inc()
         raise web.HTTPFound(landing, headers={"Cache-Control": "no-store"})
     uid = None if gates.opted_out else gates.uid
-    click = Click(uid, placement, sku, now, request.match_info["token"])
+    click = Click(uid, placement, sku, now, link)
     # Waits at most the Redis deadline; a click Redis cannot take now is kept and replayed
     # (counted once all the same). `kaeru_clicks_total` is counted as clicks reach Redis.
     await app[CLICK_WRITER].write([click])
@@ -416,18 +465,30 @@ def _landing_with_click_id(request: web.Request, landing: str, click: Click) -> 
 
 
 async def rendered(request: web.Request) -> web.StreamResponse:
-    """`/i/TOKEN`: the creative was actually displayed. Always a GIF."""
+    """`/i/TOKEN`: the creative was actually displayed. Always a GIF. TOKEN is the ad's (the
+    one its click links share), or a beacon of its own (ads served before that, for the
+    beacon's short lifetime)."""
     app = request.app
-    fields = app[SIGNER].verify(RENDER_PURPOSE, request.match_info["token"], RENDER_BEACON_SECONDS)
-    parsed = None if isinstance(fields, InvalidToken) else placement_from_token(fields)
-    if parsed is None or len(parsed[1]) != 1:  # one impression id (beacons of before: none)
+    signer, token = app[SIGNER], request.match_info["token"]
+    fields = signer.verify(AD_PURPOSE, token, RENDER_BEACON_SECONDS)
+    seen: tuple[Placement, str] | None = None
+    if isinstance(fields, InvalidToken) and fields.reason == "bad_signature":
+        fields = signer.verify(RENDER_PURPOSE, token, RENDER_BEACON_SECONDS)
+        parsed = None if isinstance(fields, InvalidToken) else placement_from_token(fields)
+        if parsed is not None and len(parsed[1]) == 1:  # an impression id (before: none)
+            seen = parsed[0], parsed[1][0]
+    elif not isinstance(fields, InvalidToken):
+        ad = sealed_ad(fields)
+        if ad is not None:
+            seen = ad.placement, ad.impression if ad.counted else UNCOUNTED_IMPRESSION
+    if seen is None:
         reason = fields.reason if isinstance(fields, InvalidToken) else "malformed"
         app[METRICS].tracking_rejects.labels(f"render_{reason}").inc()
         return gif()
     if Gates(request, app[SETTINGS]).bot:
         app[METRICS].bot_requests.labels("render").inc()
         return gif()
-    placement, (impression,) = parsed
+    placement, impression = seen
     if impression == UNCOUNTED_IMPRESSION:  # its impression was not counted: nor is its render
         app[METRICS].renders_uncounted.inc()
         return gif()

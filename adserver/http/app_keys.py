@@ -21,6 +21,7 @@ from adserver.recs.trending import TrendingCache
 from adserver.runtime.metrics import Metrics
 from adserver.store import Linked, Store
 from adserver.store.ledger import Click, Shown
+from adserver.value.refresh import ValueRefresher
 from creatives.renderer import CreativeRenderer
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -32,6 +33,7 @@ RENDERER = web.AppKey("renderer", CreativeRenderer)
 SIGNER = web.AppKey("signer", Signer)
 NEIGHBOURS = web.AppKey("neighbours", NeighbourCache)
 WORKER = web.AppKey("worker", RelatedWorker)
+VALUE_REFRESHER = web.AppKey("value_refresher", ValueRefresher)  # runs with the worker
 TRENDING = web.AppKey("trending", TrendingCache)  # the `trending` placement of /recs.json
 EVENT_WRITER = web.AppKey("event_writer", EventWriter)
 FEED_GRACE = web.AppKey("feed_grace", FeedGrace)  # events of products not fed yet

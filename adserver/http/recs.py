@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from adserver.config.settings import ONSITE_PUBLISHER
+from adserver.core.product import prices_in
 from adserver.core.shopper import Shopper
 from adserver.core.suggestions import Suggestions
 from adserver.delivery.served_ad import (
@@ -205,18 +206,20 @@ async def recommend_products(
     impression = new_impression_id(time.time())
     products: list[dict[str, Any]] = []
     placements: list[Placement] = []
+    locale = app[SETTINGS].advertiser_locales.get(query.advertiser)
     for pick in chosen:
         product = pick.product
         placement = placement_of(query.advertiser, query.placement, pick.reason)
         placements.append(placement)
+        price_text, regular_price_text = prices_in(product, locale)
         products.append(
             {
                 "id": product.id,
                 "title": product.title,
                 "price": str(product.selling_price),
                 "currency": product.currency,
-                "price_text": product.price_text,
-                "regular_price_text": product.regular_price_text,
+                "price_text": price_text,
+                "regular_price_text": regular_price_text,
                 "image_url": product.image_link,
                 "click_url": onsite_click_url(
                     base, signer, placement, product.id, product.link, impression

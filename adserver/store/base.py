@@ -17,6 +17,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adserver.core.shopper import AdvertiserHistory
+from adserver.core.value_record import RecordError, decode_record
 from adserver.store import keys
 
 MAX_ADVERTISERS_PER_SHOPPER = 5  # the profile script reads the newest few shops of a shopper
@@ -241,11 +242,21 @@ def caps_of(fields: Sequence[Any], today: str) -> dict[str, int]:
     return caps
 
 
+SHOP_FIELDS = 8  # per advertiser in `scripts.LOAD_SHOPPER`'s reply
+
+
 def history_of(fields: Sequence[Any], today: str) -> AdvertiserHistory:
     """One shop's part of the profile script's reply (see `scripts.LOAD_SHOPPER`); `today`
-    (YYYYMMDD, UTC) picks the caps counters that count."""
-    advertiser, last_seen, viewed, cart, purchased, facts, caps = fields
+    (YYYYMMDD, UTC) picks the caps counters that count. A value record that is not one is
+    left out (None), never made up."""
+    advertiser, last_seen, viewed, cart, purchased, facts, caps, value = fields
     revenue, orders, cart_since = (text(f) for f in facts)
+    record = None
+    if value:
+        try:
+            record = decode_record(value)
+        except RecordError:
+            pass
     # float() and int() take the reply's bytes as they are; only names become str.
     return AdvertiserHistory(
         advertiser=text(advertiser),
@@ -253,9 +264,17 @@ def history_of(fields: Sequence[Any], today: str) -> AdvertiserHistory:
         viewed=tuple(map(text, viewed[0::2])),
         view_times=tuple([float(t) / 1000 for t in viewed[1::2]]),
         cart=tuple(map(text, cart)),
-        bought=tuple(map(text, purchased)),
+        bought=tuple(map(text, purchased[0::2])),
+        bought_times=tuple([float(t) / 1000 for t in purchased[1::2]]),
         revenue=Decimal(revenue),
         orders=int(orders),
         cart_since=float(cart_since) / 1000 if cart_since else None,
         caps=caps_of(caps, today),
+        value=record,
     )
+
+
+def histories_of(reply: Sequence[Any], today: str) -> list[AdvertiserHistory]:
+    """Every shop's part of the profile script's reply."""
+    n = SHOP_FIELDS
+    return [history_of(reply[i : i + n], today) for i in range(0, len(reply), n)]

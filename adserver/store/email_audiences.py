@@ -29,7 +29,7 @@ from adserver.store.base import (
     Command,
     StoreLimits,
     day_of,
-    history_of,
+    histories_of,
     raise_first_error,
     send_with_scripts,
 )
@@ -161,7 +161,7 @@ class EmailAudiences:
         entries, today = [], day_of(now)
         for n, (uid, last_ms) in enumerate(found):
             email, profile = replies[2 * n], replies[2 * n + 1]
-            histories = (history_of(profile[i : i + 7], today) for i in range(0, len(profile), 7))
+            histories = histories_of(profile, today)
             history = next((h for h in histories if h.advertiser == advertiser), None)
             entries.append(AudienceEntry(uid, _text(email) if email else None, last_ms, history))
         return entries

@@ -79,6 +79,7 @@ LEARNING_CREDIT = "wk:"
 LEARNING_CREDIT_V1 = "wc:"
 EMAIL = "em:"
 VALUE = "val:"
+VALUE_FIELD = "val"  # of the facts hash: the value record
 
 
 def user_key(uid: str, suffix: str, advertiser: str) -> str:
@@ -164,10 +165,10 @@ def user_email(uid: str, advertiser: str) -> str:
 
 
 def user_value(uid: str, advertiser: str) -> str:
-    """string: the shopper's value record at this shop (`adserver.core.value_record`: first
-    and last order day, orders, revenue, the latest order's fingerprint; ~30 bytes), changed
-    once per new order by `adserver.store.customer_values.CustomerValues.record_order`,
-    expiring with the lookback after the last order; erased with the shopper."""
+    """string: where the shopper's value record was kept before it moved into the facts hash
+    (`user_facts`, field `VALUE_FIELD`, on 2026-12-02: read there in the profile read's
+    HMGET, with no command more, and about 90 bytes less); no longer written, erased with the
+    shopper (and expiring) like before."""
     return user_key(uid, VALUE, advertiser)
 
 
@@ -282,7 +283,10 @@ def learning_mark(advertiser: str, shard: int) -> str:
 
 def user_facts(uid: str, advertiser: str) -> str:
     """hash revenue, orders, cart_since (ms), bought_at (ms, the latest purchase, so a cart
-    event that arrives after a newer purchase changes no cart): what audiences use."""
+    event that arrives after a newer purchase changes no cart): what audiences use; and
+    `VALUE_FIELD`, the shopper's value record at this shop (`adserver.core.value_record`:
+    first and last order day, orders, revenue, the latest order's fingerprint; ~25 bytes),
+    folded in once per new order by the profile script (`scripts.RECORD_EVENT`)."""
     return user_key(uid, FACTS, advertiser)
 
 
@@ -386,6 +390,44 @@ def render_markers(advertiser: str, hour: int) -> str:
     """hash impression id -> 1: the renders counted of impressions served in that hour (unix
     hours), kept until the last of their beacons has expired."""
     return f"rnd:{{{advertiser}}}:{hour}"
+
+
+def value_buyers(advertiser: str) -> str:
+    """zset uid -> last order (ms): the shop's buyers whose value record the refresh samples
+    (`adserver.store.customer_values.CustomerValues.note_buyer`, called with each new order;
+    no SCAN). Capped to the newest `MAX_BUYERS` and trimmed by age (the lookback) at each
+    add, expiring with the lookback after the last add; a forgotten shopper is removed. In the
+    advertiser's slot."""
+    return f"valb:{{{advertiser}}}"
+
+
+def value_standing(advertiser: str) -> str:
+    """string: the shop's value standing (`adserver.core.value_segments.encode_standing`:
+    RFM cut points, typical interval, fitted models; ~300 bytes), written by the value refresh
+    and expiring `STANDING_TTL_SECONDS` after it (no shopper data)."""
+    return f"vals:{{{advertiser}}}"
+
+
+def value_refresh_lease(advertiser: str) -> str:
+    """string: the process refreshing the shop's standing, set NX for the refresh interval so
+    one of many server processes and workers does it."""
+    return f"vall:{{{advertiser}}}"
+
+
+def value_repeat_gaps(advertiser: str) -> str:
+    """hash '<uid><TAB><sku>' -> '<gap days>:<day noted>': each shopper's latest gap between
+    two purchases of a product (`CustomerValues.note_repeat`), what the refresh learns the
+    replenishment intervals from. At most `MAX_REPEAT_GAPS` fields (new shoppers' gaps are
+    refused past it), fields older than the lookback dropped by the refresh, the key expiring
+    with the lookback after the last note; a forgotten shopper's fields are removed."""
+    return f"valg:{{{advertiser}}}"
+
+
+def replenishment_intervals(advertiser: str) -> str:
+    """hash sku -> median days between two purchases of it by the same shopper (the products
+    at least 20 shoppers bought again, at most `MAX_INTERVALS`), replaced by the value refresh
+    and expiring `STANDING_TTL_SECONDS` after it (no shopper data)."""
+    return f"vali:{{{advertiser}}}"
 
 
 def profile_keys(uid: str, advertiser: str) -> tuple[str, ...]:

@@ -25,10 +25,58 @@ def lua_string(text: str) -> str:
     return "'" + "".join(chr(b) if b in safe else f"\\{b:03d}" for b in text.encode()) + "'"
 
 
+# The fold of one order into a value record, as `value_record.with_order` does (a contract
+# test holds the two together), shared by RECORD_VALUE and RECORD_EVENT's new-purchase branch:
+# fold_value(facts key, day, cents, fingerprint) keeps the record in the shopper's facts hash
+# (its field keys.VALUE_FIELD: read by LOAD_SHOPPER in the facts' HMGET, no command more) and
+# returns it; the caller sets the hash's TTL. The same fingerprint as the latest order changes
+# nothing; a value that is not a record starts again.
+VALUE_FOLD = Template("""
+local function fold_value(key, day, cents, fingerprint)
+  local first, last, orders, total = day, day, 1, cents
+  local kept = redis.call('HGET', key, $field)
+  if kept then
+    local v, f, s, o, c, k = string.match(
+      kept, '^([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]*)$$')
+    if v == '$version' then
+      if k == fingerprint then return kept end
+      f, s = tonumber(f, 36), tonumber(s, 36)
+      first, last = math.min(f, day), math.min(math.max(f + s, day), $max_day)
+      orders = math.min(tonumber(o, 36) + 1, $max_orders)
+      total = math.min(tonumber(c, 36) + cents, $max_cents)
+    end
+  end
+  local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
+  local function base36(n)
+    local text = ''
+    repeat
+      local d = n % 36
+      text = string.sub(digits, d + 1, d + 1) .. text
+      n = (n - d) / 36
+    until n == 0
+    return text
+  end
+  local record = table.concat({'$version', base36(first), base36(last - first), base36(orders),
+    base36(total), fingerprint}, '.')
+  redis.call('HSET', key, $field, record)
+  return record
+end
+""").substitute(
+    field=lua_string(keys.VALUE_FIELD),
+    version=value_record.VERSION,
+    max_day=value_record.MAX_DAY,
+    max_orders=value_record.MAX_ORDERS,
+    max_cents=value_record.MAX_CENTS,
+)
+
 # KEYS: advertisers, viewed, cart, purchased, orders, facts, touch, forgotten, legacy orders
 #       (all of one user: one slot)
 # ARGV: kind, advertiser, now_ms, ttl_seconds, max_items, order, revenue,
-#       click_window_ms, view_window_ms, conversions cap, today, sku...
+#       click_window_ms, view_window_ms, conversions cap, today, revenue cents, fingerprint of
+#       the order id, sku...
+# A new purchase folds the order into the shopper's value record (in the facts hash, KEYS[6],
+# VALUE_FOLD: its day, its cents) in the branch that deduplicates the order, so exactly once
+# per order id.
 # The conversions cap (0: none) bounds how many orders a day one shopper converts: past it a
 # purchase is recorded but not attributed (the facts hash counts them: cv_day, cv_n); -1: this
 # purchase is not attributed (its client is past the hourly cap, see
@@ -36,9 +84,12 @@ def lua_string(text: str) -> str:
 # '<TAB>capped' in the orders hash: the same order from the shop's server (cap 0) is then
 # attributed to the last touch (the server is trusted), once (the ledger counts each order once).
 # Returns {1} when stored; for a new purchase {1, 'click'|'view'|'', attribution key, click
-# time ms ('' unless a click)}: the last click within the click window, else the last
-# impression within the view window, else nothing. The click time names the click (a click id
-# carries it too): the ledger counts an order once per click, whoever's browser reported it.
+# time ms ('' unless a click), {sku, ms of its previous purchase, ...}}: the touch is the last
+# click within the click window, else the last impression within the view window, else
+# nothing; the list names the items bought before, read before this purchase overwrites their
+# times (the repeat gaps, see CustomerValues.note_repeat). The click time names the click (a
+# click id carries it too): the ledger counts an order once per click, whoever's browser
+# reported it.
 # The orders hash keeps each order's attribution ('touch<TAB>key'), and a purchase whose order
 # id was already recorded changes nothing and returns {0, touch, key} as first attributed, so
 # a replayed event (its conversion not counted the first time) still gets counted: the ledger
@@ -50,13 +101,15 @@ def lua_string(text: str) -> str:
 # purchase changes no cart.
 # An event not newer than the shopper's last erasure (KEYS[8], see keys.user_forgotten) returns
 # {0} and changes nothing: it waited (for a feed, for a replay) while another process forgot them.
-RECORD_EVENT = """
+RECORD_EVENT = (
+    VALUE_FOLD
+    + """
 local kind, advertiser, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl, cap, order = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local forgotten = redis.call('GET', KEYS[8])
 if forgotten and now <= tonumber(forgotten) then return {0} end
 local function add_items(key)
-  for i = 12, #ARGV do redis.call('ZADD', key, 'GT', now, ARGV[i]) end
+  for i = 14, #ARGV do redis.call('ZADD', key, 'GT', now, ARGV[i]) end
   redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
   redis.call('EXPIRE', key, ttl)
 end
@@ -98,6 +151,15 @@ elseif kind == 'purchase' then
     return {0, via, key}
   end
   if redis.call('SISMEMBER', KEYS[9], order) == 1 then return {0} end
+  local before = {}
+  for i = 14, #ARGV do
+    local old = redis.call('ZSCORE', KEYS[4], ARGV[i])
+    if old and tonumber(old) < now then
+      before[#before + 1] = ARGV[i]
+      before[#before + 1] = old
+    end
+  end
+  fold_value(KEYS[6], math.floor(now / 86400000), tonumber(ARGV[12]), ARGV[13])
   add_items(KEYS[4])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)  -- the cart up to this purchase
   if redis.call('ZCARD', KEYS[3]) == 0 then redis.call('HDEL', KEYS[6], 'cart_since') end
@@ -121,10 +183,11 @@ elseif kind == 'purchase' then
   end
   redis.call('HSET', KEYS[5], order, via .. '\t' .. key)
   redis.call('EXPIRE', KEYS[5], ttl)
-  return {1, via, key, clicked}
+  return {1, via, key, clicked, before}
 end
 return {1}
 """
+)
 
 # Append one write's events of one shard to the shard's stream, once. KEYS: stream, marks (one
 # slot). ARGV: write id ('' for no mark), now_ms, mark ttl_seconds, shard maxlen, n, n write ids
@@ -151,13 +214,15 @@ return 1
 # ($viewed and the like are replaced by them as Lua strings, see LOAD_SHOPPER below).
 # ARGV: user prefix, cutoff_ms (lookback), max advertisers
 # Returns a flat list per advertiser: advertiser, last_seen_ms, {sku, viewed_ms, ...},
-# {cart}, {purchased}, {revenue, orders, cart_since}, {caps member, count, ...} (items newest
-# first; the caps zset whole: its members name their UTC day, the caller keeps today's).
+# {cart}, {sku, purchased_ms, ...}, {revenue, orders, cart_since}, {caps member, count, ...},
+# the value record or false (items newest first; the caps zset whole: its members name their
+# UTC day, the caller keeps today's).
 # Only what a decision can use is read: the facts first, then the cart only when cart_since
 # is within the lookback (it is the newest add of a cart not bought since, so no cart item is
 # newer) and the purchases only when an order was recorded (RECORD_EVENT writes the cart and
-# purchase sets only with those facts, whose TTL it refreshes with theirs): a shopper who
-# only viewed costs three commands per advertiser (views, facts, caps).
+# purchase sets only with those facts, whose TTL it refreshes with theirs); the value record
+# is a field of the facts hash (keys.VALUE_FIELD), read in the same HMGET: a shopper who only
+# viewed costs three commands per advertiser (views, facts, caps), a buyer four (purchases).
 _LOAD_SHOPPER = """
 local prefix, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local viewed, cart, purchased, facts_of, caps_of = $viewed, $cart, $purchased, $facts, $caps
@@ -172,14 +237,15 @@ for i = 1, #advertisers, 2 do
   out[#out + 1] = redis.call(
     'ZREVRANGEBYSCORE', prefix .. viewed .. advertiser, '+inf', cutoff, 'WITHSCORES')
   local facts = redis.call(
-    'HMGET', prefix .. facts_of .. advertiser, 'revenue', 'orders', 'cart_since')
+    'HMGET', prefix .. facts_of .. advertiser, 'revenue', 'orders', 'cart_since', $value_field)
   if facts[3] and tonumber(facts[3]) >= tonumber(cutoff) then
     out[#out + 1] = redis.call('ZREVRANGEBYSCORE', prefix .. cart .. advertiser, '+inf', cutoff)
   else
     out[#out + 1] = none
   end
   if facts[2] and tonumber(facts[2]) > 0 then
-    out[#out + 1] = redis.call('ZREVRANGE', prefix .. purchased .. advertiser, 0, -1)
+    out[#out + 1] = redis.call(
+      'ZREVRANGE', prefix .. purchased .. advertiser, 0, -1, 'WITHSCORES')
   else
     out[#out + 1] = none
   end
@@ -187,6 +253,7 @@ for i = 1, #advertisers, 2 do
   local caps = redis.pcall('ZREVRANGE', prefix .. caps_of .. advertiser, 0, -1, 'WITHSCORES')
   if type(caps) == 'table' and caps.err then caps = none end  -- a caps hash of before
   out[#out + 1] = caps
+  out[#out + 1] = facts[4]
 end
 return out
 """
@@ -196,6 +263,7 @@ LOAD_SHOPPER = Template(_LOAD_SHOPPER).substitute(
     purchased=lua_string(keys.PURCHASED),
     facts=lua_string(keys.FACTS),
     caps=lua_string(keys.CAPS),
+    value_field=lua_string(keys.VALUE_FIELD),
 )
 
 # An impression, on the shopper's keys: today's frequency counters and the last touch.
@@ -586,45 +654,29 @@ return removed
 """
 
 # A new order in the shopper's value record at one shop, kept as `value_record.encode_record`
-# writes it (the script folds the order in as `value_record.with_order` does; a contract test
-# holds the two together). KEYS: record, forgotten (one slot). ARGV: day, cents, fingerprint of
-# the order id, ttl_seconds, now_ms. The same fingerprint as the latest order changes nothing;
-# a value that is not a record starts again; an order not newer than the shopper's last
-# erasure (keys.user_forgotten) changes nothing and returns false. Returns the record kept.
-RECORD_VALUE = Template("""
+# writes it (VALUE_FOLD). KEYS: facts, forgotten (one slot). ARGV: day, cents, fingerprint of
+# the order id, ttl_seconds, now_ms. An order not newer than the shopper's last erasure
+# (keys.user_forgotten) changes nothing and returns false. Returns the record kept.
+RECORD_VALUE = (
+    VALUE_FOLD
+    + """
 local forgotten = redis.call('GET', KEYS[2])
 if forgotten and tonumber(ARGV[5]) <= tonumber(forgotten) then return false end
-local day, cents, fingerprint = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local first, last, orders, total = day, day, 1, cents
-local kept = redis.call('GET', KEYS[1])
-if kept then
-  local v, f, s, o, c, k = string.match(
-    kept, '^([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]+)%.([0-9a-z]*)$$')
-  if v == '$version' then
-    if k == fingerprint then return kept end
-    f, s = tonumber(f, 36), tonumber(s, 36)
-    first, last = math.min(f, day), math.min(math.max(f + s, day), $max_day)
-    orders = math.min(tonumber(o, 36) + 1, $max_orders)
-    total = math.min(tonumber(c, 36) + cents, $max_cents)
-  end
-end
-local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
-local function base36(n)
-  local text = ''
-  repeat
-    local d = n % 36
-    text = string.sub(digits, d + 1, d + 1) .. text
-    n = (n - d) / 36
-  until n == 0
-  return text
-end
-local record = table.concat({'$version', base36(first), base36(last - first), base36(orders),
-  base36(total), fingerprint}, '.')
-redis.call('SET', KEYS[1], record, 'EX', ARGV[4])
+local record = fold_value(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return record
-""").substitute(
-    version=value_record.VERSION,
-    max_day=value_record.MAX_DAY,
-    max_orders=value_record.MAX_ORDERS,
-    max_cents=value_record.MAX_CENTS,
+"""
 )
+
+# A shopper's latest gap between two purchases of a product, into the shop's bounded hash of
+# them (keys.value_repeat_gaps). KEYS[1] the hash; ARGV: field '<uid><TAB><sku>', value
+# '<gap days>:<day>', cap, ttl_seconds. A new field past the cap is refused (returns 0).
+NOTE_REPEAT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+   and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""

@@ -3,6 +3,7 @@ forgetting, with the ledger and the campaigns beside it."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from redis.exceptions import RedisError
 from adserver.config.redis_url import is_cluster_url
 from adserver.core.product import Product
 from adserver.core.shopper import Shopper, ShopperEvent
+from adserver.core.value_record import order_fingerprint
 from adserver.store import keys, scripts
 from adserver.store.base import (
     MAX_ADVERTISERS_PER_SHOPPER,
@@ -26,7 +28,7 @@ from adserver.store.base import (
     StoreLimits,
     day_of,
     execute,
-    history_of,
+    histories_of,
     pack_text,
     raise_first_error,
     send_commands,
@@ -37,6 +39,7 @@ from adserver.store.base import text as _text
 from adserver.store.campaign_store import CampaignStore
 from adserver.store.catalog_store import CatalogUpload
 from adserver.store.cluster import RedisCluster, connect_cluster
+from adserver.store.customer_values import CustomerValues, order_cents
 from adserver.store.email_audiences import EmailAudiences
 from adserver.store.identity_links import IdentityLinks, Linked
 from adserver.store.ledger import Ledger
@@ -52,6 +55,7 @@ __all__ = [
     "day_of",
 ]
 
+log = logging.getLogger(__name__)
 MAX_PURCHASED = 200
 MARK_TTL_SECONDS = 7 * 86400  # a write's stream mark, should its process never confirm it
 POPULAR_DEPTH = 50
@@ -95,6 +99,7 @@ class Store:
         self.campaigns = CampaignStore(redis)
         self.identities = IdentityLinks(redis, self.limits)
         self.email_audiences = EmailAudiences(redis, self.limits, self._load_shopper.sha)
+        self.values = CustomerValues(redis, self.limits.lookback_seconds)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -158,6 +163,7 @@ class Store:
                 if event.kind == "purchase" and len(reply) >= 3 and _text(reply[1])
             ]
             counted = await self.ledger.record_conversions(conversions) if conversions else []
+            await self._note_repeats(entries, replies)
         except BaseException:
             for shard, _, confirmed, _ in appends:  # their marks: deleted by a later append
                 self._confirmed.setdefault(shard, []).extend(confirmed)
@@ -166,6 +172,25 @@ class Store:
             if write:
                 self._confirmed.setdefault(shard, []).append(write)
         return [c for c, new in zip(conversions, counted, strict=True) if new]
+
+    async def _note_repeats(
+        self, entries: list[tuple[str, ShopperEvent, float]], replies: list[Any]
+    ) -> None:
+        """The repeat gaps of new purchases (the products their shopper bought before, with
+        when: the profile script's reply) into the shops' gaps, in one more round trip, only
+        when there are any. A lost answer loses those gaps (a replay reports the order as seen
+        and notes nothing): Redis trouble here is logged, never the write's failure."""
+        gaps = [
+            (uid, event.advertiser, _text(sku), (at * 1000 - float(before)) / 86_400_000, at)
+            for (uid, event, at), reply in zip(entries, replies, strict=True)
+            if event.kind == "purchase" and len(reply) > 4
+            for sku, before in zip(reply[4][0::2], reply[4][1::2], strict=True)
+        ]
+        if gaps:
+            try:
+                await self.values.note_repeats(gaps)
+            except (RedisError, OSError) as exc:
+                log.warning("repeat gaps not noted: %s", exc)
 
     def _appends(
         self, entries: list[tuple[str, ShopperEvent, float]], writes: Sequence[tuple[str, int]]
@@ -212,6 +237,14 @@ class Store:
         # The shoppers' last activity in their shops' e-mail audiences (only those listed).
         activity = ((uid, event.advertiser, at) for uid, event, at in entries)
         commands += self.email_audiences.bump_commands(activity)
+        # The shops' buyers' indexes (the shop's slot, so beside the profile script, not in it).
+        bought: dict[tuple[str, str], float] = {}
+        for uid, event, at in entries:
+            if event.kind == "purchase":
+                key = (uid, event.advertiser)
+                bought[key] = max(at, bought.get(key, at))
+        for (uid, adv), at in bought.items():
+            commands += self.values.note_buyer_commands(uid, adv, at)
         sources = {
             self._record_event.sha: scripts.RECORD_EVENT,
             self._append_events.sha: scripts.APPEND_EVENTS,
@@ -242,6 +275,8 @@ class Store:
                 self.limits.view_window_seconds * 1000,
                 _conversions_cap(event, self.limits.browser_conversions_per_day),
                 day_of(now_ms / 1000),
+                order_cents(event.revenue or Decimal(0)) if event.kind == "purchase" else 0,
+                order_fingerprint(event.order or "") if event.kind == "purchase" else "",
                 *event.items,
             )
         )
@@ -271,7 +306,7 @@ class Store:
         raise_first_error(replies)
         (reply,) = replies
         today = day_of(now)
-        histories = [history_of(reply[i : i + 7], today) for i in range(0, len(reply), 7)]
+        histories = histories_of(reply, today)
         return Shopper(uid, tuple(histories))
 
     async def forget(self, uid: str, advertisers: Iterable[str]) -> int:
@@ -292,8 +327,10 @@ class Store:
         # the shops' e-mail audience indexes (their slots) are cleaned in the same round trip.
         commands: list[Command] = [("DEL", *doomed)]
         commands += self.email_audiences.forget_commands(uid, shops)
+        commands += CustomerValues.forget_commands(uid, shops)  # the buyers' indexes
         replies = await send_commands(self.redis, commands)
         raise_first_error(replies)
+        await CustomerValues.forget_gaps(self.redis, uid, list(shops))
         return int(replies[0])
 
     async def forget_reached(self, linked: Linked, advertisers: Iterable[str]) -> int:

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import median
 
+from adserver.core.value_segments import REPLENISH_EARLY_SHARE, replenishment_due
+
 MIN_REPEATERS = 20
 MIN_GAP_DAYS = 1.0
 
@@ -56,9 +58,41 @@ def replenishment_intervals(
 
 
 def due_for_replenishment(
-    last_bought: float, today: float, interval: Replenishment, early_share: float = 0.2
+    last_bought: float,
+    today: float,
+    interval: Replenishment,
+    early_share: float = REPLENISH_EARLY_SHARE,
 ) -> bool:
     """Whether a shopper who last bought the product on `last_bought` is due for it again:
-    from `early_share` of the interval before it has passed on, up to twice the interval."""
-    elapsed = today - last_bought
-    return (1 - early_share) * interval.median_days <= elapsed <= 2 * interval.median_days
+    from `early_share` of the interval before it has passed on, up to twice the interval
+    (`adserver.core.value_segments.replenishment_due`, which the `replenish` strategy asks)."""
+    return replenishment_due(last_bought, today, interval.median_days, early_share)
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatGap:
+    """One shopper's latest gap between two purchases of one product (days), noted when the
+    second purchase is recorded (`CustomerValues.note_repeat`)."""
+
+    uid: str
+    product: str
+    gap_days: float
+
+
+def intervals_from_gaps(
+    gaps: Iterable[RepeatGap],
+    min_repeaters: int = MIN_REPEATERS,
+    min_gap_days: float = MIN_GAP_DAYS,
+) -> dict[str, Replenishment]:
+    """`replenishment_intervals` from the gaps the store keeps (one per shopper and product,
+    so every gap is from a different shopper): the median gap of products at least
+    `min_repeaters` shoppers bought again."""
+    by_product: defaultdict[str, list[float]] = defaultdict(list)
+    for gap in gaps:
+        if gap.gap_days >= min_gap_days:
+            by_product[gap.product].append(gap.gap_days)
+    return {
+        product: Replenishment(product, float(median(found)), len(found), len(found))
+        for product, found in by_product.items()
+        if len(found) >= min_repeaters
+    }

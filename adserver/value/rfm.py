@@ -21,18 +21,43 @@ and monetary scores, rounded down):
 | `needs_attention` | R = 3 |
 | `hibernating` | R = 2 |
 | `lost` | R = 1 |
+
+Scoring one shopper and naming the segment live in `adserver/core/value_segments.py` (the ad
+decision calls them); this module computes the cut points from a sample.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from adserver.core.value_record import ValueRecord
+from adserver.core.value_segments import (
+    LEVELS,
+    MIDDLE,
+    SEGMENT_RULES,
+    SEGMENTS,
+    Rfm,
+    RfmCuts,
+    higher_is_better,
+    lower_is_better,
+    rfm_score,
+    segment,
+)
 
-LEVELS = 5
-MIDDLE = (LEVELS + 1) // 2  # every score without a distribution to compare with
+__all__ = [
+    "LEVELS",
+    "MIDDLE",
+    "SEGMENTS",
+    "SEGMENT_RULES",
+    "Rfm",
+    "RfmCuts",
+    "higher_is_better",
+    "lower_is_better",
+    "quantiles",
+    "rfm_cuts",
+    "rfm_score",
+    "segment",
+]
 
 
 def quantiles(sample: Iterable[float], parts: int = LEVELS) -> tuple[float, ...]:
@@ -50,34 +75,6 @@ def quantiles(sample: Iterable[float], parts: int = LEVELS) -> tuple[float, ...]
     return tuple(cuts)
 
 
-def higher_is_better(value: float, cuts: Sequence[float]) -> int:
-    return 1 + bisect_left(cuts, value) if cuts else MIDDLE
-
-
-def lower_is_better(value: float, cuts: Sequence[float]) -> int:
-    return LEVELS - bisect_right(cuts, value) if cuts else MIDDLE
-
-
-@dataclass(frozen=True, slots=True)
-class RfmCuts:
-    """An advertiser's cut points: recency in days, frequency in orders, monetary in cents."""
-
-    recency: tuple[float, ...]
-    frequency: tuple[float, ...]
-    monetary: tuple[float, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Rfm:
-    recency: int
-    frequency: int
-    monetary: int
-
-    @property
-    def fm(self) -> int:
-        return (self.frequency + self.monetary) // 2
-
-
 def rfm_cuts(records: Iterable[ValueRecord], today: int) -> RfmCuts:
     sample = list(records)
     return RfmCuts(
@@ -85,29 +82,3 @@ def rfm_cuts(records: Iterable[ValueRecord], today: int) -> RfmCuts:
         frequency=quantiles(r.orders for r in sample),
         monetary=quantiles(r.revenue_cents for r in sample),
     )
-
-
-def rfm_score(record: ValueRecord, cuts: RfmCuts, today: int) -> Rfm:
-    return Rfm(
-        recency=lower_is_better(max(0, today - record.last_day), cuts.recency),
-        frequency=higher_is_better(record.orders, cuts.frequency),
-        monetary=higher_is_better(record.revenue_cents, cuts.monetary),
-    )
-
-
-Rule = Callable[[Rfm, ValueRecord], bool]
-SEGMENT_RULES: tuple[tuple[str, Rule], ...] = (
-    ("new", lambda s, r: r.orders == 1 and s.recency >= 4),
-    ("champions", lambda s, r: s.recency >= 4 and s.fm >= 4),
-    ("loyal", lambda s, r: s.recency >= 3 and s.fm >= 3),
-    ("potential_loyal", lambda s, r: s.recency >= 4),
-    ("at_risk", lambda s, r: s.recency <= 2 and s.fm >= 3),
-    ("needs_attention", lambda s, r: s.recency == 3),
-    ("hibernating", lambda s, r: s.recency == 2),
-    ("lost", lambda s, r: True),
-)
-SEGMENTS = tuple(name for name, _ in SEGMENT_RULES)
-
-
-def segment(score: Rfm, record: ValueRecord) -> str:
-    return next(name for name, rule in SEGMENT_RULES if rule(score, record))

@@ -21,27 +21,38 @@ Due status of a repeat buyer on `today` (tolerance = max(`MIN_TOLERANCE_DAYS`,
 | `due_now` | next - tolerance <= today <= next + tolerance |
 | `overdue` | next + tolerance < today <= last + `LAPSE_INTERVALS` * interval |
 | `lapsed` | later than that |
+
+The status and the expected interval live in `adserver/core/value_segments.py` (the ad decision
+asks them); this module computes the typical interval from a sample.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 from statistics import median
 
 from adserver.core.value_record import ValueRecord
+from adserver.core.value_segments import (
+    LAPSE_INTERVALS,
+    MIN_TOLERANCE_DAYS,
+    SHRINK_K,
+    TOLERANCE_SHARE,
+    Due,
+    due_status,
+    expected_interval,
+)
 
-SHRINK_K = 0.5  # the best of 0, 0.5, 1, 2, 5 on both synthetic shops (README: "Customer value")
-MIN_TOLERANCE_DAYS = 3.0
-TOLERANCE_SHARE = 0.25
-LAPSE_INTERVALS = 3.0
-
-
-class Due(StrEnum):
-    NOT_YET = "not_yet"
-    DUE_NOW = "due_now"
-    OVERDUE = "overdue"
-    LAPSED = "lapsed"
+__all__ = [
+    "LAPSE_INTERVALS",
+    "MIN_TOLERANCE_DAYS",
+    "SHRINK_K",
+    "TOLERANCE_SHARE",
+    "Due",
+    "due_status",
+    "expected_interval",
+    "next_order_day",
+    "typical_interval",
+]
 
 
 def typical_interval(records: Iterable[ValueRecord]) -> float | None:
@@ -50,29 +61,5 @@ def typical_interval(records: Iterable[ValueRecord]) -> float | None:
     return float(median(intervals)) if intervals else None
 
 
-def expected_interval(record: ValueRecord, typical: float, k: float = SHRINK_K) -> float:
-    own = record.mean_interval
-    if own is None:
-        return typical
-    n = record.repeat_orders
-    return (n * own + k * typical) / (n + k)
-
-
 def next_order_day(record: ValueRecord, typical: float, k: float = SHRINK_K) -> float:
     return record.last_day + expected_interval(record, typical, k)
-
-
-def due_status(record: ValueRecord, today: int, typical: float, k: float = SHRINK_K) -> Due | None:
-    """The status of a repeat buyer; None for a one-time buyer (no rhythm of their own)."""
-    if record.orders < 2:
-        return None
-    interval = expected_interval(record, typical, k)
-    expected = record.last_day + interval
-    tolerance = max(MIN_TOLERANCE_DAYS, TOLERANCE_SHARE * interval)
-    if today < expected - tolerance:
-        return Due.NOT_YET
-    if today <= expected + tolerance:
-        return Due.DUE_NOW
-    if today <= record.last_day + LAPSE_INTERVALS * interval:
-        return Due.OVERDUE
-    return Due.LAPSED

@@ -35,6 +35,7 @@ async def put_campaign(request: web.Request) -> web.StreamResponse:
         return json_error(400, f"campaign is not valid JSON: {exc}")
     parsed = parse_campaign(advertiser, campaign_id, document, request.app[RENDERER].sizes())
     if isinstance(parsed, list):
+        request.app[METRICS].bad_requests.labels("campaigns", "invalid").inc()
         return json_error(422, "invalid campaign", problems=parsed)
     limit = request.app[SETTINGS].max_campaigns
     try:

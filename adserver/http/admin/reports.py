@@ -8,10 +8,22 @@ from importlib import resources
 
 from aiohttp import web
 
-from adserver.delivery.reports import ReportError, build_rows, parse_period, publisher_rows, to_csv
+from adserver.core.value_segments import ValueStanding
+from adserver.delivery.reports import (
+    SEGMENT_COLUMNS,
+    ReportError,
+    build_rows,
+    parse_period,
+    publisher_rows,
+    segment_rows,
+    to_csv,
+)
 from adserver.http.admin.auth import authorize_advertiser, bearer_token
 from adserver.http.app_keys import SETTINGS, STORE
 from adserver.http.responses import NO_STORE, json_error, json_response
+from adserver.value.refresh import SAMPLE_SIZE
+from adserver.value.rfm import rfm_cuts
+from adserver.value.timing import typical_interval
 
 REPORT_PAGE = resources.files("adserver").joinpath("static/report.html").read_text("utf-8")
 
@@ -20,6 +32,8 @@ async def report(request: web.Request) -> web.StreamResponse:
     """`?from=YYYY-MM-DD&to=YYYY-MM-DD&by=day|campaign|publisher|strategy|size[&format=csv]`"""
     advertiser = authorize_advertiser(request)
     by = request.query.get("by", "day")
+    if by == "segment":
+        return await segment_report(request, advertiser)
     try:
         days = parse_period(
             request.query.get("from"), request.query.get("to"), datetime.now(UTC).date()
@@ -30,10 +44,7 @@ async def report(request: web.Request) -> web.StreamResponse:
         rows = build_rows(daily, by)
     except ReportError as exc:
         return json_error(400, str(exc))
-    wants_csv = request.query.get("format") == "csv" or "text/csv" in request.headers.get(
-        "Accept", ""
-    )
-    if wants_csv:
+    if _wants_csv(request):
         return web.Response(text=to_csv(rows, by), content_type="text/csv", headers=NO_STORE)
     return json_response(
         {
@@ -41,6 +52,41 @@ async def report(request: web.Request) -> web.StreamResponse:
             "from": days[0].isoformat(),
             "to": days[-1].isoformat(),
             "by": by,
+            "rows": rows,
+        }
+    )
+
+
+def _wants_csv(request: web.Request) -> bool:
+    return request.query.get("format") == "csv" or "text/csv" in request.headers.get("Accept", "")
+
+
+async def segment_report(request: web.Request, advertiser: str) -> web.StreamResponse:
+    """`by=segment`: the shop's customers now, per RFM segment, from a random sample of at
+    most `SAMPLE_SIZE` of its indexed buyers' value records, scored against the value
+    refresh's cut points (or, before the first refresh, the sample's own); `from` and `to`
+    do not apply (a record is a customer's whole history within the lookback)."""
+    values = request.app[STORE].values
+    today = int(datetime.now(UTC).timestamp() // 86400)
+    sample = await values.sample(advertiser, SAMPLE_SIZE)
+    standing = await values.read_standing(advertiser)
+    source = "refresh"
+    if standing is None:
+        source = "sample"
+        cuts = rfm_cuts(sample.records, today)
+        standing = ValueStanding(today, len(sample.records), cuts, typical_interval(sample.records))
+    rows = segment_rows(sample.records, standing, today)
+    if _wants_csv(request):
+        text = to_csv(rows, "segment", SEGMENT_COLUMNS)
+        return web.Response(text=text, content_type="text/csv", headers=NO_STORE)
+    cut_day = datetime.fromtimestamp(standing.day * 86400, UTC).date().isoformat()
+    return json_response(
+        {
+            "advertiser": advertiser,
+            "by": "segment",
+            "buyers": sample.indexed,
+            "sampled": len(sample.records),
+            "cut_points": {"from": source, "day": cut_day},
             "rows": rows,
         }
     )

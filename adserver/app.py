@@ -54,8 +54,8 @@ from adserver.http.app_keys import (
 from adserver.http.edge import LONG_TARGET_ROUTES, MAX_TARGET, edge_handler_args
 from adserver.http.edge.forwarding import TrustedProxies
 from adserver.http.edge.geo import GeoLocator
-from adserver.http.edge.middleware import believe_trusted_proxies, limit_targets
-from adserver.http.middleware import observe
+from adserver.http.edge.middleware import as_trusted_proxies_saw_it
+from adserver.http.middleware import observing
 from adserver.identity.links import IdentityResolver
 from adserver.learning.related import NeighbourCache, RankingConfig
 from adserver.learning.worker import RelatedWorker
@@ -174,11 +174,12 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def _middlewares(settings: Settings) -> list[Middleware]:
-    """Errors are caught outermost; then, behind trusted proxies, every handler sees the
-    client's own scheme, host and address (adserver.http.edge)."""
+    """One middleware (each costs every request a coroutine): errors caught, long targets
+    refused; behind trusted proxies, every handler sees the client's own scheme, host and
+    address (adserver.http.edge)."""
     proxies = TrustedProxies(settings.trusted_proxies)
-    edge = [observe, limit_targets(MAX_TARGET, LONG_TARGET_ROUTES)]
-    return [*edge, believe_trusted_proxies(proxies)] if proxies else edge
+    believe = as_trusted_proxies_saw_it(proxies) if proxies else None
+    return [observing(MAX_TARGET, LONG_TARGET_ROUTES, believe)]
 
 
 def _shown_recorder(

@@ -127,9 +127,12 @@ def parse_pixel_query(
     query: Mapping[str, str], advertisers: Collection[str]
 ) -> ShopperEvent | Reject:
     """`/px?a=ADV&e=EVENT&i=SKU,SKU&o=ORDER&v=VALUE&cur=CUR&p=PRICE,PRICE&q=QTY,QTY`."""
-    skus = [s for s in query.get("i", "").split(",") if s] if query.get("i") else []
-    prices = query.get("p", "").split(",") if query.get("p") else []
-    quantities = query.get("q", "").split(",") if query.get("q") else []
+    items, price_text, quantity_text = query.get("i"), query.get("p"), query.get("q")
+    skus = [s for s in items.split(",") if s] if items else []
+    if not price_text and not quantity_text:
+        return _plain_event(advertisers, query, skus)
+    prices = price_text.split(",") if price_text else []
+    quantities = quantity_text.split(",") if quantity_text else []
     if len(skus) > MAX_ITEMS or len(prices) > len(skus) or len(quantities) > len(skus):
         return Reject("too_many_items")
     lines: list[LineItem] = []
@@ -147,6 +150,29 @@ def parse_pixel_query(
         query.get("v"),
         query.get("cur"),
     )
+
+
+def _plain_event(
+    advertisers: Collection[str], query: Mapping[str, str], skus: list[str]
+) -> ShopperEvent | Reject:
+    """A pixel without prices or quantities (a view, a cart, a list: the usual one), checked
+    as `parse_pixel_query` and `_build_event` check it, in the same order, without making a
+    line item per sku; a purchase goes the whole way (its lines carry quantities)."""
+    if len(skus) > MAX_ITEMS:
+        return Reject("too_many_items")
+    advertiser, kind = query.get("a"), query.get("e")
+    if kind == "purchase" or advertiser not in advertisers:
+        lines = [LineItem(sku, None, 1) for sku in skus]
+        return _build_event(
+            advertisers, advertiser, kind, lines, query.get("o"), query.get("v"), query.get("cur")
+        )
+    if kind not in EVENT_KINDS:
+        return Reject("unknown_event")
+    if kind in ITEM_EVENTS and not skus:
+        return Reject("missing_items")
+    if not all(is_valid_sku(sku) for sku in skus):
+        return Reject("bad_item")
+    return ShopperEvent(cast(str, advertiser), cast(EventKind, kind), tuple(skus))
 
 
 def _at(values: Sequence[str], index: int) -> str | None:

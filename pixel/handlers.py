@@ -76,21 +76,23 @@ async def _store(
     app = request.app
     uid = known_uid or gates.uid or new_uid()
     now = time.time()
-    events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
-    events = [_attributable(request, e, now) for e in events]
+    if any(e.kind == "purchase" for e in events):  # the others pass both unchanged
+        events = [at_catalog_value(e, app[MARKET].catalog(e.advertiser)) for e in events]
+        events = [_attributable(request, e, now) for e in events]
     events, waiting = _sold_only(app, uid, events, now)
     if not events:
         return (uid if waiting else None), True
     outcome = await app[EVENT_WRITER].write([(uid, event, now) for event in events])
+    metrics = app[METRICS]
     if outcome is Outcome.SHED:
         endpoint = "px" if request.method == "GET" else "e"
-        app[METRICS].events_shed.labels(endpoint).inc(len(events))
+        metrics.events_shed.labels(endpoint).inc(len(events))
         return uid, False
     if outcome is Outcome.KEPT:
-        app[METRICS].events_buffered.inc(len(events))  # replayed when Redis answers again
+        metrics.events_buffered.inc(len(events))  # replayed when Redis answers again
         return uid, True
     for event in events:
-        app[METRICS].events_stored.labels(event.kind).inc()
+        metrics.stored(event.kind)
     return uid, True
 
 
@@ -132,21 +134,23 @@ def _on_own_pages(request: web.Request, advertiser: str) -> bool:
 
 def _with_uid(request: web.Request, response: web.StreamResponse, uid: str | None) -> None:
     if uid is not None:
+        settings = request.app[SETTINGS]
         set_uid_cookie(
             response,
             uid,
-            secure=is_secure_context(request, request.app[SETTINGS].public_url),
-            domain=request.app[SETTINGS].cookie_domain,
+            secure=is_secure_context(request, settings.public_url),
+            domain=settings.cookie_domain,
         )
 
 
 async def pixel(request: web.Request) -> web.StreamResponse:
     response = gif()
-    metrics = request.app[METRICS]
+    app = request.app
+    metrics, settings = app[METRICS], app[SETTINGS]
     if len(request.raw_path) > MAX_PIXEL_TARGET:
         metrics.tracking_rejects.labels("query_too_long").inc()
         return response
-    gates = Gates.of_query(request, request.app[SETTINGS])
+    gates = Gates.of_query(request, settings)
     untracked = gates.untracked()
     if untracked is not None:
         metrics.tracking_rejects.labels(untracked).inc()
@@ -154,7 +158,7 @@ async def pixel(request: web.Request) -> web.StreamResponse:
     if not gates.consented:
         metrics.tracking_rejects.labels("no_consent").inc()
         return response
-    event = parse_pixel_query(request.query, request.app[SETTINGS].advertisers)
+    event = parse_pixel_query(request.query, settings.advertisers)
     if isinstance(event, Reject):
         metrics.tracking_rejects.labels(event.reason).inc()
         return response

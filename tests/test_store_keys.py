@@ -151,3 +151,70 @@ async def test_many_different_impressions_a_day_fold_into_one_member_per_counter
     assert history.caps == expected
     distinct = len(expected)
     assert await store.redis.zcard(caps) <= distinct + scripts.CAPS_FOLD_AT
+
+
+def test_the_profile_scripts_keys_are_the_named_ones_in_its_order() -> None:
+    uid, advertiser = "abcABC_-0123456789abcd", "shop-1"
+    assert keys.profile_keys(uid, advertiser) == (
+        keys.user_advertisers(uid),
+        keys.user_viewed(uid, advertiser),
+        keys.user_cart(uid, advertiser),
+        keys.user_purchased(uid, advertiser),
+        keys.user_orders(uid, advertiser),
+        keys.user_facts(uid, advertiser),
+        keys.user_touch(uid, advertiser),
+        keys.user_forgotten(uid),
+        keys.user_orders_legacy(uid, advertiser),
+    )
+
+
+def test_the_utc_day_of_a_time_turns_at_midnight() -> None:
+    from adserver.store.base import day_of
+
+    midnight = 1_795_132_800.0  # 2026-11-20 00:00 UTC
+    assert day_of(NOON) == "20261119"
+    assert day_of(midnight - 0.001) == "20261119"
+    assert day_of(midnight) == "20261120"
+    assert day_of(0) == "19700101"
+
+
+@pytest.mark.parametrize(
+    "uid, event",
+    [
+        (UID, ShopperEvent("shop1", "view", ("sku-1",))),
+        ("ünï%d-" * 5, ShopperEvent("a%s b", "cart", ("x", "ß€", "1,2"[:1]))),
+        (
+            UID,
+            ShopperEvent(
+                "shop1",
+                "purchase",
+                ("sku-1", "sku-2"),
+                order="o-1",
+                revenue=Decimal("12.50"),
+                currency="EUR",
+                lines=(LineItem("sku-1", Decimal("10"), 1), LineItem("sku-2", None, 2)),
+            ),
+        ),
+    ],
+)
+async def test_the_profile_call_is_sent_as_hiredis_would_pack_it(
+    store: Store, uid: str, event: ShopperEvent
+) -> None:
+    import hiredis
+
+    from adserver.store.base import PackedCommand, pack
+
+    command = store._profile_command(uid, event, int(NOON * 1000))
+    assert type(command) is PackedCommand
+    assert pack(command) == hiredis.pack_command(tuple(command))
+
+
+def test_text_is_packed_as_hiredis_packs_it() -> None:
+    import hiredis
+
+    from adserver.store.base import pack, pack_text
+
+    for command in [("EVALSHA", "k", 12, -3, ""), ("SET", "ß", "€")]:
+        assert pack_text(command) == hiredis.pack_command(command)
+    mixed = ("SET", b"raw", Decimal("1.5"))  # bytes and a Decimal: packed as `pack` packs them
+    assert pack_text(mixed) == pack(mixed) == b"*3\r\n$3\r\nSET\r\n$3\r\nraw\r\n$3\r\n1.5\r\n"

@@ -32,7 +32,7 @@ def is_secure_context(request: web.Request, public_url: str | None) -> bool:
     """HTTPS as the client sees it (the connection, a trusted proxy's forwarded scheme, or an
     https KAERU_PUBLIC_URL), or loopback (which browsers treat as secure, so `Secure` cookies
     work there)."""
-    if request.secure or (public_url or "").startswith("https:"):
+    if (public_url or "").startswith("https:") or request.secure:
         return True
     host = request.host  # raw header: request.url would choke on a hostile, non-IDNA Host
     name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]

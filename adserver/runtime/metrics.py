@@ -168,6 +168,7 @@ class Metrics:
 
         # Labelled children looked up once: `labels()` takes a lock and builds a key each call.
         self._answered: dict[tuple[str, int], tuple[Histogram, Counter]] = {}
+        self._stored: dict[str, Counter] = {}
 
     def answered(self, route: str, status: int, seconds: float) -> None:
         """One HTTP answer: its latency and its count by route and status."""
@@ -177,6 +178,13 @@ class Metrics:
             self._answered[(route, status)] = children
         children[0].observe(seconds)
         children[1].inc()
+
+    def stored(self, kind: str, count: int = 1) -> None:
+        """Shopper events of `kind` (one of a fixed set) written to Redis."""
+        child = self._stored.get(kind)
+        if child is None:
+            child = self._stored[kind] = self.events_stored.labels(kind)
+        child.inc(count)
 
     def render(self) -> bytes:
         """This process's metrics, or every process's under `kaeru serve --workers N`."""

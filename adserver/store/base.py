@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +29,13 @@ def text(value: bytes | str) -> str:
 
 
 def day_of(timestamp: float) -> str:
-    return time.strftime("%Y%m%d", time.gmtime(timestamp))
+    """The UTC day of a Unix time, `YYYYMMDD`."""
+    return _day_text(int(timestamp // 86400))
+
+
+@functools.lru_cache(maxsize=8)
+def _day_text(day: int) -> str:  # one strftime a day, not one an event (the pixel's path)
+    return time.strftime("%Y%m%d", time.gmtime(day * 86400))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +109,36 @@ def append_to_stream(pipe: Any, uid: str | None, document: bytes, maxlen: int) -
     pipe.execute_command(*stream_command(uid, document, maxlen))
 
 
+class PackedCommand(tuple[bytes | str | int, ...]):
+    """A command whose RESP was made already (`resp`, what `pack` would make of it): the
+    pixel's profile script call is packed by `pack_text` (`Store._profile_command`)."""
+
+    resp: bytes
+
+
+def pack_text(command: Command) -> bytes:
+    """`pack` of a command of text and integers (no bytes), made in Python: an f-string per
+    argument and one encode are cheaper than hiredis's sprintf per argument
+    (bench/PROFILING.md). hiredis packs it when an argument is not ASCII (lengths in bytes)."""
+    texts: list[str] = []
+    for arg in command:
+        if type(arg) is str:
+            texts.append(arg)
+        elif type(arg) is int:
+            texts.append(str(arg))
+        else:  # bytes, a Decimal: not this function's
+            return pack(tuple(command))
+    body = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
+    if not body.isascii():
+        return _pack_command(command)
+    return f"*{len(texts)}\r\n{body}".encode()
+
+
 def pack(command: Command) -> bytes:
     """A command in RESP, as redis-py would send it, packed by hiredis (C). Arguments other
     than str, bytes, int and float (a Decimal, say) are sent as their text."""
+    if type(command) is PackedCommand:
+        return command.resp
     try:
         return _pack_command(command)
     except TypeError:

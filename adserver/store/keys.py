@@ -428,3 +428,20 @@ def replenishment_intervals(advertiser: str) -> str:
     at least 20 shoppers bought again, at most `MAX_INTERVALS`), replaced by the value refresh
     and expiring `STANDING_TTL_SECONDS` after it (no shopper data)."""
     return f"vali:{{{advertiser}}}"
+
+
+def profile_keys(uid: str, advertiser: str) -> tuple[str, ...]:
+    """The keys the profile script (scripts.RECORD_EVENT) writes, in its KEYS order: the ones
+    above, with the prefix made once (it runs for every pixel)."""
+    user = f"u:{{{uid}}}:"
+    return (
+        user + ADVERTISERS,
+        user + VIEWED + advertiser,
+        user + CART + advertiser,
+        user + PURCHASED + advertiser,
+        user + ORDERS + advertiser,
+        user + FACTS + advertiser,
+        user + TOUCH + advertiser,
+        f"fg:{{{uid}}}",
+        user + ORDERS_LEGACY + advertiser,
+    )

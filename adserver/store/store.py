@@ -23,11 +23,13 @@ from adserver.store.base import (
     MAX_ADVERTISERS_PER_SHOPPER,
     Command,
     Conversion,
+    PackedCommand,
     Placement,
     StoreLimits,
     day_of,
     execute,
     histories_of,
+    pack_text,
     raise_first_error,
     send_commands,
     send_with_scripts,
@@ -256,34 +258,32 @@ class Store:
         would send SCRIPT EXISTS first, a second round trip on the pixel's hot path)."""
         adv = event.advertiser
         cap = MAX_PURCHASED if event.kind == "purchase" else self.limits.max_views
-        return (
-            "EVALSHA",
-            self._record_event.sha,
-            9,
-            keys.user_advertisers(uid),
-            keys.user_viewed(uid, adv),
-            keys.user_cart(uid, adv),
-            keys.user_purchased(uid, adv),
-            keys.user_orders(uid, adv),
-            keys.user_facts(uid, adv),
-            keys.user_touch(uid, adv),
-            keys.user_forgotten(uid),
-            keys.user_orders_legacy(uid, adv),
-            event.kind,
-            adv,
-            now_ms,
-            self.limits.lookback_seconds,
-            cap,
-            event.order or "",
-            str(event.revenue or 0),
-            self.limits.click_window_seconds * 1000,
-            self.limits.view_window_seconds * 1000,
-            _conversions_cap(event, self.limits.browser_conversions_per_day),
-            day_of(now_ms / 1000),
-            order_cents(event.revenue or Decimal(0)) if event.kind == "purchase" else 0,
-            order_fingerprint(event.order or "") if event.kind == "purchase" else "",
-            *event.items,
+        command = PackedCommand(
+            (
+                "EVALSHA",
+                self._record_event.sha,
+                9,
+                *keys.profile_keys(uid, adv),
+                event.kind,
+                adv,
+                now_ms,
+                self.limits.lookback_seconds,
+                cap,
+                event.order or "",
+                str(event.revenue or 0),
+                self.limits.click_window_seconds * 1000,
+                self.limits.view_window_seconds * 1000,
+                _conversions_cap(event, self.limits.browser_conversions_per_day),
+                day_of(now_ms / 1000),
+                order_cents(event.revenue or Decimal(0)) if event.kind == "purchase" else 0,
+                order_fingerprint(event.order or "") if event.kind == "purchase" else "",
+                *event.items,
+            )
         )
+        # Packed here, as text (tests/test_store_keys.py): hiredis spends a sprintf per
+        # argument, and this is the pixel's longest command (bench/PROFILING.md).
+        command.resp = pack_text(command)
+        return command
 
     async def knows(self, uid: str, advertiser: str) -> bool:
         """Whether Kaeru keeps this shopper's events or their last touch at `advertiser` (a

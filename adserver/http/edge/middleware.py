@@ -3,12 +3,12 @@ scheme, host and address (`request.scheme`, `.host`, `.remote`, `.secure`), deci
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
+from collections.abc import Callable
 
-from adserver.http.app_keys import METRICS, SETTINGS
+from aiohttp import hdrs, web
+
+from adserver.http.app_keys import SETTINGS
 from adserver.http.edge.forwarding import ForwardedHeaders, TrustedProxies
-from adserver.http.middleware import route_name
 
 
 def forwarded_headers(request: web.Request) -> ForwardedHeaders:
@@ -22,33 +22,19 @@ def forwarded_headers(request: web.Request) -> ForwardedHeaders:
     )
 
 
-def believe_trusted_proxies(proxies: TrustedProxies) -> Middleware:
-    """A middleware that hands on a clone of the request as the trusted proxies saw it."""
+def as_trusted_proxies_saw_it(proxies: TrustedProxies) -> Callable[[web.Request], web.Request]:
+    """The request as the trusted proxies saw it (a clone), or as it came: forwarded headers
+    from anyone else are ignored. Applied by the one middleware (adserver.http.middleware)."""
 
-    @web.middleware
-    async def believe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def view(request: web.Request) -> web.Request:
         if not proxies.trusts(request.remote):
-            return await handler(request)  # forwarded headers from anyone else: ignored
-        view = proxies.resolve(request.remote, forwarded_headers(request))
-        if view is None:
-            return await handler(request)
-        return await handler(request.clone(**view.overrides()))  # type: ignore[arg-type]
+            return request
+        seen = proxies.resolve(request.remote, forwarded_headers(request))
+        if seen is None:
+            return request
+        return request.clone(**seen.overrides())  # type: ignore[arg-type]
 
-    return believe
-
-
-def limit_targets(longest: int, long_ok: frozenset[str]) -> Middleware:
-    """aiohttp's line limit is raised for the pixel's sake (adserver.http.edge.MAX_REQUEST_LINE);
-    every other route refuses a target over `longest` bytes as aiohttp did (414, counted)."""
-
-    @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if len(request.raw_path) > longest and route_name(request) not in long_ok:
-            request.app[METRICS].malformed_requests.labels("target_too_long").inc()
-            return web.Response(status=414, text="request target too long")
-        return await handler(request)
-
-    return limit
+    return view
 
 
 def public_base_url(request: web.Request) -> str:

@@ -87,9 +87,7 @@ def ready(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_demo(
-    data_dir: Path, env: dict[str, str], args: Sequence[str] = ()
-) -> Iterator[str]:
+def running_demo(data_dir: Path, env: dict[str, str], args: Sequence[str] = ()) -> Iterator[str]:
     """`kaeru demo ARGS` on a free port with `env`, until the block ends (SIGINT, then kill); yields
     http://localhost:PORT (loopback is a secure context, so the `SameSite=None; Secure` uid
     cookie is kept)."""

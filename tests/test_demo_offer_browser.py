@@ -143,9 +143,7 @@ def test_a_newcomer_sees_the_offer_until_they_buy_then_the_report_counts_them(
     assert "1 of 1 buyers sampled" in page.locator("#table-sub").inner_text()
 
 
-def test_the_japanese_demo_offers_its_own_wording(
-    context: BrowserContext, tmp_path: Path
-) -> None:
+def test_the_japanese_demo_offers_its_own_wording(context: BrowserContext, tmp_path: Path) -> None:
     with running_demo(tmp_path, demo_env(tmp_path), ["--shop", "ja"]) as base:
         page = context.new_page()
         shop_view(page, base, "sku-101")

@@ -431,16 +431,13 @@ def demo(settings: Settings, sites: DemoSites | None = None, shop_name: str = "e
 
 async def put_demo_campaigns(store: Store, shop_name: str, sizes: Collection[str]) -> None:
     """The demo shop's campaigns (`adserver/demo/campaigns.py`), validated and stored as the
-    admin API's PUT does; a campaign the shop already has (changed through the API, say) is
-    kept as it is."""
+    admin API's PUT does, at every start like the catalog (so `--shop ja` on a data directory
+    an English demo used gets the Japanese offer); other campaigns of the shop are left."""
     from adserver.core.campaigns import parse_campaign
     from adserver.demo.campaigns import demo_campaigns
     from adserver.demo.pages import DEMO_ADVERTISER
 
-    stored = await store.campaigns.load(DEMO_ADVERTISER)
     for campaign_id, body in demo_campaigns(shop_name).items():
-        if campaign_id in stored:
-            continue
         parsed = parse_campaign(DEMO_ADVERTISER, campaign_id, body, sizes)
         if isinstance(parsed, list):  # the demo's own campaigns: a bug, not the user's input
             raise RuntimeError(f"demo campaign {campaign_id}: {'; '.join(parsed)}")

@@ -109,13 +109,16 @@ def test_a_newcomer_sees_the_offer_until_they_buy_then_the_report_counts_them(
     page.wait_for_url(f"{base}/demo/shop/thanks?sku={BOUGHT}")
     assert "Thank you for your order!" in page.locator("h1").inner_text()
 
-    # the newcomers' campaign excludes past buyers, per shopper: the everyone campaign shows
+    # the newcomers' campaign excludes past buyers, per shopper: the everyone campaign shows.
+    # A reload may be needed: the purchase is written a moment after the beacon's answer, and
+    # an ad request that waits on Redis past KAERU_REDIS_DEADLINE_MS degrades, as designed, to
+    # a non-personalised ad, which is a newcomer's (offer included).
     after = poll(
         lambda: partner_offers(page, base),
-        lambda found: "300x250" in found and found["300x250"] == ("", ""),
-        "the 300x250 ad without the offer",
+        lambda found: "300x250" in found and all(o == ("", "") for o in found.values()),
+        "every ad without the offer",
     )
-    assert all(offer == ("", "") for offer in after.values()), after
+    assert len(after) >= 2, after  # the ads go on
     assert WELCOME_CODE not in page.content()
 
     assert f"{SHOP}: 1 of 1 buyers sampled" in value_refresh(redis_url)

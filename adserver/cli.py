@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -358,7 +358,7 @@ def demo(settings: Settings, sites: DemoSites | None = None, shop_name: str = "e
         EidSigner,
         add_demo_routes,
     )
-    from adserver.http.app_keys import MARKET, STORE
+    from adserver.http.app_keys import MARKET, RENDERER, STORE
 
     token = settings.advertisers.get(DEMO_ADVERTISER) or _demo_token(settings.data_dir)
     catalog = DEMO_SHOPS[shop_name]
@@ -388,6 +388,7 @@ def demo(settings: Settings, sites: DemoSites | None = None, shop_name: str = "e
         await app[STORE].replace_catalog(
             DEMO_ADVERTISER, [p for p in products if isinstance(p, Product)]
         )
+        await put_demo_campaigns(app[STORE], shop_name, app[RENDERER].sizes())
         await app[MARKET].refresh()
         two_sites = (
             "  The shop and the partner are two sites: log in with the same e-mail on both.\n"
@@ -426,6 +427,21 @@ def demo(settings: Settings, sites: DemoSites | None = None, shop_name: str = "e
     finally:
         for sock in sockets:
             sock.close()
+
+
+async def put_demo_campaigns(store: Store, shop_name: str, sizes: Collection[str]) -> None:
+    """The demo shop's campaigns (`adserver/demo/campaigns.py`), validated and stored as the
+    admin API's PUT does, at every start like the catalog (so `--shop ja` on a data directory
+    an English demo used gets the Japanese offer); other campaigns of the shop are left."""
+    from adserver.core.campaigns import parse_campaign
+    from adserver.demo.campaigns import demo_campaigns
+    from adserver.demo.pages import DEMO_ADVERTISER
+
+    for campaign_id, body in demo_campaigns(shop_name).items():
+        parsed = parse_campaign(DEMO_ADVERTISER, campaign_id, body, sizes)
+        if isinstance(parsed, list):  # the demo's own campaigns: a bug, not the user's input
+            raise RuntimeError(f"demo campaign {campaign_id}: {'; '.join(parsed)}")
+        await store.campaigns.put(DEMO_ADVERTISER, campaign_id, parsed.to_json())
 
 
 def demo_locales(settings: Settings, shop_locale: str) -> dict[str, str]:

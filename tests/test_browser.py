@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -87,15 +87,15 @@ def ready(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_demo(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
-    """`kaeru demo` on a free port with `env`, until the block ends (SIGINT, then kill); yields
+def running_demo(data_dir: Path, env: dict[str, str], args: Sequence[str] = ()) -> Iterator[str]:
+    """`kaeru demo ARGS` on a free port with `env`, until the block ends (SIGINT, then kill); yields
     http://localhost:PORT (loopback is a secure context, so the `SameSite=None; Secure` uid
     cookie is kept)."""
     port = free_port()
     log = data_dir.with_suffix(".log")
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "adserver.cli", "demo", "--port", str(port)],
+            [sys.executable, "-m", "adserver.cli", "demo", "--port", str(port), *args],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

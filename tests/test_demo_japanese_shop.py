@@ -12,10 +12,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.app import create_app
-from adserver.cli import _parser, demo_locales
+from adserver.cli import _parser, demo_locales, put_demo_campaigns
 from adserver.config.settings import Settings
+from adserver.core.campaigns import parse_campaign
+from adserver.demo.campaigns import WELCOME_CODE, WELCOME_TEXT
 from adserver.demo.pages import DEMO_ADVERTISER, DEMO_SHOPS, add_demo_routes
 from adserver.runtime.embedded_redis import free_port
+from adserver.store import Store, StoreLimits, connect
 from tests.conftest import BROWSER, counted, put_catalog
 
 TOKEN = "demo-shop-token-0123456789"
@@ -67,3 +70,22 @@ async def test_the_japanese_shop_shows_yen_and_its_ad_speaks_japanese(
     prices = re.findall(r"￥[0-9,.]+", html)
     assert "￥14,800" in prices and "￥17,800" in prices
     assert not [p for p in prices if "." in p], prices  # JPY has no decimals
+
+
+async def test_each_start_puts_the_demo_campaigns_in_the_shops_language(redis_url: str) -> None:
+    """An English demo, then `--shop ja` on the same Redis: the offer is in Japanese; a
+    campaign of the shop's own is left alone."""
+    store = Store(connect(redis_url), StoreLimits())
+    try:
+        await store.campaigns.put(DEMO_ADVERTISER, "mine", {"name": "Mine", "bid": None})
+        await put_demo_campaigns(store, "en", ("300x250",))
+        await put_demo_campaigns(store, "ja", ("300x250",))
+        stored = await store.campaigns.load(DEMO_ADVERTISER)
+    finally:
+        await store.close()
+    assert set(stored) == {"welcome", "everyone", "mine"}
+    welcome = parse_campaign(DEMO_ADVERTISER, "welcome", stored["welcome"], ("300x250",))
+    assert not isinstance(welcome, list) and welcome.offer is not None
+    assert (welcome.offer.text, welcome.offer.code) == (WELCOME_TEXT["ja"], WELCOME_CODE)
+    assert welcome.who.exclude == ("past_buyers",)
+    assert stored["mine"] == {"name": "Mine", "bid": None}

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.core.value_segments import SEGMENTS, decode_standing
+from adserver.delivery.reports import segment_rows
 from adserver.http.app_keys import STORE
 from adserver.store import Store, StoreLimits, connect, keys
 from adserver.store.customer_values import STANDING_TTL_SECONDS, CustomerValues
@@ -212,8 +213,10 @@ async def test_the_segment_report_as_csv_and_for_another_advertisers_token(
         "conversions",
         "revenue",
         "revenue_share",
+        "predicted_12m_revenue",
     ]
     assert len(table) == 1 + len(SEGMENTS)
+    assert all(row[-1] == "" for row in table[1:])  # no fit before a refresh: empty, not 0
     assert sum(int(row[1]) for row in table[1:]) == 1
     forbidden = await client.get(REPORT, params={"by": "segment"}, headers=auth(OTHER_TOKEN))
     assert forbidden.status == 403
@@ -222,3 +225,28 @@ async def test_the_segment_report_as_csv_and_for_another_advertisers_token(
     )
     assert empty.status == 200
     assert sum(r["customers"] for r in (await empty.json())["rows"]) == 0
+
+
+async def test_after_a_fitted_refresh_the_report_predicts_each_segments_next_12_months(
+    client: TestClient[Any, Any],
+) -> None:
+    values = client.app[STORE].values
+    # 60 buyers (a fit needs 50) within the client's lookback: 1 to 5 orders, the last 1 to 28
+    # days ago
+    for n in range(60):
+        await buy(values, n, 1 + n % 5, 1 + (n * 7) % 28, gap=1 + n % 3)
+    before = await segment_report(client)
+    assert all(row["predicted_12m_revenue"] is None for row in before["rows"])
+
+    done = await ValueRefresher(values, lambda: [SHOP], fit_in="thread").refresh(SHOP)
+    assert len(done.standing.model) == 7
+    after = await segment_report(client)
+    today = int(time.time() // DAY)
+    sample = await values.sample(SHOP, 100)
+    assert after["rows"] == segment_rows(sample.records, done.standing, today)
+    predicted = {row["segment"]: Decimal(row["predicted_12m_revenue"]) for row in after["rows"]}
+    assert sum(predicted.values()) > 0
+    # recent repeat buyers are worth more per head next year than the long-lost ones
+    heads = {row["segment"]: row["customers"] for row in after["rows"]}
+    assert heads["champions"] and heads["lost"], heads
+    assert predicted["champions"] / heads["champions"] > predicted["lost"] / heads["lost"]

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adserver.core.shopper import ShopperEvent
+from adserver.core.value_prediction import model_of, predicted_cents
 from adserver.core.value_record import ValueRecord
 from adserver.core.value_segments import ShopperValue, classify
 from adserver.http.app_keys import MARKET, STORE
@@ -198,6 +199,47 @@ async def test_after_purchases_and_the_refresh_segments_and_replenish_serve(
     considered = {c["campaign"]: c for c in explained["explanation"]["campaigns"]}
     assert considered["seg"].get("skipped") == "no value segment known"
     assert explained["campaign"] != "again" and explained["strategy"] != "replenish"
+
+
+async def test_debug_shows_the_shoppers_predicted_12_month_value_once_the_models_are_fitted(
+    stocked: TestClient[Any, Any],
+) -> None:
+    client = stocked
+    store: Store = client.app[STORE]
+    now, day = time.time(), 86400.0
+    for n in range(60):  # 60 buyers (a fit needs 50): 1 to 4 orders, 3 days apart
+        spent = Decimal(10 + n % 7)
+        orders = [
+            (f"b{n:021d}", ShopperEvent(SHOP, "purchase", ("sku-1",), order=f"{n}-{k}",
+                                        revenue=spent), now - (2 + n % 9 + 3 * k) * day)
+            for k in range(1 + n % 4)
+        ]  # fmt: skip
+        await store.record_many(orders)
+    await view(client, "sku-2")
+    earlier = ShopperEvent(SHOP, "purchase", ("sku-1",), order="t-1", revenue=Decimal("50"))
+    await store.record_many([(uid_of(client), earlier, now - 6 * day)])
+    await buy(client, "t-2", "sku-3")
+    await put_campaign(client, "flat", bid={"type": "cpm", "amount": "1"})
+    await refresh_catalog(client)
+    before = (await explain(client))["explanation"]["campaigns"]
+    assert before and all("predicted_12m_value" not in note for note in before)  # no standing
+
+    done = await ValueRefresher(store.values, lambda: [SHOP], fit_in="thread").refresh(SHOP)
+    assert len(done.standing.model) == 7
+    await refresh_catalog(client)
+    record = await store.values.read(uid_of(client), SHOP)
+    assert record is not None and record.orders == 2
+    cents = predicted_cents(model_of(client.app[MARKET].standing(SHOP)), record, int(now // day))
+    assert cents is not None and cents > 0
+    expected = str((Decimal(round(cents)) / 100).quantize(Decimal("0.01")))
+    notes = {c["campaign"]: c for c in (await explain(client))["explanation"]["campaigns"]}
+    assert notes["flat"]["predicted_12m_value"] == expected
+    assert "segment" in notes["flat"]
+
+    client.session.cookie_jar.clear()  # another shopper, who only viewed: no record, no value
+    await view(client, "sku-2")
+    notes = {c["campaign"]: c for c in (await explain(client))["explanation"]["campaigns"]}
+    assert "predicted_12m_value" not in notes["flat"]
 
 
 async def test_forgetting_or_opting_out_erases_the_record_and_the_index_entry(

@@ -32,6 +32,7 @@ from adserver.core.context import NO_CONTEXT, PageContext, ProductContext
 from adserver.core.product import Product
 from adserver.core.shopper import AdvertiserHistory, Shopper
 from adserver.core.suggestions import Suggestions
+from adserver.core.value_prediction import model_of, predicted_cents
 from adserver.core.value_segments import (
     NO_CLASS,
     ShopperValue,
@@ -178,11 +179,14 @@ def decide(
             if found is not None:
                 best = ((found.expected_value, -rank), found)
             continue
+        predicted = None if explanation is None else _predicted_value(value, now)
         for campaign in market.campaigns(advertiser):
             decision, note = _consider(
                 campaign, history, suggested or Suggestions(), market, slot, now, value
             )
             if explanation is not None:
+                if predicted is not None:
+                    note["predicted_12m_value"] = predicted
                 explanation.campaigns.append(note)
             if decision is not None:
                 score = (decision.expected_value, -rank)
@@ -197,6 +201,16 @@ def decide(
             "expected_value": best[1].expected_value,
         }
     return best[1]
+
+
+def _predicted_value(value: ShopperValue | None, now: float) -> str | None:
+    """For debug only (a series per shop): the shopper's predicted 12-month revenue at the shop
+    in its currency ("123.45"), when the shop's standing has fitted models; else None."""
+    if value is None:
+        return None
+    model = model_of(value.standing)
+    cents = predicted_cents(model, value.record, int(now // DAY_SECONDS))
+    return None if cents is None else str((Decimal(round(cents)) / 100).quantize(Decimal("0.01")))
 
 
 def _newcomer_decision(

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from adserver.config.settings import EMAIL_PUBLISHER, ONSITE_PUBLISHER
+from adserver.core.value_prediction import model_of, predicted_cents
 from adserver.core.value_record import ValueRecord
 from adserver.core.value_segments import SEGMENTS, ValueStanding, rfm_score, segment
 
@@ -97,7 +98,14 @@ def _row(by: str, key: str, values: Mapping[str, Decimal]) -> dict[str, Any]:
     }
 
 
-SEGMENT_COLUMNS = ("customers", "customer_share", "conversions", "revenue", "revenue_share")
+SEGMENT_COLUMNS = (
+    "customers",
+    "customer_share",
+    "conversions",
+    "revenue",
+    "revenue_share",
+    "predicted_12m_revenue",
+)
 
 
 def segment_rows(
@@ -105,15 +113,21 @@ def segment_rows(
 ) -> list[dict[str, Any]]:
     """One row per RFM segment (every segment, in the table's order) of the sampled records,
     scored against the standing's cut points: customers, their share of the sample (%),
-    conversions (their orders), revenue and its share (%)."""
+    conversions (their orders), revenue and its share (%), and the predicted 12-month revenue
+    of those customers (the sum of each one's BG/NBD x Gamma-Gamma value with the standing's
+    fitted models; None without a fit). Every column is of the sample, none scaled up to all
+    the shop's buyers (times `buyers / sampled` for an estimate of the whole shop)."""
+    model = model_of(standing)
     customers: dict[str, int] = dict.fromkeys(SEGMENTS, 0)
     orders: dict[str, int] = dict.fromkeys(SEGMENTS, 0)
     cents: dict[str, int] = dict.fromkeys(SEGMENTS, 0)
+    predicted: dict[str, float] = dict.fromkeys(SEGMENTS, 0.0)
     for record in records:
         name = segment(rfm_score(record, standing.cuts, today), record)
         customers[name] += 1
         orders[name] += record.orders
         cents[name] += record.revenue_cents
+        predicted[name] += predicted_cents(model, record, today) or 0.0
     everyone, total = sum(customers.values()), sum(cents.values())
     return [
         {
@@ -123,9 +137,15 @@ def segment_rows(
             "conversions": orders[name],
             "revenue": str((Decimal(cents[name]) / 100).quantize(Decimal("0.01"))),
             "revenue_share": round(100.0 * cents[name] / total, 2) if total else 0.0,
+            "predicted_12m_revenue": None if model is None else _money(predicted[name]),
         }
         for name in SEGMENTS
     ]
+
+
+def _money(cents: float) -> str:
+    """Cents as a decimal string of the currency's units, to the cent ("1234.50")."""
+    return str((Decimal(round(cents)) / 100).quantize(Decimal("0.01")))
 
 
 def to_csv(rows: list[dict[str, Any]], by: str, columns: tuple[str, ...] = COLUMNS) -> str:

@@ -207,17 +207,15 @@ async def _serve(
     eid: str | None = None,
     *,
     eid_capped: bool = True,
-    gates: Gates | None = None,
+    gates: Gates,
 ) -> ServedAd | None:
     """Decide and count the impression; a Redis failure degrades to a non-personalised ad.
     With an `explanation` (debug) nothing is counted. `eid`: a publisher-provided hashed
     e-mail its publisher vouched for (see `_eid`, `_vouched`), used when no uid cookie is;
-    `eid_capped`: it came without a token. `gates`: the request's, when the caller built
-    them (it answers with them: see `_refresh_uid`)."""
+    `eid_capped`: it came without a token. `gates`: the request's, built by the caller, which
+    answers with them too (see `_refresh_uid`)."""
     app = request.app
     store, metrics = app[STORE], app[METRICS]
-    if gates is None:
-        gates = Gates.of_query(request, app[SETTINGS])
     bot, uid = gates.bot, await _personal_uid(request, gates, eid, eid_capped=eid_capped)
     deadline = app[SETTINGS].redis_deadline_ms / 1000
     try:

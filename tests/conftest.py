@@ -4,8 +4,11 @@ their Redis tests a second time on a private Redis Cluster (`--redis-cluster`: e
 
 from __future__ import annotations
 
+import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -172,6 +175,27 @@ async def learn_all(client: TestClient[Any, Any]) -> None:
     that serve its results (what the background tasks do within a second in production)."""
     await client.app[WORKER].drain()
     await refresh_catalog(client)
+
+
+@asynccontextmanager
+async def frozen_after_a_view(
+    aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """A client of an app on `own_redis` whose shop sells sku-1 and sku-2, sku-1 viewed and
+    learnt popular (in the process's market cache), then Redis frozen (SIGSTOP) until the
+    block ends: what a hot path answers when Redis stops answering."""
+    assert own_redis.process is not None
+    client = await aiohttp_client(
+        create_app(replace(settings, redis_url=own_redis.url)), headers=BROWSER
+    )
+    await put_catalog(client, [product_row("sku-1"), product_row("sku-2")])
+    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-1"})
+    await learn_all(client)
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        yield client
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
 
 
 @pytest.fixture

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import time
-from dataclasses import replace
 from typing import Any
 
-from adserver.app import create_app
 from adserver.config.settings import Settings
 from adserver.identity.identifiers import email_sha256_of
 from adserver.runtime.embedded_redis import EmbeddedRedis
-from tests.conftest import BROWSER, SHOP, SHOP_TOKEN, learn_all, product_row, put_catalog
+from tests.conftest import SHOP, SHOP_TOKEN, frozen_after_a_view
 
 EMAIL_SHA256 = email_sha256_of("ana@example.org")
 AUTH = {"Authorization": f"Bearer {SHOP_TOKEN}"}
@@ -20,15 +17,7 @@ AUTH = {"Authorization": f"Bearer {SHOP_TOKEN}"}
 async def test_a_frozen_redis_answers_popular_products_and_a_503_for_audiences(
     aiohttp_client: Any, settings: Settings, own_redis: EmbeddedRedis
 ) -> None:
-    assert own_redis.process is not None
-    client = await aiohttp_client(
-        create_app(replace(settings, redis_url=own_redis.url)), headers=BROWSER
-    )
-    await put_catalog(client, [product_row("sku-1"), product_row("sku-2")])
-    await client.get("/px", params={"a": SHOP, "e": "view", "i": "sku-1"})
-    await learn_all(client)  # sku-1 is popular, in the process's market cache
-    own_redis.process.send_signal(signal.SIGSTOP)
-    try:
+    async with frozen_after_a_view(aiohttp_client, settings, own_redis) as client:
         started = time.monotonic()
         response = await client.get(
             f"/api/v1/advertisers/{SHOP}/recommendations",
@@ -54,5 +43,3 @@ async def test_a_frozen_redis_answers_popular_products_and_a_503_for_audiences(
         )
         assert listing.status == 503 and listing.headers["Retry-After"]
         assert time.monotonic() - started < 1.9  # the listing's deadline, before the socket's
-    finally:
-        own_redis.process.send_signal(signal.SIGCONT)
